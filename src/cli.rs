@@ -1,0 +1,85 @@
+//! The command line: `serve` (the default), `hash-password`, `check-config`.
+
+use std::io::{BufRead, IsTerminal};
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::DEFAULT_CONFIG_PATH;
+use crate::secret::Password;
+
+/// An HTTP Basic-auth gate with argon2id credentials.
+#[derive(Debug, Parser)]
+#[command(name = "gatehouse", version, about)]
+pub struct Cli {
+    /// What to do; `serve` when omitted.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// The config file for `serve` and `check-config`.
+    #[arg(long, short, global = true, env = "GATEHOUSE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Read a password (from the terminal without echo, or one line of
+    /// stdin) and print its argon2id PHC string for the config file.
+    HashPassword(HashArgs),
+    /// Validate the config file, its users and TLS files, and exit.
+    CheckConfig,
+}
+
+/// Argon2id parameters for `hash-password`; the defaults are OWASP's.
+#[derive(Debug, Args)]
+pub struct HashArgs {
+    /// Memory cost in KiB.
+    #[arg(long, default_value_t = argon2::Params::DEFAULT_M_COST)]
+    pub m_cost: u32,
+    /// Number of passes.
+    #[arg(long, default_value_t = argon2::Params::DEFAULT_T_COST)]
+    pub t_cost: u32,
+    /// Degree of parallelism (lanes).
+    #[arg(long, default_value_t = argon2::Params::DEFAULT_P_COST)]
+    pub p_cost: u32,
+}
+
+/// Why no password could be read.
+#[derive(Debug, thiserror::Error)]
+pub enum ReadPasswordError {
+    /// Reading failed.
+    #[error("cannot read the password: {0}")]
+    Io(#[from] std::io::Error),
+    /// The two passwords typed at the terminal differ.
+    #[error("the passwords do not match")]
+    Mismatch,
+    /// Nothing was given.
+    #[error("the password is empty")]
+    Empty,
+}
+
+/// Reads the password to hash: prompted twice without echo on a terminal,
+/// otherwise the first line of stdin (without its line ending).
+pub fn read_password() -> Result<Password, ReadPasswordError> {
+    let stdin = std::io::stdin();
+    let password = if stdin.is_terminal() {
+        let first = Password::new(rpassword::prompt_password("Password: ")?);
+        let second = Password::new(rpassword::prompt_password("Again: ")?);
+        if first.as_bytes() != second.as_bytes() {
+            return Err(ReadPasswordError::Mismatch);
+        }
+        first
+    } else {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        let trimmed = line.trim_end_matches(['\n', '\r']).to_owned();
+        zeroize::Zeroize::zeroize(&mut line);
+        Password::new(trimmed)
+    };
+    if password.as_str().is_empty() {
+        return Err(ReadPasswordError::Empty);
+    }
+    Ok(password)
+}

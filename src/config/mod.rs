@@ -1,0 +1,338 @@
+//! The TOML config file: its schema (serde) and its validation into typed,
+//! ready-to-use values.
+//!
+//! Parse, don't validate: [`Config::load`] turns the file into socket
+//! addresses, `Duration`s, CIDRs and parsed argon2 hashes once; nothing
+//! downstream handles a "maybe invalid" string. Every error names the file,
+//! the key (or user) and the problem, and never prints a hash or password.
+
+mod raw;
+mod users;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use ipnet::IpNet;
+
+pub use users::validate_username;
+
+/// Where `gatehouse serve` looks for its config when no `--config` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
+
+/// A config problem: which file, which key or user, and what is wrong.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read at all.
+    #[error("{path}: cannot read: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A value in a file is missing, malformed or inconsistent.
+    #[error("{path}: {key}: {message}")]
+    Invalid {
+        /// The file.
+        path: PathBuf,
+        /// Where in the file: `[section] key`, a user, or a line.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    pub(crate) fn invalid(path: &Path, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            path: path.to_owned(),
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// A validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file this was loaded from.
+    pub path: PathBuf,
+    /// `[server]`.
+    pub server: ServerSettings,
+    /// `[tls]`.
+    pub tls: TlsSettings,
+    /// `[auth]` and `[users]`.
+    pub auth: AuthSettings,
+    /// `[limits]`.
+    pub limits: Limits,
+}
+
+/// `[server]`: where to listen and whom to believe.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The address to bind (port 0 lets the OS pick one).
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[tls]`: how connections are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSettings {
+    /// A PEM certificate chain and private key.
+    Files {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// Development: a certificate for localhost made at start-up and written
+    /// to `cert_out` so clients can trust it.
+    SelfSigned {
+        /// Where the generated certificate (PEM) is written.
+        cert_out: PathBuf,
+    },
+    /// Plain HTTP, only behind a TLS-terminating proxy.
+    Disabled,
+}
+
+/// `[auth]` plus the users from `[users]` and `users_file`.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// The realm in the `WWW-Authenticate` challenge.
+    pub realm: String,
+    /// Path patterns that skip authentication: exact, or a prefix ending in `*`.
+    pub public: Vec<String>,
+    /// Every configured user with its parsed hash.
+    pub users: Vec<(String, PasswordHash)>,
+    /// With no users configured: make this user with a random password at
+    /// start-up (development only).
+    pub generated_user: Option<String>,
+    /// How many argon2 verifications may run at once.
+    pub max_concurrent_verifications: usize,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hashes are secrets too: list the usernames only.
+        let names: Vec<&str> = self.users.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AuthSettings")
+            .field("realm", &self.realm)
+            .field("public", &self.public)
+            .field("users", &names)
+            .field("generated_user", &self.generated_user)
+            .field(
+                "max_concurrent_verifications",
+                &self.max_concurrent_verifications,
+            )
+            .finish()
+    }
+}
+
+/// `[limits]`: connection hygiene.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// How long in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths inside it are taken
+    /// relative to the file's own directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Validates config text as if read from `path` (used for relative paths
+    /// and messages).
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        let raw = raw::parse(path, text)?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &Path| base.join(p);
+
+        let listen = raw.server.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::invalid(
+                path,
+                "[server] listen",
+                format!("`{}` is not an address:port ({e})", raw.server.listen),
+            )
+        })?;
+        let trusted_proxies = raw
+            .server
+            .trusted_proxies
+            .iter()
+            .map(|s| {
+                parse_cidr(s).ok_or_else(|| {
+                    ConfigError::invalid(
+                        path,
+                        "[server] trusted_proxies",
+                        format!("`{s}` is not an IP address or CIDR"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?;
+
+        let tls = tls_settings(path, raw.tls, &resolve)?;
+
+        let realm = raw.auth.realm;
+        if realm.is_empty()
+            || realm
+                .chars()
+                .any(|c| c == '"' || c == '\\' || c.is_control())
+        {
+            return Err(ConfigError::invalid(
+                path,
+                "[auth] realm",
+                "must be non-empty, without quotes, backslashes or control characters",
+            ));
+        }
+        for pattern in &raw.auth.public {
+            if !pattern.starts_with('/') {
+                return Err(ConfigError::invalid(
+                    path,
+                    "[auth] public",
+                    format!("`{pattern}` must start with /"),
+                ));
+            }
+        }
+        let mut users = users::from_table(path, raw.users)?;
+        if let Some(file) = &raw.auth.users_file {
+            let file = resolve(file);
+            users::add_from_file(&file, &mut users, path)?;
+        }
+        if let Some(name) = &raw.auth.generated_user {
+            validate_username(name)
+                .map_err(|m| ConfigError::invalid(path, "[auth] generated_user", m))?;
+        }
+        if users.is_empty() && raw.auth.generated_user.is_none() {
+            return Err(ConfigError::invalid(
+                path,
+                "[users]",
+                "no users configured: add `name = \"<hash from gatehouse hash-password>\"` under [users], set [auth] users_file, or set [auth] generated_user for development",
+            ));
+        }
+        let max_concurrent_verifications = match raw.auth.max_concurrent_verifications {
+            Some(0) => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "[auth] max_concurrent_verifications",
+                    "must be at least 1",
+                ));
+            }
+            Some(n) => n,
+            None => std::thread::available_parallelism().map_or(1, usize::from),
+        };
+
+        let limits = Limits {
+            header_read_timeout: duration(
+                path,
+                "[limits] header_read_timeout",
+                &raw.limits.header_read_timeout,
+            )?,
+            tls_handshake_timeout: duration(
+                path,
+                "[limits] tls_handshake_timeout",
+                &raw.limits.tls_handshake_timeout,
+            )?,
+            shutdown_grace: duration(path, "[limits] shutdown_grace", &raw.limits.shutdown_grace)?,
+        };
+
+        Ok(Self {
+            path: path.to_owned(),
+            server: ServerSettings {
+                listen,
+                trusted_proxies,
+            },
+            tls,
+            auth: AuthSettings {
+                realm,
+                public: raw.auth.public,
+                users,
+                generated_user: raw.auth.generated_user,
+                max_concurrent_verifications,
+            },
+            limits,
+        })
+    }
+}
+
+fn tls_settings(
+    path: &Path,
+    raw: raw::Tls,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<TlsSettings, ConfigError> {
+    if raw.enabled == Some(false) {
+        if raw.cert.is_some() || raw.key.is_some() || raw.self_signed == Some(true) {
+            return Err(ConfigError::invalid(
+                path,
+                "[tls] enabled",
+                "is false, but cert, key or self_signed is also set: choose one",
+            ));
+        }
+        return Ok(TlsSettings::Disabled);
+    }
+    match (raw.self_signed == Some(true), raw.cert, raw.key) {
+        (true, None, None) => Ok(TlsSettings::SelfSigned {
+            cert_out: resolve(
+                raw.self_signed_cert_out
+                    .as_deref()
+                    .unwrap_or(Path::new("self-signed-cert.pem")),
+            ),
+        }),
+        (true, _, _) => Err(ConfigError::invalid(
+            path,
+            "[tls] self_signed",
+            "is true, but cert or key is also set: choose one",
+        )),
+        (false, Some(cert), Some(key)) => Ok(TlsSettings::Files {
+            cert: resolve(&cert),
+            key: resolve(&key),
+        }),
+        (false, Some(_), None) => Err(ConfigError::invalid(
+            path,
+            "[tls] key",
+            "missing: cert is set, so key must be too",
+        )),
+        (false, None, Some(_)) => Err(ConfigError::invalid(
+            path,
+            "[tls] cert",
+            "missing: key is set, so cert must be too",
+        )),
+        (false, None, None) => Err(ConfigError::invalid(
+            path,
+            "[tls]",
+            "set cert and key, or self_signed = true for development, or enabled = false behind a TLS-terminating proxy",
+        )),
+    }
+}
+
+/// A human-readable duration such as `10s`, `15m` or `1h 30m`.
+fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::invalid(
+            path,
+            key,
+            format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
+        )
+    })
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (taken as /32 or /128).
+fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,142 @@
+//! The file's shape as serde sees it, before validation. Unknown keys are
+//! errors, so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct File {
+    #[serde(default)]
+    pub server: Server,
+    #[serde(default)]
+    pub tls: Tls,
+    #[serde(default)]
+    pub auth: Auth,
+    #[serde(default)]
+    pub users: BTreeMap<String, String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Server {
+    pub listen: String,
+    pub trusted_proxies: Vec<String>,
+}
+
+impl Default for Server {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8443".into(),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub self_signed: Option<bool>,
+    pub self_signed_cert_out: Option<PathBuf>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Auth {
+    pub realm: String,
+    pub users_file: Option<PathBuf>,
+    pub public: Vec<String>,
+    pub generated_user: Option<String>,
+    pub max_concurrent_verifications: Option<usize>,
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            realm: "gatehouse".into(),
+            users_file: None,
+            public: vec!["/healthz".into()],
+            generated_user: None,
+            max_concurrent_verifications: None,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Limits {
+    pub header_read_timeout: String,
+    pub tls_handshake_timeout: String,
+    pub shutdown_grace: String,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: "10s".into(),
+            tls_handshake_timeout: "10s".into(),
+            shutdown_grace: "30s".into(),
+        }
+    }
+}
+
+/// Deserializes the file, turning a TOML error into one line that names the
+/// line, the section and the key, without quoting the line itself (it may
+/// hold a hash).
+pub(super) fn parse(path: &Path, text: &str) -> Result<File, ConfigError> {
+    toml::from_str(text).map_err(|err| {
+        let offset = err.span().map_or(0, |s| s.start).min(text.len());
+        let line_no = text[..offset].matches('\n').count() + 1;
+        let key = describe_position(text, line_no);
+        ConfigError::invalid(path, key, err.message().trim().to_owned())
+    })
+}
+
+/// `line N, [section] key` for the given 1-based line.
+fn describe_position(text: &str, line_no: usize) -> String {
+    let mut section = String::new();
+    let mut key = String::new();
+    for (i, line) in text.lines().enumerate().take(line_no) {
+        let line = line.trim();
+        if line.starts_with('[') {
+            section = line
+                .split(']')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('[')
+                .trim()
+                .to_owned();
+            key.clear();
+        } else if i + 1 == line_no {
+            let candidate = line.split('=').next().unwrap_or("").trim();
+            // Only a plain key is named; anything else on a broken line
+            // might be a secret.
+            if is_bare_key(candidate) {
+                key = candidate.to_owned();
+            }
+        }
+    }
+    match (section.is_empty(), key.is_empty()) {
+        (true, true) => format!("line {line_no}"),
+        (false, true) => format!("line {line_no}, [{section}]"),
+        (true, false) => format!("line {line_no}, {key}"),
+        (false, false) => format!("line {line_no}, [{section}] {key}"),
+    }
+}
+
+fn is_bare_key(text: &str) -> bool {
+    !text.is_empty()
+        && text.len() <= 64
+        && text
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}

@@ -1,0 +1,91 @@
+//! Users from the `[users]` table and from an htpasswd-style users file
+//! (`name:$argon2id$...` lines, `#` comments and blank lines allowed).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use argon2::password_hash::phc::PasswordHash;
+
+use super::ConfigError;
+use crate::credentials::parse_phc;
+
+/// Checks that a username can be sent in a Basic header and logged safely:
+/// non-empty, no colon (it would end the user-id), no control characters.
+pub fn validate_username(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("username is empty".into());
+    }
+    if name.contains(':') {
+        return Err(format!(
+            "username {name:?} contains a colon, which Basic auth cannot carry"
+        ));
+    }
+    if name.chars().any(char::is_control) {
+        return Err(format!("username {name:?} contains a control character"));
+    }
+    Ok(())
+}
+
+pub(super) fn from_table(
+    path: &Path,
+    table: BTreeMap<String, String>,
+) -> Result<Vec<(String, PasswordHash)>, ConfigError> {
+    table
+        .into_iter()
+        .map(|(name, hash)| {
+            let key = format!("[users] {name:?}");
+            validate_username(&name).map_err(|m| ConfigError::invalid(path, &key, m))?;
+            let hash =
+                parse_phc(&hash).map_err(|e| ConfigError::invalid(path, &key, e.to_string()))?;
+            Ok((name, hash))
+        })
+        .collect()
+}
+
+/// Adds the users listed in `file` to `users`, refusing duplicates within the
+/// file and with the config's `[users]` table.
+pub(super) fn add_from_file(
+    file: &Path,
+    users: &mut Vec<(String, PasswordHash)>,
+    config: &Path,
+) -> Result<(), ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        ConfigError::invalid(
+            config,
+            "[auth] users_file",
+            format!("cannot read {}: {e}", file.display()),
+        )
+    })?;
+    let from_table = users.len();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let at = format!("line {}", index + 1);
+        let Some((name, hash)) = line.split_once(':') else {
+            return Err(ConfigError::invalid(
+                file,
+                at,
+                "expected `username:$argon2id$...`",
+            ));
+        };
+        let key = format!("{at}, user {name:?}");
+        validate_username(name).map_err(|m| ConfigError::invalid(file, &key, m))?;
+        if let Some(pos) = users.iter().position(|(n, _)| n == name) {
+            let first = if pos < from_table {
+                format!("[users] in {}", config.display())
+            } else {
+                "an earlier line".to_owned()
+            };
+            return Err(ConfigError::invalid(
+                file,
+                &key,
+                format!("duplicate user: already defined in {first}"),
+            ));
+        }
+        let hash = parse_phc(hash).map_err(|e| ConfigError::invalid(file, &key, e.to_string()))?;
+        users.push((name.to_owned(), hash));
+    }
+    Ok(())
+}

@@ -1,0 +1,317 @@
+//! Users and their argon2 hashes, and verification that never blocks the
+//! async runtime.
+//!
+//! The [`CredentialStore`] is immutable: it is built once from a validated
+//! config and shared behind an `Arc`. The [`Verifier`] runs argon2 on tokio's
+//! blocking pool under a semaphore, so at most a fixed number of hashes are
+//! computed at once however many requests arrive.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use argon2::password_hash::phc::PasswordHash;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::{Algorithm, Argon2, Params, Version};
+use tokio::sync::Semaphore;
+
+use crate::secret::Password;
+
+/// Why a string is not a usable argon2 hash. The messages never contain the
+/// hash itself.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HashError {
+    /// Not a PHC string at all (`$alg$v=..$params$salt$hash`).
+    #[error("not a valid argon2 PHC string ({0}); make one with `gatehouse hash-password`")]
+    Malformed(String),
+    /// A PHC string for another algorithm (bcrypt, scrypt, …).
+    #[error("algorithm `{0}` is not argon2 (expected argon2id, argon2i or argon2d)")]
+    NotArgon2(String),
+    /// An argon2 PHC string whose parameters, salt or output are unusable.
+    #[error("argon2 PHC string has invalid parameters ({0})")]
+    InvalidParams(String),
+}
+
+/// Parses and checks an argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`),
+/// so that verification later cannot fail for a reason other than a wrong
+/// password.
+pub fn parse_phc(text: &str) -> Result<PasswordHash, HashError> {
+    let hash = PasswordHash::new(text).map_err(|e| HashError::Malformed(e.to_string()))?;
+    let algorithm = hash.algorithm.as_str();
+    Algorithm::new(algorithm).map_err(|_| HashError::NotArgon2(algorithm.to_owned()))?;
+    if let Some(version) = hash.version {
+        Version::try_from(version).map_err(|e| HashError::InvalidParams(e.to_string()))?;
+    }
+    Params::try_from(&hash).map_err(|e| HashError::InvalidParams(e.to_string()))?;
+    if hash.salt.is_none() || hash.hash.is_none() {
+        return Err(HashError::InvalidParams(
+            "salt or hash output missing".into(),
+        ));
+    }
+    Ok(hash)
+}
+
+/// The OWASP-recommended argon2id parameters: 19 MiB, 2 passes, 1 lane.
+pub fn default_params() -> Params {
+    Params::DEFAULT
+}
+
+/// Hashes a password with argon2id, a random salt and `params`, returning the
+/// PHC string to put in a config file.
+pub fn hash_password(password: &Password, params: Params) -> Result<String, HashError> {
+    let argon2 = Argon2::new(Algorithm::Argon2id, Version::V0x13, params);
+    argon2
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| HashError::InvalidParams(e.to_string()))
+}
+
+/// Whether `params` are at least as strong as OWASP's minimum for argon2id
+/// (19 MiB with 2 passes); weaker hashes are accepted but warned about.
+pub fn is_weak(hash: &PasswordHash) -> bool {
+    match Params::try_from(hash) {
+        Ok(p) => p.m_cost() < Params::DEFAULT_M_COST || p.t_cost() < Params::DEFAULT_T_COST,
+        Err(_) => true,
+    }
+}
+
+/// A parsed hash; deliberately not `Debug`, so a hash never reaches a log.
+struct StoredHash(PasswordHash);
+
+/// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
+pub struct CredentialStore {
+    users: HashMap<String, StoredHash>,
+    /// Verified against when the username is unknown, so that an unknown user
+    /// costs the same argon2 work as a known one and timing reveals nothing.
+    dummy: PasswordHash,
+}
+
+impl CredentialStore {
+    /// Builds a store from already-validated `(username, hash)` pairs.
+    ///
+    /// The dummy hash uses the parameters most users have (ties go to the
+    /// costlier set), so that a miss costs what a typical hit costs.
+    pub fn new(users: impl IntoIterator<Item = (String, PasswordHash)>) -> Result<Self, HashError> {
+        let users: HashMap<String, StoredHash> = users
+            .into_iter()
+            .map(|(name, hash)| (name, StoredHash(hash)))
+            .collect();
+        let params = typical_params(users.values().map(|h| &h.0));
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).map_err(|e| HashError::InvalidParams(e.to_string()))?;
+        let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
+        let dummy = parse_phc(&dummy_text)?;
+        Ok(Self { users, dummy })
+    }
+
+    /// How many users the store holds.
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    /// Whether the store holds no users.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    /// Whether `username` is a configured user.
+    pub fn contains(&self, username: &str) -> bool {
+        self.users.contains_key(username)
+    }
+
+    /// Usernames whose hashes are weaker than OWASP's minimum.
+    pub fn weak_users(&self) -> Vec<&str> {
+        let mut weak: Vec<&str> = self
+            .users
+            .iter()
+            .filter(|(_, h)| is_weak(&h.0))
+            .map(|(name, _)| name.as_str())
+            .collect();
+        weak.sort_unstable();
+        weak
+    }
+
+    /// Checks a password: CPU-heavy, so call it from a blocking thread (the
+    /// [`Verifier`] does). Unknown users are checked against the dummy hash and
+    /// always fail.
+    pub fn verify_blocking(&self, username: &str, password: &Password) -> bool {
+        let (hash, known) = match self.users.get(username) {
+            Some(stored) => (&stored.0, true),
+            None => (&self.dummy, false),
+        };
+        let matches = Argon2::default()
+            .verify_password(password.as_bytes(), hash)
+            .is_ok();
+        matches && known
+    }
+}
+
+/// The parameters shared by most hashes; OWASP's defaults when there are none.
+fn typical_params<'a>(hashes: impl Iterator<Item = &'a PasswordHash>) -> Params {
+    let mut counts: HashMap<(u32, u32, u32), usize> = HashMap::new();
+    for params in hashes.filter_map(|h| Params::try_from(h).ok()) {
+        *counts
+            .entry((params.m_cost(), params.t_cost(), params.p_cost()))
+            .or_default() += 1;
+    }
+    counts
+        .into_iter()
+        .max_by_key(|&((m, t, p), n)| (n, u64::from(m) * u64::from(t) * u64::from(p)))
+        .and_then(|((m, t, p), _)| Params::new(m, t, p, None).ok())
+        .unwrap_or_else(default_params)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Why a verification could not be carried out (as opposed to failing).
+#[derive(Debug, thiserror::Error)]
+pub enum VerifyError {
+    /// The blocking pool or the semaphore was shut down: the server is
+    /// stopping.
+    #[error("verification pool is unavailable")]
+    Unavailable,
+}
+
+/// Runs argon2 verifications off the async runtime, at most `max_concurrent`
+/// at a time.
+#[derive(Clone)]
+pub struct Verifier {
+    store: Arc<CredentialStore>,
+    permits: Arc<Semaphore>,
+    verifications: Arc<AtomicU64>,
+}
+
+impl Verifier {
+    /// A verifier over `store` that runs at most `max_concurrent` (at least 1)
+    /// argon2 computations at once; the rest wait their turn.
+    pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
+        Self {
+            store,
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            verifications: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// The store this verifier checks against.
+    pub fn store(&self) -> &Arc<CredentialStore> {
+        &self.store
+    }
+
+    /// How many argon2 verifications have been run so far.
+    pub fn verifications(&self) -> u64 {
+        self.verifications.load(Ordering::Relaxed)
+    }
+
+    /// Verifies `password` for `username` on the blocking pool.
+    pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| VerifyError::Unavailable)?;
+        let store = Arc::clone(&self.store);
+        let counter = Arc::clone(&self.verifications);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            counter.fetch_add(1, Ordering::Relaxed);
+            store.verify_blocking(&username, &password)
+        })
+        .await
+        .map_err(|_| VerifyError::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> Params {
+        Params::new(64, 1, 1, None).unwrap()
+    }
+
+    fn store_with(users: &[(&str, &str)]) -> CredentialStore {
+        CredentialStore::new(users.iter().map(|(u, p)| {
+            let text = hash_password(&Password::new((*p).into()), cheap()).unwrap();
+            ((*u).to_owned(), parse_phc(&text).unwrap())
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn hash_then_verify() {
+        let store = store_with(&[("alice", "secret"), ("bob", "pässwörd")]);
+        assert!(store.verify_blocking("alice", &Password::new("secret".into())));
+        assert!(store.verify_blocking("bob", &Password::new("pässwörd".into())));
+        assert!(!store.verify_blocking("alice", &Password::new("wrong".into())));
+        assert!(!store.verify_blocking("carol", &Password::new("secret".into())));
+    }
+
+    #[test]
+    fn hashes_are_argon2id_with_the_given_params() {
+        let text = hash_password(&Password::new("x".into()), default_params()).unwrap();
+        assert!(
+            text.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn dummy_hash_uses_the_users_params() {
+        let store = store_with(&[("alice", "a")]);
+        let p = Params::try_from(&store.dummy).unwrap();
+        assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (64, 1, 1));
+        let empty = CredentialStore::new(Vec::new()).unwrap();
+        let p = Params::try_from(&empty.dummy).unwrap();
+        assert_eq!(p.m_cost(), Params::DEFAULT_M_COST);
+    }
+
+    #[test]
+    fn parse_phc_errors() {
+        assert!(matches!(parse_phc("secret"), Err(HashError::Malformed(_))));
+        assert!(matches!(
+            parse_phc("$2y$10$abcdefghijklmnopqrstuuJ1s0N2H6Hj0cVGm1Ns3e9C1x3rWAjW"),
+            Err(HashError::Malformed(_) | HashError::NotArgon2(_))
+        ));
+        assert!(matches!(
+            parse_phc(
+                "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E"
+            ),
+            Err(HashError::NotArgon2(_))
+        ));
+        assert!(matches!(
+            parse_phc("$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHQ"),
+            Err(HashError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            parse_phc(
+                "$argon2id$v=19$m=1,t=2,p=1$c29tZXNhbHQ$iWh06vD8Fy27wf9npn6FXWiCX4K6pW6Ue1Bnzz07Z8A"
+            ),
+            Err(HashError::InvalidParams(_))
+        ));
+    }
+
+    #[test]
+    fn weak_users_are_reported() {
+        let store = store_with(&[("alice", "a")]);
+        assert_eq!(store.weak_users(), vec!["alice"]);
+    }
+
+    #[tokio::test]
+    async fn verifier_counts_and_verifies() {
+        let verifier = Verifier::new(Arc::new(store_with(&[("alice", "secret")])), 2);
+        assert!(
+            verifier
+                .verify("alice".into(), Password::new("secret".into()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            !verifier
+                .verify("eve".into(), Password::new("secret".into()))
+                .await
+                .unwrap()
+        );
+        assert_eq!(verifier.verifications(), 2);
+    }
+}

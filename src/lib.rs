@@ -1,0 +1,20 @@
+//! Gatehouse: an HTTP Basic-auth gate.
+//!
+//! The library holds everything: the tower layer ([`auth::BasicAuthLayer`])
+//! that can be used on its own in any axum app, the argon2 credential store
+//! and verifier ([`credentials`]), the config file ([`config`]), TLS
+//! ([`tls`]) and the server ([`server`], [`startup`]). The `gatehouse`
+//! binary only wires them up from a config file.
+
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod credentials;
+pub mod routes;
+pub mod secret;
+pub mod server;
+pub mod startup;
+pub mod tls;
+
+pub use auth::{AuthenticatedUser, BasicAuthLayer};
+pub use config::Config;

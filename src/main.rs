@@ -1,0 +1,61 @@
+//! The `gatehouse` binary: parse the command line, call the library, map
+//! errors to exit codes.
+
+use std::io::IsTerminal;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser;
+use gatehouse::cli::{Cli, Command, HashArgs, read_password};
+use gatehouse::config::Config;
+use gatehouse::{credentials, server, startup};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("gatehouse: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let config = Config::load(&cli.config)?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            runtime.block_on(startup::serve(config, server::shutdown_signal()))?;
+            Ok(())
+        }
+        Command::CheckConfig => {
+            let config = Config::load(&cli.config)?;
+            startup::check(&config)?;
+            println!(
+                "{}: OK ({} users)",
+                cli.config.display(),
+                config.auth.users.len()
+            );
+            Ok(())
+        }
+        Command::HashPassword(args) => hash_password(&args),
+    }
+}
+
+fn hash_password(args: &HashArgs) -> anyhow::Result<()> {
+    let params = argon2::Params::new(args.m_cost, args.t_cost, args.p_cost, None)
+        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+    let password = read_password()?;
+    println!("{}", credentials::hash_password(&password, params)?);
+    Ok(())
+}

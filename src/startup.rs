@@ -1,0 +1,123 @@
+//! From a validated [`Config`] to a running server: TLS, users, the auth
+//! layer, the routes, and the messages a user needs at start-up.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use base64::Engine as _;
+
+use crate::auth::BasicAuthLayer;
+use crate::config::{Config, ConfigError};
+use crate::credentials::{self, CredentialStore, Verifier};
+use crate::secret::Password;
+use crate::server::Server;
+use crate::{routes, tls};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config (or a file it names) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("{path}: [server] listen: cannot bind {addr}: {source}")]
+    Bind {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The random password for the generated user could not be made.
+    #[error("cannot generate a password: {0}")]
+    Generate(String),
+}
+
+/// Checks everything `serve` would check before binding: the config itself,
+/// the TLS material and the hashes.
+pub fn check(config: &Config) -> Result<(), StartError> {
+    tls::setup(&config.tls, &config.path)?;
+    Ok(())
+}
+
+/// Runs the server for `config` until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let tls = tls::setup(&config.tls, &config.path)?;
+    let mut users = config.auth.users.clone();
+    if users.is_empty() {
+        if let Some(name) = &config.auth.generated_user {
+            users.push(generate_user(name)?);
+        }
+    }
+    let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
+    let weak = store.weak_users();
+    if !weak.is_empty() {
+        tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");
+    }
+    let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications);
+    let layer = BasicAuthLayer::new(&config.auth.realm, verifier)
+        .map_err(|e| ConfigError::invalid(&config.path, "[auth] realm", e.to_string()))?
+        .with_public_paths(config.auth.public.iter().cloned());
+    let app = routes::app(layer);
+
+    let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
+    let server = Server::bind(
+        config.server.listen,
+        server_config,
+        app,
+        config.limits.clone(),
+    )
+    .await
+    .map_err(|source| StartError::Bind {
+        path: config.path.clone(),
+        addr: config.server.listen,
+        source,
+    })?;
+    let addr = server.local_addr().map_err(|source| StartError::Bind {
+        path: config.path.clone(),
+        addr: config.server.listen,
+        source,
+    })?;
+
+    match &tls {
+        None => tracing::warn!(
+            "TLS is disabled ([tls] enabled = false): passwords cross the network in clear text unless a TLS-terminating proxy is in front"
+        ),
+        Some(setup) => {
+            if let Some(self_signed) = &setup.self_signed {
+                match &self_signed.cert_path {
+                    Some(path) => {
+                        tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost written; trust it with `curl --cacert {}`", path.display())
+                    }
+                    None => {
+                        tracing::warn!(fingerprint = %self_signed.fingerprint, error = self_signed.write_error.as_deref().unwrap_or(""), "self-signed certificate could not be written")
+                    }
+                }
+            }
+        }
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!("listening on {scheme}://{addr}");
+    server.run(shutdown).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Makes `name` with a random password and prints the password once, on
+/// stderr, outside the log stream.
+fn generate_user(
+    name: &str,
+) -> Result<(String, argon2::password_hash::phc::PasswordHash), StartError> {
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| StartError::Generate(e.to_string()))?;
+    let password = Password::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let text = credentials::hash_password(&password, credentials::default_params())
+        .map_err(|e| StartError::Generate(e.to_string()))?;
+    let hash = credentials::parse_phc(&text).map_err(|e| StartError::Generate(e.to_string()))?;
+    eprintln!(
+        "\n  No users are configured, so gatehouse made one for this run only:\n\n    username: {name}\n    password: {}\n\n  It is not saved anywhere. Add real users with `gatehouse hash-password`.\n",
+        password.as_str()
+    );
+    Ok((name.to_owned(), hash))
+}

@@ -1,0 +1,161 @@
+//! rustls server configuration: from PEM files, or a self-signed certificate
+//! for local development.
+//!
+//! One crypto provider (ring) is compiled in and passed explicitly, so
+//! `ServerConfig` never depends on a process-wide default.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+use crate::config::{ConfigError, TlsSettings};
+
+/// A ready TLS setup, and what a user needs to know about it.
+pub struct TlsSetup {
+    /// The rustls config: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
+    pub server_config: Arc<ServerConfig>,
+    /// Set when the certificate was generated at start-up.
+    pub self_signed: Option<SelfSigned>,
+}
+
+/// A certificate generated at start-up.
+pub struct SelfSigned {
+    /// Where the certificate was written, for `curl --cacert`; `None` if the
+    /// file could not be written (the fingerprint still identifies it).
+    pub cert_path: Option<PathBuf>,
+    /// Why the certificate could not be written, if it could not.
+    pub write_error: Option<String>,
+    /// SHA-256 of the certificate (DER), as colon-separated hex.
+    pub fingerprint: String,
+}
+
+/// The crypto provider gatehouse uses everywhere.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Builds the TLS setup for `settings`; `None` when TLS is disabled.
+/// `config` is the config file, named in errors.
+pub fn setup(settings: &TlsSettings, config: &Path) -> Result<Option<TlsSetup>, ConfigError> {
+    match settings {
+        TlsSettings::Disabled => Ok(None),
+        TlsSettings::Files { cert, key } => {
+            let chain = read_chain(cert, config)?;
+            let key_der = read_key(key, config)?;
+            let server_config = server_config(chain, key_der).map_err(|e| {
+                ConfigError::invalid(
+                    config,
+                    "[tls] key",
+                    format!(
+                        "{} does not fit the certificate {}: {e}",
+                        key.display(),
+                        cert.display()
+                    ),
+                )
+            })?;
+            Ok(Some(TlsSetup {
+                server_config,
+                self_signed: None,
+            }))
+        }
+        TlsSettings::SelfSigned { cert_out } => {
+            let names = vec![
+                "localhost".to_owned(),
+                "127.0.0.1".to_owned(),
+                "::1".to_owned(),
+            ];
+            let generated = rcgen::generate_simple_self_signed(names).map_err(|e| {
+                ConfigError::invalid(
+                    config,
+                    "[tls] self_signed",
+                    format!("cannot generate a certificate: {e}"),
+                )
+            })?;
+            let cert_der = generated.cert.der().clone();
+            let fingerprint = fingerprint(&cert_der);
+            let (cert_path, write_error) = match std::fs::write(cert_out, generated.cert.pem()) {
+                Ok(()) => (Some(cert_out.clone()), None),
+                Err(e) => (
+                    None,
+                    Some(format!("cannot write {}: {e}", cert_out.display())),
+                ),
+            };
+            let key_der =
+                PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| {
+                    ConfigError::invalid(
+                        config,
+                        "[tls] self_signed",
+                        format!("generated key unusable: {e}"),
+                    )
+                })?;
+            let server_config = server_config(vec![cert_der], key_der)
+                .map_err(|e| ConfigError::invalid(config, "[tls] self_signed", e.to_string()))?;
+            Ok(Some(TlsSetup {
+                server_config,
+                self_signed: Some(SelfSigned {
+                    cert_path,
+                    write_error,
+                    fingerprint,
+                }),
+            }))
+        }
+    }
+}
+
+fn server_config(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    // Without this, clients fall back to HTTP/1.1 and h2 silently disappears.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read_chain(path: &Path, config: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bad = |m: String| ConfigError::invalid(config, "[tls] cert", m);
+    let chain = CertificateDer::pem_file_iter(path)
+        .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            bad(format!(
+                "{} is not a PEM certificate chain: {e}",
+                path.display()
+            ))
+        })?;
+    if chain.is_empty() {
+        return Err(bad(format!("{} holds no PEM certificate", path.display())));
+    }
+    Ok(chain)
+}
+
+fn read_key(path: &Path, config: &Path) -> Result<PrivateKeyDer<'static>, ConfigError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| {
+        let message = match e {
+            rustls_pki_types::pem::Error::Io(io) => format!("cannot read {}: {io}", path.display()),
+            other => format!(
+                "{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1): {other}",
+                path.display()
+            ),
+        };
+        ConfigError::invalid(config, "[tls] key", message)
+    })
+}
+
+/// SHA-256 of a DER certificate as `AB:CD:...`, the form browsers show.
+pub fn fingerprint(der: &[u8]) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, der);
+    digest
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
