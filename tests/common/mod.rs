@@ -1,0 +1,234 @@
+//! Shared set-up for the integration tests: start the real `gatehouse`
+//! binary on a port the OS picks, with a temp config and real TLS
+//! certificates, and talk to it with real clients.
+
+#![allow(dead_code)] // each test file uses its own part of this module
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gatehouse::credentials::hash_password;
+use gatehouse::secret::Password;
+
+/// Users every test config has, with passwords chosen to exercise parsing.
+pub const ALICE: (&str, &str) = ("alice", "secret");
+/// A password with colons: only the first colon separates the username.
+pub const CAROL: (&str, &str) = ("carol", "p:ss:w0rd");
+/// A non-ASCII password (Latin-1 representable, so Python requests can send it).
+pub const BOB: (&str, &str) = ("bob", "pässwörd");
+
+/// A cheap argon2id hash: fixtures trade strength for test speed; the
+/// parameters come from the PHC string, so the server does what production
+/// does, just faster.
+pub fn cheap_hash(password: &str) -> String {
+    let params = argon2::Params::new(1024, 1, 1, None).expect("valid params");
+    hash_password(&Password::new(password.to_owned()), params).expect("hashing works")
+}
+
+/// A temp directory holding a certificate and key for localhost/127.0.0.1.
+pub struct TestDir {
+    pub dir: tempfile::TempDir,
+    pub cert_pem: String,
+}
+
+impl TestDir {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let names = vec!["localhost".to_owned(), "127.0.0.1".to_owned()];
+        let generated = rcgen::generate_simple_self_signed(names).expect("certificate");
+        let cert_pem = generated.cert.pem();
+        std::fs::write(dir.path().join("cert.pem"), &cert_pem).expect("write cert");
+        std::fs::write(
+            dir.path().join("key.pem"),
+            generated.signing_key.serialize_pem(),
+        )
+        .expect("write key");
+        Self { dir, cert_pem }
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.path(name);
+        std::fs::write(&path, text).expect("write file");
+        path
+    }
+
+    /// A config with TLS from this directory's files, the three test users
+    /// and `extra` appended (more sections, or more `[users]` lines when
+    /// `extra` starts with plain `name = "hash"` lines).
+    pub fn config(&self, extra: &str) -> PathBuf {
+        let text = format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[users]\n{} = \"{}\"\n{} = \"{}\"\n{} = \"{}\"\n{extra}\n",
+            ALICE.0,
+            cheap_hash(ALICE.1),
+            BOB.0,
+            cheap_hash(BOB.1),
+            CAROL.0,
+            cheap_hash(CAROL.1),
+        );
+        self.write("gatehouse.toml", &text)
+    }
+}
+
+/// The path of the built binary.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_gatehouse")
+}
+
+/// A running gatehouse process; killed when dropped.
+pub struct Gatehouse {
+    child: Child,
+    pub addr: std::net::SocketAddr,
+    pub scheme: &'static str,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Gatehouse {
+    /// Starts `gatehouse serve --config <config>` and waits until it listens.
+    pub fn start(config: &Path) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(config)
+            .env("NO_COLOR", "1")
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn gatehouse");
+        let stderr = child.stderr.take().expect("stderr is piped");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&logs);
+        // Keep draining stderr for the whole run, or the server would block
+        // on a full pipe.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(url) = line.split("listening on ").nth(1) {
+                    let _ = tx.send(url.trim().to_owned());
+                }
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        let url = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(url) => url,
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "gatehouse did not start; its output:\n{}",
+                    logs.lock().expect("log lock").join("\n")
+                );
+            }
+        };
+        let (scheme, addr) = url.split_once("://").expect("url has a scheme");
+        let scheme = if scheme == "https" { "https" } else { "http" };
+        Self {
+            child,
+            addr: addr.parse().expect("socket address"),
+            scheme,
+            logs,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// Everything the server wrote to stderr so far.
+    pub fn logs(&self) -> String {
+        self.logs.lock().expect("log lock").join("\n")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit status.
+    pub fn terminate(mut self, wait: Duration) -> Option<std::process::ExitStatus> {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+        let deadline = std::time::Instant::now() + wait;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Gatehouse {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A reqwest client that trusts exactly the test certificate.
+pub fn client(cert_pem: &str) -> reqwest::Client {
+    client_with(cert_pem, |b| b)
+}
+
+/// Like [`client`], letting the caller adjust the builder.
+pub fn client_with(
+    cert_pem: &str,
+    adjust: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+) -> reqwest::Client {
+    let tls = rustls_client_config(
+        cert_pem,
+        &[&rustls::version::TLS13, &rustls::version::TLS12],
+    );
+    adjust(reqwest::Client::builder().tls_backend_preconfigured(tls))
+        .build()
+        .expect("build client")
+}
+
+/// A rustls client config over ring that trusts `cert_pem` only.
+pub fn rustls_client_config(
+    cert_pem: &str,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> rustls::ClientConfig {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(cert_pem.as_bytes()) {
+        roots.add(cert.expect("PEM certificate")).expect("add root");
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
+        .with_protocol_versions(versions)
+        .expect("protocol versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    config
+}
+
+/// Runs an external tool, failing the test with a clear message if it is not
+/// installed (a missing client must never make a test pass silently).
+pub fn require_tool(name: &str, version_arg: &str) {
+    match Command::new(name).arg(version_arg).output() {
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!(
+            "`{name} {version_arg}` failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) => panic!("this test needs `{name}` on PATH (install it; .ci/run does): {e}"),
+    }
+}
