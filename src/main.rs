@@ -41,11 +41,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConfig => {
             let config = Config::load(&cli.config)?;
             startup::check(&config)?;
-            println!(
-                "{}: OK ({} users)",
-                cli.config.display(),
-                config.auth.users.len()
-            );
+            let file = cli.config.display();
+            match (&config.auth.generated_user, config.auth.users.len()) {
+                (Some(name), 0) => {
+                    println!("{file}: OK (no users: `{name}` gets a random password at start-up)")
+                }
+                (_, users) => println!("{file}: OK ({users} users)"),
+            }
             Ok(())
         }
         Command::HashPassword(args) => hash_password(&args),

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::auth::BasicAuthLayer;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, TlsSettings};
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::secret::Password;
 use crate::server::Server;
@@ -20,24 +20,27 @@ pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listen address could not be bound.
-    #[error("{path}: [server] listen: cannot bind {addr}: {source}")]
+    #[error("{path}: [server] listen: cannot bind {addr}: {io}")]
     Bind {
         /// The config file.
         path: std::path::PathBuf,
         /// The address.
         addr: std::net::SocketAddr,
-        /// Why.
-        source: std::io::Error,
+        /// Why (kept out of `source()` so it is printed once).
+        io: std::io::Error,
     },
     /// The random password for the generated user could not be made.
     #[error("cannot generate a password: {0}")]
     Generate(String),
 }
 
-/// Checks everything `serve` would check before binding: the config itself,
-/// the TLS material and the hashes.
+/// Checks what `serve` would check before binding, beyond the config
+/// itself: that the TLS certificate and key load and fit together. (A
+/// self-signed certificate is made only by `serve`; checking writes nothing.)
 pub fn check(config: &Config) -> Result<(), StartError> {
-    tls::setup(&config.tls, &config.path)?;
+    if matches!(config.tls, TlsSettings::Files { .. }) {
+        tls::setup(&config.tls, &config.path)?;
+    }
     Ok(())
 }
 
@@ -69,15 +72,15 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         config.limits.clone(),
     )
     .await
-    .map_err(|source| StartError::Bind {
+    .map_err(|io| StartError::Bind {
         path: config.path.clone(),
         addr: config.server.listen,
-        source,
+        io,
     })?;
-    let addr = server.local_addr().map_err(|source| StartError::Bind {
+    let addr = server.local_addr().map_err(|io| StartError::Bind {
         path: config.path.clone(),
         addr: config.server.listen,
-        source,
+        io,
     })?;
 
     match &tls {

@@ -25,12 +25,12 @@ pub const DEFAULT_CONFIG_PATH: &str = "config/gatehouse.toml";
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file could not be read at all.
-    #[error("{path}: cannot read: {source}")]
+    #[error("{path}: cannot read: {io}")]
     Read {
         /// The file.
         path: PathBuf,
-        /// The I/O error.
-        source: std::io::Error,
+        /// The I/O error (kept out of `source()` so it is printed once).
+        io: std::io::Error,
     },
     /// A value in a file is missing, malformed or inconsistent.
     #[error("{path}: {key}: {message}")]
@@ -146,9 +146,9 @@ impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's own directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            io,
         })?;
         Self::from_toml(path, &text)
     }

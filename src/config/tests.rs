@@ -1,1 +1,241 @@
+use std::path::Path;
 
+use super::*;
+use crate::credentials::hash_password;
+use crate::secret::Password;
+
+fn hash() -> String {
+    let params = argon2::Params::new(64, 1, 1, None).unwrap();
+    hash_password(&Password::new("pw".into()), params).unwrap()
+}
+
+fn load(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml(Path::new("/etc/gatehouse/gatehouse.toml"), text)
+}
+
+fn minimal(extra: &str) -> String {
+    format!(
+        "[tls]\nself_signed = true\n[users]\nalice = \"{}\"\n{extra}",
+        hash()
+    )
+}
+
+fn error(text: &str) -> String {
+    load(text)
+        .expect_err("config should be refused")
+        .to_string()
+}
+
+#[test]
+fn minimal_config_has_sensible_defaults() {
+    let config = load(&minimal("")).unwrap();
+    assert_eq!(config.server.listen.to_string(), "127.0.0.1:8443");
+    assert_eq!(config.auth.realm, "gatehouse");
+    assert_eq!(config.auth.public, vec!["/healthz"]);
+    assert_eq!(config.auth.users.len(), 1);
+    assert!(config.auth.max_concurrent_verifications >= 1);
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));
+    assert_eq!(
+        config.tls,
+        TlsSettings::SelfSigned {
+            cert_out: "/etc/gatehouse/self-signed-cert.pem".into()
+        }
+    );
+}
+
+#[test]
+fn relative_paths_are_relative_to_the_config_file() {
+    let config = load(&format!(
+        "[tls]\ncert = \"tls/c.pem\"\nkey = \"/abs/k.pem\"\n[users]\na = \"{}\"",
+        hash()
+    ))
+    .unwrap();
+    assert_eq!(
+        config.tls,
+        TlsSettings::Files {
+            cert: "/etc/gatehouse/tls/c.pem".into(),
+            key: "/abs/k.pem".into()
+        }
+    );
+}
+
+#[test]
+fn trusted_proxies_and_durations_parse() {
+    let config = load(&minimal(
+        "[server]\nlisten = \"[::1]:0\"\ntrusted_proxies = [\"10.0.0.0/8\", \"192.168.1.7\"]\n[limits]\nheader_read_timeout = \"1m 30s\"\n",
+    ))
+    .unwrap();
+    assert_eq!(config.server.trusted_proxies.len(), 2);
+    assert_eq!(config.limits.header_read_timeout, Duration::from_secs(90));
+}
+
+#[test]
+fn errors_name_the_file_the_key_and_the_problem() {
+    let file = "/etc/gatehouse/gatehouse.toml";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            minimal("[server]\nlisten = \"localhost\"\n"),
+            "[server] listen: `localhost` is not an address:port",
+        ),
+        (
+            minimal("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"),
+            "[server] trusted_proxies: `10.0.0.0/33`",
+        ),
+        (
+            minimal("[server]\nlisen = \"127.0.0.1:1\"\n"),
+            "[server] lisen: unknown field `lisen`",
+        ),
+        (minimal("[tlss]\n"), "unknown field `tlss`"),
+        (
+            minimal("[auth]\nrealm = \"a\\\"b\"\n"),
+            "[auth] realm: must be non-empty",
+        ),
+        (
+            minimal("[auth]\npublic = [\"healthz\"]\n"),
+            "[auth] public: `healthz` must start with /",
+        ),
+        (
+            minimal("[limits]\nheader_read_timeout = \"soon\"\n"),
+            "[limits] header_read_timeout: `soon` is not a duration",
+        ),
+        (
+            minimal("[auth]\nmax_concurrent_verifications = 0\n"),
+            "max_concurrent_verifications: must be at least 1",
+        ),
+        (
+            format!(
+                "[tls]\nself_signed = true\n[users]\n\"a:b\" = \"{}\"\n",
+                hash()
+            ),
+            "[users] \"a:b\": username \"a:b\" contains a colon",
+        ),
+        (
+            format!(
+                "[tls]\nself_signed = true\n[users]\n\"\" = \"{}\"\n",
+                hash()
+            ),
+            "username is empty",
+        ),
+        (
+            "[tls]\nself_signed = true\n[users]\nalice = \"plaintext\"\n".into(),
+            "[users] \"alice\": not a valid argon2 PHC string",
+        ),
+        (
+            "[tls]\nself_signed = true\n[users]\nalice = 42\n".into(),
+            "line 4, [users] alice: invalid type",
+        ),
+        (
+            format!(
+                "[tls]\nself_signed = true\n[users]\na = \"{0}\"\na = \"{0}\"\n",
+                hash()
+            ),
+            "duplicate key",
+        ),
+        (
+            "[tls]\nself_signed = true\n".into(),
+            "[users]: no users configured",
+        ),
+        (
+            format!("[users]\na = \"{}\"\n", hash()),
+            "[tls]: set cert and key",
+        ),
+        (
+            format!("[tls]\ncert = \"c.pem\"\n[users]\na = \"{}\"\n", hash()),
+            "[tls] key: missing",
+        ),
+        (
+            format!(
+                "[tls]\nenabled = false\nself_signed = true\n[users]\na = \"{}\"\n",
+                hash()
+            ),
+            "[tls] enabled: is false, but",
+        ),
+        (
+            minimal("[auth]\nusers_file = \"missing-users\"\n"),
+            "[auth] users_file: cannot read /etc/gatehouse/missing-users",
+        ),
+    ];
+    for (text, want) in cases {
+        let message = error(&text);
+        assert!(message.starts_with(file), "{message}");
+        assert!(message.contains(want), "expected {want:?} in {message:?}");
+        assert!(!message.contains("$argon2"), "a hash leaked: {message}");
+        assert!(!message.contains('\n'), "one line: {message:?}");
+    }
+}
+
+#[test]
+fn users_file_errors_name_the_line_and_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    let config = dir.path().join("gatehouse.toml");
+    let text = format!(
+        "[tls]\nself_signed = true\n[auth]\nusers_file = \"users\"\n[users]\nalice = \"{}\"\n",
+        hash()
+    );
+    let cases = [
+        (
+            format!("bob:{}\nbob:{}\n", hash(), hash()),
+            "line 2, user \"bob\": duplicate user: already defined in an earlier line",
+        ),
+        (
+            format!("alice:{}\n", hash()),
+            "line 1, user \"alice\": duplicate user: already defined in [users]",
+        ),
+        (
+            "# comment\n\nnocolon\n".to_owned(),
+            "line 3: expected `username:$argon2id$...`",
+        ),
+        (
+            "bob:$2y$05$abcdefghijklmnopqrstuv\n".to_owned(),
+            "line 1, user \"bob\": not a valid argon2 PHC string",
+        ),
+        (
+            format!(":{}\n", hash()),
+            "line 1, user \"\": username is empty",
+        ),
+    ];
+    for (content, want) in cases {
+        std::fs::write(&users, content).unwrap();
+        let message = Config::from_toml(&config, &text).unwrap_err().to_string();
+        assert!(
+            message.starts_with(&users.display().to_string()),
+            "{message}"
+        );
+        assert!(message.contains(want), "expected {want:?} in {message:?}");
+    }
+    std::fs::write(&users, format!("# ok\nbob:{}\n", hash())).unwrap();
+    assert_eq!(
+        Config::from_toml(&config, &text).unwrap().auth.users.len(),
+        2
+    );
+}
+
+#[test]
+fn generated_user_stands_in_for_no_users() {
+    let config = load("[tls]\nself_signed = true\n[auth]\ngenerated_user = \"admin\"\n").unwrap();
+    assert!(config.auth.users.is_empty());
+    assert_eq!(config.auth.generated_user.as_deref(), Some("admin"));
+    assert!(
+        error("[tls]\nself_signed = true\n[auth]\ngenerated_user = \"a:b\"\n")
+            .contains("[auth] generated_user")
+    );
+}
+
+#[test]
+fn debug_output_lists_usernames_not_hashes() {
+    let config = load(&minimal("")).unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("alice") && !debug.contains("argon2"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn shipped_default_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(DEFAULT_CONFIG_PATH);
+    let config = Config::load(&path).unwrap();
+    assert!(config.server.listen.ip().is_loopback());
+    assert!(matches!(config.tls, TlsSettings::SelfSigned { .. }));
+}

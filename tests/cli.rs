@@ -1,0 +1,304 @@
+//! The command line as a user runs it: hash a password, check a config,
+//! start and stop the server.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use argon2::password_hash::PasswordVerifier;
+use argon2::password_hash::phc::PasswordHash;
+use common::{Gatehouse, TestDir, binary, cheap_hash, client};
+use reqwest::StatusCode;
+
+fn run(args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(binary())
+        .args(args)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn gatehouse");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("wait")
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).trim().to_owned()
+}
+
+#[test]
+fn hash_password_prints_an_owasp_argon2id_hash_that_verifies() {
+    let output = run(&["hash-password"], "correct horse\n");
+    assert!(output.status.success(), "{}", stderr(&output));
+    let phc = stdout(&output);
+    assert!(phc.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"), "{phc}");
+    let hash = PasswordHash::new(&phc).unwrap();
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"correct horse", &hash)
+            .is_ok()
+    );
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"correct horse\n", &hash)
+            .is_err()
+    );
+
+    // Windows line endings are not part of the password either.
+    let crlf = stdout(&run(
+        &["hash-password", "--m-cost", "1024", "--t-cost", "1"],
+        "pw\r\n",
+    ));
+    assert!(crlf.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{crlf}");
+    assert!(
+        argon2::Argon2::default()
+            .verify_password(b"pw", &PasswordHash::new(&crlf).unwrap())
+            .is_ok()
+    );
+}
+
+#[test]
+fn hash_password_refuses_empty_input_and_bad_params() {
+    let empty = run(&["hash-password"], "");
+    assert!(!empty.status.success());
+    assert_eq!(stderr(&empty), "gatehouse: the password is empty");
+    let bad = run(&["hash-password", "--m-cost", "1"], "pw\n");
+    assert!(!bad.status.success());
+    assert!(
+        stderr(&bad).contains("invalid argon2 parameters"),
+        "{}",
+        stderr(&bad)
+    );
+}
+
+#[tokio::test]
+async fn a_hash_from_hash_password_lets_that_user_in() {
+    let dir = TestDir::new();
+    let phc = stdout(&run(
+        &["hash-password", "--m-cost", "1024", "--t-cost", "1"],
+        "n3w user pw\n",
+    ));
+    let server = Gatehouse::start(&dir.config(&format!("erin = \"{phc}\"\n")));
+    let response = client(&dir.cert_pem)
+        .get(server.url("/api/whoami"))
+        .basic_auth("erin", Some("n3w user pw"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[test]
+fn check_config_accepts_a_good_config() {
+    let dir = TestDir::new();
+    let config = dir.config("");
+    let output = run(&["check-config", "--config", config.to_str().unwrap()], "");
+    assert!(output.status.success(), "{}", stderr(&output));
+    assert!(
+        stdout(&output).ends_with("OK (3 users)"),
+        "{}",
+        stdout(&output)
+    );
+}
+
+#[test]
+fn bad_configs_stop_check_config_and_serve_with_one_message() {
+    let dir = TestDir::new();
+    let other = TestDir::new();
+    std::fs::copy(other.path("key.pem"), dir.path("other-key.pem")).unwrap();
+    dir.write("not-pem.pem", "hello\n");
+    let users = format!("[users]\nalice = \"{}\"\n", cheap_hash("pw"));
+    let cases = [
+        (
+            "[tls]\ncert = \"cert.pem\"\nkey = \"other-key.pem\"\n",
+            "[tls] key:",
+            "does not fit the certificate",
+        ),
+        (
+            "[tls]\ncert = \"missing.pem\"\nkey = \"key.pem\"\n",
+            "[tls] cert:",
+            "cannot read",
+        ),
+        (
+            "[tls]\ncert = \"not-pem.pem\"\nkey = \"key.pem\"\n",
+            "[tls] cert:",
+            "holds no PEM certificate",
+        ),
+        (
+            "[tls]\ncert = \"cert.pem\"\nkey = \"cert.pem\"\n",
+            "[tls] key:",
+            "holds no PEM private key",
+        ),
+        (
+            "[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[auth]\nrealm = \"\"\n",
+            "[auth] realm:",
+            "non-empty",
+        ),
+    ];
+    for (tls, key, problem) in cases {
+        let path = dir.write(
+            "bad.toml",
+            &format!("[server]\nlisten = \"127.0.0.1:0\"\n{tls}{users}"),
+        );
+        for command in ["check-config", "serve"] {
+            let output = run(&[command, "--config", path.to_str().unwrap()], "");
+            assert!(!output.status.success(), "{command} accepted {tls}");
+            let message = stderr(&output);
+            assert!(
+                message.contains(key) && message.contains(problem),
+                "{command}: {message}"
+            );
+            assert!(message.contains("bad.toml"), "names the file: {message}");
+            assert_eq!(
+                message
+                    .lines()
+                    .filter(|l| l.starts_with("gatehouse:"))
+                    .count(),
+                1,
+                "{message}"
+            );
+        }
+    }
+}
+
+#[test]
+fn serve_reports_a_busy_port() {
+    let dir = TestDir::new();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let text = std::fs::read_to_string(dir.config(""))
+        .unwrap()
+        .replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+    let path = dir.write("busy.toml", &text);
+    let output = run(&["serve", "--config", path.to_str().unwrap()], "");
+    assert!(!output.status.success());
+    assert!(
+        stderr(&output).contains("[server] listen: cannot bind"),
+        "{}",
+        stderr(&output)
+    );
+}
+
+#[tokio::test]
+async fn generated_user_and_self_signed_certificate_for_a_first_run() {
+    let dir = TestDir::new();
+    let path = dir.write(
+        "first-run.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nself_signed = true\n[auth]\ngenerated_user = \"admin\"\n",
+    );
+    // The default command is `serve`, and GATEHOUSE_CONFIG names the file.
+    let server = Gatehouse::start_with_env(&path, &[("GATEHOUSE_CONFIG", path.to_str().unwrap())]);
+    let logs = server.logs();
+    let password = logs
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("password: "))
+        .unwrap_or_else(|| panic!("no generated password in: {logs}"))
+        .to_owned();
+    assert!(password.len() >= 20);
+    let cert = std::fs::read_to_string(dir.path("self-signed-cert.pem"))
+        .expect("certificate written next to the config");
+    assert!(logs.contains("fingerprint="), "{logs}");
+    let http = client(&cert);
+    let ok = http
+        .get(server.url("/api/whoami"))
+        .basic_auth("admin", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+    let wrong = http
+        .get(server.url("/api/whoami"))
+        .basic_auth("admin", Some("admin"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    // Printed once, at start-up, and never in a log line.
+    assert_eq!(server.logs().matches(password.as_str()).count(), 1);
+}
+
+#[test]
+fn default_command_and_config_env_var() {
+    let dir = TestDir::new();
+    let config = dir.config("");
+    let output = Command::new(binary())
+        .arg("check-config")
+        .env("GATEHOUSE_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn plain_http_only_when_asked_and_with_a_warning() {
+    let dir = TestDir::new();
+    let path = dir.write(
+        "plain.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n[users]\nalice = \"{}\"\n",
+            cheap_hash("secret")
+        ),
+    );
+    let server = Gatehouse::start(&path);
+    assert_eq!(server.scheme, "http");
+    assert!(
+        server.logs().contains("TLS is disabled"),
+        "{}",
+        server.logs()
+    );
+    let response = reqwest::Client::builder()
+        .tls_backend_preconfigured(common::rustls_client_config(
+            &dir.cert_pem,
+            &[&rustls::version::TLS13],
+        ))
+        .build()
+        .unwrap()
+        .get(server.url("/api/whoami"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
+    let dir = TestDir::new();
+    // A deliberately slow hash keeps a request in flight while SIGTERM lands.
+    let params = argon2::Params::new(64 * 1024, 10, 1, None).unwrap();
+    let slow = gatehouse::credentials::hash_password(
+        &gatehouse::secret::Password::new("slow pw".into()),
+        params,
+    )
+    .unwrap();
+    let server = Gatehouse::start(&dir.config(&format!("slowpoke = \"{slow}\"\n")));
+    let http = client(&dir.cert_pem);
+    let request = tokio::spawn(
+        http.get(server.url("/api/whoami"))
+            .basic_auth("slowpoke", Some("slow pw"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("gatehouse exits after SIGTERM");
+    assert!(status.success(), "exit status {status:?}");
+    let response = request
+        .await
+        .unwrap()
+        .expect("the in-flight request is answered, not reset");
+    assert_eq!(response.status(), StatusCode::OK);
+}
