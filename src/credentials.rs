@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
@@ -166,32 +167,61 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// Why a verification could not be carried out (as opposed to failing).
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
+    /// Too many verifications are already waiting for a slot.
+    #[error("verification queue is full")]
+    QueueFull,
+    /// This verification waited longer than allowed for a slot.
+    #[error("verification waited too long for a slot")]
+    TimedOut,
     /// The blocking pool or the semaphore was shut down: the server is
     /// stopping.
     #[error("verification pool is unavailable")]
     Unavailable,
 }
 
-/// Runs argon2 verifications off the async runtime, at most `max_concurrent`
-/// at a time.
+/// Runs argon2 verifications off the async runtime: at most
+/// `max_concurrent` at a time, at most `max_waiting` queued behind them,
+/// each waiting at most `max_wait`. Past those bounds a verification is
+/// refused at once, so a flood costs neither unbounded memory nor latency.
 #[derive(Clone)]
 pub struct Verifier {
     store: Arc<CredentialStore>,
     permits: Arc<Semaphore>,
-    verifications: Arc<AtomicU64>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+/// Decrements the waiting count however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Verifier {
     /// A verifier over `store` that runs at most `max_concurrent` (at least 1)
-    /// argon2 computations at once; the rest wait their turn.
+    /// argon2 computations at once, with up to 64 more waiting for at most
+    /// 5 s (see [`with_queue`](Self::with_queue)).
     pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
         Self {
             store,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
-            verifications: Arc::new(AtomicU64::new(0)),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: 64,
+            max_wait: Duration::from_secs(5),
         }
+    }
+
+    /// Sets how many verifications may wait for a slot, and for how long.
+    pub fn with_queue(mut self, max_waiting: usize, max_wait: Duration) -> Self {
+        self.max_waiting = max_waiting;
+        self.max_wait = max_wait;
+        self
     }
 
     /// The store this verifier checks against.
@@ -199,22 +229,26 @@ impl Verifier {
         &self.store
     }
 
-    /// How many argon2 verifications have been run so far.
-    pub fn verifications(&self) -> u64 {
-        self.verifications.load(Ordering::Relaxed)
-    }
-
     /// Verifies `password` for `username` on the blocking pool.
     pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| VerifyError::Unavailable)?;
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(VerifyError::Unavailable),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(VerifyError::QueueFull);
+                }
+                let _waiting = Waiting(&self.waiting);
+                tokio::time::timeout(self.max_wait, Arc::clone(&self.permits).acquire_owned())
+                    .await
+                    .map_err(|_| VerifyError::TimedOut)?
+                    .map_err(|_| VerifyError::Unavailable)?
+            }
+        };
         let store = Arc::clone(&self.store);
-        let counter = Arc::clone(&self.verifications);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            counter.fetch_add(1, Ordering::Relaxed);
             store.verify_blocking(&username, &password)
         })
         .await
@@ -298,20 +332,56 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn verifier_counts_and_verifies() {
+    async fn verifier_verifies_off_the_runtime() {
         let verifier = Verifier::new(Arc::new(store_with(&[("alice", "secret")])), 2);
-        assert!(
-            verifier
-                .verify("alice".into(), Password::new("secret".into()))
+        let ok = verifier
+            .verify("alice".into(), Password::new("secret".into()))
+            .await;
+        assert_eq!(ok, Ok(true));
+        let unknown = verifier
+            .verify("eve".into(), Password::new("secret".into()))
+            .await;
+        assert_eq!(unknown, Ok(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifier_refuses_past_its_queue() {
+        // A costly hash keeps the single slot busy while others queue.
+        let slow = Params::new(32 * 1024, 4, 1, None).unwrap();
+        let text = hash_password(&Password::new("pw".into()), slow).unwrap();
+        let store =
+            CredentialStore::new([("alice".to_owned(), parse_phc(&text).unwrap())]).unwrap();
+        let verifier = Verifier::new(Arc::new(store), 1).with_queue(2, Duration::from_secs(30));
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let v = verifier.clone();
+                tokio::spawn(
+                    async move { v.verify("alice".into(), Password::new("pw".into())).await },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        let full = results
+            .iter()
+            .filter(|r| **r == Err(VerifyError::QueueFull))
+            .count();
+        let ok = results.iter().filter(|r| **r == Ok(true)).count();
+        assert_eq!((ok, full), (3, 3), "{results:?}");
+
+        let impatient = verifier.clone().with_queue(10, Duration::from_millis(1));
+        let busy = verifier.clone();
+        let hold = tokio::spawn(async move {
+            busy.verify("alice".into(), Password::new("pw".into()))
                 .await
-                .unwrap()
-        );
-        assert!(
-            !verifier
-                .verify("eve".into(), Password::new("secret".into()))
-                .await
-                .unwrap()
-        );
-        assert_eq!(verifier.verifications(), 2);
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let timed_out = impatient
+            .verify("alice".into(), Password::new("pw".into()))
+            .await;
+        assert_eq!(timed_out, Err(VerifyError::TimedOut));
+        assert_eq!(hold.await.unwrap(), Ok(true));
     }
 }

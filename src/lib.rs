@@ -10,6 +10,8 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod limit;
+pub mod metrics;
 pub mod routes;
 pub mod secret;
 pub mod server;

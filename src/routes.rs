@@ -1,6 +1,7 @@
 //! The built-in routes and the assembly of the app `Router`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::{ConnectInfo, Request};
@@ -12,14 +13,17 @@ use http::StatusCode;
 use serde_json::json;
 
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
+use crate::metrics::{AuthCounters, CountersSnapshot};
 
 /// The app the binary serves: `/healthz` (public when the layer says so),
-/// `/api/whoami` (protected), and 404 for anything else, but only after
+/// `/api/whoami` and `/api/stats` (protected), and 404 for anything else, but only after
 /// authentication so that unauthenticated clients cannot probe for paths.
 pub fn app(auth: BasicAuthLayer) -> Router {
+    let counters = Arc::clone(auth.counters());
     Router::new()
         .route("/healthz", get(healthz))
         .route("/api/whoami", get(whoami))
+        .route("/api/stats", get(move || stats(Arc::clone(&counters))))
         .fallback(not_found)
         // `layer`, not `route_layer`: the fallback is protected too.
         .layer(auth)
@@ -32,6 +36,11 @@ async fn healthz() -> &'static str {
 
 async fn whoami(user: AuthenticatedUser) -> Json<serde_json::Value> {
     Json(json!({ "user": user.name() }))
+}
+
+/// The auth layer's counters, for operators (behind authentication).
+async fn stats(counters: Arc<AuthCounters>) -> Json<CountersSnapshot> {
+    Json(counters.snapshot())
 }
 
 async fn not_found() -> impl IntoResponse {

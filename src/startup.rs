@@ -58,10 +58,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     if !weak.is_empty() {
         tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");
     }
-    let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications);
-    let layer = BasicAuthLayer::new(&config.auth.realm, verifier)
-        .map_err(|e| ConfigError::invalid(&config.path, "[auth] realm", e.to_string()))?
-        .with_public_paths(config.auth.public.iter().cloned());
+    let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications)
+        .with_queue(config.auth.verify_queue, config.auth.verify_timeout);
+    let layer = BasicAuthLayer::builder(&config.auth.realm, verifier)
+        .public_paths(config.auth.public.iter().cloned())
+        .trusted_proxies(config.server.trusted_proxies.clone())
+        .per_ip(config.rate_limit.per_ip)
+        .per_user(config.rate_limit.per_user)
+        .max_tracked_keys(config.rate_limit.max_tracked_keys)
+        .lockout(config.lockout)
+        .build()
+        .map_err(|e| ConfigError::invalid(&config.path, "[auth] realm", e.to_string()))?;
+    let pruning = tokio::spawn(prune_periodically(layer.clone()));
     let app = routes::app(layer);
 
     let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
@@ -103,8 +111,18 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!("listening on {scheme}://{addr}");
     server.run(shutdown).await;
+    pruning.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Returns the memory of limiter and lockout state that no longer matters.
+async fn prune_periodically(layer: BasicAuthLayer) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        interval.tick().await;
+        layer.prune();
+    }
 }
 
 /// Makes `name` with a random password and prints the password once, on

@@ -1,10 +1,19 @@
 //! The tower layer that enforces HTTP Basic authentication.
 //!
-//! [`BasicAuthLayer`] holds only shared, immutable configuration behind an
-//! `Arc`; [`BasicAuth`] is the per-service wrapper. For each request it lets
-//! public paths through, parses the header (a pure function, see
-//! [`header`]), verifies the password on the blocking pool and, on success,
-//! hands the request on with an [`AuthenticatedUser`] in its extensions.
+//! [`BasicAuthLayer`] holds only shared configuration and state behind an
+//! `Arc`; [`BasicAuth`] is the per-service wrapper. Each request goes
+//! through the pipeline below, cheapest checks first, so that argon2 (the
+//! only expensive step) runs as rarely as possible:
+//!
+//! 1. client address: the peer, or `X-Forwarded-For` from trusted proxies;
+//! 2. per-address rate limit → 429 (public paths stop here and pass);
+//! 3. address lockout → 429;
+//! 4. header parsing ([`header`]) → 401 with the challenge;
+//! 5. (address, user) lockout and the in-flight bound → 429;
+//! 6. argon2 on the blocking pool under a bounded queue → 503 when full,
+//!    401 and a recorded failure when wrong;
+//! 7. per-user quota → 429;
+//! 8. the request goes on with an [`AuthenticatedUser`] in its extensions.
 //!
 //! ```
 //! use std::sync::Arc;
@@ -17,8 +26,9 @@
 //! let params = argon2::Params::new(64, 1, 1, None)?; // cheap, for the example only
 //! let hash = parse_phc(&hash_password(&Password::new("secret".into()), params)?)?;
 //! let store = CredentialStore::new([("alice".to_owned(), hash)])?;
-//! let auth = BasicAuthLayer::new("my app", Verifier::new(Arc::new(store), 2))?
-//!     .with_public_paths(["/healthz"]);
+//! let auth = BasicAuthLayer::builder("my app", Verifier::new(Arc::new(store), 2))
+//!     .public_paths(["/healthz"])
+//!     .build()?;
 //!
 //! async fn hello(user: AuthenticatedUser) -> String {
 //!     format!("hello {}", user.name())
@@ -27,36 +37,41 @@
 //!     .route("/", get(hello))
 //!     .route("/healthz", get(|| async { "ok" }))
 //!     .layer(auth); // `layer`, not `route_layer`: unknown paths get 401 too
+//! // Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so
+//! // that limits and lockouts can tell clients apart.
 //! # Ok(())
 //! # }
 //! ```
 
+mod builder;
 pub mod header;
 mod public;
+mod response;
 mod user;
 
 use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
-use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
-use http::{HeaderValue, Request, StatusCode};
+use axum::extract::ConnectInfo;
+use axum::response::Response;
+use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
+pub use builder::{BasicAuthBuilder, InvalidRealm, validate_realm};
 pub use public::PublicPaths;
 pub use user::AuthenticatedUser;
 
-use crate::credentials::Verifier;
+use crate::credentials::{Verifier, VerifyError};
+use crate::limit::{Attempt, ClientIpResolver, LockedOut, Lockouts, RateLimits, Refusal, ip_key};
+use crate::metrics::{AuthCounters, Outcome};
+use crate::secret::Password;
 
-/// The realm could not be put in a `WWW-Authenticate` header.
-#[derive(Debug, thiserror::Error)]
-#[error("realm must be non-empty, without quotes, backslashes or control characters")]
-pub struct InvalidRealm;
-
-/// A tower layer that requires HTTP Basic authentication (RFC 7617).
+/// A tower layer that requires HTTP Basic authentication (RFC 7617), with
+/// rate limits and lockouts in front of password verification.
 #[derive(Clone)]
 pub struct BasicAuthLayer {
     shared: Arc<Shared>,
@@ -66,52 +81,45 @@ struct Shared {
     challenge: HeaderValue,
     verifier: Verifier,
     public: PublicPaths,
+    client_ip: ClientIpResolver,
+    rate: RateLimits,
+    lockouts: Lockouts,
+    counters: Arc<AuthCounters>,
 }
 
 impl BasicAuthLayer {
-    /// A layer that challenges with `realm` and checks passwords with
-    /// `verifier`. Every path is protected until
-    /// [`with_public_paths`](Self::with_public_paths) says otherwise.
+    /// A layer with the default limits (20 requests/s per address with a
+    /// burst of 40; lockout after 5 failures in 10 min, for 15 min) and no
+    /// public paths. See [`builder`](Self::builder) to change them.
     pub fn new(realm: &str, verifier: Verifier) -> Result<Self, InvalidRealm> {
-        if realm.is_empty()
-            || realm
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(InvalidRealm);
-        }
-        let challenge =
-            HeaderValue::try_from(format!("Basic realm=\"{realm}\", charset=\"UTF-8\""))
-                .map_err(|_| InvalidRealm)?;
-        Ok(Self {
-            shared: Arc::new(Shared {
-                challenge,
-                verifier,
-                public: PublicPaths::default(),
-            }),
-        })
+        Self::builder(realm, verifier).build()
     }
 
-    /// Paths that skip authentication: exact (`/healthz`) or a prefix ending
-    /// in `*` (`/static/public/*`).
-    pub fn with_public_paths<I, P>(self, patterns: I) -> Self
-    where
-        I: IntoIterator<Item = P>,
-        P: Into<String>,
-    {
-        let shared = Shared {
-            challenge: self.shared.challenge.clone(),
-            verifier: self.shared.verifier.clone(),
-            public: PublicPaths::new(patterns),
-        };
-        Self {
-            shared: Arc::new(shared),
-        }
+    /// Starts configuring a layer that challenges with `realm` and checks
+    /// passwords with `verifier`.
+    pub fn builder(realm: &str, verifier: Verifier) -> BasicAuthBuilder {
+        BasicAuthBuilder::new(realm, verifier)
     }
 
-    /// The verifier, e.g. to read its verification counter.
-    pub fn verifier(&self) -> &Verifier {
-        &self.shared.verifier
+    /// The layer's counters (allowed, 401, 429, 503, verifications, …).
+    pub fn counters(&self) -> &Arc<AuthCounters> {
+        &self.shared.counters
+    }
+
+    /// Drops rate-limit and lockout state that no longer matters. Call it
+    /// periodically (the server does, every 30 s); the state is also capped
+    /// on its own, so this only returns memory sooner.
+    pub fn prune(&self) {
+        self.shared.rate.prune();
+        self.shared.lockouts.prune(Instant::now());
+    }
+
+    /// How many keys the limiters and lockout records hold:
+    /// (per-address limiter, address records, address+user records).
+    pub fn tracked_state(&self) -> (usize, usize, usize) {
+        let limiter = self.shared.rate.per_ip.as_ref().map_or(0, |l| l.len());
+        let (addresses, users) = self.shared.lockouts.tracked();
+        (limiter, addresses, users)
     }
 }
 
@@ -153,63 +161,162 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            if shared.public.matches(req.uri().path()) {
-                return inner.call(req).await;
-            }
-            let credentials = match header::parse_authorization(req.headers()) {
-                Ok(credentials) => credentials,
-                Err(reason) => {
-                    tracing::debug!(%reason, "authorization header refused");
-                    return Ok(shared.unauthorized());
-                }
+            let decision = match shared.screen(&req) {
+                Screened::Decided(decision) => decision,
+                Screened::Verify(pending) => shared.conclude(pending).await,
             };
-            let username = credentials.username;
-            match shared
-                .verifier
-                .verify(username.clone(), credentials.password)
-                .await
-            {
-                Ok(true) => {
-                    let user = AuthenticatedUser::new(username);
+            match decision {
+                Decision::Refuse(outcome, response) => {
+                    shared.counters.record(outcome);
+                    Ok(response)
+                }
+                Decision::Public => {
+                    shared.counters.record(Outcome::Allowed);
+                    inner.call(req).await
+                }
+                Decision::Authenticated(user) => {
+                    shared.counters.record(Outcome::Allowed);
                     req.extensions_mut().insert(user.clone());
                     let mut response = inner.call(req).await?;
                     // Lets an access log outside the layer name the user.
                     response.extensions_mut().insert(user);
                     Ok(response)
                 }
-                Ok(false) => {
-                    tracing::debug!(user = %username, "wrong password or unknown user");
-                    Ok(shared.unauthorized())
-                }
-                Err(error) => {
-                    tracing::warn!(%error, "password verification unavailable");
-                    Ok(unavailable())
-                }
             }
         })
     }
 }
 
-impl Shared {
-    /// 401 with the challenge; the body never echoes what the client sent.
-    fn unauthorized(&self) -> Response {
-        let mut response = (StatusCode::UNAUTHORIZED, "401 Unauthorized\n").into_response();
-        response
-            .headers_mut()
-            .insert(WWW_AUTHENTICATE, self.challenge.clone());
-        response
-    }
+enum Decision {
+    Public,
+    Authenticated(AuthenticatedUser),
+    Refuse(Outcome, Response),
 }
 
-fn unavailable() -> Response {
-    let mut response = Response::new(Body::from("503 Service Unavailable\n"));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    response
-        .headers_mut()
-        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
+/// The cheap checks' verdict: decided, or a password still to verify.
+enum Screened {
+    Decided(Decision),
+    Verify(Pending),
+}
+
+struct Pending {
+    client: IpAddr,
+    username: String,
+    password: Password,
+    attempt: Attempt,
+}
+
+fn too_many(wait: Duration) -> Decision {
+    Decision::Refuse(Outcome::RateLimited, response::too_many_requests(wait))
+}
+
+impl Shared {
+    fn refuse_unauthorized(&self) -> Decision {
+        Decision::Refuse(
+            Outcome::Unauthorized,
+            response::unauthorized(&self.challenge),
+        )
+    }
+
+    /// Steps 1–5: everything that costs no hashing, in a synchronous
+    /// function so the request is not held across an await.
+    fn screen<B>(&self, req: &Request<B>) -> Screened {
+        let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
+            Some(ConnectInfo(addr)) => addr.ip(),
+            // Without connect info every client shares one key; still safe,
+            // but the limits then apply to everyone at once.
+            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        };
+        let client = ip_key(self.client_ip.resolve(peer, req.headers()));
+        if let Some(limit) = &self.rate.per_ip {
+            if let Err(wait) = limit.check(&client) {
+                return Screened::Decided(too_many(wait));
+            }
+        }
+        if self.public.matches(req.uri().path()) {
+            return Screened::Decided(Decision::Public);
+        }
+        if let Some(remaining) = self.lockouts.address_locked(client, Instant::now()) {
+            return Screened::Decided(too_many(remaining));
+        }
+        let credentials = match header::parse_authorization(req.headers()) {
+            Ok(credentials) => credentials,
+            Err(reason) => {
+                tracing::debug!(%reason, "authorization header refused");
+                return Screened::Decided(self.refuse_unauthorized());
+            }
+        };
+        let attempt = match self
+            .lockouts
+            .begin(client, &credentials.username, Instant::now())
+        {
+            Ok(attempt) => attempt,
+            Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
+            Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
+        };
+        Screened::Verify(Pending {
+            client,
+            username: credentials.username,
+            password: credentials.password,
+            attempt,
+        })
+    }
+
+    /// Steps 6–8: verify, then apply the per-user quota.
+    async fn conclude(self: &Arc<Self>, pending: Pending) -> Decision {
+        let username = pending.username.clone();
+        // Verified in a task of its own, so that a client hanging up mid-way
+        // cannot stop its failure from being recorded.
+        match tokio::spawn(Arc::clone(self).verify(pending)).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::debug!(user = %username, "wrong password or unknown user");
+                return self.refuse_unauthorized();
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "password verification refused: overloaded");
+                return Decision::Refuse(Outcome::Overloaded, response::unavailable());
+            }
+            Err(_) => return Decision::Refuse(Outcome::Overloaded, response::unavailable()),
+        }
+        let user = AuthenticatedUser::new(username);
+        if let Some(limit) = &self.rate.per_user {
+            let key: Arc<str> = Arc::from(user.name());
+            if let Err(wait) = limit.check(&key) {
+                return too_many(wait);
+            }
+        }
+        Decision::Authenticated(user)
+    }
+
+    /// Runs one verification and records its outcome against the lockouts.
+    async fn verify(self: Arc<Self>, pending: Pending) -> Result<bool, VerifyError> {
+        let Pending {
+            client,
+            username,
+            password,
+            attempt,
+        } = pending;
+        let result = self.verifier.verify(username.clone(), password).await;
+        let now = Instant::now();
+        match result {
+            Ok(ok) => {
+                self.counters.record_verification(!ok);
+                if let Some(locked) = self.lockouts.finish(attempt, ok, now) {
+                    self.counters.record_lockout();
+                    let duration = self.lockouts.policy().duration;
+                    match locked {
+                        LockedOut::User => {
+                            tracing::warn!(%client, user = %username, ?duration, "user locked out for this client after repeated failed logins")
+                        }
+                        LockedOut::Address | LockedOut::Both => {
+                            tracing::warn!(%client, user = %username, ?duration, "client locked out after repeated failed logins")
+                        }
+                    }
+                }
+            }
+            Err(_) => self.lockouts.cancel(attempt),
+        }
+        result
+    }
 }

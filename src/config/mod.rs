@@ -16,6 +16,8 @@ use std::time::Duration;
 use argon2::password_hash::phc::PasswordHash;
 use ipnet::IpNet;
 
+use crate::limit::{LockoutPolicy, Rate};
+
 pub use users::validate_username;
 
 /// Where `gatehouse serve` looks for its config when no `--config` is given.
@@ -67,6 +69,21 @@ pub struct Config {
     pub auth: AuthSettings,
     /// `[limits]`.
     pub limits: Limits,
+    /// `[rate_limit]`.
+    pub rate_limit: RateLimitSettings,
+    /// `[lockout]`.
+    pub lockout: LockoutPolicy,
+}
+
+/// `[rate_limit]`: request rates (governor), checked before any hashing.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Every request per client address; `None` when turned off.
+    pub per_ip: Option<Rate>,
+    /// Authenticated requests per user; `None` when turned off.
+    pub per_user: Option<Rate>,
+    /// The most keys each limiter tracks.
+    pub max_tracked_keys: usize,
 }
 
 /// `[server]`: where to listen and whom to believe.
@@ -112,6 +129,10 @@ pub struct AuthSettings {
     pub generated_user: Option<String>,
     /// How many argon2 verifications may run at once.
     pub max_concurrent_verifications: usize,
+    /// How many more may wait for a slot before requests get 503.
+    pub verify_queue: usize,
+    /// How long one may wait for a slot before its request gets 503.
+    pub verify_timeout: Duration,
 }
 
 impl std::fmt::Debug for AuthSettings {
@@ -185,17 +206,8 @@ impl Config {
         let tls = tls_settings(path, raw.tls, &resolve)?;
 
         let realm = raw.auth.realm;
-        if realm.is_empty()
-            || realm
-                .chars()
-                .any(|c| c == '"' || c == '\\' || c.is_control())
-        {
-            return Err(ConfigError::invalid(
-                path,
-                "[auth] realm",
-                "must be non-empty, without quotes, backslashes or control characters",
-            ));
-        }
+        crate::auth::validate_realm(&realm)
+            .map_err(|e| ConfigError::invalid(path, "[auth] realm", e.to_string()))?;
         for pattern in &raw.auth.public {
             if !pattern.starts_with('/') {
                 return Err(ConfigError::invalid(
@@ -247,6 +259,20 @@ impl Config {
             shutdown_grace: duration(path, "[limits] shutdown_grace", &raw.limits.shutdown_grace)?,
         };
 
+        let rate_limit = RateLimitSettings {
+            per_ip: rate(path, "[rate_limit] per_ip", &raw.rate_limit.per_ip, 20)?,
+            per_user: rate(path, "[rate_limit] per_user", &raw.rate_limit.per_user, 10)?,
+            max_tracked_keys: raw.rate_limit.max_tracked_keys.max(1),
+        };
+        let lockout = LockoutPolicy {
+            max_failures: raw.lockout.max_failures,
+            window: nonzero_duration(path, "[lockout] window", &raw.lockout.window)?,
+            duration: nonzero_duration(path, "[lockout] duration", &raw.lockout.duration)?,
+            max_tracked: raw.lockout.max_tracked.max(1),
+        };
+        let verify_timeout =
+            nonzero_duration(path, "[auth] verify_timeout", &raw.auth.verify_timeout)?;
+
         Ok(Self {
             path: path.to_owned(),
             server: ServerSettings {
@@ -260,8 +286,12 @@ impl Config {
                 users,
                 generated_user: raw.auth.generated_user,
                 max_concurrent_verifications,
+                verify_queue: raw.auth.verify_queue,
+                verify_timeout,
             },
             limits,
+            rate_limit,
+            lockout,
         })
     }
 }
@@ -325,6 +355,41 @@ fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError>
             format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
         )
     })
+}
+
+fn nonzero_duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let value = duration(path, key, text)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(path, key, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+/// A `{ per_second, burst }` table (burst defaults to twice the rate), `true`
+/// for `default_per_second`, or `false` for off.
+fn rate(
+    path: &Path,
+    key: &str,
+    setting: &raw::RateSetting,
+    default_per_second: u32,
+) -> Result<Option<Rate>, ConfigError> {
+    let raw = match setting {
+        raw::RateSetting::Switch(false) => return Ok(None),
+        raw::RateSetting::Switch(true) => raw::RawRate {
+            per_second: default_per_second,
+            burst: None,
+        },
+        raw::RateSetting::Rate(raw) => *raw,
+    };
+    let burst = raw.burst.unwrap_or(raw.per_second.saturating_mul(2));
+    if raw.per_second == 0 || burst == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            key,
+            "per_second and burst must be at least 1 (use `false` to turn the limit off)",
+        ));
+    }
+    Ok(Some(Rate::new(raw.per_second, burst)))
 }
 
 /// An IP network (`10.0.0.0/8`) or a single address (taken as /32 or /128).

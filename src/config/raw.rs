@@ -21,6 +21,69 @@ pub(super) struct File {
     pub users: BTreeMap<String, String>,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub rate_limit: RateLimit,
+    #[serde(default)]
+    pub lockout: Lockout,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RateLimit {
+    pub per_ip: RateSetting,
+    pub per_user: RateSetting,
+    pub max_tracked_keys: usize,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_ip: RateSetting::Rate(RawRate {
+                per_second: 20,
+                burst: Some(40),
+            }),
+            per_user: RateSetting::Rate(RawRate {
+                per_second: 10,
+                burst: Some(20),
+            }),
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
+/// `{ per_second = 20, burst = 40 }`, or `false` to turn a limit off.
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum RateSetting {
+    Switch(bool),
+    Rate(RawRate),
+}
+
+#[derive(Deserialize, Clone, Copy)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRate {
+    pub per_second: u32,
+    pub burst: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Lockout {
+    pub max_failures: u32,
+    pub window: String,
+    pub duration: String,
+    pub max_tracked: usize,
+}
+
+impl Default for Lockout {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: "10m".into(),
+            duration: "15m".into(),
+            max_tracked: 100_000,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -57,6 +120,8 @@ pub(super) struct Auth {
     pub public: Vec<String>,
     pub generated_user: Option<String>,
     pub max_concurrent_verifications: Option<usize>,
+    pub verify_queue: usize,
+    pub verify_timeout: String,
 }
 
 impl Default for Auth {
@@ -67,6 +132,8 @@ impl Default for Auth {
             public: vec!["/healthz".into()],
             generated_user: None,
             max_concurrent_verifications: None,
+            verify_queue: 64,
+            verify_timeout: "5s".into(),
         }
     }
 }

@@ -62,8 +62,17 @@ impl TestDir {
 
     /// A config with TLS from this directory's files, the three test users
     /// and `extra` appended (more sections, or more `[users]` lines when
-    /// `extra` starts with plain `name = "hash"` lines).
+    /// `extra` starts with plain `name = "hash"` lines). Unless `extra` has
+    /// its own, rate limits and lockouts are set far out of the way, so that
+    /// tests of other things are not throttled.
     pub fn config(&self, extra: &str) -> PathBuf {
+        let mut extra = extra.to_owned();
+        if !extra.contains("[rate_limit]") {
+            extra.push_str("\n[rate_limit]\nper_ip = { per_second = 10000, burst = 10000 }\nper_user = false\n");
+        }
+        if !extra.contains("[lockout]") {
+            extra.push_str("\n[lockout]\nmax_failures = 1000\n");
+        }
         let text = format!(
             "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[users]\n{} = \"{}\"\n{} = \"{}\"\n{} = \"{}\"\n{extra}\n",
             ALICE.0,

@@ -1,0 +1,115 @@
+//! Configuring a [`BasicAuthLayer`].
+
+use std::sync::Arc;
+
+use http::HeaderValue;
+use ipnet::IpNet;
+
+use super::{BasicAuthLayer, PublicPaths, Shared};
+use crate::credentials::Verifier;
+use crate::limit::{ClientIpResolver, LockoutPolicy, Lockouts, Rate, RateLimits};
+use crate::metrics::AuthCounters;
+
+/// The realm could not be put in a `WWW-Authenticate` header.
+#[derive(Debug, thiserror::Error)]
+#[error("must be non-empty, without quotes, backslashes or control characters")]
+pub struct InvalidRealm;
+
+/// Checks that `realm` can stand inside the challenge's quoted string.
+pub fn validate_realm(realm: &str) -> Result<(), InvalidRealm> {
+    if realm.is_empty()
+        || realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        return Err(InvalidRealm);
+    }
+    Ok(())
+}
+
+/// Builds a [`BasicAuthLayer`]; every setting has a safe default.
+pub struct BasicAuthBuilder {
+    realm: String,
+    verifier: Verifier,
+    public: Vec<String>,
+    trusted_proxies: Vec<IpNet>,
+    per_ip: Option<Rate>,
+    per_user: Option<Rate>,
+    max_tracked_keys: usize,
+    lockout: LockoutPolicy,
+}
+
+impl BasicAuthBuilder {
+    pub(super) fn new(realm: &str, verifier: Verifier) -> Self {
+        Self {
+            realm: realm.to_owned(),
+            verifier,
+            public: Vec::new(),
+            trusted_proxies: Vec::new(),
+            per_ip: Some(Rate::new(20, 40)),
+            per_user: Some(Rate::new(10, 20)),
+            max_tracked_keys: 100_000,
+            lockout: LockoutPolicy::default(),
+        }
+    }
+
+    /// Paths that skip authentication (still rate limited): exact
+    /// (`/healthz`) or a prefix ending in `*` (`/static/public/*`).
+    pub fn public_paths<I, P>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = P>,
+        P: Into<String>,
+    {
+        self.public = patterns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Peers whose `X-Forwarded-For` names the real client.
+    pub fn trusted_proxies(mut self, networks: Vec<IpNet>) -> Self {
+        self.trusted_proxies = networks;
+        self
+    }
+
+    /// The per-address rate for every request; `None` turns it off.
+    pub fn per_ip(mut self, rate: Option<Rate>) -> Self {
+        self.per_ip = rate;
+        self
+    }
+
+    /// The per-user rate for authenticated requests; `None` turns it off.
+    pub fn per_user(mut self, rate: Option<Rate>) -> Self {
+        self.per_user = rate;
+        self
+    }
+
+    /// The most keys each limiter tracks before it prunes or resets.
+    pub fn max_tracked_keys(mut self, keys: usize) -> Self {
+        self.max_tracked_keys = keys;
+        self
+    }
+
+    /// Failure lockouts; `max_failures = 0` turns them off.
+    pub fn lockout(mut self, policy: LockoutPolicy) -> Self {
+        self.lockout = policy;
+        self
+    }
+
+    /// Builds the layer.
+    pub fn build(self) -> Result<BasicAuthLayer, InvalidRealm> {
+        validate_realm(&self.realm)?;
+        let challenge =
+            HeaderValue::try_from(format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm))
+                .map_err(|_| InvalidRealm)?;
+        Ok(BasicAuthLayer {
+            shared: Arc::new(Shared {
+                challenge,
+                verifier: self.verifier,
+                public: PublicPaths::new(self.public),
+                client_ip: ClientIpResolver::new(self.trusted_proxies),
+                rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
+                lockouts: Lockouts::new(self.lockout),
+                counters: Arc::new(AuthCounters::default()),
+            }),
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! The refusals the layer answers with. Bodies are fixed text: they never
+//! echo anything the client sent.
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
+use http::{HeaderValue, StatusCode};
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// 401 with the `WWW-Authenticate` challenge.
+pub(super) fn unauthorized(challenge: &HeaderValue) -> Response {
+    let mut response = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
+    response
+        .headers_mut()
+        .insert(WWW_AUTHENTICATE, challenge.clone());
+    response
+}
+
+/// 429 with `Retry-After` in whole seconds (rounded up, at least 1).
+pub(super) fn too_many_requests(wait: Duration) -> Response {
+    let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, retry_after(wait));
+    response
+}
+
+/// 503 with `Retry-After: 1`: verification capacity is exhausted right now.
+pub(super) fn unavailable() -> Response {
+    let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n");
+    response
+        .headers_mut()
+        .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
+fn retry_after(wait: Duration) -> HeaderValue {
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HeaderValue::from(seconds.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after(Duration::from_millis(1)), "1");
+        assert_eq!(retry_after(Duration::from_millis(1500)), "2");
+        assert_eq!(retry_after(Duration::from_secs(900)), "900");
+        assert_eq!(retry_after(Duration::ZERO), "1");
+    }
+}

@@ -1,0 +1,148 @@
+//! Which client a request comes from: the TCP peer, or, behind a trusted
+//! proxy, the address it reports in `X-Forwarded-For`.
+
+use std::net::{IpAddr, Ipv6Addr};
+
+use http::HeaderMap;
+use ipnet::IpNet;
+
+/// Resolves the client address of a request.
+#[derive(Debug, Clone, Default)]
+pub struct ClientIpResolver {
+    trusted: Vec<IpNet>,
+}
+
+impl ClientIpResolver {
+    /// Believes `X-Forwarded-For` only from peers inside `trusted`.
+    pub fn new(trusted: Vec<IpNet>) -> Self {
+        Self { trusted }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.trusted.iter().any(|net| net.contains(&ip))
+    }
+
+    /// The client: `peer` itself unless `peer` is a trusted proxy; then the
+    /// right-most `X-Forwarded-For` address that is not itself trusted (each
+    /// proxy appends the address it saw, so everything left of the first
+    /// untrusted hop could have been written by the client). If every hop is
+    /// trusted, the left-most; if the header is missing or unparsable, the
+    /// peer.
+    pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        if self.trusted.is_empty() || !self.is_trusted(peer) {
+            return canonical(peer);
+        }
+        let mut hops = Vec::new();
+        for value in headers.get_all("x-forwarded-for") {
+            let Ok(text) = value.to_str() else {
+                return canonical(peer);
+            };
+            for part in text.split(',') {
+                match parse_hop(part.trim()) {
+                    Some(ip) => hops.push(canonical(ip)),
+                    None => return canonical(peer),
+                }
+            }
+        }
+        hops.iter()
+            .rev()
+            .find(|ip| !self.is_trusted(**ip))
+            .or(hops.first())
+            .copied()
+            .unwrap_or_else(|| canonical(peer))
+    }
+}
+
+/// An address as `X-Forwarded-For` may carry it: `1.2.3.4`, `1.2.3.4:5678`,
+/// `2001:db8::1` or `[2001:db8::1]:443`.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    text.parse::<std::net::SocketAddr>().ok().map(|s| s.ip())
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) are the IPv4 address.
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The key limits and lockouts are kept under: the IPv4 address, or the
+/// IPv6 /64 (one subscriber usually has a whole /64, so keying by full
+/// address would hand an attacker 2^64 fresh identities).
+pub fn ip_key(ip: IpAddr) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(bits))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(xff: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in xff {
+            h.append("x-forwarded-for", v.parse().unwrap());
+        }
+        h
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn untrusted_peer_header_is_ignored() {
+        let r = ClientIpResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            r.resolve(ip("203.0.113.9"), &headers(&["1.2.3.4"])),
+            ip("203.0.113.9")
+        );
+        let none = ClientIpResolver::default();
+        assert_eq!(
+            none.resolve(ip("10.0.0.1"), &headers(&["1.2.3.4"])),
+            ip("10.0.0.1")
+        );
+    }
+
+    #[test]
+    fn trusted_peer_right_most_untrusted_hop() {
+        let r = ClientIpResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        // The client forged "6.6.6.6"; the proxy appended the real address.
+        let h = headers(&["6.6.6.6, 198.51.100.7", "10.1.1.1"]);
+        assert_eq!(r.resolve(ip("10.0.0.2"), &h), ip("198.51.100.7"));
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &headers(&["10.9.9.9, 10.8.8.8"])),
+            ip("10.9.9.9")
+        );
+        assert_eq!(r.resolve(ip("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &headers(&["garbage"])),
+            ip("10.0.0.2")
+        );
+        assert_eq!(
+            r.resolve(ip("10.0.0.2"), &headers(&["[2001:db8::1]:443"])),
+            ip("2001:db8::1")
+        );
+        assert_eq!(
+            r.resolve(ip("::ffff:10.0.0.2"), &headers(&["1.2.3.4:80"])),
+            ip("1.2.3.4")
+        );
+    }
+
+    #[test]
+    fn ipv6_is_keyed_by_its_64() {
+        assert_eq!(ip_key(ip("2001:db8:1:2:aaaa::1")), ip("2001:db8:1:2::"));
+        assert_eq!(ip_key(ip("::ffff:192.0.2.1")), ip("192.0.2.1"));
+        assert_eq!(ip_key(ip("192.0.2.1")), ip("192.0.2.1"));
+    }
+}

@@ -1,0 +1,333 @@
+//! Failure records and lockouts: after `max_failures` failed verifications
+//! within `window`, further attempts are refused for `duration` without any
+//! argon2 work.
+//!
+//! Two records are kept: per client address (across all usernames), and per
+//! (client address, username). The username record is deliberately keyed by
+//! address too: a global per-username lockout would let anyone who knows a
+//! username lock its owner out from everywhere. With this keying an attacker
+//! can only lock *themselves* out. Guesses spread over many addresses are
+//! bounded by the per-address records, the rate limits and the global
+//! verification bound instead.
+//!
+//! An attempt is reserved before it is verified and counted as pending, so
+//! that a burst of concurrent guesses cannot slip more than `max_failures`
+//! verifications past the check before the first failure is recorded.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The lockout settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LockoutPolicy {
+    /// Failed verifications allowed per address (and per address+user) within
+    /// `window`; 0 turns lockouts off.
+    pub max_failures: u32,
+    /// The window failures are counted in.
+    pub window: Duration,
+    /// How long a lockout lasts.
+    pub duration: Duration,
+    /// The most addresses (and address+user pairs) tracked at once; past it,
+    /// stale records are pruned, and unlocked ones dropped if need be.
+    pub max_tracked: usize,
+}
+
+impl Default for LockoutPolicy {
+    fn default() -> Self {
+        Self {
+            max_failures: 5,
+            window: Duration::from_secs(600),
+            duration: Duration::from_secs(900),
+            max_tracked: 100_000,
+        }
+    }
+}
+
+/// Why an attempt may not be verified now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Locked out; try again after this long.
+    Locked(Duration),
+    /// As many attempts as remain allowed are being verified right now.
+    Busy,
+}
+
+/// A lockout that a failure just started, for the log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockedOut {
+    /// The client address is locked out (for every username).
+    Address,
+    /// The client address is locked out for this username.
+    User,
+    /// Both.
+    Both,
+}
+
+#[derive(Debug, Clone)]
+struct Record {
+    window_start: Instant,
+    failures: u32,
+    pending: u32,
+    locked_until: Option<Instant>,
+}
+
+impl Record {
+    fn new(now: Instant) -> Self {
+        Self {
+            window_start: now,
+            failures: 0,
+            pending: 0,
+            locked_until: None,
+        }
+    }
+
+    /// Ends an expired lock or window; returns the remaining lock, if any.
+    fn refresh(&mut self, policy: &LockoutPolicy, now: Instant) -> Option<Duration> {
+        if let Some(until) = self.locked_until {
+            if until > now {
+                return Some(until - now);
+            }
+            self.locked_until = None;
+            self.failures = 0;
+            self.window_start = now;
+        }
+        if now.duration_since(self.window_start) >= policy.window {
+            self.failures = 0;
+            self.window_start = now;
+        }
+        None
+    }
+
+    fn admit(&mut self, policy: &LockoutPolicy, now: Instant) -> Result<(), Refusal> {
+        if let Some(remaining) = self.refresh(policy, now) {
+            return Err(Refusal::Locked(remaining));
+        }
+        if self.failures + self.pending >= policy.max_failures {
+            return Err(Refusal::Busy);
+        }
+        Ok(())
+    }
+
+    /// Records a failure; true if it started a lockout.
+    fn fail(&mut self, policy: &LockoutPolicy, now: Instant) -> bool {
+        self.refresh(policy, now);
+        self.failures += 1;
+        if self.failures >= policy.max_failures && self.locked_until.is_none() {
+            self.locked_until = Some(now + policy.duration);
+            return true;
+        }
+        false
+    }
+
+    fn is_stale(&self, policy: &LockoutPolicy, now: Instant) -> bool {
+        self.pending == 0
+            && self.locked_until.is_none_or(|until| until <= now)
+            && now.duration_since(self.window_start) >= policy.window
+    }
+
+    fn is_locked(&self, now: Instant) -> bool {
+        self.locked_until.is_some_and(|until| until > now)
+    }
+}
+
+/// Records keyed by `K`, bounded in number.
+struct Records<K> {
+    map: HashMap<K, Record>,
+}
+
+impl<K: Hash + Eq + Copy> Records<K> {
+    fn new() -> Self {
+        Self {
+            map: HashMap::new(),
+        }
+    }
+
+    /// The record for `key`, making room for it if needed; `None` when every
+    /// tracked record is locked or in use and there is no room.
+    fn entry(&mut self, key: K, policy: &LockoutPolicy, now: Instant) -> Option<&mut Record> {
+        if !self.map.contains_key(&key) && self.map.len() >= policy.max_tracked {
+            self.prune(policy, now);
+            if self.map.len() >= policy.max_tracked {
+                // Only locks and in-flight attempts are worth keeping.
+                self.map.retain(|_, r| r.pending > 0 || r.is_locked(now));
+            }
+            if self.map.len() >= policy.max_tracked {
+                return None;
+            }
+        }
+        Some(self.map.entry(key).or_insert_with(|| Record::new(now)))
+    }
+
+    fn prune(&mut self, policy: &LockoutPolicy, now: Instant) {
+        self.map.retain(|_, r| !r.is_stale(policy, now));
+    }
+}
+
+/// Failure records and lockouts per address and per (address, username).
+pub struct Lockouts {
+    policy: LockoutPolicy,
+    addresses: Mutex<Records<IpAddr>>,
+    users: Mutex<Records<(IpAddr, u64)>>,
+    /// Usernames are stored as keyed 64-bit hashes: a 3 KiB username costs
+    /// no more memory than a short one, and names are not kept around.
+    user_hasher: std::collections::hash_map::RandomState,
+}
+
+/// A reserved attempt: finish it with [`Lockouts::finish`].
+#[derive(Debug)]
+#[must_use = "an attempt must be finished, or its slot stays reserved"]
+pub struct Attempt {
+    address: IpAddr,
+    user: u64,
+    tracked: (bool, bool),
+}
+
+impl Lockouts {
+    /// Lockouts under `policy`.
+    pub fn new(policy: LockoutPolicy) -> Self {
+        Self {
+            policy,
+            addresses: Mutex::new(Records::new()),
+            users: Mutex::new(Records::new()),
+            user_hasher: std::collections::hash_map::RandomState::new(),
+        }
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &LockoutPolicy {
+        &self.policy
+    }
+
+    fn enabled(&self) -> bool {
+        self.policy.max_failures > 0
+    }
+
+    /// How long `address` stays locked out, if it is.
+    pub fn address_locked(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut addresses = lock(&self.addresses);
+        let record = addresses.map.get_mut(&address)?;
+        record.refresh(&self.policy, now)
+    }
+
+    /// Reserves a verification attempt for `username` from `address`, or says
+    /// why it may not be made now.
+    pub fn begin(&self, address: IpAddr, username: &str, now: Instant) -> Result<Attempt, Refusal> {
+        let user = self.user_hasher.hash_one(username);
+        if !self.enabled() {
+            return Ok(Attempt {
+                address,
+                user,
+                tracked: (false, false),
+            });
+        }
+        let mut addresses = lock(&self.addresses);
+        let mut users = lock(&self.users);
+        // The address is checked first: a locked address hears about its own
+        // (longer) lock, whatever the username.
+        let mut address_record = addresses.entry(address, &self.policy, now);
+        if let Some(record) = address_record.as_deref_mut() {
+            record.admit(&self.policy, now)?;
+        }
+        let mut user_record = users.entry((address, user), &self.policy, now);
+        if let Some(record) = user_record.as_deref_mut() {
+            record.admit(&self.policy, now)?;
+        }
+        let tracked = (address_record.is_some(), user_record.is_some());
+        for record in [address_record, user_record].into_iter().flatten() {
+            record.pending += 1;
+        }
+        Ok(Attempt {
+            address,
+            user,
+            tracked,
+        })
+    }
+
+    /// Ends an attempt: a failure counts towards lockouts, a success clears
+    /// this username's record for the address (not the address's own, so
+    /// logging into one's own account cannot buy more guesses at another's).
+    pub fn finish(&self, attempt: Attempt, success: bool, now: Instant) -> Option<LockedOut> {
+        if !self.enabled() {
+            return None;
+        }
+        let mut address_locked = false;
+        if attempt.tracked.0 {
+            let mut addresses = lock(&self.addresses);
+            if let Some(record) = addresses.map.get_mut(&attempt.address) {
+                record.pending = record.pending.saturating_sub(1);
+                if !success {
+                    address_locked = record.fail(&self.policy, now);
+                }
+            }
+        }
+        let mut user_locked = false;
+        if attempt.tracked.1 {
+            let mut users = lock(&self.users);
+            let key = (attempt.address, attempt.user);
+            if success {
+                users.map.remove(&key);
+            } else if let Some(record) = users.map.get_mut(&key) {
+                record.pending = record.pending.saturating_sub(1);
+                user_locked = record.fail(&self.policy, now);
+            }
+        }
+        match (address_locked, user_locked) {
+            (true, true) => Some(LockedOut::Both),
+            (true, false) => Some(LockedOut::Address),
+            (false, true) => Some(LockedOut::User),
+            (false, false) => None,
+        }
+    }
+
+    /// Ends an attempt that could not be verified (overload): it counts
+    /// neither as a failure nor as a success.
+    pub fn cancel(&self, attempt: Attempt) {
+        if attempt.tracked.0 {
+            if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
+                record.pending = record.pending.saturating_sub(1);
+            }
+        }
+        if attempt.tracked.1 {
+            if let Some(record) = lock(&self.users)
+                .map
+                .get_mut(&(attempt.address, attempt.user))
+            {
+                record.pending = record.pending.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Drops records that no longer matter (no lock, nothing pending, window
+    /// over) and gives the memory back.
+    pub fn prune(&self, now: Instant) {
+        let mut addresses = lock(&self.addresses);
+        addresses.prune(&self.policy, now);
+        addresses.map.shrink_to_fit();
+        drop(addresses);
+        let mut users = lock(&self.users);
+        users.prune(&self.policy, now);
+        users.map.shrink_to_fit();
+    }
+
+    /// How many (address, address+user) records are held.
+    pub fn tracked(&self) -> (usize, usize) {
+        (lock(&self.addresses).map.len(), lock(&self.users).map.len())
+    }
+}
+
+/// Takes a lock even if a panic elsewhere poisoned it: the records are
+/// counters, always consistent enough to go on with.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests;
