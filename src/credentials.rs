@@ -11,9 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::{Algorithm, Argon2, Params, Version};
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 
 use crate::secret::Password;
@@ -136,15 +137,61 @@ impl CredentialStore {
     /// [`Verifier`] does). Unknown users are checked against the dummy hash and
     /// always fail.
     pub fn verify_blocking(&self, username: &str, password: &Password) -> bool {
+        self.verify_with_memory(username, password, &mut Vec::new())
+    }
+
+    /// Like [`verify_blocking`](Self::verify_blocking), computing argon2 in
+    /// `memory` (grown as needed and kept by the caller for the next
+    /// verification), so that verifying does not allocate and free ~19 MiB
+    /// each time; a fresh buffer per verification lets the allocator's
+    /// per-thread arenas each keep one, and resident memory balloons.
+    pub fn verify_with_memory(
+        &self,
+        username: &str,
+        password: &Password,
+        memory: &mut Vec<Block>,
+    ) -> bool {
         let (hash, known) = match self.users.get(username) {
             Some(stored) => (&stored.0, true),
             None => (&self.dummy, false),
         };
-        let matches = Argon2::default()
-            .verify_password(password.as_bytes(), hash)
-            .is_ok();
-        matches && known
+        verify_phc(hash, password.as_bytes(), memory) && known
     }
+}
+
+/// Recomputes `hash` for `password` in `memory` and compares the outputs in
+/// constant time. Every PHC string here passed [`parse_phc`], so the
+/// fallible steps below cannot fail in practice; if they did, the answer is
+/// "no match".
+fn verify_phc(hash: &PasswordHash, password: &[u8], memory: &mut Vec<Block>) -> bool {
+    let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::new(hash.algorithm.as_str()) else {
+        return false;
+    };
+    let version = match hash.version.map(Version::try_from).transpose() {
+        Ok(version) => version.unwrap_or_default(),
+        Err(_) => return false,
+    };
+    let Ok(params) = Params::try_from(hash) else {
+        return false;
+    };
+    let blocks = params.block_count();
+    if memory.len() < blocks {
+        memory.resize(blocks, Block::default());
+    }
+    let mut output = [0u8; 64];
+    let Some(output) = output.get_mut(..expected.len()) else {
+        return false;
+    };
+    let computed = Argon2::new(algorithm, version, params).hash_password_into_with_memory(
+        password,
+        salt.as_ref(),
+        output,
+        &mut memory[..blocks],
+    );
+    computed.is_ok() && bool::from(output.ct_eq(expected.as_bytes()))
 }
 
 /// The parameters shared by most hashes; OWASP's defaults when there are none.
@@ -189,6 +236,9 @@ pub enum VerifyError {
 pub struct Verifier {
     store: Arc<CredentialStore>,
     permits: Arc<Semaphore>,
+    /// One argon2 work area per permit, reused: resident memory stays at
+    /// `max_concurrent` × the largest `m_cost`, however many verifications run.
+    memory: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
     waiting: Arc<AtomicUsize>,
     max_waiting: usize,
     max_wait: Duration,
@@ -211,6 +261,7 @@ impl Verifier {
         Self {
             store,
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            memory: Arc::new(std::sync::Mutex::new(Vec::new())),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting: 64,
             max_wait: Duration::from_secs(5),
@@ -247,9 +298,18 @@ impl Verifier {
             }
         };
         let store = Arc::clone(&self.store);
+        let pool = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            store.verify_blocking(&username, &password)
+            let take = |pool: &std::sync::Mutex<Vec<Vec<Block>>>| {
+                pool.lock().map(|mut p| p.pop()).ok().flatten()
+            };
+            let mut memory = take(&pool).unwrap_or_default();
+            let ok = store.verify_with_memory(&username, &password, &mut memory);
+            if let Ok(mut pool) = pool.lock() {
+                pool.push(memory);
+            }
+            ok
         })
         .await
         .map_err(|_| VerifyError::Unavailable)
@@ -279,6 +339,22 @@ mod tests {
         assert!(store.verify_blocking("bob", &Password::new("pässwörd".into())));
         assert!(!store.verify_blocking("alice", &Password::new("wrong".into())));
         assert!(!store.verify_blocking("carol", &Password::new("secret".into())));
+    }
+
+    #[test]
+    fn one_work_area_serves_hashes_with_different_params() {
+        let big = Params::new(2048, 1, 1, None).unwrap();
+        let odd = Params::new(512, 2, 2, Some(48)).unwrap();
+        let a = parse_phc(&hash_password(&Password::new("a".into()), big).unwrap()).unwrap();
+        let b = parse_phc(&hash_password(&Password::new("b".into()), odd).unwrap()).unwrap();
+        let store = CredentialStore::new([("a".to_owned(), a), ("b".to_owned(), b)]).unwrap();
+        let mut memory = Vec::new();
+        for _ in 0..2 {
+            assert!(store.verify_with_memory("a", &Password::new("a".into()), &mut memory));
+            assert!(store.verify_with_memory("b", &Password::new("b".into()), &mut memory));
+            assert!(!store.verify_with_memory("b", &Password::new("a".into()), &mut memory));
+        }
+        assert_eq!(memory.len(), 2048);
     }
 
     #[test]

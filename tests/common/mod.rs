@@ -66,6 +66,11 @@ impl TestDir {
     /// its own, rate limits and lockouts are set far out of the way, so that
     /// tests of other things are not throttled.
     pub fn config(&self, extra: &str) -> PathBuf {
+        self.config_with_server("", extra)
+    }
+
+    /// Like [`config`](Self::config), with `server_lines` added to `[server]`.
+    pub fn config_with_server(&self, server_lines: &str, extra: &str) -> PathBuf {
         let mut extra = extra.to_owned();
         if !extra.contains("[rate_limit]") {
             extra.push_str("\n[rate_limit]\nper_ip = { per_second = 10000, burst = 10000 }\nper_user = false\n");
@@ -74,7 +79,7 @@ impl TestDir {
             extra.push_str("\n[lockout]\nmax_failures = 1000\n");
         }
         let text = format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[users]\n{} = \"{}\"\n{} = \"{}\"\n{} = \"{}\"\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\n{server_lines}\n\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n\n[users]\n{} = \"{}\"\n{} = \"{}\"\n{} = \"{}\"\n{extra}\n",
             ALICE.0,
             cheap_hash(ALICE.1),
             BOB.0,
@@ -240,4 +245,25 @@ pub fn require_tool(name: &str, version_arg: &str) {
         ),
         Err(e) => panic!("this test needs `{name}` on PATH (install it; .ci/run does): {e}"),
     }
+}
+
+/// A client bound to a source address on loopback (127.0.0.2, 127.0.0.3, …),
+/// so tests can act as distinct clients.
+pub fn client_from(cert_pem: &str, source: &str) -> reqwest::Client {
+    let ip: std::net::IpAddr = source.parse().expect("source address");
+    client_with(cert_pem, |b| b.local_address(ip))
+}
+
+/// The auth layer's counters, read through the protected `/api/stats` route
+/// as alice from 127.0.0.254 (a client no test throttles).
+pub async fn stats(server: &Gatehouse, cert_pem: &str) -> serde_json::Value {
+    client_from(cert_pem, "127.0.0.254")
+        .get(server.url("/api/stats"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .expect("stats request")
+        .json()
+        .await
+        .expect("stats json")
 }
