@@ -52,11 +52,37 @@ impl Default for RateLimit {
 }
 
 /// `{ per_second = 20, burst = 40 }`, or `false` to turn a limit off.
-#[derive(Deserialize)]
-#[serde(untagged)]
 pub(super) enum RateSetting {
     Switch(bool),
     Rate(RawRate),
+}
+
+// By hand rather than `#[serde(untagged)]`, whose only error is "data did not
+// match any variant": this keeps the table's own messages (unknown field…).
+impl<'de> Deserialize<'de> for RateSetting {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = RateSetting;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a table like { per_second = 20, burst = 40 }, or false")
+            }
+
+            fn visit_bool<E: serde::de::Error>(self, on: bool) -> Result<RateSetting, E> {
+                Ok(RateSetting::Switch(on))
+            }
+
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<RateSetting, A::Error> {
+                RawRate::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(RateSetting::Rate)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 #[derive(Deserialize, Clone, Copy)]

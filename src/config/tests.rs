@@ -212,6 +212,24 @@ fn users_file_errors_name_the_line_and_user() {
 }
 
 #[test]
+fn rate_limits_and_lockouts_have_defaults_and_can_be_turned_off() {
+    let config = load(&minimal("")).unwrap();
+    assert_eq!(config.rate_limit.per_ip, Some(Rate::new(20, 40)));
+    assert_eq!(config.rate_limit.per_user, Some(Rate::new(10, 20)));
+    assert_eq!(config.lockout, LockoutPolicy::default());
+    assert_eq!(config.auth.verify_queue, 64);
+    let config = load(&minimal(
+        "[rate_limit]\nper_ip = false\nper_user = { per_second = 3 }\n[lockout]\nmax_failures = 0\nwindow = \"1h\"\nduration = \"30s\"\n",
+    ))
+    .unwrap();
+    assert_eq!(config.rate_limit.per_ip, None);
+    assert_eq!(config.rate_limit.per_user, Some(Rate::new(3, 6)));
+    assert_eq!(config.lockout.max_failures, 0);
+    assert_eq!(config.lockout.window, Duration::from_secs(3600));
+    assert_eq!(config.lockout.duration, Duration::from_secs(30));
+}
+
+#[test]
 fn generated_user_stands_in_for_no_users() {
     let config = load("[tls]\nself_signed = true\n[auth]\ngenerated_user = \"admin\"\n").unwrap();
     assert!(config.auth.users.is_empty());
