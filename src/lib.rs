@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod limit;
 pub mod metrics;
+pub mod proxy;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -1,6 +1,7 @@
 //! The built-in routes and the assembly of the app `Router`.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -11,23 +12,48 @@ use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 use serde_json::json;
+use tower_http::services::ServeDir;
 
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
 use crate::metrics::{AuthCounters, CountersSnapshot};
+use crate::proxy::{self, Proxy};
 
-/// The app the binary serves: `/healthz` (public when the layer says so),
-/// `/api/whoami` and `/api/stats` (protected), and 404 for anything else, but only after
-/// authentication so that unauthenticated clients cannot probe for paths.
-pub fn app(auth: BasicAuthLayer) -> Router {
-    let counters = Arc::clone(auth.counters());
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/api/whoami", get(whoami))
-        .route("/api/stats", get(move || stats(Arc::clone(&counters))))
-        .fallback(not_found)
-        // `layer`, not `route_layer`: the fallback is protected too.
-        .layer(auth)
-        .layer(middleware::from_fn(access_log))
+/// What authenticated requests reach.
+pub enum Backend {
+    /// The built-in routes: `/api/whoami`, `/api/stats`, 404 for the rest.
+    Api,
+    /// Everything is forwarded to an upstream app.
+    Proxy(Arc<Proxy>),
+    /// Files from a directory (with `index.html` for directories).
+    Static(PathBuf),
+}
+
+/// The app the binary serves: gatehouse's own `/healthz` (public when the
+/// layer says so) and the backend behind the auth layer. Unknown paths get
+/// 404 only after authentication, so unauthenticated clients cannot probe
+/// for paths.
+pub fn app(auth: BasicAuthLayer, backend: Backend) -> Router {
+    let router: Router = match backend {
+        Backend::Api => {
+            let counters = Arc::clone(auth.counters());
+            own_routes()
+                .route("/api/whoami", get(whoami))
+                .route("/api/stats", get(move || stats(Arc::clone(&counters))))
+                .fallback(not_found)
+        }
+        Backend::Proxy(proxy) => own_routes().fallback(proxy::forward).with_state(proxy),
+        // ServeDir refuses `..` segments (also percent-encoded) and never
+        // follows a path outside `root`.
+        Backend::Static(root) => own_routes()
+            .fallback_service(ServeDir::new(root).append_index_html_on_directories(true)),
+    };
+    // `layer`, not `route_layer`: the fallback is protected too.
+    router.layer(auth).layer(middleware::from_fn(access_log))
+}
+
+/// gatehouse's own routes, whatever the backend.
+fn own_routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
+    Router::new().route("/healthz", get(healthz))
 }
 
 async fn healthz() -> &'static str {

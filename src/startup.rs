@@ -7,8 +7,10 @@ use std::sync::Arc;
 use base64::Engine as _;
 
 use crate::auth::BasicAuthLayer;
-use crate::config::{Config, ConfigError, TlsSettings};
+use crate::config::{Backend, Config, ConfigError, TlsSettings};
 use crate::credentials::{self, CredentialStore, Verifier};
+use crate::limit::ClientIpResolver;
+use crate::proxy::Proxy;
 use crate::secret::Password;
 use crate::server::Server;
 use crate::{routes, tls};
@@ -70,7 +72,16 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .build()
         .map_err(|e| ConfigError::invalid(&config.path, "[auth] realm", e.to_string()))?;
     let pruning = tokio::spawn(prune_periodically(layer.clone()));
-    let app = routes::app(layer);
+    let backend = match &config.backend {
+        Backend::Api => routes::Backend::Api,
+        Backend::Static { root } => routes::Backend::Static(root.clone()),
+        Backend::Upstream(upstream) => {
+            let clients = ClientIpResolver::new(config.server.trusted_proxies.clone());
+            let proxy = Proxy::new(upstream.clone(), clients, tls.is_some(), &config.path)?;
+            routes::Backend::Proxy(Arc::new(proxy))
+        }
+    };
+    let app = routes::app(layer, backend);
 
     let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
     let server = Server::bind(
@@ -109,6 +120,13 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     let scheme = if tls.is_some() { "https" } else { "http" };
+    match &config.backend {
+        Backend::Api => tracing::info!("serving the built-in API (/api/whoami, /api/stats)"),
+        Backend::Upstream(upstream) => {
+            tracing::info!(upstream = %upstream.url, "forwarding authenticated requests")
+        }
+        Backend::Static { root } => tracing::info!(root = %root.display(), "serving static files"),
+    }
     tracing::info!("listening on {scheme}://{addr}");
     server.run(shutdown).await;
     pruning.abort();

@@ -73,6 +73,41 @@ pub struct Config {
     pub rate_limit: RateLimitSettings,
     /// `[lockout]`.
     pub lockout: LockoutPolicy,
+    /// What authenticated requests reach: `[upstream]`, `[static]`, or the
+    /// built-in API.
+    pub backend: Backend,
+}
+
+/// What stands behind the gate. Exactly one is active.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The built-in routes (`/api/whoami`, `/api/stats`): neither
+    /// `[upstream]` nor `[static]` is set.
+    Api,
+    /// `[upstream]`: a reverse proxy to an app.
+    Upstream(UpstreamSettings),
+    /// `[static]`: files from a directory.
+    Static {
+        /// The directory served.
+        root: PathBuf,
+    },
+}
+
+/// `[upstream]`: the app gatehouse forwards authenticated requests to.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http://host:port[/prefix]` or `https://…`.
+    pub url: http::Uri,
+    /// How long the upstream may take to start its answer (then 504).
+    pub timeout: Duration,
+    /// How long connecting may take (then 502).
+    pub connect_timeout: Duration,
+    /// The header that carries the authenticated username.
+    pub user_header: http::HeaderName,
+    /// Whether the client's `Authorization` header reaches the upstream.
+    pub forward_authorization: bool,
+    /// A PEM CA bundle for an https upstream (default: the webpki roots).
+    pub ca: Option<PathBuf>,
 }
 
 /// `[rate_limit]`: request rates (governor), checked before any hashing.
@@ -272,6 +307,30 @@ impl Config {
         };
         let verify_timeout =
             nonzero_duration(path, "[auth] verify_timeout", &raw.auth.verify_timeout)?;
+        let backend = match (raw.upstream, raw.static_files) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::invalid(
+                    path,
+                    "[upstream] and [static]",
+                    "both are set: choose one (or neither, for the built-in API)",
+                ));
+            }
+            (Some(upstream), None) => {
+                Backend::Upstream(upstream_settings(path, upstream, &resolve)?)
+            }
+            (None, Some(files)) => {
+                let root = resolve(&files.root);
+                if !root.is_dir() {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "[static] root",
+                        format!("{} is not a directory", root.display()),
+                    ));
+                }
+                Backend::Static { root }
+            }
+            (None, None) => Backend::Api,
+        };
 
         Ok(Self {
             path: path.to_owned(),
@@ -292,6 +351,7 @@ impl Config {
             limits,
             rate_limit,
             lockout,
+            backend,
         })
     }
 }
@@ -354,6 +414,46 @@ fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError>
             key,
             format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
         )
+    })
+}
+
+fn upstream_settings(
+    path: &Path,
+    raw: raw::Upstream,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<UpstreamSettings, ConfigError> {
+    let bad_url = |m: String| ConfigError::invalid(path, "[upstream] url", m);
+    let url: http::Uri = raw
+        .url
+        .parse()
+        .map_err(|e| bad_url(format!("`{}` is not a URL ({e})", raw.url)))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+        return Err(bad_url(format!(
+            "`{}` must look like http://host:port or https://host",
+            raw.url
+        )));
+    }
+    if url.query().is_some() {
+        return Err(bad_url(format!("`{}` must not have a query", raw.url)));
+    }
+    let user_header = http::HeaderName::from_bytes(raw.user_header.as_bytes()).map_err(|_| {
+        ConfigError::invalid(
+            path,
+            "[upstream] user_header",
+            format!("`{}` is not a header name", raw.user_header),
+        )
+    })?;
+    Ok(UpstreamSettings {
+        url,
+        timeout: nonzero_duration(path, "[upstream] timeout", &raw.timeout)?,
+        connect_timeout: nonzero_duration(
+            path,
+            "[upstream] connect_timeout",
+            &raw.connect_timeout,
+        )?,
+        user_header,
+        forward_authorization: raw.forward_authorization,
+        ca: raw.ca.as_deref().map(resolve),
     })
 }
 

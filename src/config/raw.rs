@@ -25,6 +25,42 @@ pub(super) struct File {
     pub rate_limit: RateLimit,
     #[serde(default)]
     pub lockout: Lockout,
+    pub upstream: Option<Upstream>,
+    #[serde(rename = "static")]
+    pub static_files: Option<StaticFiles>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Upstream {
+    pub url: String,
+    #[serde(default = "Upstream::default_timeout")]
+    pub timeout: String,
+    #[serde(default = "Upstream::default_connect_timeout")]
+    pub connect_timeout: String,
+    #[serde(default = "Upstream::default_user_header")]
+    pub user_header: String,
+    #[serde(default)]
+    pub forward_authorization: bool,
+    pub ca: Option<PathBuf>,
+}
+
+impl Upstream {
+    fn default_timeout() -> String {
+        "30s".into()
+    }
+    fn default_connect_timeout() -> String {
+        "5s".into()
+    }
+    fn default_user_header() -> String {
+        "X-Forwarded-User".into()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct StaticFiles {
+    pub root: PathBuf,
 }
 
 #[derive(Deserialize)]

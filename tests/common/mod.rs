@@ -11,6 +11,8 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub mod upstream;
+
 use gatehouse::credentials::hash_password;
 use gatehouse::secret::Password;
 
@@ -266,4 +268,14 @@ pub async fn stats(server: &Gatehouse, cert_pem: &str) -> serde_json::Value {
         .json()
         .await
         .expect("stats json")
+}
+
+/// Peak resident memory of a process, in MiB (Linux `VmHWM`).
+pub fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
 }

@@ -1,0 +1,318 @@
+//! Forwarding authenticated requests to an upstream app (sidecar mode).
+//!
+//! Bodies stream both ways (nothing is buffered), `Upgrade` requests such as
+//! WebSockets are tunnelled after the upstream answers 101, and the upstream
+//! learns who the user is from a header the client can never forge.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::{IntoResponse, Response};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{StatusCode, Version};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+use crate::auth::AuthenticatedUser;
+use crate::config::{ConfigError, UpstreamSettings};
+use crate::limit::ClientIpResolver;
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only,
+/// never forwarded.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// An upstream and the client that talks to it.
+pub struct Proxy {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    settings: UpstreamSettings,
+    clients: ClientIpResolver,
+    /// What `X-Forwarded-Proto` says when no trusted proxy already said it.
+    scheme: &'static str,
+}
+
+impl Proxy {
+    /// A proxy to `settings.url`. `tls` tells what scheme clients use to
+    /// reach gatehouse; `clients` decides whose forwarding headers are kept.
+    pub fn new(
+        settings: UpstreamSettings,
+        clients: ClientIpResolver,
+        tls: bool,
+        config: &std::path::Path,
+    ) -> Result<Self, ConfigError> {
+        let roots = upstream_roots(&settings, config)?;
+        let tls_config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| ConfigError::invalid(config, "[upstream] url", e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(settings.connect_timeout));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        Ok(Self {
+            client,
+            settings,
+            clients,
+            scheme: if tls { "https" } else { "http" },
+        })
+    }
+
+    /// The upstream URI for a request path and query.
+    fn target(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+        let base = &self.settings.url;
+        let prefix = base.path().trim_end_matches('/');
+        let rest = path_and_query.map_or("/", PathAndQuery::as_str);
+        let mut parts = base.clone().into_parts();
+        parts.path_and_query = Some(format!("{prefix}{rest}").parse()?);
+        Ok(Uri::from_parts(parts)?)
+    }
+
+    fn prepare(&self, req: &mut Request, upgrade: Option<HeaderValue>) -> Result<(), http::Error> {
+        let uri = self.target(req.uri().path_and_query())?;
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(a)| a.ip());
+        let user = req.extensions().get::<AuthenticatedUser>().cloned();
+        let original_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        // Whatever the client claims about the user is dropped first.
+        headers.remove(&self.settings.user_header);
+        if !self.settings.forward_authorization {
+            headers.remove(header::AUTHORIZATION);
+        }
+        if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
+            headers.insert(self.settings.user_header.clone(), user);
+        }
+        self.set_forwarded(headers, peer, original_host);
+        if let Some(protocol) = upgrade {
+            headers.insert(header::UPGRADE, protocol);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        headers.remove(header::HOST);
+        *req.uri_mut() = uri;
+        // The upstream connection is HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = Version::HTTP_11;
+        Ok(())
+    }
+
+    /// `X-Forwarded-For/-Proto/-Host`: extended when the peer is a trusted
+    /// proxy, otherwise replaced, so a client cannot plant an address.
+    fn set_forwarded(
+        &self,
+        headers: &mut HeaderMap,
+        peer: Option<IpAddr>,
+        host: Option<HeaderValue>,
+    ) {
+        let trusted = peer.is_some_and(|p| self.clients.is_trusted(p));
+        let peer_text = peer.map(|p| p.to_string());
+        let xff_name = HeaderName::from_static("x-forwarded-for");
+        let forwarded_for = match (trusted, peer_text) {
+            (true, Some(peer)) => {
+                let earlier: Vec<&str> = headers
+                    .get_all(&xff_name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                if earlier.is_empty() {
+                    peer
+                } else {
+                    format!("{}, {peer}", earlier.join(", "))
+                }
+            }
+            (_, Some(peer)) => peer,
+            (_, None) => String::new(),
+        };
+        headers.remove(&xff_name);
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+            if !forwarded_for.is_empty() {
+                headers.insert(xff_name, value);
+            }
+        }
+        let proto_name = HeaderName::from_static("x-forwarded-proto");
+        let host_name = HeaderName::from_static("x-forwarded-host");
+        if !trusted || !headers.contains_key(&proto_name) {
+            headers.insert(proto_name, HeaderValue::from_static(self.scheme));
+        }
+        if !trusted || !headers.contains_key(&host_name) {
+            match host {
+                Some(host) => headers.insert(host_name, host),
+                None => headers.remove(host_name),
+            };
+        }
+        headers.remove(header::FORWARDED);
+    }
+}
+
+/// Roots for an https upstream: the configured CA file, or the webpki roots.
+fn upstream_roots(
+    settings: &UpstreamSettings,
+    config: &std::path::Path,
+) -> Result<rustls::RootCertStore, ConfigError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &settings.ca {
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+        Some(path) => {
+            use rustls_pki_types::CertificateDer;
+            use rustls_pki_types::pem::PemObject;
+            let bad = |m: String| ConfigError::invalid(config, "[upstream] ca", m);
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| bad(format!("{} is not PEM: {e}", path.display())))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(bad(format!(
+                    "{} holds no usable certificate",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// Removes hop-by-hop headers, including any named in `Connection`.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+}
+
+/// The `Upgrade` protocol if this is an upgrade request (HTTP/1.1 with
+/// `Connection: upgrade`).
+fn upgrade_protocol(req: &Request) -> Option<HeaderValue> {
+    let wants = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        });
+    if wants {
+        req.headers().get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+fn error_response(status: StatusCode) -> Response {
+    let body = match status {
+        StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
+        _ => "502 Bad Gateway\n",
+    };
+    (status, body).into_response()
+}
+
+/// The axum handler that forwards a request.
+pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Response {
+    let upgrade = upgrade_protocol(&req);
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    if let Err(error) = proxy.prepare(&mut req, upgrade.clone()) {
+        tracing::warn!(%error, "cannot build the upstream request");
+        return error_response(StatusCode::BAD_GATEWAY);
+    }
+    let path = req.uri().path().to_owned();
+    let mut response = match tokio::time::timeout(proxy.settings.timeout, proxy.client.request(req))
+        .await
+    {
+        Ok(Ok(response)) => response,
+        Ok(Err(error)) => {
+            let cause = std::error::Error::source(&error)
+                .map_or_else(|| error.to_string(), |s| s.to_string());
+            tracing::warn!(upstream = %proxy.settings.url, path, error = %cause, "upstream request failed");
+            return error_response(StatusCode::BAD_GATEWAY);
+        }
+        Err(_) => {
+            tracing::warn!(upstream = %proxy.settings.url, path, timeout = ?proxy.settings.timeout, "upstream did not answer in time");
+            return error_response(StatusCode::GATEWAY_TIMEOUT);
+        }
+    };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        if let Some(client_upgrade) = client_upgrade {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(error) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
+                            tracing::debug!(%error, "upgraded connection ended");
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "upgrade failed"),
+                }
+            });
+            let (mut parts, _) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            if let Some(protocol) = upgrade {
+                parts.headers.insert(header::UPGRADE, protocol);
+                parts
+                    .headers
+                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            }
+            return Response::from_parts(parts, Body::empty());
+        }
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    Response::from_parts(parts, Body::new(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-private".parse().unwrap());
+        h.insert("x-private", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TE, "trailers".parse().unwrap());
+        h.insert(header::PROXY_AUTHORIZATION, "Basic x".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+}
