@@ -1,23 +1,32 @@
 # syntax=docker/dockerfile:1
-# Build: docker build -t gatehouse .
-# Run:   docker run -p 8443:8443 -v "$PWD/secrets:/etc/gatehouse/mounted:ro" \
-#          -e GATEHOUSE_CONFIG=/etc/gatehouse/mounted/gatehouse.toml gatehouse
-# (or mount tls/ and users next to the built-in /etc/gatehouse/gatehouse.toml).
+# A small image: a static-ish release binary on distroless, as a non-root
+# user. Config and secrets come from mounted volumes:
+#   /etc/gatehouse/gatehouse.toml   (default: config/examples/production.toml)
+#   /etc/gatehouse/tls/tls.crt, tls.key
+#   /etc/gatehouse/users/users      (name:$argon2id$... lines)
+# or point GATEHOUSE_CONFIG at another file.
+#
+#   docker build -t gatehouse .
+#   docker run -p 8443:8443 \
+#     -v "$PWD/tls:/etc/gatehouse/tls:ro" -v "$PWD/users:/etc/gatehouse/users:ro" gatehouse
 
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so a source change does not refetch the registry.
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && cargo fetch --locked && rm -rf src
+RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
+    && for b in latency flood proxy throughput; do echo 'fn main() {}' > benches/$b.rs; done \
+    && cargo fetch --locked
 COPY src ./src
-RUN cargo build --release --locked --bin gatehouse
+RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin gatehouse
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/gatehouse /usr/local/bin/gatehouse
-COPY config/examples/container.toml /etc/gatehouse/gatehouse.toml
+COPY config/examples/production.toml /etc/gatehouse/gatehouse.toml
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.toml
 USER nonroot:nonroot
 EXPOSE 8443
+HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
+    CMD ["/usr/local/bin/gatehouse", "healthcheck", "--timeout", "3s"]
 ENTRYPOINT ["/usr/local/bin/gatehouse"]
 CMD ["serve"]

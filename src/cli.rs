@@ -30,6 +30,14 @@ pub enum Command {
     HashPassword(HashArgs),
     /// Validate the config file, its users and TLS files, and exit.
     CheckConfig,
+    /// Ask the running server (at the config's listen address, on this host)
+    /// whether `/healthz` answers 200; exit 0 if so, 1 if not. For container
+    /// health checks.
+    Healthcheck {
+        /// How long to wait for the answer, e.g. "3s".
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
 }
 
 /// Argon2id parameters for `hash-password`; the defaults are OWASP's.

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod healthcheck;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;

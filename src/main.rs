@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use clap::Parser;
 use gatehouse::cli::{Cli, Command, HashArgs, read_password};
 use gatehouse::config::Config;
-use gatehouse::{credentials, server, startup};
+use gatehouse::{credentials, healthcheck, server, startup};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -51,6 +51,21 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::HashPassword(args) => hash_password(&args),
+        Command::Healthcheck { timeout } => {
+            let config = Config::load(&cli.config)?;
+            let addr = healthcheck::local_addr(&config);
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(healthcheck::check(
+                addr,
+                healthcheck::uses_tls(&config),
+                timeout,
+            ))?;
+            println!("{addr}: healthy");
+            Ok(())
+        }
     }
 }
 

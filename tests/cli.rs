@@ -302,3 +302,44 @@ async fn sigterm_lets_in_flight_requests_finish_and_exits_zero() {
         .expect("the in-flight request is answered, not reset");
     assert_eq!(response.status(), StatusCode::OK);
 }
+
+#[test]
+fn healthcheck_reports_a_running_server_and_a_stopped_one() {
+    let dir = TestDir::new();
+    let config = dir.config("");
+    let server = Gatehouse::start(&config);
+    // The healthcheck reads the listen address from the config, so give it
+    // the port the OS picked.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("127.0.0.1:0", &server.addr.to_string());
+    let probe = dir.write("probe.toml", &text);
+    let healthy = run(&["healthcheck", "--config", probe.to_str().unwrap()], "");
+    assert!(healthy.status.success(), "{}", stderr(&healthy));
+    assert_eq!(stdout(&healthy), format!("{}: healthy", server.addr));
+    drop(server);
+    let down = run(
+        &[
+            "healthcheck",
+            "--config",
+            probe.to_str().unwrap(),
+            "--timeout",
+            "2s",
+        ],
+        "",
+    );
+    assert!(!down.status.success());
+    assert!(
+        stderr(&down).starts_with(&format!("gatehouse: {}:", server_addr(&text))),
+        "{}",
+        stderr(&down)
+    );
+}
+
+fn server_addr(config: &str) -> String {
+    config
+        .lines()
+        .find_map(|l| l.strip_prefix("listen = \""))
+        .map(|l| l.trim_end_matches('"').to_owned())
+        .unwrap()
+}

@@ -230,6 +230,24 @@ fn rate_limits_and_lockouts_have_defaults_and_can_be_turned_off() {
 }
 
 #[test]
+fn backend_is_the_api_unless_upstream_or_static_is_set() {
+    assert!(matches!(load(&minimal("")).unwrap().backend, Backend::Api));
+    let config = load(&minimal(
+        "[upstream]\nurl = \"http://127.0.0.1:8080/app\"\n",
+    ))
+    .unwrap();
+    let Backend::Upstream(upstream) = config.backend else {
+        panic!("upstream expected")
+    };
+    assert_eq!(upstream.url.path(), "/app");
+    assert_eq!(upstream.timeout, Duration::from_secs(30));
+    assert_eq!(upstream.user_header, "x-forwarded-user");
+    assert!(!upstream.forward_authorization);
+    let config = load(&minimal("[static]\nroot = \"/\"\n")).unwrap();
+    assert!(matches!(config.backend, Backend::Static { .. }));
+}
+
+#[test]
 fn generated_user_stands_in_for_no_users() {
     let config = load("[tls]\nself_signed = true\n[auth]\ngenerated_user = \"admin\"\n").unwrap();
     assert!(config.auth.users.is_empty());

@@ -113,12 +113,20 @@ impl Gatehouse {
     }
 
     pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(binary())
+        let mut command = Command::new(binary());
+        command
             .args(["serve", "--config"])
             .arg(config)
+            .envs(env.iter().copied());
+        Self::spawn(command)
+    }
+
+    /// Starts gatehouse from a prepared command (arguments, environment,
+    /// working directory) and waits until it listens.
+    pub fn spawn(mut command: Command) -> Self {
+        let mut child = command
             .env("NO_COLOR", "1")
             .env("RUST_LOG", "info")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
