@@ -77,8 +77,14 @@ pub fn is_weak(hash: &PasswordHash) -> bool {
     }
 }
 
-/// A parsed hash; deliberately not `Debug`, so a hash never reaches a log.
-struct StoredHash(PasswordHash);
+/// A parsed hash and its PHC text; deliberately not `Debug`, so a hash never
+/// reaches a log.
+struct StoredHash {
+    parsed: PasswordHash,
+    /// Part of the verified-credentials cache key, so a changed hash can
+    /// never match an old entry.
+    text: Box<str>,
+}
 
 /// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
 pub struct CredentialStore {
@@ -96,9 +102,12 @@ impl CredentialStore {
     pub fn new(users: impl IntoIterator<Item = (String, PasswordHash)>) -> Result<Self, HashError> {
         let users: HashMap<String, StoredHash> = users
             .into_iter()
-            .map(|(name, hash)| (name, StoredHash(hash)))
+            .map(|(name, hash)| {
+                let text = hash.to_string().into_boxed_str();
+                (name, StoredHash { parsed: hash, text })
+            })
             .collect();
-        let params = typical_params(users.values().map(|h| &h.0));
+        let params = typical_params(users.values().map(|h| &h.parsed));
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| HashError::InvalidParams(e.to_string()))?;
         let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
@@ -121,12 +130,18 @@ impl CredentialStore {
         self.users.contains_key(username)
     }
 
+    /// The PHC string stored for `username`, for keying the credentials
+    /// cache. Crate-private: hashes are secrets too.
+    pub(crate) fn stored_hash(&self, username: &str) -> Option<&str> {
+        self.users.get(username).map(|h| &*h.text)
+    }
+
     /// Usernames whose hashes are weaker than OWASP's minimum.
     pub fn weak_users(&self) -> Vec<&str> {
         let mut weak: Vec<&str> = self
             .users
             .iter()
-            .filter(|(_, h)| is_weak(&h.0))
+            .filter(|(_, h)| is_weak(&h.parsed))
             .map(|(name, _)| name.as_str())
             .collect();
         weak.sort_unstable();
@@ -152,7 +167,7 @@ impl CredentialStore {
         memory: &mut Vec<Block>,
     ) -> bool {
         let (hash, known) = match self.users.get(username) {
-            Some(stored) => (&stored.0, true),
+            Some(stored) => (&stored.parsed, true),
             None => (&self.dummy, false),
         };
         verify_phc(hash, password.as_bytes(), memory) && known

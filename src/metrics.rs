@@ -15,6 +15,8 @@ pub struct AuthCounters {
     lockouts: AtomicU64,
     verifications: AtomicU64,
     failed_verifications: AtomicU64,
+    cache_hits: AtomicU64,
+    coalesced: AtomicU64,
 }
 
 /// Which counter to bump.
@@ -47,6 +49,10 @@ pub struct CountersSnapshot {
     pub verifications: u64,
     /// argon2 verifications that failed (wrong password or unknown user).
     pub failed_verifications: u64,
+    /// Requests let in by the verified-credentials cache, without argon2.
+    pub cache_hits: u64,
+    /// Requests that waited for an identical verification in flight.
+    pub coalesced: u64,
 }
 
 impl AuthCounters {
@@ -74,6 +80,16 @@ impl AuthCounters {
         }
     }
 
+    /// Counts a request let in from the cache.
+    pub fn record_cache_hit(&self) {
+        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request that waited for an identical verification.
+    pub fn record_coalesced(&self) {
+        self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The current values.
     pub fn snapshot(&self) -> CountersSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -85,6 +101,8 @@ impl AuthCounters {
             lockouts: get(&self.lockouts),
             verifications: get(&self.verifications),
             failed_verifications: get(&self.failed_verifications),
+            cache_hits: get(&self.cache_hits),
+            coalesced: get(&self.coalesced),
         }
     }
 }

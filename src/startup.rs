@@ -69,8 +69,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .per_user(config.rate_limit.per_user)
         .max_tracked_keys(config.rate_limit.max_tracked_keys)
         .lockout(config.lockout)
+        .cache(config.cache)
         .build()
-        .map_err(|e| ConfigError::invalid(&config.path, "[auth] realm", e.to_string()))?;
+        .map_err(|e| ConfigError::invalid(&config.path, "[auth]", e.to_string()))?;
     let pruning = tokio::spawn(prune_periodically(layer.clone()));
     let backend = match &config.backend {
         Backend::Api => routes::Backend::Api,

@@ -8,6 +8,10 @@ use std::time::{Duration, Instant};
 use common::{Gatehouse, TestDir, client_from, stats};
 use reqwest::{Response, StatusCode};
 
+/// Identical concurrent requests would be answered by one verification;
+/// overload tests need every request to reach argon2.
+const NO_CACHE: &str = "[cache]\nenabled = false\n";
+
 fn retry_after(response: &Response) -> u64 {
     response.headers()["retry-after"]
         .to_str()
@@ -166,7 +170,7 @@ async fn a_full_verification_queue_answers_503_with_retry_after() {
     )
     .unwrap();
     let server = Gatehouse::start(&dir.config(&format!(
-        "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 1\nverify_timeout = \"30s\"\n"
+        "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 1\nverify_timeout = \"30s\"\n{NO_CACHE}"
     )));
     let http = client_from(&dir.cert_pem, "127.0.0.6");
     let requests = (0..6).map(|_| whoami(&http, &server, "slowpoke", "slow"));
@@ -203,7 +207,7 @@ async fn a_verification_that_waits_too_long_answers_503() {
     )
     .unwrap();
     let server = Gatehouse::start(&dir.config(&format!(
-        "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 100\nverify_timeout = \"1ms\"\n"
+        "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 100\nverify_timeout = \"1ms\"\n{NO_CACHE}"
     )));
     let http = client_from(&dir.cert_pem, "127.0.0.7");
     let responses =

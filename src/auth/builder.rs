@@ -5,6 +5,8 @@ use std::sync::Arc;
 use http::HeaderValue;
 use ipnet::IpNet;
 
+use super::cache::{CachePolicy, NoRandomKey, VerifiedCache};
+use super::coalesce::InFlight;
 use super::{BasicAuthLayer, PublicPaths, Shared};
 use crate::credentials::Verifier;
 use crate::limit::{ClientIpResolver, LockoutPolicy, Lockouts, Rate, RateLimits};
@@ -14,6 +16,17 @@ use crate::metrics::AuthCounters;
 #[derive(Debug, thiserror::Error)]
 #[error("must be non-empty, without quotes, backslashes or control characters")]
 pub struct InvalidRealm;
+
+/// Why a layer could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The realm cannot be put in the challenge.
+    #[error(transparent)]
+    Realm(#[from] InvalidRealm),
+    /// No random key for the credentials cache.
+    #[error(transparent)]
+    Random(#[from] NoRandomKey),
+}
 
 /// Checks that `realm` can stand inside the challenge's quoted string.
 pub fn validate_realm(realm: &str) -> Result<(), InvalidRealm> {
@@ -37,6 +50,7 @@ pub struct BasicAuthBuilder {
     per_user: Option<Rate>,
     max_tracked_keys: usize,
     lockout: LockoutPolicy,
+    cache: CachePolicy,
 }
 
 impl BasicAuthBuilder {
@@ -50,7 +64,14 @@ impl BasicAuthBuilder {
             per_user: Some(Rate::new(10, 20)),
             max_tracked_keys: 100_000,
             lockout: LockoutPolicy::default(),
+            cache: CachePolicy::default(),
         }
+    }
+
+    /// The verified-credentials cache (on by default: 5 min, 10,000 users).
+    pub fn cache(mut self, policy: CachePolicy) -> Self {
+        self.cache = policy;
+        self
     }
 
     /// Paths that skip authentication (still rate limited): exact
@@ -95,11 +116,15 @@ impl BasicAuthBuilder {
     }
 
     /// Builds the layer.
-    pub fn build(self) -> Result<BasicAuthLayer, InvalidRealm> {
+    pub fn build(self) -> Result<BasicAuthLayer, BuildError> {
         validate_realm(&self.realm)?;
         let challenge =
             HeaderValue::try_from(format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm))
                 .map_err(|_| InvalidRealm)?;
+        let cache = match self.cache.enabled {
+            true => Some(VerifiedCache::new(self.cache)?),
+            false => None,
+        };
         Ok(BasicAuthLayer {
             shared: Arc::new(Shared {
                 challenge,
@@ -108,6 +133,8 @@ impl BasicAuthBuilder {
                 client_ip: ClientIpResolver::new(self.trusted_proxies),
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
                 lockouts: Lockouts::new(self.lockout),
+                cache,
+                inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),
             }),
         })

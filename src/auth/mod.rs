@@ -9,7 +9,9 @@
 //! 2. per-address rate limit → 429 (public paths stop here and pass);
 //! 3. address lockout → 429;
 //! 4. header parsing ([`header`]) → 401 with the challenge;
-//! 5. (address, user) lockout and the in-flight bound → 429;
+//! 5. the verified-credentials cache ([`cache`]): a hit skips to step 7,
+//!    and a credential already being verified waits for that answer;
+//!    then the (address, user) lockout and the in-flight bound → 429;
 //! 6. argon2 on the blocking pool under a bounded queue → 503 when full,
 //!    401 and a recorded failure when wrong;
 //! 7. per-user quota → 429;
@@ -44,6 +46,8 @@
 //! ```
 
 mod builder;
+pub mod cache;
+mod coalesce;
 pub mod header;
 mod public;
 mod response;
@@ -61,7 +65,7 @@ use axum::response::Response;
 use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
-pub use builder::{BasicAuthBuilder, InvalidRealm, validate_realm};
+pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, validate_realm};
 pub use public::PublicPaths;
 pub use user::AuthenticatedUser;
 
@@ -69,6 +73,8 @@ use crate::credentials::{Verifier, VerifyError};
 use crate::limit::{Attempt, ClientIpResolver, LockedOut, Lockouts, RateLimits, Refusal, ip_key};
 use crate::metrics::{AuthCounters, Outcome};
 use crate::secret::Password;
+use cache::{CredentialDigest, VerifiedCache};
+use coalesce::{InFlight, Join, Leader};
 
 /// A tower layer that requires HTTP Basic authentication (RFC 7617), with
 /// rate limits and lockouts in front of password verification.
@@ -84,6 +90,8 @@ struct Shared {
     client_ip: ClientIpResolver,
     rate: RateLimits,
     lockouts: Lockouts,
+    cache: Option<VerifiedCache>,
+    inflight: InFlight,
     counters: Arc<AuthCounters>,
 }
 
@@ -91,7 +99,7 @@ impl BasicAuthLayer {
     /// A layer with the default limits (20 requests/s per address with a
     /// burst of 40; lockout after 5 failures in 10 min, for 15 min) and no
     /// public paths. See [`builder`](Self::builder) to change them.
-    pub fn new(realm: &str, verifier: Verifier) -> Result<Self, InvalidRealm> {
+    pub fn new(realm: &str, verifier: Verifier) -> Result<Self, BuildError> {
         Self::builder(realm, verifier).build()
     }
 
@@ -110,8 +118,17 @@ impl BasicAuthLayer {
     /// periodically (the server does, every 30 s); the state is also capped
     /// on its own, so this only returns memory sooner.
     pub fn prune(&self) {
+        let now = Instant::now();
         self.shared.rate.prune();
-        self.shared.lockouts.prune(Instant::now());
+        self.shared.lockouts.prune(now);
+        if let Some(cache) = &self.shared.cache {
+            cache.prune(now);
+        }
+    }
+
+    /// How many verified credentials are cached.
+    pub fn cached_credentials(&self) -> usize {
+        self.shared.cache.as_ref().map_or(0, VerifiedCache::len)
     }
 
     /// How many keys the limiters and lockout records hold:
@@ -163,7 +180,7 @@ where
         Box::pin(async move {
             let decision = match shared.screen(&req) {
                 Screened::Decided(decision) => decision,
-                Screened::Verify(pending) => shared.conclude(pending).await,
+                checking => shared.conclude(checking).await,
             };
             match decision {
                 Decision::Refuse(outcome, response) => {
@@ -193,9 +210,14 @@ enum Decision {
     Refuse(Outcome, Response),
 }
 
-/// The cheap checks' verdict: decided, or a password still to verify.
+/// The cheap checks' verdict: decided, or a password still to check.
 enum Screened {
     Decided(Decision),
+    /// The credential was verified recently: no argon2.
+    Cached(String),
+    /// The same credential is being verified right now: wait for it.
+    Follow(String, tokio::sync::watch::Receiver<Option<bool>>),
+    /// Run argon2.
     Verify(Pending),
 }
 
@@ -204,6 +226,10 @@ struct Pending {
     username: String,
     password: Password,
     attempt: Attempt,
+    /// Set when the cache is on and the user exists.
+    digest: Option<CredentialDigest>,
+    /// Set when other requests with this credential may wait on this one.
+    leader: Option<Leader>,
 }
 
 fn too_many(wait: Duration) -> Decision {
@@ -246,38 +272,77 @@ impl Shared {
                 return Screened::Decided(self.refuse_unauthorized());
             }
         };
-        let attempt = match self
-            .lockouts
-            .begin(client, &credentials.username, Instant::now())
-        {
+        let username = credentials.username;
+        let digest = self.cache.as_ref().and_then(|cache| {
+            let stored = self.verifier.store().stored_hash(&username)?;
+            Some(cache.digest(&username, credentials.password.as_bytes(), stored))
+        });
+        let mut leader = None;
+        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
+            if cache.contains(&username, &digest, Instant::now()) {
+                return Screened::Cached(username);
+            }
+            match self.inflight.join(&username, digest) {
+                Join::Follow(result) => return Screened::Follow(username, result),
+                Join::Lead(lead) => leader = Some(lead),
+                Join::Alone => {}
+            }
+        }
+        // Dropping `leader` on any refusal below releases its followers.
+        let attempt = match self.lockouts.begin(client, &username, Instant::now()) {
             Ok(attempt) => attempt,
             Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
             Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
         };
         Screened::Verify(Pending {
             client,
-            username: credentials.username,
+            username,
             password: credentials.password,
             attempt,
+            digest,
+            leader,
         })
     }
 
-    /// Steps 6–8: verify, then apply the per-user quota.
-    async fn conclude(self: &Arc<Self>, pending: Pending) -> Decision {
-        let username = pending.username.clone();
-        // Verified in a task of its own, so that a client hanging up mid-way
-        // cannot stop its failure from being recorded.
-        match tokio::spawn(Arc::clone(self).verify(pending)).await {
-            Ok(Ok(true)) => {}
-            Ok(Ok(false)) => {
+    /// Steps 6–8: verify (or reuse a verification), then apply the per-user
+    /// quota.
+    async fn conclude(self: &Arc<Self>, screened: Screened) -> Decision {
+        let (username, verified) = match screened {
+            Screened::Decided(decision) => return decision,
+            Screened::Cached(username) => {
+                self.counters.record_cache_hit();
+                (username, Ok(true))
+            }
+            Screened::Follow(username, result) => {
+                self.counters.record_coalesced();
+                (
+                    username,
+                    coalesce::follow(result)
+                        .await
+                        .ok_or(VerifyError::Unavailable),
+                )
+            }
+            Screened::Verify(pending) => {
+                let username = pending.username.clone();
+                // Verified in a task of its own, so that a client hanging up
+                // mid-way cannot stop its failure from being recorded or its
+                // followers from hearing the answer.
+                let verified = tokio::spawn(Arc::clone(self).verify(pending))
+                    .await
+                    .unwrap_or(Err(VerifyError::Unavailable));
+                (username, verified)
+            }
+        };
+        match verified {
+            Ok(true) => {}
+            Ok(false) => {
                 tracing::debug!(user = %username, "wrong password or unknown user");
                 return self.refuse_unauthorized();
             }
-            Ok(Err(error)) => {
+            Err(error) => {
                 tracing::warn!(%error, "password verification refused: overloaded");
                 return Decision::Refuse(Outcome::Overloaded, response::unavailable());
             }
-            Err(_) => return Decision::Refuse(Outcome::Overloaded, response::unavailable()),
         }
         let user = AuthenticatedUser::new(username);
         if let Some(limit) = &self.rate.per_user {
@@ -296,12 +361,20 @@ impl Shared {
             username,
             password,
             attempt,
+            digest,
+            leader,
         } = pending;
         let result = self.verifier.verify(username.clone(), password).await;
         let now = Instant::now();
         match result {
             Ok(ok) => {
                 self.counters.record_verification(!ok);
+                if let (true, Some(cache), Some(digest)) = (ok, &self.cache, digest) {
+                    cache.insert(&username, digest, now);
+                }
+                if let Some(leader) = leader {
+                    leader.publish(ok);
+                }
                 if let Some(locked) = self.lockouts.finish(attempt, ok, now) {
                     self.counters.record_lockout();
                     let duration = self.lockouts.policy().duration;

@@ -16,6 +16,7 @@ use std::time::Duration;
 use argon2::password_hash::phc::PasswordHash;
 use ipnet::IpNet;
 
+use crate::auth::cache::CachePolicy;
 use crate::limit::{LockoutPolicy, Rate};
 
 pub use users::validate_username;
@@ -76,6 +77,8 @@ pub struct Config {
     /// What authenticated requests reach: `[upstream]`, `[static]`, or the
     /// built-in API.
     pub backend: Backend,
+    /// `[cache]`: the verified-credentials cache.
+    pub cache: CachePolicy,
 }
 
 /// What stands behind the gate. Exactly one is active.
@@ -307,6 +310,11 @@ impl Config {
         };
         let verify_timeout =
             nonzero_duration(path, "[auth] verify_timeout", &raw.auth.verify_timeout)?;
+        let cache = CachePolicy {
+            enabled: raw.cache.enabled,
+            ttl: nonzero_duration(path, "[cache] ttl", &raw.cache.ttl)?,
+            max_entries: raw.cache.max_entries.max(1),
+        };
         let backend = match (raw.upstream, raw.static_files) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -352,6 +360,7 @@ impl Config {
             rate_limit,
             lockout,
             backend,
+            cache,
         })
     }
 }

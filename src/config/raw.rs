@@ -25,6 +25,8 @@ pub(super) struct File {
     pub rate_limit: RateLimit,
     #[serde(default)]
     pub lockout: Lockout,
+    #[serde(default)]
+    pub cache: Cache,
     pub upstream: Option<Upstream>,
     #[serde(rename = "static")]
     pub static_files: Option<StaticFiles>,
@@ -268,4 +270,22 @@ fn is_bare_key(text: &str) -> bool {
         && text
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Cache {
+    pub enabled: bool,
+    pub ttl: String,
+    pub max_entries: usize,
+}
+
+impl Default for Cache {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: "5m".into(),
+            max_entries: 10_000,
+        }
+    }
 }

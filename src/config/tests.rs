@@ -218,6 +218,7 @@ fn rate_limits_and_lockouts_have_defaults_and_can_be_turned_off() {
     assert_eq!(config.rate_limit.per_user, Some(Rate::new(10, 20)));
     assert_eq!(config.lockout, LockoutPolicy::default());
     assert_eq!(config.auth.verify_queue, 64);
+    assert_eq!(config.cache, crate::auth::cache::CachePolicy::default());
     let config = load(&minimal(
         "[rate_limit]\nper_ip = false\nper_user = { per_second = 3 }\n[lockout]\nmax_failures = 0\nwindow = \"1h\"\nduration = \"30s\"\n",
     ))

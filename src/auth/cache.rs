@@ -1,0 +1,239 @@
+//! The verified-credentials cache: credentials already proven correct skip
+//! argon2, so an authenticated request costs what a public one does.
+//!
+//! - Only successes enter, so a flood of wrong passwords cannot fill or evict
+//!   it.
+//! - Entries are keyed by username and hold an HMAC-SHA256, under a random
+//!   per-process key, of the length-prefixed username, password and stored
+//!   PHC hash: no password is kept, no two inputs collide, and a changed
+//!   password (new hash) or removed user (no hash) can never match.
+//! - Digests are compared in constant time; entries expire after `ttl`
+//!   (absolute, not extended by use) and there are at most `max_entries`.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::{Duration, Instant};
+
+use ring::hmac;
+use subtle::ConstantTimeEq;
+
+/// Cache settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CachePolicy {
+    /// Whether verified credentials are cached at all.
+    pub enabled: bool,
+    /// How long a verified credential stays valid.
+    pub ttl: Duration,
+    /// The most entries (one per user) held at once.
+    pub max_entries: usize,
+}
+
+impl Default for CachePolicy {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            ttl: Duration::from_secs(300),
+            max_entries: 10_000,
+        }
+    }
+}
+
+/// A keyed digest of one (username, password, stored hash). Not `Debug`.
+#[derive(Clone, Copy)]
+pub struct CredentialDigest([u8; 32]);
+
+impl CredentialDigest {
+    /// Constant-time equality.
+    pub fn matches(&self, other: &CredentialDigest) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+struct Entry {
+    digest: CredentialDigest,
+    expires: Instant,
+}
+
+/// Usernames whose credentials were recently verified, with their digest.
+pub struct VerifiedCache {
+    key: hmac::Key,
+    policy: CachePolicy,
+    entries: RwLock<HashMap<Box<str>, Entry>>,
+}
+
+/// The system random generator failed: no secret key could be made.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot make a random key for the credentials cache")]
+pub struct NoRandomKey;
+
+impl VerifiedCache {
+    /// An empty cache with a fresh random key.
+    pub fn new(policy: CachePolicy) -> Result<Self, NoRandomKey> {
+        let key = hmac::Key::generate(hmac::HMAC_SHA256, &ring::rand::SystemRandom::new())
+            .map_err(|_| NoRandomKey)?;
+        Ok(Self {
+            key,
+            policy,
+            entries: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// The policy in force.
+    pub fn policy(&self) -> &CachePolicy {
+        &self.policy
+    }
+
+    /// The digest of a credential: HMAC over length-prefixed fields, so that
+    /// ("ab", "c") and ("a", "bc") differ. Computed on the stack.
+    pub fn digest(&self, username: &str, password: &[u8], stored_hash: &str) -> CredentialDigest {
+        let mut context = hmac::Context::with_key(&self.key);
+        for field in [username.as_bytes(), password, stored_hash.as_bytes()] {
+            context.update(&(field.len() as u64).to_be_bytes());
+            context.update(field);
+        }
+        let tag = context.sign();
+        let mut digest = [0u8; 32];
+        digest.copy_from_slice(tag.as_ref());
+        CredentialDigest(digest)
+    }
+
+    /// Whether this exact credential was verified within the TTL.
+    pub fn contains(&self, username: &str, digest: &CredentialDigest, now: Instant) -> bool {
+        let entries = self
+            .entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries
+            .get(username)
+            .is_some_and(|entry| entry.expires > now && entry.digest.matches(digest))
+    }
+
+    /// Records a credential that argon2 just verified.
+    pub fn insert(&self, username: &str, digest: CredentialDigest, now: Instant) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !entries.contains_key(username) && entries.len() >= self.policy.max_entries {
+            entries.retain(|_, e| e.expires > now);
+            if entries.len() >= self.policy.max_entries {
+                // Evict the entry closest to expiry: the oldest verification.
+                let oldest = entries
+                    .iter()
+                    .min_by_key(|(_, e)| e.expires)
+                    .map(|(name, _)| name.clone());
+                if let Some(name) = oldest {
+                    entries.remove(&name);
+                }
+            }
+        }
+        let expires = now + self.policy.ttl;
+        entries.insert(username.into(), Entry { digest, expires });
+    }
+
+    /// Forgets everything (used when the users change).
+    pub fn clear(&self) {
+        self.entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+    }
+
+    /// Drops expired entries.
+    pub fn prune(&self, now: Instant) {
+        let mut entries = self
+            .entries
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        entries.retain(|_, e| e.expires > now);
+    }
+
+    /// How many entries are held.
+    pub fn len(&self) -> usize {
+        self.entries
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .len()
+    }
+
+    /// Whether no entry is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(max_entries: usize) -> VerifiedCache {
+        VerifiedCache::new(CachePolicy {
+            enabled: true,
+            ttl: Duration::from_secs(60),
+            max_entries,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn only_the_exact_credential_hits() {
+        let c = cache(10);
+        let now = Instant::now();
+        let d = c.digest("alice", b"secret", "$argon2id$h1");
+        assert!(!c.contains("alice", &d, now));
+        c.insert("alice", d, now);
+        assert!(c.contains("alice", &d, now));
+        assert!(!c.contains("alice", &c.digest("alice", b"Secret", "$argon2id$h1"), now));
+        // A changed password means a new stored hash: the old entry never matches.
+        assert!(!c.contains("alice", &c.digest("alice", b"secret", "$argon2id$h2"), now));
+        assert!(!c.contains("bob", &d, now));
+    }
+
+    #[test]
+    fn fields_are_length_prefixed() {
+        let c = cache(10);
+        assert!(
+            !c.digest("ab", b"c", "h")
+                .matches(&c.digest("a", b"bc", "h"))
+        );
+        assert!(
+            !c.digest("a", b"b", "ch")
+                .matches(&c.digest("a", b"bc", "h"))
+        );
+    }
+
+    #[test]
+    fn keys_differ_per_process() {
+        let (a, b) = (cache(1), cache(1));
+        assert!(!a.digest("u", b"p", "h").matches(&b.digest("u", b"p", "h")));
+    }
+
+    #[test]
+    fn entries_expire() {
+        let c = cache(10);
+        let now = Instant::now();
+        let d = c.digest("alice", b"secret", "h");
+        c.insert("alice", d, now);
+        assert!(c.contains("alice", &d, now + Duration::from_secs(59)));
+        assert!(!c.contains("alice", &d, now + Duration::from_secs(60)));
+        c.prune(now + Duration::from_secs(61));
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn size_is_bounded_and_the_oldest_goes_first() {
+        let c = cache(3);
+        let t0 = Instant::now();
+        for (i, user) in ["a", "b", "c", "d"].iter().enumerate() {
+            c.insert(
+                user,
+                c.digest(user, b"p", "h"),
+                t0 + Duration::from_secs(i as u64),
+            );
+        }
+        assert_eq!(c.len(), 3);
+        let now = t0 + Duration::from_secs(4);
+        assert!(!c.contains("a", &c.digest("a", b"p", "h"), now));
+        assert!(c.contains("d", &c.digest("d", b"p", "h"), now));
+    }
+}
