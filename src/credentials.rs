@@ -81,9 +81,10 @@ pub fn is_weak(hash: &PasswordHash) -> bool {
 /// reaches a log.
 struct StoredHash {
     parsed: PasswordHash,
-    /// Part of the verified-credentials cache key, so a changed hash can
-    /// never match an old entry.
-    text: Box<str>,
+    /// SHA-256 of the PHC string: part of the verified-credentials cache
+    /// key, so a changed hash can never match an old entry. 32 bytes rather
+    /// than the ~100-byte string keeps the per-request HMAC to two blocks.
+    fingerprint: [u8; 32],
 }
 
 /// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
@@ -103,8 +104,17 @@ impl CredentialStore {
         let users: HashMap<String, StoredHash> = users
             .into_iter()
             .map(|(name, hash)| {
-                let text = hash.to_string().into_boxed_str();
-                (name, StoredHash { parsed: hash, text })
+                let digest =
+                    ring::digest::digest(&ring::digest::SHA256, hash.to_string().as_bytes());
+                let mut fingerprint = [0u8; 32];
+                fingerprint.copy_from_slice(digest.as_ref());
+                (
+                    name,
+                    StoredHash {
+                        parsed: hash,
+                        fingerprint,
+                    },
+                )
             })
             .collect();
         let params = typical_params(users.values().map(|h| &h.parsed));
@@ -130,10 +140,10 @@ impl CredentialStore {
         self.users.contains_key(username)
     }
 
-    /// The PHC string stored for `username`, for keying the credentials
-    /// cache. Crate-private: hashes are secrets too.
-    pub(crate) fn stored_hash(&self, username: &str) -> Option<&str> {
-        self.users.get(username).map(|h| &*h.text)
+    /// A fingerprint (SHA-256) of the hash stored for `username`, for keying
+    /// the credentials cache. Crate-private: hashes are secrets too.
+    pub(crate) fn stored_hash(&self, username: &str) -> Option<&[u8; 32]> {
+        self.users.get(username).map(|h| &h.fingerprint)
     }
 
     /// Usernames whose hashes are weaker than OWASP's minimum.

@@ -11,7 +11,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
-use serde_json::json;
 use tower_http::services::ServeDir;
 
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
@@ -60,8 +59,14 @@ async fn healthz() -> &'static str {
     "ok\n"
 }
 
-async fn whoami(user: AuthenticatedUser) -> Json<serde_json::Value> {
-    Json(json!({ "user": user.name() }))
+/// `{"user": "<name>"}`.
+#[derive(serde::Serialize)]
+struct WhoAmI<'a> {
+    user: &'a str,
+}
+
+async fn whoami(user: AuthenticatedUser) -> Response {
+    Json(WhoAmI { user: user.name() }).into_response()
 }
 
 /// The auth layer's counters, for operators (behind authentication).
@@ -76,6 +81,10 @@ async fn not_found() -> impl IntoResponse {
 /// One line per request: client, method, path, status, user or `-`, latency.
 /// Only the path is logged (not the query), and never a header value.
 async fn access_log(req: Request, next: Next) -> Response {
+    // Skip all the gathering below when the line would not be written.
+    if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
+        return next.run(req).await;
+    }
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();

@@ -4,8 +4,8 @@
 //! - Only successes enter, so a flood of wrong passwords cannot fill or evict
 //!   it.
 //! - Entries are keyed by username and hold an HMAC-SHA256, under a random
-//!   per-process key, of the length-prefixed username, password and stored
-//!   PHC hash: no password is kept, no two inputs collide, and a changed
+//!   per-process key, of the length-prefixed username, password and a
+//!   fingerprint of the stored PHC hash: no password is kept, no two inputs collide, and a changed
 //!   password (new hash) or removed user (no hash) can never match.
 //! - Digests are compared in constant time; entries expire after `ttl`
 //!   (absolute, not extended by use) and there are at most `max_entries`.
@@ -84,10 +84,12 @@ impl VerifiedCache {
     }
 
     /// The digest of a credential: HMAC over length-prefixed fields, so that
-    /// ("ab", "c") and ("a", "bc") differ. Computed on the stack.
-    pub fn digest(&self, username: &str, password: &[u8], stored_hash: &str) -> CredentialDigest {
+    /// ("ab", "c") and ("a", "bc") differ. `stored_hash` identifies the
+    /// user's current hash (its PHC string or a fingerprint of it). Computed
+    /// on the stack.
+    pub fn digest(&self, username: &str, password: &[u8], stored_hash: &[u8]) -> CredentialDigest {
         let mut context = hmac::Context::with_key(&self.key);
-        for field in [username.as_bytes(), password, stored_hash.as_bytes()] {
+        for field in [username.as_bytes(), password, stored_hash] {
             context.update(&(field.len() as u64).to_be_bytes());
             context.update(field);
         }
@@ -179,13 +181,13 @@ mod tests {
     fn only_the_exact_credential_hits() {
         let c = cache(10);
         let now = Instant::now();
-        let d = c.digest("alice", b"secret", "$argon2id$h1");
+        let d = c.digest("alice", b"secret", b"$argon2id$h1");
         assert!(!c.contains("alice", &d, now));
         c.insert("alice", d, now);
         assert!(c.contains("alice", &d, now));
-        assert!(!c.contains("alice", &c.digest("alice", b"Secret", "$argon2id$h1"), now));
+        assert!(!c.contains("alice", &c.digest("alice", b"Secret", b"$argon2id$h1"), now));
         // A changed password means a new stored hash: the old entry never matches.
-        assert!(!c.contains("alice", &c.digest("alice", b"secret", "$argon2id$h2"), now));
+        assert!(!c.contains("alice", &c.digest("alice", b"secret", b"$argon2id$h2"), now));
         assert!(!c.contains("bob", &d, now));
     }
 
@@ -193,26 +195,29 @@ mod tests {
     fn fields_are_length_prefixed() {
         let c = cache(10);
         assert!(
-            !c.digest("ab", b"c", "h")
-                .matches(&c.digest("a", b"bc", "h"))
+            !c.digest("ab", b"c", b"h")
+                .matches(&c.digest("a", b"bc", b"h"))
         );
         assert!(
-            !c.digest("a", b"b", "ch")
-                .matches(&c.digest("a", b"bc", "h"))
+            !c.digest("a", b"b", b"ch")
+                .matches(&c.digest("a", b"bc", b"h"))
         );
     }
 
     #[test]
     fn keys_differ_per_process() {
         let (a, b) = (cache(1), cache(1));
-        assert!(!a.digest("u", b"p", "h").matches(&b.digest("u", b"p", "h")));
+        assert!(
+            !a.digest("u", b"p", b"h")
+                .matches(&b.digest("u", b"p", b"h"))
+        );
     }
 
     #[test]
     fn entries_expire() {
         let c = cache(10);
         let now = Instant::now();
-        let d = c.digest("alice", b"secret", "h");
+        let d = c.digest("alice", b"secret", b"h");
         c.insert("alice", d, now);
         assert!(c.contains("alice", &d, now + Duration::from_secs(59)));
         assert!(!c.contains("alice", &d, now + Duration::from_secs(60)));
@@ -227,13 +232,13 @@ mod tests {
         for (i, user) in ["a", "b", "c", "d"].iter().enumerate() {
             c.insert(
                 user,
-                c.digest(user, b"p", "h"),
+                c.digest(user, b"p", b"h"),
                 t0 + Duration::from_secs(i as u64),
             );
         }
         assert_eq!(c.len(), 3);
         let now = t0 + Duration::from_secs(4);
-        assert!(!c.contains("a", &c.digest("a", b"p", "h"), now));
-        assert!(c.contains("d", &c.digest("d", b"p", "h"), now));
+        assert!(!c.contains("a", &c.digest("a", b"p", b"h"), now));
+        assert!(c.contains("d", &c.digest("d", b"p", b"h"), now));
     }
 }

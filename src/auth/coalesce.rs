@@ -112,7 +112,7 @@ mod tests {
     async fn same_credential_follows_other_password_goes_alone() {
         let cache = VerifiedCache::new(CachePolicy::default()).unwrap();
         let inflight = InFlight::default();
-        let d = cache.digest("alice", b"secret", "h");
+        let d = cache.digest("alice", b"secret", b"h");
         let Join::Lead(leader) = inflight.join("alice", d) else {
             panic!("first leads")
         };
@@ -120,7 +120,7 @@ mod tests {
             panic!("same credential follows")
         };
         assert!(matches!(
-            inflight.join("alice", cache.digest("alice", b"guess", "h")),
+            inflight.join("alice", cache.digest("alice", b"guess", b"h")),
             Join::Alone
         ));
         let waiter = tokio::spawn(follow(rx));
@@ -134,7 +134,7 @@ mod tests {
     async fn a_leader_that_gives_up_releases_its_followers() {
         let cache = VerifiedCache::new(CachePolicy::default()).unwrap();
         let inflight = InFlight::default();
-        let d = cache.digest("alice", b"secret", "h");
+        let d = cache.digest("alice", b"secret", b"h");
         let Join::Lead(leader) = inflight.join("alice", d) else {
             panic!()
         };

@@ -275,7 +275,11 @@ impl Shared {
         let username = credentials.username;
         let digest = self.cache.as_ref().and_then(|cache| {
             let stored = self.verifier.store().stored_hash(&username)?;
-            Some(cache.digest(&username, credentials.password.as_bytes(), stored))
+            Some(cache.digest(
+                &username,
+                credentials.password.as_bytes(),
+                stored.as_slice(),
+            ))
         });
         let mut leader = None;
         if let (Some(cache), Some(digest)) = (&self.cache, digest) {

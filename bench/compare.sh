@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# Throughput and latency of gatehouse beside nginx auth_basic and Caddy
+# basicauth, measured in one run on this machine.
+#
+#   bash bench/compare.sh            # DURATION=10 seconds per row by default
+#
+# The server under test is pinned to CPU 0 and wrk to CPU 1; every server is
+# started by this script on a high loopback port and stopped by PID when the
+# script exits. nginx, Caddy, wrk and htpasswd are installed with apt-get when
+# missing (as root); a peer that cannot be installed is skipped, not faked.
+# Rate limits are off for gatehouse here: all load comes from one address.
+# Access logs are off for all three (nginx access_log off, Caddy log discard,
+# gatehouse RUST_LOG=warn), so each row measures serving, not log writing.
+# Each pair of rows that is compared (public vs authenticated) is measured in
+# ROUNDS alternating rounds and the median is reported, so that drift on a
+# shared machine does not favour whichever ran first.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-15}
+ROUNDS=${ROUNDS:-5}
+CONNECTIONS=${CONNECTIONS:-32}
+PASSWORD="bench-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+AUTH="Authorization: Basic $(printf 'bench:%s' "$PASSWORD" | base64 -w0)"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || ! need caddy || ! need htpasswd; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light caddy apache2-utils >/dev/null 2>&1 \
+      || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx caddy apache2-utils >/dev/null 2>&1 || true
+  fi
+fi
+need wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+
+cargo build --release --quiet --bin gatehouse
+GATEHOUSE=$PWD/target/release/gatehouse
+HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+
+# Rows: name, req/s, p50, p99 (ms).
+declare -A RPS P50 P99
+to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0; else if (v ~ /s$/) printf "%.3f", v * 1000; else print v }'
+}
+wrk_once() { # url [header...]: prints "req/s p50 p99" for one run
+  local url=$1 out non2xx
+  shift
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SLICE" --latency "$@" "$url")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+  [ -z "$non2xx" ] || echo "warning: $url had $non2xx non-2xx answers" >&2
+  printf '%s %s %s\n' "$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")" \
+    "$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")" "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+record() { # name, then lines of "req/s p50 p99"
+  local name=$1 rows
+  rows=$(cat)
+  RPS[$name]=$(awk '{ print $1 }' <<<"$rows" | median)
+  P50[$name]=$(awk '{ print $2 }' <<<"$rows" | median)
+  P99[$name]=$(awk '{ print $3 }' <<<"$rows" | median)
+}
+# Runs two rows in alternating rounds: name_a url_a name_b url_b (b with auth).
+run_pair() {
+  local a=$1 url_a=$2 b=$3 url_b=$4 header_b=$5 ra="" rb=""
+  for _ in $(seq 1 "$ROUNDS"); do
+    ra+="$(wrk_once "$url_a")"$'\n'
+    rb+="$(wrk_once "$url_b" -H "$header_b")"$'\n'
+  done
+  record "$a" <<<"${ra%$'\n'}"
+  record "$b" <<<"${rb%$'\n'}"
+}
+SLICE="$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { s = d / r; if (s < 1) s = 1; printf "%ds", s }')"
+
+gatehouse_config() { # port tls(true|false)
+  local tls_section='[tls]
+self_signed = true'
+  [ "$2" = true ] || tls_section='[tls]
+enabled = false'
+  cat >"$WORK/gatehouse-$1.toml" <<TOML
+[server]
+listen = "127.0.0.1:$1"
+$tls_section
+[users]
+bench = "$HASH"
+[rate_limit]
+per_ip = false
+per_user = false
+TOML
+  echo "$WORK/gatehouse-$1.toml"
+}
+
+start_gatehouse() { # port tls
+  local config
+  config=$(gatehouse_config "$1" "$2")
+  RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+  PIDS+=($!)
+  wait_port "$1"
+}
+
+stop_last() {
+  local pid=${PIDS[-1]}
+  kill "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+  unset 'PIDS[-1]'
+}
+
+echo "gatehouse: plain HTTP and TLS ($ROUNDS x $SLICE per row, $CONNECTIONS connections, server on CPU 0, wrk on CPU 1)" >&2
+start_gatehouse 18080 false
+[ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18080/api/whoami)" = 401 ] || { echo "gatehouse does not ask for a password" >&2; exit 1; }
+curl -sf -H "$AUTH" http://127.0.0.1:18080/api/whoami >/dev/null # warm the cache, as a user's first request would
+run_pair gatehouse-http-public http://127.0.0.1:18080/healthz gatehouse-http-auth http://127.0.0.1:18080/api/whoami "$AUTH"
+stop_last
+
+start_gatehouse 18443 true
+curl -sfk -H "$AUTH" https://127.0.0.1:18443/api/whoami >/dev/null
+run_pair gatehouse-tls-public https://127.0.0.1:18443/healthz gatehouse-tls-auth https://127.0.0.1:18443/api/whoami "$AUTH"
+stop_last
+
+echo "gatehouse: cold-start burst ($CONNECTIONS connections, empty cache)" >&2
+start_gatehouse 18081 false
+SAVED_SLICE=$SLICE SLICE=2s
+record gatehouse-cold-burst <<<"$(wrk_once http://127.0.0.1:18081/api/whoami -H "$AUTH")"
+SLICE=$SAVED_SLICE
+COLD_VERIFICATIONS=$(curl -sf -H "$AUTH" http://127.0.0.1:18081/api/stats | sed 's/.*"verifications":\([0-9]*\).*/\1/')
+stop_last
+
+if need nginx && need htpasswd; then
+  echo "nginx auth_basic (bcrypt)" >&2
+  htpasswd -bBc "$WORK/htpasswd" bench "$PASSWORD" 2>/dev/null
+  mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && echo ok >"$WORK/www/auth"
+  cat >"$WORK/nginx.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx.pid;
+error_log $WORK/nginx-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $WORK;
+  proxy_temp_path $WORK;
+  fastcgi_temp_path $WORK;
+  uwsgi_temp_path $WORK;
+  scgi_temp_path $WORK;
+  server {
+    listen 127.0.0.1:18082;
+    # Static files, not a return directive: return answers in the rewrite
+    # phase, before auth_basic (access phase) would ever run.
+    root $WORK/www;
+    location = /open { }
+    location = /auth { auth_basic "bench"; auth_basic_user_file $WORK/htpasswd; }
+  }
+}
+NGINX
+  taskset -c 0 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" &
+  PIDS+=($!)
+  wait_port 18082
+  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18082/auth)" = 401 ] || { echo "nginx does not ask for a password" >&2; exit 1; }
+  run_pair nginx-public http://127.0.0.1:18082/open nginx-auth http://127.0.0.1:18082/auth "$AUTH"
+  stop_last
+else
+  echo "nginx or htpasswd not installed: skipped" >&2
+fi
+
+if need caddy; then
+  echo "Caddy basicauth (bcrypt)" >&2
+  CADDY_HASH=$(caddy hash-password --plaintext "$PASSWORD")
+  cat >"$WORK/Caddyfile" <<CADDY
+{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:18083 {
+  log {
+    output discard
+  }
+  basicauth /auth* {
+    bench $CADDY_HASH
+  }
+  respond "ok"
+}
+CADDY
+  XDG_DATA_HOME=$WORK XDG_CONFIG_HOME=$WORK taskset -c 0 caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
+  PIDS+=($!)
+  wait_port 18083
+  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18083/auth)" = 401 ] || { echo "Caddy does not ask for a password" >&2; exit 1; }
+  curl -sf -H "$AUTH" http://127.0.0.1:18083/auth >/dev/null
+  run_pair caddy-public http://127.0.0.1:18083/open caddy-auth http://127.0.0.1:18083/auth "$AUTH"
+  stop_last
+else
+  echo "caddy not installed: skipped" >&2
+fi
+
+if need nginx; then
+  # Sidecar cost: the same load against an upstream (nginx serving a small
+  # file) directly, and through gatehouse with authentication. Both servers
+  # share CPU 0, so the proxied rows pay for both hops on one core.
+  echo "gatehouse as a reverse proxy in front of nginx" >&2
+  mkdir -p "$WORK/app" && echo '{"hello":"app"}' >"$WORK/app/data.json"
+  cat >"$WORK/upstream.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK;
+  proxy_temp_path $WORK;
+  fastcgi_temp_path $WORK;
+  uwsgi_temp_path $WORK;
+  scgi_temp_path $WORK;
+  server { listen 127.0.0.1:18084; root $WORK/app; }
+}
+NGINX
+  taskset -c 0 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
+  PIDS+=($!)
+  wait_port 18084
+  config=$(gatehouse_config 18085 false)
+  printf '[upstream]\nurl = "http://127.0.0.1:18084"\n' >>"$config"
+  RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+  PIDS+=($!)
+  wait_port 18085
+  curl -sf -H "$AUTH" http://127.0.0.1:18085/data.json >/dev/null
+  run_pair upstream-direct http://127.0.0.1:18084/data.json gatehouse-proxy-auth http://127.0.0.1:18085/data.json "$AUTH"
+  stop_last
+  stop_last
+fi
+
+printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
+printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
+  [ -n "${RPS[$name]:-}" ] || continue
+  printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
+done
+ratio() { [ -n "${RPS[$1]:-}" ] && [ -n "${RPS[$2]:-}" ] && awk -v a="${RPS[$1]}" -v b="${RPS[$2]}" 'BEGIN { printf "%.2f", a / b }' || echo "n/a"; }
+p99ratio() { awk -v a="${P99[$1]}" -v b="${P99[$2]}" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "gatehouse-auth / gatehouse-public (HTTP):  $(ratio gatehouse-http-auth gatehouse-http-public)   (target >= 0.95)"
+echo "gatehouse-auth / gatehouse-public (TLS):   $(ratio gatehouse-tls-auth gatehouse-tls-public)"
+echo "p99 auth / p99 public (TLS):               $(p99ratio gatehouse-tls-auth gatehouse-tls-public)   (target <= 1.10)"
+echo "gatehouse-auth / caddy-auth (HTTP):        $(ratio gatehouse-http-auth caddy-auth)   (target >= 2.5)"
+echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth nginx-auth)"
+echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
+if [ -n "${RPS[upstream-direct]:-}" ]; then
+  echo "proxy: through gatehouse / direct:         $(ratio gatehouse-proxy-auth upstream-direct)"
+  echo "proxy: added p50 / p99 (ms):               $(awk -v a="${P50[gatehouse-proxy-auth]}" -v b="${P50[upstream-direct]}" 'BEGIN { printf "%.3f", a - b }') / $(awk -v a="${P99[gatehouse-proxy-auth]}" -v b="${P99[upstream-direct]}" 'BEGIN { printf "%.3f", a - b }')"
+fi
