@@ -89,7 +89,9 @@ struct StoredHash {
 
 /// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
 pub struct CredentialStore {
-    users: HashMap<String, StoredHash>,
+    /// Names are `Arc<str>` so an authenticated request can share the name
+    /// instead of copying it.
+    users: HashMap<Arc<str>, StoredHash>,
     /// Verified against when the username is unknown, so that an unknown user
     /// costs the same argon2 work as a known one and timing reveals nothing.
     dummy: PasswordHash,
@@ -101,7 +103,7 @@ impl CredentialStore {
     /// The dummy hash uses the parameters most users have (ties go to the
     /// costlier set), so that a miss costs what a typical hit costs.
     pub fn new(users: impl IntoIterator<Item = (String, PasswordHash)>) -> Result<Self, HashError> {
-        let users: HashMap<String, StoredHash> = users
+        let users: HashMap<Arc<str>, StoredHash> = users
             .into_iter()
             .map(|(name, hash)| {
                 let digest =
@@ -109,7 +111,7 @@ impl CredentialStore {
                 let mut fingerprint = [0u8; 32];
                 fingerprint.copy_from_slice(digest.as_ref());
                 (
-                    name,
+                    Arc::from(name),
                     StoredHash {
                         parsed: hash,
                         fingerprint,
@@ -142,8 +144,10 @@ impl CredentialStore {
 
     /// A fingerprint (SHA-256) of the hash stored for `username`, for keying
     /// the credentials cache. Crate-private: hashes are secrets too.
-    pub(crate) fn stored_hash(&self, username: &str) -> Option<&[u8; 32]> {
-        self.users.get(username).map(|h| &h.fingerprint)
+    pub(crate) fn stored_hash(&self, username: &str) -> Option<(&Arc<str>, &[u8; 32])> {
+        self.users
+            .get_key_value(username)
+            .map(|(name, h)| (name, &h.fingerprint))
     }
 
     /// Usernames whose hashes are weaker than OWASP's minimum.
@@ -152,7 +156,7 @@ impl CredentialStore {
             .users
             .iter()
             .filter(|(_, h)| is_weak(&h.parsed))
-            .map(|(name, _)| name.as_str())
+            .map(|(name, _)| &**name)
             .collect();
         weak.sort_unstable();
         weak

@@ -113,15 +113,24 @@ pub fn parse_basic(value: &[u8]) -> Result<Credentials, HeaderError> {
         .iter()
         .position(|&b| b == b':')
         .ok_or(HeaderError::NoColon)?;
-    let (user, rest) = decoded.split_at(colon);
-    if user.is_empty() {
+    if colon == 0 {
         return Err(HeaderError::EmptyUsername);
     }
-    let username = text_from_bytes(user);
+    let username = text_from_bytes(&decoded[..colon]);
     if username.chars().any(char::is_control) {
         return Err(HeaderError::ControlCharacter);
     }
-    let password = Password::new(text_from_bytes(&rest[1..]));
+    let password = match String::from_utf8(decoded) {
+        // The usual case: the password keeps the decoded buffer, shifted
+        // left past the colon, instead of being copied.
+        Ok(mut text) => {
+            text.drain(..=colon);
+            text
+        }
+        // Mixed or Latin-1: each part is read on its own.
+        Err(not_utf8) => text_from_bytes(&not_utf8.as_bytes()[colon + 1..]),
+    };
+    let password = Password::new(password);
     Ok(Credentials { username, password })
 }
 
@@ -205,6 +214,18 @@ mod tests {
         assert_eq!(
             ok(&basic("jörg:pässwörd€".as_bytes())),
             ("jörg".into(), "pässwörd€".into())
+        );
+    }
+
+    #[test]
+    fn utf8_username_with_latin1_password() {
+        assert_eq!(
+            ok(&basic(b"j\xc3\xb6rg:p\xe4ss")),
+            ("jörg".into(), "päss".into())
+        );
+        assert_eq!(
+            ok(&basic(b"j\xf6rg:p\xc3\xa4ss")),
+            ("jörg".into(), "päss".into())
         );
     }
 

@@ -214,7 +214,7 @@ enum Decision {
 enum Screened {
     Decided(Decision),
     /// The credential was verified recently: no argon2.
-    Cached(String),
+    Cached(AuthenticatedUser),
     /// The same credential is being verified right now: wait for it.
     Follow(String, tokio::sync::watch::Receiver<Option<bool>>),
     /// Run argon2.
@@ -273,23 +273,24 @@ impl Shared {
             }
         };
         let username = credentials.username;
-        let digest = self.cache.as_ref().and_then(|cache| {
-            let stored = self.verifier.store().stored_hash(&username)?;
-            Some(cache.digest(
-                &username,
-                credentials.password.as_bytes(),
-                stored.as_slice(),
-            ))
-        });
+        let mut digest = None;
         let mut leader = None;
-        if let (Some(cache), Some(digest)) = (&self.cache, digest) {
-            if cache.contains(&username, &digest, Instant::now()) {
-                return Screened::Cached(username);
-            }
-            match self.inflight.join(&username, digest) {
-                Join::Follow(result) => return Screened::Follow(username, result),
-                Join::Lead(lead) => leader = Some(lead),
-                Join::Alone => {}
+        if let Some(cache) = &self.cache {
+            if let Some((name, stored)) = self.verifier.store().stored_hash(&username) {
+                let credential = cache.digest(
+                    &username,
+                    credentials.password.as_bytes(),
+                    stored.as_slice(),
+                );
+                if cache.contains(&username, &credential, Instant::now()) {
+                    return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
+                }
+                match self.inflight.join(&username, credential) {
+                    Join::Follow(result) => return Screened::Follow(username, result),
+                    Join::Lead(lead) => leader = Some(lead),
+                    Join::Alone => {}
+                }
+                digest = Some(credential);
             }
         }
         // Dropping `leader` on any refusal below releases its followers.
@@ -313,9 +314,9 @@ impl Shared {
     async fn conclude(self: &Arc<Self>, screened: Screened) -> Decision {
         let (username, verified) = match screened {
             Screened::Decided(decision) => return decision,
-            Screened::Cached(username) => {
+            Screened::Cached(user) => {
                 self.counters.record_cache_hit();
-                (username, Ok(true))
+                return self.per_user_quota(user);
             }
             Screened::Follow(username, result) => {
                 self.counters.record_coalesced();
@@ -348,10 +349,13 @@ impl Shared {
                 return Decision::Refuse(Outcome::Overloaded, response::unavailable());
             }
         }
-        let user = AuthenticatedUser::new(username);
+        self.per_user_quota(AuthenticatedUser::new(username))
+    }
+
+    /// Step 7: the per-user quota, then the request goes on.
+    fn per_user_quota(&self, user: AuthenticatedUser) -> Decision {
         if let Some(limit) = &self.rate.per_user {
-            let key: Arc<str> = Arc::from(user.name());
-            if let Err(wait) = limit.check(&key) {
+            if let Err(wait) = limit.check(user.shared_name()) {
                 return too_many(wait);
             }
         }

@@ -24,6 +24,11 @@ impl AuthenticatedUser {
     pub fn name(&self) -> &str {
         &self.0
     }
+
+    /// The username as a shared string (cloning it copies no text).
+    pub fn shared_name(&self) -> &Arc<str> {
+        &self.0
+    }
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
