@@ -316,3 +316,43 @@ async fn websocket_upgrades_are_tunnelled_after_authentication() {
         other => panic!("expected a 401, got {other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_https_upstream_is_verified_against_the_configured_ca() {
+    // The upstream is another gatehouse over TLS, with its own certificate.
+    let upstream_dir = TestDir::new();
+    let upstream = Gatehouse::start(&upstream_dir.config(""));
+    let dir = TestDir::new();
+    let ca = upstream_dir.path("cert.pem");
+    let config = dir.config(&format!(
+        "[upstream]\nurl = \"https://localhost:{}\"\nca = \"{}\"\nforward_authorization = true\n",
+        upstream.addr.port(),
+        ca.display()
+    ));
+    let server = Gatehouse::start(&config);
+    let http = client(&dir.cert_pem);
+    let response = http
+        .get(server.url("/api/whoami"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.text().await.unwrap(), "{\"user\":\"alice\"}");
+
+    // With the webpki roots instead, the upstream's self-made certificate is
+    // refused: 502, never a silent plaintext or unverified connection.
+    let untrusting = TestDir::new();
+    let config = untrusting.config(&format!(
+        "[upstream]\nurl = \"https://localhost:{}\"\n",
+        upstream.addr.port()
+    ));
+    let server = Gatehouse::start(&config);
+    let response = client(&untrusting.cert_pem)
+        .get(server.url("/api/whoami"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
