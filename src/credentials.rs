@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use argon2::password_hash::PasswordHasher;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -263,7 +264,8 @@ pub enum VerifyError {
 /// refused at once, so a flood costs neither unbounded memory nor latency.
 #[derive(Clone)]
 pub struct Verifier {
-    store: Arc<CredentialStore>,
+    /// Swapped whole on reload; a verification uses the store it started with.
+    store: Arc<ArcSwap<CredentialStore>>,
     permits: Arc<Semaphore>,
     /// One argon2 work area per permit, reused: resident memory stays at
     /// `max_concurrent` × the largest `m_cost`, however many verifications run.
@@ -288,7 +290,7 @@ impl Verifier {
     /// 5 s (see [`with_queue`](Self::with_queue)).
     pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
         Self {
-            store,
+            store: Arc::new(ArcSwap::new(store)),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             memory: Arc::new(std::sync::Mutex::new(Vec::new())),
             waiting: Arc::new(AtomicUsize::new(0)),
@@ -304,9 +306,15 @@ impl Verifier {
         self
     }
 
-    /// The store this verifier checks against.
-    pub fn store(&self) -> &Arc<CredentialStore> {
-        &self.store
+    /// The store this verifier checks against now.
+    pub fn store(&self) -> Arc<CredentialStore> {
+        self.store.load_full()
+    }
+
+    /// Replaces the store (a reload): verifications that start from now on
+    /// use `store`; clones of this verifier share the change.
+    pub fn replace_store(&self, store: Arc<CredentialStore>) {
+        self.store.store(store);
     }
 
     /// Verifies `password` for `username` on the blocking pool.
@@ -326,7 +334,7 @@ impl Verifier {
                     .map_err(|_| VerifyError::Unavailable)?
             }
         };
-        let store = Arc::clone(&self.store);
+        let store = self.store.load_full();
         let pool = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;

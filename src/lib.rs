@@ -14,6 +14,7 @@ pub mod healthcheck;
 pub mod limit;
 pub mod metrics;
 pub mod proxy;
+pub mod reload;
 pub mod routes;
 pub mod secret;
 pub mod server;

@@ -11,6 +11,7 @@ use crate::config::{Backend, Config, ConfigError, TlsSettings};
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
 use crate::proxy::Proxy;
+use crate::reload::Reloader;
 use crate::secret::Password;
 use crate::server::Server;
 use crate::{routes, tls};
@@ -73,6 +74,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .build()
         .map_err(|e| ConfigError::invalid(&config.path, "[auth]", e.to_string()))?;
     let pruning = tokio::spawn(prune_periodically(layer.clone()));
+    let certificate = match (&config.tls, &tls) {
+        (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
+        _ => None,
+    };
+    let reloading = tokio::spawn(Reloader::new(config.clone(), layer.clone(), certificate).run());
     let backend = match &config.backend {
         Backend::Api => routes::Backend::Api,
         Backend::Static { root } => routes::Backend::Static(root.clone()),
@@ -131,6 +137,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     tracing::info!("listening on {scheme}://{addr}");
     server.run(shutdown).await;
     pruning.abort();
+    reloading.abort();
     tracing::info!("stopped");
     Ok(())
 }

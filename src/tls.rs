@@ -7,17 +7,42 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::{ConfigError, TlsSettings};
 
+/// The certificate new handshakes get; swapped on reload, so new
+/// connections see a new certificate while open ones keep theirs.
+#[derive(Debug)]
+pub struct CertificateSlot {
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl CertificateSlot {
+    /// Replaces the certificate for handshakes from now on.
+    pub fn replace(&self, key: Arc<CertifiedKey>) {
+        self.current.store(key);
+    }
+}
+
+impl ResolvesServerCert for CertificateSlot {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
 /// A ready TLS setup, and what a user needs to know about it.
 pub struct TlsSetup {
     /// The rustls config: TLS 1.2 and 1.3, ALPN `h2` and `http/1.1`.
     pub server_config: Arc<ServerConfig>,
+    /// Where the certificate lives, to swap it on reload.
+    pub certificate: Arc<CertificateSlot>,
     /// Set when the certificate was generated at start-up.
     pub self_signed: Option<SelfSigned>,
 }
@@ -44,21 +69,12 @@ pub fn setup(settings: &TlsSettings, config: &Path) -> Result<Option<TlsSetup>, 
     match settings {
         TlsSettings::Disabled => Ok(None),
         TlsSettings::Files { cert, key } => {
-            let chain = read_chain(cert, config)?;
-            let key_der = read_key(key, config)?;
-            let server_config = server_config(chain, key_der).map_err(|e| {
-                ConfigError::invalid(
-                    config,
-                    "[tls] key",
-                    format!(
-                        "{} does not fit the certificate {}: {e}",
-                        key.display(),
-                        cert.display()
-                    ),
-                )
-            })?;
+            let certified = load_certified_key(cert, key, config)?;
+            let (server_config, certificate) = server_config(certified)
+                .map_err(|e| ConfigError::invalid(config, "[tls]", e.to_string()))?;
             Ok(Some(TlsSetup {
                 server_config,
+                certificate,
                 self_signed: None,
             }))
         }
@@ -92,10 +108,13 @@ pub fn setup(settings: &TlsSettings, config: &Path) -> Result<Option<TlsSetup>, 
                         format!("generated key unusable: {e}"),
                     )
                 })?;
-            let server_config = server_config(vec![cert_der], key_der)
+            let certified = CertifiedKey::from_der(vec![cert_der], key_der, &provider())
+                .map_err(|e| ConfigError::invalid(config, "[tls] self_signed", e.to_string()))?;
+            let (server_config, certificate) = server_config(certified)
                 .map_err(|e| ConfigError::invalid(config, "[tls] self_signed", e.to_string()))?;
             Ok(Some(TlsSetup {
                 server_config,
+                certificate,
                 self_signed: Some(SelfSigned {
                     cert_path,
                     write_error,
@@ -106,17 +125,40 @@ pub fn setup(settings: &TlsSettings, config: &Path) -> Result<Option<TlsSetup>, 
     }
 }
 
+/// Reads a PEM chain and key and checks that they belong together.
+pub fn load_certified_key(
+    cert: &Path,
+    key: &Path,
+    config: &Path,
+) -> Result<CertifiedKey, ConfigError> {
+    let chain = read_chain(cert, config)?;
+    let key_der = read_key(key, config)?;
+    CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
+        ConfigError::invalid(
+            config,
+            "[tls] key",
+            format!(
+                "{} does not fit the certificate {}: {e}",
+                key.display(),
+                cert.display()
+            ),
+        )
+    })
+}
+
 fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<Arc<ServerConfig>, rustls::Error> {
+    certified: CertifiedKey,
+) -> Result<(Arc<ServerConfig>, Arc<CertificateSlot>), rustls::Error> {
+    let slot = Arc::new(CertificateSlot {
+        current: ArcSwap::from_pointee(certified),
+    });
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(Arc::clone(&slot) as Arc<dyn ResolvesServerCert>);
     // Without this, clients fall back to HTTP/1.1 and h2 silently disappears.
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), slot))
 }
 
 fn read_chain(path: &Path, config: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {

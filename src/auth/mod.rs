@@ -126,6 +126,18 @@ impl BasicAuthLayer {
         }
     }
 
+    /// Forgets every cached credential (after the users changed).
+    pub fn clear_cache(&self) {
+        if let Some(cache) = &self.shared.cache {
+            cache.clear();
+        }
+    }
+
+    /// The verifier, e.g. to replace its users on reload.
+    pub fn verifier(&self) -> &Verifier {
+        &self.shared.verifier
+    }
+
     /// How many verified credentials are cached.
     pub fn cached_credentials(&self) -> usize {
         self.shared.cache.as_ref().map_or(0, VerifiedCache::len)
@@ -276,7 +288,8 @@ impl Shared {
         let mut digest = None;
         let mut leader = None;
         if let Some(cache) = &self.cache {
-            if let Some((name, stored)) = self.verifier.store().stored_hash(&username) {
+            let store = self.verifier.store();
+            if let Some((name, stored)) = store.stored_hash(&username) {
                 let credential = cache.digest(
                     &username,
                     credentials.password.as_bytes(),

@@ -162,6 +162,8 @@ pub struct AuthSettings {
     pub public: Vec<String>,
     /// Every configured user with its parsed hash.
     pub users: Vec<(String, PasswordHash)>,
+    /// The users file, if any (resolved against the config's directory).
+    pub users_file: Option<PathBuf>,
     /// With no users configured: make this user with a random password at
     /// start-up (development only).
     pub generated_user: Option<String>,
@@ -256,9 +258,9 @@ impl Config {
             }
         }
         let mut users = users::from_table(path, raw.users)?;
-        if let Some(file) = &raw.auth.users_file {
-            let file = resolve(file);
-            users::add_from_file(&file, &mut users, path)?;
+        let users_file = raw.auth.users_file.as_deref().map(&resolve);
+        if let Some(file) = &users_file {
+            users::add_from_file(file, &mut users, path)?;
         }
         if let Some(name) = &raw.auth.generated_user {
             validate_username(name)
@@ -351,6 +353,7 @@ impl Config {
                 realm,
                 public: raw.auth.public,
                 users,
+                users_file,
                 generated_user: raw.auth.generated_user,
                 max_concurrent_verifications,
                 verify_queue: raw.auth.verify_queue,

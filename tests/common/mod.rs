@@ -180,6 +180,31 @@ impl Gatehouse {
         self.child.id()
     }
 
+    /// Sends a signal by name (`HUP`, `TERM`, …).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Waits until the logs contain `needle` `count` times in all; panics
+    /// with the logs after `timeout`.
+    pub fn wait_for_log(&self, needle: &str, count: usize, timeout: Duration) {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.logs().matches(needle).count() >= count {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!(
+            "no {needle:?} (x{count}) in the logs within {timeout:?}:\n{}",
+            self.logs()
+        );
+    }
+
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, wait: Duration) -> Option<std::process::ExitStatus> {
         let status = Command::new("kill")

@@ -1,0 +1,284 @@
+//! Zero-downtime reload: on SIGHUP, or when the config file, the users file
+//! or the TLS files change on disk, everything is re-read and re-validated
+//! off the request path and swapped in atomically. A new config that fails
+//! validation is logged and ignored: the old one keeps serving.
+//!
+//! What changes at run time: the users (a removed user or a changed
+//! password stops working at once, and the verified-credentials cache is
+//! emptied) and the TLS certificate (for new handshakes). Everything else
+//! (listen address, backend, limits, …) is reported as needing a restart.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use notify::Watcher as _;
+use tokio::sync::mpsc;
+
+use crate::auth::BasicAuthLayer;
+use crate::config::{Config, ConfigError, TlsSettings};
+use crate::credentials::{CredentialStore, HashError};
+use crate::tls::{self, CertificateSlot};
+
+/// Why a reload was rejected (the old config stays in force).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The new config is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The users could not be loaded.
+    #[error("users: {0}")]
+    Users(#[from] HashError),
+    /// The reload task failed.
+    #[error("reload task failed: {0}")]
+    Task(String),
+}
+
+/// Counts of reloads, for metrics and tests.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    /// Reloads applied.
+    pub ok: AtomicU64,
+    /// Reloads rejected.
+    pub failed: AtomicU64,
+}
+
+/// What a reload swaps, and the config the server started with.
+pub struct Reloader {
+    started_with: Config,
+    layer: BasicAuthLayer,
+    certificate: Option<Arc<CertificateSlot>>,
+    counters: Arc<ReloadCounters>,
+}
+
+impl Reloader {
+    /// A reloader for a server started from `config`, with its auth layer and,
+    /// when serving TLS from files, its certificate slot.
+    pub fn new(
+        config: Config,
+        layer: BasicAuthLayer,
+        certificate: Option<Arc<CertificateSlot>>,
+    ) -> Self {
+        Self {
+            started_with: config,
+            layer,
+            certificate,
+            counters: Arc::new(ReloadCounters::default()),
+        }
+    }
+
+    /// The reload counters.
+    pub fn counters(&self) -> &Arc<ReloadCounters> {
+        &self.counters
+    }
+
+    /// The files whose changes trigger a reload: the config, the users file
+    /// and the TLS certificate and key.
+    pub fn watched_files(config: &Config) -> Vec<PathBuf> {
+        let mut files = vec![config.path.clone()];
+        files.extend(config.auth.users_file.clone());
+        if let TlsSettings::Files { cert, key } = &config.tls {
+            files.push(cert.clone());
+            files.push(key.clone());
+        }
+        files
+    }
+
+    /// Re-reads and applies the config; on error nothing changes. The file
+    /// reading and hashing run on the blocking pool.
+    pub async fn reload(&self) -> Result<(), ReloadError> {
+        let started = Instant::now();
+        let path = self.started_with.path.clone();
+        let certificate_wanted = self.certificate.is_some();
+        let loaded = tokio::task::spawn_blocking(move || load(&path, certificate_wanted))
+            .await
+            .map_err(|e| ReloadError::Task(e.to_string()))?;
+        let (config, store, certified) = match loaded {
+            Ok(loaded) => loaded,
+            Err(error) => {
+                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                return Err(error);
+            }
+        };
+        let users = store.as_ref().map(|s| s.len());
+        if let Some(store) = store {
+            self.layer.verifier().replace_store(Arc::new(store));
+            // Keys already change with the hash; emptying also drops entries
+            // of removed users at once.
+            self.layer.clear_cache();
+        }
+        if let (Some(slot), Some(certified)) = (&self.certificate, certified) {
+            slot.replace(Arc::new(certified));
+        }
+        for section in needs_restart(&self.started_with, &config) {
+            tracing::warn!(
+                section,
+                "changed in the config file, but only takes effect after a restart"
+            );
+        }
+        self.counters.ok.fetch_add(1, Ordering::Relaxed);
+        tracing::info!(users = ?users, elapsed_ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+        Ok(())
+    }
+
+    /// Reloads on SIGHUP and on changes to the watched files until the
+    /// process ends. File events are debounced: a burst of writes (an editor
+    /// saving, a Kubernetes Secret update) reloads once.
+    pub async fn run(self) {
+        let (events, mut changes) = mpsc::unbounded_channel::<()>();
+        let _watcher = watch(&Self::watched_files(&self.started_with), events);
+        let mut hangup = hangup_signal();
+        loop {
+            tokio::select! {
+                Some(()) = changes.recv() => {
+                    // Let the writer finish, then take everything that piled up.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    while changes.try_recv().is_ok() {}
+                    tracing::info!("watched file changed: reloading");
+                }
+                Some(()) = hangup.recv() => tracing::info!("SIGHUP: reloading"),
+                else => break,
+            }
+            if let Err(error) = self.reload().await {
+                tracing::error!(%error, "reload rejected; the previous configuration stays in force");
+            }
+        }
+    }
+}
+
+type Loaded = (
+    Config,
+    Option<CredentialStore>,
+    Option<rustls::sign::CertifiedKey>,
+);
+
+fn load(path: &Path, certificate_wanted: bool) -> Result<Loaded, ReloadError> {
+    let config = Config::load(path)?;
+    // A config that relies on a generated user keeps the running one: a
+    // reload must not mint (and print) a new password.
+    let store = match config.auth.users.is_empty() {
+        true => None,
+        false => Some(CredentialStore::new(config.auth.users.clone())?),
+    };
+    let certified = match (&config.tls, certificate_wanted) {
+        (TlsSettings::Files { cert, key }, true) => {
+            Some(tls::load_certified_key(cert, key, &config.path)?)
+        }
+        _ => None,
+    };
+    Ok((config, store, certified))
+}
+
+/// The sections that differ between `old` and `new` but cannot change while
+/// running. (Debug output is compared: hashes never appear in it.)
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let mut changed = Vec::new();
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
+    if differs(&old.server, &new.server) {
+        changed.push("[server]");
+    }
+    if std::mem::discriminant(&old.tls) != std::mem::discriminant(&new.tls)
+        || (old.tls != new.tls && !matches!(new.tls, TlsSettings::Files { .. }))
+    {
+        changed.push("[tls]");
+    }
+    let auth = |c: &Config| {
+        (
+            c.auth.realm.clone(),
+            c.auth.public.clone(),
+            c.auth.max_concurrent_verifications,
+            c.auth.verify_queue,
+            c.auth.verify_timeout,
+            c.auth.users_file.clone(),
+        )
+    };
+    if auth(old) != auth(new) {
+        changed.push("[auth] (other than users)");
+    }
+    if differs(&old.limits, &new.limits) {
+        changed.push("[limits]");
+    }
+    if differs(&old.rate_limit, &new.rate_limit) {
+        changed.push("[rate_limit]");
+    }
+    if old.lockout != new.lockout {
+        changed.push("[lockout]");
+    }
+    if old.cache != new.cache {
+        changed.push("[cache]");
+    }
+    if differs(&old.backend, &new.backend) {
+        changed.push("[upstream]/[static]");
+    }
+    changed
+}
+
+/// Watches the directories holding `files` (editors and Kubernetes replace
+/// files rather than write them in place, so the file itself is not
+/// watched) and sends a message for any event touching one of them.
+fn watch(
+    files: &[PathBuf],
+    events: mpsc::UnboundedSender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let names: BTreeSet<PathBuf> = files.iter().cloned().collect();
+    let dirs: BTreeSet<PathBuf> = files
+        .iter()
+        .map(|f| {
+            f.parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .unwrap_or(Path::new("."))
+                .to_path_buf()
+        })
+        .collect();
+    let handler = move |result: notify::Result<notify::Event>| {
+        let Ok(event) = result else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event.paths.iter().any(|p| {
+            names.contains(p)
+                // Kubernetes swaps a `..data` symlink to update a mounted Secret.
+                || p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(".."))
+        });
+        if relevant {
+            let _ = events.send(());
+        }
+    };
+    let mut watcher = match notify::recommended_watcher(handler) {
+        Ok(watcher) => watcher,
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch config files; reload with SIGHUP");
+            return None;
+        }
+    };
+    for dir in dirs {
+        if let Err(error) = watcher.watch(&dir, notify::RecursiveMode::NonRecursive) {
+            tracing::warn!(dir = %dir.display(), %error, "cannot watch directory; reload with SIGHUP");
+        }
+    }
+    Some(watcher)
+}
+
+/// A channel that yields on every SIGHUP (never, where there are no signals).
+fn hangup_signal() -> mpsc::UnboundedReceiver<()> {
+    let (sender, receiver) = mpsc::unbounded_channel();
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            tracing::warn!("cannot listen for SIGHUP");
+            return;
+        };
+        while signal.recv().await.is_some() {
+            if sender.send(()).is_err() {
+                break;
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop(sender);
+    receiver
+}
