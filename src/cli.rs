@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::config::DEFAULT_CONFIG_PATH;
+use crate::logging::LogFormat;
 use crate::secret::Password;
 
 /// An HTTP Basic-auth gate with argon2id credentials.
@@ -18,6 +19,9 @@ pub struct Cli {
     /// The config file for `serve` and `check-config`.
     #[arg(long, short, global = true, env = "GATEHOUSE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Log lines as text or JSON (default: `[log] format`, else text).
+    #[arg(long, global = true, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
 }
 
 /// The subcommands.

@@ -12,6 +12,7 @@ pub mod config;
 pub mod credentials;
 pub mod healthcheck;
 pub mod limit;
+pub mod logging;
 pub mod metrics;
 pub mod proxy;
 pub mod reload;

@@ -1,25 +1,16 @@
 //! The `gatehouse` binary: parse the command line, call the library, map
 //! errors to exit codes.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
 use gatehouse::cli::{Cli, Command, HashArgs, read_password};
 use gatehouse::config::Config;
-use gatehouse::{credentials, healthcheck, server, startup};
-use tracing_subscriber::EnvFilter;
+use gatehouse::{credentials, healthcheck, logging, server, startup};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .init();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
@@ -29,17 +20,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// Logging is set up once the config (which may choose the format and level)
+/// is read; errors before that go to stderr as one plain line.
+fn load_config_and_log(cli: &Cli) -> anyhow::Result<Config> {
+    let config = Config::load(&cli.config)?;
+    logging::init(cli.log_format.unwrap_or(config.log.format), &config.log.level);
+    Ok(config)
+}
+
 fn run(cli: Cli) -> anyhow::Result<()> {
-    match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => {
-            let config = Config::load(&cli.config)?;
-            let runtime =
-                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    match cli.command {
+        None | Some(Command::Serve) => {
+            let config = load_config_and_log(&cli)?;
+            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(startup::serve(config, server::shutdown_signal()))?;
             Ok(())
         }
-        Command::CheckConfig => {
-            let config = Config::load(&cli.config)?;
+        Some(Command::CheckConfig) => {
+            let config = load_config_and_log(&cli)?;
             startup::check(&config)?;
             let file = cli.config.display();
             match (&config.auth.generated_user, config.auth.users.len()) {
@@ -50,19 +48,18 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Command::HashPassword(args) => hash_password(&args),
-        Command::Healthcheck { timeout } => {
-            let config = Config::load(&cli.config)?;
+        Some(Command::HashPassword(ref args)) => {
+            logging::init(cli.log_format.unwrap_or_default(), "info");
+            hash_password(args)
+        }
+        Some(Command::Healthcheck { timeout }) => {
+            let config = load_config_and_log(&cli)?;
             let addr = healthcheck::local_addr(&config);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(healthcheck::check(
-                addr,
-                healthcheck::uses_tls(&config),
-                timeout,
-            ))?;
+            runtime.block_on(healthcheck::check(addr, healthcheck::uses_tls(&config), timeout))?;
             println!("{addr}: healthy");
             Ok(())
         }

@@ -79,6 +79,17 @@ pub struct Config {
     pub backend: Backend,
     /// `[cache]`: the verified-credentials cache.
     pub cache: CachePolicy,
+    /// `[log]`: level and format.
+    pub log: LogSettings,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A filter directive (`info`, `gatehouse=debug,warn`); `RUST_LOG` wins.
+    pub level: String,
+    /// Text or JSON lines; `--log-format` wins.
+    pub format: crate::logging::LogFormat,
 }
 
 /// What stands behind the gate. Exactly one is active.
@@ -317,6 +328,10 @@ impl Config {
             ttl: nonzero_duration(path, "[cache] ttl", &raw.cache.ttl)?,
             max_entries: raw.cache.max_entries.max(1),
         };
+        if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
+            return Err(ConfigError::invalid(path, "[log] level", format!("`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"", raw.log.level)));
+        }
+        let log = LogSettings { level: raw.log.level, format: raw.log.format };
         let backend = match (raw.upstream, raw.static_files) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -364,6 +379,7 @@ impl Config {
             lockout,
             backend,
             cache,
+            log,
         })
     }
 }

@@ -27,6 +27,8 @@ pub(super) struct File {
     pub lockout: Lockout,
     #[serde(default)]
     pub cache: Cache,
+    #[serde(default)]
+    pub log: Log,
     pub upstream: Option<Upstream>,
     #[serde(rename = "static")]
     pub static_files: Option<StaticFiles>,
@@ -286,6 +288,22 @@ impl Default for Cache {
             enabled: true,
             ttl: "5m".into(),
             max_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Log {
+    pub level: String,
+    pub format: crate::logging::LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: crate::logging::LogFormat::Text,
         }
     }
 }
