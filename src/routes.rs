@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
+use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
@@ -31,7 +32,7 @@ pub enum Backend {
 /// layer says so) and the backend behind the auth layer. Unknown paths get
 /// 404 only after authentication, so unauthenticated clients cannot probe
 /// for paths.
-pub fn app(auth: BasicAuthLayer, backend: Backend) -> Router {
+pub fn app(auth: BasicAuthLayer, backend: Backend, max_body_bytes: usize) -> Router {
     let router: Router = match backend {
         Backend::Api => {
             let counters = Arc::clone(auth.counters());
@@ -39,6 +40,9 @@ pub fn app(auth: BasicAuthLayer, backend: Backend) -> Router {
                 .route("/api/whoami", get(whoami))
                 .route("/api/stats", get(move || stats(Arc::clone(&counters))))
                 .fallback(not_found)
+                // The built-in routes read no bodies; refuse large ones early
+                // (413) rather than let them be drained.
+                .layer(RequestBodyLimitLayer::new(max_body_bytes))
         }
         Backend::Proxy(proxy) => own_routes().fallback(proxy::forward).with_state(proxy),
         // ServeDir refuses `..` segments (also percent-encoded) and never

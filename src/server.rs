@@ -16,6 +16,7 @@ use hyper_util::service::TowerToHyperService;
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
@@ -57,15 +58,33 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let graceful = GracefulShutdown::new();
         let mut builder = auto::Builder::new(TokioExecutor::new());
+        // hyper starts the header timer as soon as it waits for a request,
+        // so it also closes idle HTTP/1.1 keep-alive connections.
         builder
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(self.limits.header_read_timeout);
-        builder.http2().timer(TokioTimer::new());
+            .header_read_timeout(self.limits.header_read_timeout)
+            .max_buf_size(self.limits.max_header_bytes.max(8192));
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(self.limits.max_header_bytes).unwrap_or(u32::MAX))
+            .keep_alive_interval(self.limits.h2_keep_alive)
+            .keep_alive_timeout(self.limits.h2_keep_alive);
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
         let handshake_timeout = self.limits.tls_handshake_timeout;
 
         tokio::pin!(shutdown);
         loop {
+            // At the cap, stop accepting: new connections wait in the
+            // kernel's backlog instead of costing memory here.
+            let permit = tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             let (tcp, peer) = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
@@ -84,6 +103,7 @@ impl Server {
             let builder = builder.clone();
             let watcher = graceful.watcher();
             tokio::spawn(async move {
+                let _permit = permit;
                 match tls {
                     None => serve_connection(&builder, watcher, tcp, peer, app).await,
                     Some(acceptor) => {

@@ -88,7 +88,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
             routes::Backend::Proxy(Arc::new(proxy))
         }
     };
-    let app = routes::app(layer, backend);
+    let app = routes::app(layer, backend, config.limits.max_body_bytes);
 
     let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
     let server = Server::bind(

@@ -212,6 +212,15 @@ pub struct Limits {
     pub tls_handshake_timeout: Duration,
     /// How long in-flight requests get to finish after SIGTERM/SIGINT.
     pub shutdown_grace: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// The largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// The largest request body the built-in routes accept (413 past it).
+    pub max_body_bytes: usize,
+    /// HTTP/2 keep-alive: a PING after this much silence, and the connection
+    /// closed if the peer does not answer within the same time.
+    pub h2_keep_alive: Duration,
 }
 
 impl Config {
@@ -297,17 +306,19 @@ impl Config {
         };
 
         let limits = Limits {
-            header_read_timeout: duration(
-                path,
-                "[limits] header_read_timeout",
-                &raw.limits.header_read_timeout,
-            )?,
-            tls_handshake_timeout: duration(
-                path,
-                "[limits] tls_handshake_timeout",
-                &raw.limits.tls_handshake_timeout,
-            )?,
+            header_read_timeout: nonzero_duration(path, "[limits] header_read_timeout", &raw.limits.header_read_timeout)?,
+            tls_handshake_timeout: nonzero_duration(path, "[limits] tls_handshake_timeout", &raw.limits.tls_handshake_timeout)?,
             shutdown_grace: duration(path, "[limits] shutdown_grace", &raw.limits.shutdown_grace)?,
+            max_connections: match raw.limits.max_connections {
+                0 => return Err(ConfigError::invalid(path, "[limits] max_connections", "must be at least 1")),
+                n => n,
+            },
+            max_header_bytes: match raw.limits.max_header_bytes {
+                n if n < 8192 => return Err(ConfigError::invalid(path, "[limits] max_header_bytes", "must be at least 8192")),
+                n => n,
+            },
+            max_body_bytes: raw.limits.max_body_bytes,
+            h2_keep_alive: nonzero_duration(path, "[limits] h2_keep_alive", &raw.limits.h2_keep_alive)?,
         };
 
         let rate_limit = RateLimitSettings {

@@ -210,6 +210,10 @@ pub(super) struct Limits {
     pub header_read_timeout: String,
     pub tls_handshake_timeout: String,
     pub shutdown_grace: String,
+    pub max_connections: usize,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub h2_keep_alive: String,
 }
 
 impl Default for Limits {
@@ -218,6 +222,10 @@ impl Default for Limits {
             header_read_timeout: "10s".into(),
             tls_handshake_timeout: "10s".into(),
             shutdown_grace: "30s".into(),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            h2_keep_alive: "60s".into(),
         }
     }
 }
