@@ -319,6 +319,18 @@ impl Verifier {
 
     /// Verifies `password` for `username` on the blocking pool.
     pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
+        self.verify_timed(username, password)
+            .await
+            .map(|(ok, _)| ok)
+    }
+
+    /// Like [`verify`](Self::verify), also returning how long argon2 itself
+    /// took (waiting for a slot excluded).
+    pub async fn verify_timed(
+        &self,
+        username: String,
+        password: Password,
+    ) -> Result<(bool, Duration), VerifyError> {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(VerifyError::Unavailable),
@@ -342,11 +354,13 @@ impl Verifier {
                 pool.lock().map(|mut p| p.pop()).ok().flatten()
             };
             let mut memory = take(&pool).unwrap_or_default();
+            let started = std::time::Instant::now();
             let ok = store.verify_with_memory(&username, &password, &mut memory);
+            let took = started.elapsed();
             if let Ok(mut pool) = pool.lock() {
                 pool.push(memory);
             }
-            ok
+            (ok, took)
         })
         .await
         .map_err(|_| VerifyError::Unavailable)

@@ -24,7 +24,10 @@ fn main() -> ExitCode {
 /// is read; errors before that go to stderr as one plain line.
 fn load_config_and_log(cli: &Cli) -> anyhow::Result<Config> {
     let config = Config::load(&cli.config)?;
-    logging::init(cli.log_format.unwrap_or(config.log.format), &config.log.level);
+    logging::init(
+        cli.log_format.unwrap_or(config.log.format),
+        &config.log.level,
+    );
     Ok(config)
 }
 
@@ -32,7 +35,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve) => {
             let config = load_config_and_log(&cli)?;
-            let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+            let runtime =
+                tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(startup::serve(config, server::shutdown_signal()))?;
             Ok(())
         }
@@ -59,7 +63,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(healthcheck::check(addr, healthcheck::uses_tls(&config), timeout))?;
+            runtime.block_on(healthcheck::check(
+                addr,
+                healthcheck::uses_tls(&config),
+                timeout,
+            ))?;
             println!("{addr}: healthy");
             Ok(())
         }

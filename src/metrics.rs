@@ -1,13 +1,24 @@
-//! Counters of what the auth layer decided, kept in one place so that a
-//! metrics endpoint or a test can read them.
+//! Counters of what gatehouse decided and did, kept in one place, and their
+//! Prometheus text exposition (built with `prometheus-client`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
 use serde::Serialize;
 
+use crate::reload::ReloadCounters;
+
 /// Request outcomes and verification work, counted since start-up.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct AuthCounters {
+    /// How long each argon2 verification took (seconds), queueing excluded.
+    argon2_seconds: Histogram,
     allowed: AtomicU64,
     unauthorized: AtomicU64,
     rate_limited: AtomicU64,
@@ -17,6 +28,24 @@ pub struct AuthCounters {
     failed_verifications: AtomicU64,
     cache_hits: AtomicU64,
     coalesced: AtomicU64,
+}
+
+impl Default for AuthCounters {
+    fn default() -> Self {
+        Self {
+            // 1 ms … 4 s: cheap test hashes up to badly overloaded OWASP ones.
+            argon2_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            allowed: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
+            rate_limited: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            lockouts: AtomicU64::new(0),
+            verifications: AtomicU64::new(0),
+            failed_verifications: AtomicU64::new(0),
+            cache_hits: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Which counter to bump.
@@ -72,8 +101,10 @@ impl AuthCounters {
         self.lockouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one argon2 verification and whether it failed.
-    pub fn record_verification(&self, failed: bool) {
+    /// Counts one argon2 verification, how long it took and whether it
+    /// failed.
+    pub fn record_verification(&self, failed: bool, took: std::time::Duration) {
+        self.argon2_seconds.observe(took.as_secs_f64());
         self.verifications.fetch_add(1, Ordering::Relaxed);
         if failed {
             self.failed_verifications.fetch_add(1, Ordering::Relaxed);
@@ -104,5 +135,94 @@ impl AuthCounters {
             cache_hits: get(&self.cache_hits),
             coalesced: get(&self.coalesced),
         }
+    }
+}
+
+/// Everything the Prometheus endpoint reports, gathered from the parts that
+/// count it.
+#[derive(Clone, Debug)]
+pub struct MetricsSources {
+    /// The auth layer's counters.
+    pub auth: Arc<AuthCounters>,
+    /// Connections open right now.
+    pub open_connections: Arc<AtomicI64>,
+    /// Upstream failures answered 502 or 504 (sidecar mode).
+    pub upstream_errors: Arc<AtomicU64>,
+    /// Config reloads applied and rejected.
+    pub reloads: Arc<ReloadCounters>,
+}
+
+impl MetricsSources {
+    /// The Prometheus text exposition of the current values.
+    pub fn render(&self) -> String {
+        let mut registry = Registry::with_prefix("gatehouse");
+        let snapshot = self.auth.snapshot();
+
+        let requests = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        for (outcome, value) in [
+            ("ok", snapshot.allowed),
+            ("unauthorized", snapshot.unauthorized),
+            ("rate_limited", snapshot.rate_limited),
+            ("overloaded", snapshot.overloaded),
+            (
+                "upstream_error",
+                self.upstream_errors.load(Ordering::Relaxed),
+            ),
+        ] {
+            requests
+                .get_or_create(&vec![("outcome", outcome)])
+                .inc_by(value);
+        }
+        registry.register("requests", "Requests by outcome", requests);
+
+        let counter = |value: u64| {
+            let c: Counter = Counter::default();
+            c.inc_by(value);
+            c
+        };
+        registry.register(
+            "argon2_verifications",
+            "argon2 verifications run",
+            counter(snapshot.verifications),
+        );
+        registry.register(
+            "argon2_failed_verifications",
+            "argon2 verifications that failed",
+            counter(snapshot.failed_verifications),
+        );
+        registry.register(
+            "argon2_verification_seconds",
+            "Time spent in one argon2 verification",
+            self.auth.argon2_seconds.clone(),
+        );
+        registry.register(
+            "cache_hits",
+            "Requests let in by the verified-credentials cache",
+            counter(snapshot.cache_hits),
+        );
+        registry.register(
+            "coalesced_verifications",
+            "Requests that waited for an identical verification",
+            counter(snapshot.coalesced),
+        );
+        registry.register("lockouts", "Lockouts started", counter(snapshot.lockouts));
+
+        let open: Gauge = Gauge::default();
+        open.set(self.open_connections.load(Ordering::Relaxed));
+        registry.register("open_connections", "Client connections open now", open);
+
+        let reloads = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
+        reloads
+            .get_or_create(&vec![("result", "ok")])
+            .inc_by(self.reloads.ok.load(Ordering::Relaxed));
+        reloads
+            .get_or_create(&vec![("result", "failed")])
+            .inc_by(self.reloads.failed.load(Ordering::Relaxed));
+        registry.register("config_reloads", "Configuration reloads", reloads);
+
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = encode(&mut text, &registry);
+        text
     }
 }

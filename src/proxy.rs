@@ -43,6 +43,8 @@ pub struct Proxy {
     clients: ClientIpResolver,
     /// What `X-Forwarded-Proto` says when no trusted proxy already said it.
     scheme: &'static str,
+    /// Requests answered 502 or 504.
+    errors: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Proxy {
@@ -77,7 +79,13 @@ impl Proxy {
             settings,
             clients,
             scheme: if tls { "https" } else { "http" },
+            errors: Arc::default(),
         })
+    }
+
+    /// How many requests the upstream failed (502 or 504), for metrics.
+    pub fn errors(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        Arc::clone(&self.errors)
     }
 
     /// The upstream URI for a request path and query.
@@ -258,10 +266,16 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
             let cause = std::error::Error::source(&error)
                 .map_or_else(|| error.to_string(), |s| s.to_string());
             tracing::warn!(upstream = %proxy.settings.url, path, error = %cause, "upstream request failed");
+            proxy
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return error_response(StatusCode::BAD_GATEWAY);
         }
         Err(_) => {
             tracing::warn!(upstream = %proxy.settings.url, path, timeout = ?proxy.settings.timeout, "upstream did not answer in time");
+            proxy
+                .errors
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return error_response(StatusCode::GATEWAY_TIMEOUT);
         }
     };

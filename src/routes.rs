@@ -15,7 +15,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::services::ServeDir;
 
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
-use crate::metrics::{AuthCounters, CountersSnapshot};
+use crate::metrics::{AuthCounters, CountersSnapshot, MetricsSources};
 use crate::proxy::{self, Proxy};
 
 /// What authenticated requests reach.
@@ -28,11 +28,26 @@ pub enum Backend {
     Static(PathBuf),
 }
 
+/// Settings of the app beyond its backend.
+#[derive(Default)]
+pub struct AppOptions {
+    /// The largest body the built-in routes accept.
+    pub max_body_bytes: usize,
+    /// Serve the Prometheus text at this path (behind authentication).
+    pub metrics: Option<(String, MetricsSources)>,
+}
+
+/// A router serving only `GET /metrics`, for a separate metrics listener.
+pub fn metrics_app(sources: MetricsSources) -> Router {
+    Router::new().route("/metrics", get(move || metrics(sources.clone())))
+}
+
 /// The app the binary serves: gatehouse's own `/healthz` (public when the
 /// layer says so) and the backend behind the auth layer. Unknown paths get
 /// 404 only after authentication, so unauthenticated clients cannot probe
 /// for paths.
-pub fn app(auth: BasicAuthLayer, backend: Backend, max_body_bytes: usize) -> Router {
+pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Router {
+    let max_body_bytes = options.max_body_bytes;
     let router: Router = match backend {
         Backend::Api => {
             let counters = Arc::clone(auth.counters());
@@ -49,6 +64,10 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, max_body_bytes: usize) -> Rou
         // follows a path outside `root`.
         Backend::Static(root) => own_routes()
             .fallback_service(ServeDir::new(root).append_index_html_on_directories(true)),
+    };
+    let router = match options.metrics {
+        Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
+        None => router,
     };
     // `layer`, not `route_layer`: the fallback is protected too.
     router.layer(auth).layer(middleware::from_fn(access_log))
@@ -76,6 +95,16 @@ async fn whoami(user: AuthenticatedUser) -> Response {
 /// The auth layer's counters, for operators (behind authentication).
 async fn stats(counters: Arc<AuthCounters>) -> Json<CountersSnapshot> {
     Json(counters.snapshot())
+}
+
+/// The Prometheus text exposition.
+async fn metrics(sources: MetricsSources) -> Response {
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    (
+        [(http::header::CONTENT_TYPE, content_type)],
+        sources.render(),
+    )
+        .into_response()
 }
 
 async fn not_found() -> impl IntoResponse {

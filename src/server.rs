@@ -4,6 +4,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -28,6 +29,7 @@ pub struct Server {
     tls: Option<TlsAcceptor>,
     app: Router,
     limits: Limits,
+    open_connections: Arc<AtomicI64>,
 }
 
 impl Server {
@@ -45,7 +47,14 @@ impl Server {
             tls: tls.map(TlsAcceptor::from),
             app,
             limits,
+            open_connections: Arc::default(),
         })
+    }
+
+    /// Counts open connections into `gauge` (for metrics).
+    pub fn with_connection_gauge(mut self, gauge: Arc<AtomicI64>) -> Self {
+        self.open_connections = gauge;
+        self
     }
 
     /// The bound address (useful when listening on port 0).
@@ -102,8 +111,11 @@ impl Server {
             let tls = self.tls.clone();
             let builder = builder.clone();
             let watcher = graceful.watcher();
+            let open = Arc::clone(&self.open_connections);
+            open.fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
                 let _permit = permit;
+                let _open = OpenConnection(open);
                 match tls {
                     None => serve_connection(&builder, watcher, tcp, peer, app).await,
                     Some(acceptor) => {
@@ -148,6 +160,15 @@ async fn serve_connection<I>(
         builder.serve_connection_with_upgrades(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(error) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(%peer, %error, "connection ended with an error");
+    }
+}
+
+/// Decrements the open-connection gauge however the connection ends.
+struct OpenConnection(Arc<AtomicI64>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -10,8 +10,10 @@ use crate::auth::BasicAuthLayer;
 use crate::config::{Backend, Config, ConfigError, TlsSettings};
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
+use crate::metrics::MetricsSources;
 use crate::proxy::Proxy;
 use crate::reload::Reloader;
+use crate::routes::AppOptions;
 use crate::secret::Password;
 use crate::server::Server;
 use crate::{routes, tls};
@@ -78,17 +80,33 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
         _ => None,
     };
-    let reloading = tokio::spawn(Reloader::new(config.clone(), layer.clone(), certificate).run());
+    let reloader = Reloader::new(config.clone(), layer.clone(), certificate);
+    let mut upstream_errors = Arc::default();
     let backend = match &config.backend {
         Backend::Api => routes::Backend::Api,
         Backend::Static { root } => routes::Backend::Static(root.clone()),
         Backend::Upstream(upstream) => {
             let clients = ClientIpResolver::new(config.server.trusted_proxies.clone());
             let proxy = Proxy::new(upstream.clone(), clients, tls.is_some(), &config.path)?;
+            upstream_errors = proxy.errors();
             routes::Backend::Proxy(Arc::new(proxy))
         }
     };
-    let app = routes::app(layer, backend, config.limits.max_body_bytes);
+    let sources = MetricsSources {
+        auth: Arc::clone(layer.counters()),
+        open_connections: Arc::default(),
+        upstream_errors,
+        reloads: Arc::clone(reloader.counters()),
+    };
+    let options = AppOptions {
+        max_body_bytes: config.limits.max_body_bytes,
+        metrics: config
+            .metrics
+            .path
+            .clone()
+            .map(|path| (path, sources.clone())),
+    };
+    let app = routes::app(layer, backend, options);
 
     let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
     let server = Server::bind(
@@ -102,7 +120,28 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         path: config.path.clone(),
         addr: config.server.listen,
         io,
-    })?;
+    })?
+    .with_connection_gauge(Arc::clone(&sources.open_connections));
+    let metrics_listener = match config.metrics.listen {
+        Some(addr) => {
+            let listener =
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .map_err(|io| StartError::Bind {
+                        path: config.path.clone(),
+                        addr,
+                        io,
+                    })?;
+            let bound = listener.local_addr().unwrap_or(addr);
+            tracing::info!("metrics on http://{bound}/metrics");
+            let app = routes::metrics_app(sources.clone());
+            Some(tokio::spawn(
+                async move { axum::serve(listener, app).await },
+            ))
+        }
+        None => None,
+    };
+    let reloading = tokio::spawn(reloader.run());
     let addr = server.local_addr().map_err(|io| StartError::Bind {
         path: config.path.clone(),
         addr: config.server.listen,
@@ -138,6 +177,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     server.run(shutdown).await;
     pruning.abort();
     reloading.abort();
+    if let Some(task) = metrics_listener {
+        task.abort();
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -19,13 +19,19 @@ async fn tls_connect(server: &Gatehouse, cert_pem: &str) -> Tls {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let tcp = TcpStream::connect(server.addr).await.unwrap();
     tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(rustls_pki_types::ServerName::try_from("localhost").unwrap(), tcp)
+        .connect(
+            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
+            tcp,
+        )
         .await
         .unwrap()
 }
 
 /// True once the server has closed the connection (EOF or an error).
-async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, within: Duration) -> bool {
+async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> bool {
     let mut buf = [0u8; 1024];
     let deadline = Instant::now() + within;
     loop {
@@ -41,7 +47,9 @@ async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(stream: &mut S, withi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_off_while_others_are_served() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[limits]\nheader_read_timeout = \"1s\"\ntls_handshake_timeout = \"1s\"\n"));
+    let server = Gatehouse::start(
+        &dir.config("[limits]\nheader_read_timeout = \"1s\"\ntls_handshake_timeout = \"1s\"\n"),
+    );
     let start = Instant::now();
 
     // 20 clients that finish TLS and then send their headers a byte at a time,
@@ -50,7 +58,10 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
     for _ in 0..20 {
         let mut stream = tls_connect(&server, &dir.cert_pem).await;
         trickling.push(tokio::spawn(async move {
-            for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: ".iter().chain(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter()) {
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
+                .iter()
+                .chain(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".iter())
+            {
                 if stream.write_all(&[*byte]).await.is_err() || stream.flush().await.is_err() {
                     return true; // cut off while trickling
                 }
@@ -62,14 +73,21 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
     let mut silent = Vec::new();
     for _ in 0..20 {
         let mut tcp = TcpStream::connect(server.addr).await.unwrap();
-        silent.push(tokio::spawn(async move { closed_by_server(&mut tcp, Duration::from_secs(5)).await }));
+        silent.push(tokio::spawn(async move {
+            closed_by_server(&mut tcp, Duration::from_secs(5)).await
+        }));
     }
 
     // Meanwhile a normal client is served throughout.
     let http = client(&dir.cert_pem);
     let mut served = 0;
     while start.elapsed() < Duration::from_secs(3) {
-        let response = http.get(server.url("/api/whoami")).basic_auth("alice", Some("secret")).send().await.unwrap();
+        let response = http
+            .get(server.url("/api/whoami"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+            .await
+            .unwrap();
         assert_eq!(response.status(), StatusCode::OK);
         served += 1;
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -78,7 +96,9 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
     for task in trickling.into_iter().chain(silent) {
         cut += usize::from(task.await.unwrap());
     }
-    println!("slowloris: 40 connections held, {cut} cut off; {served} normal requests served meanwhile");
+    println!(
+        "slowloris: 40 connections held, {cut} cut off; {served} normal requests served meanwhile"
+    );
     assert_eq!(cut, 40, "every slow connection was closed by the server");
     assert!(served >= 10);
 }
@@ -88,7 +108,10 @@ async fn idle_keep_alive_connections_are_closed() {
     let dir = TestDir::new();
     let server = Gatehouse::start(&dir.config("[limits]\nheader_read_timeout = \"1s\"\n"));
     let mut stream = tls_connect(&server, &dir.cert_pem).await;
-    stream.write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = [0u8; 512];
     let n = stream.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
@@ -109,29 +132,64 @@ async fn the_connection_cap_holds_and_the_server_stays_responsive() {
     let url = server.url("/healthz");
     let waiting = tokio::spawn(async move { http.get(url).send().await.map(|r| r.status()) });
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(!waiting.is_finished(), "served past the cap of 3 connections");
+    assert!(
+        !waiting.is_finished(),
+        "served past the cap of 3 connections"
+    );
     // One holder leaves: the waiting client is served.
     drop(holders.pop());
-    let status = tokio::time::timeout(Duration::from_secs(10), waiting).await.expect("served once a slot frees").unwrap().unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("served once a slot frees")
+        .unwrap()
+        .unwrap();
     assert_eq!(status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn oversized_heads_and_bodies_are_refused() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"));
+    let server =
+        Gatehouse::start(&dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"));
     let mut tls = rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let http1 = reqwest::Client::builder().tls_backend_preconfigured(tls).http1_only().build().unwrap();
+    let http1 = reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http1_only()
+        .build()
+        .unwrap();
     let big = "x".repeat(20 * 1024);
-    let head = http1.get(server.url("/healthz")).header("x-big", big).send().await.unwrap();
+    let head = http1
+        .get(server.url("/healthz"))
+        .header("x-big", big)
+        .send()
+        .await
+        .unwrap();
     assert_eq!(head.status(), StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
 
     let http = client(&dir.cert_pem);
-    let body = http.post(server.url("/api/whoami")).basic_auth("alice", Some("secret")).body(vec![b'b'; 4096]).send().await.unwrap();
+    let body = http
+        .post(server.url("/api/whoami"))
+        .basic_auth("alice", Some("secret"))
+        .body(vec![b'b'; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(body.status(), StatusCode::PAYLOAD_TOO_LARGE);
     // Unauthenticated, the body is not even looked at.
-    let anonymous = http.post(server.url("/api/whoami")).body(vec![b'b'; 4096]).send().await.unwrap();
+    let anonymous = http
+        .post(server.url("/api/whoami"))
+        .body(vec![b'b'; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(http.get(server.url("/healthz")).send().await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        http.get(server.url("/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
 }

@@ -15,35 +15,72 @@ const COLONLESS: &str = "c0l0nlessSecret";
 async fn drive_every_path(server: &Gatehouse, cert_pem: &str) {
     let http = client(cert_pem);
     let url = server.url("/api/whoami");
-    let send = |user: &'static str, password: &'static str| http.get(&url).basic_auth(user, Some(password)).send();
+    let send = |user: &'static str, password: &'static str| {
+        http.get(&url).basic_auth(user, Some(password)).send()
+    };
     assert_eq!(send("alice", "secret").await.unwrap().status(), 200);
     assert_eq!(send("alice", WRONG).await.unwrap().status(), 401);
     assert_eq!(send("mallory", UNKNOWN_PW).await.unwrap().status(), 401);
     let raw = |value: String| http.get(&url).header("authorization", value).send();
-    assert_eq!(raw(format!("Basic {}", STANDARD.encode(COLONLESS))).await.unwrap().status(), 401);
-    assert_eq!(raw("Bearer tok3n-Secret-value".into()).await.unwrap().status(), 401);
-    assert_eq!(raw("Basic !!not-base64!!".into()).await.unwrap().status(), 401);
+    assert_eq!(
+        raw(format!("Basic {}", STANDARD.encode(COLONLESS)))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        raw("Bearer tok3n-Secret-value".into())
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        raw("Basic !!not-base64!!".into()).await.unwrap().status(),
+        401
+    );
     // Lockout: max_failures is 3, two failures so far from this address.
     assert_eq!(send("carol", WRONG).await.unwrap().status(), 401);
     assert_eq!(send("carol", WRONG).await.unwrap().status(), 429);
-    assert_eq!(send("alice", "secret").await.unwrap().status(), 429, "the address is locked out");
+    assert_eq!(
+        send("alice", "secret").await.unwrap().status(),
+        429,
+        "the address is locked out"
+    );
     // Logging happens after responses are sent.
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
 }
 
 fn assert_no_secrets(logs: &str, hashes: &[String]) {
-    let mut secrets: Vec<String> = ["secret", WRONG, UNKNOWN_PW, COLONLESS, "tok3n-Secret-value", "p:ss:w0rd", "pässwörd"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    for pair in ["alice:secret", &format!("alice:{WRONG}"), &format!("mallory:{UNKNOWN_PW}"), &format!("carol:{WRONG}")] {
+    let mut secrets: Vec<String> = [
+        "secret",
+        WRONG,
+        UNKNOWN_PW,
+        COLONLESS,
+        "tok3n-Secret-value",
+        "p:ss:w0rd",
+        "pässwörd",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    for pair in [
+        "alice:secret",
+        &format!("alice:{WRONG}"),
+        &format!("mallory:{UNKNOWN_PW}"),
+        &format!("carol:{WRONG}"),
+    ] {
         secrets.push(STANDARD.encode(pair));
     }
     secrets.push(STANDARD.encode(COLONLESS));
     secrets.extend(hashes.iter().cloned());
     secrets.push("$argon2id$".into());
     for secret in &secrets {
-        assert!(!logs.contains(secret.as_str()), "the logs contain {secret:?}:\n{logs}");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "the logs contain {secret:?}:\n{logs}"
+        );
     }
 }
 
@@ -64,7 +101,12 @@ async fn text_logs_at_debug_never_hold_secrets() {
     let server = Gatehouse::start_with_env(&config, &[("RUST_LOG", "debug")]);
     drive_every_path(&server, &dir.cert_pem).await;
     let logs = server.logs();
-    assert!(logs.contains("status=401") && logs.contains("status=429") && logs.contains("user=\"alice\""), "{logs}");
+    assert!(
+        logs.contains("status=401")
+            && logs.contains("status=429")
+            && logs.contains("user=\"alice\""),
+        "{logs}"
+    );
     assert!(logs.contains("client locked out"), "{logs}");
     assert_no_secrets(&logs, &hashes_in(&config));
 }
@@ -82,7 +124,11 @@ async fn json_logs_at_debug_never_hold_secrets() {
         .filter(|v| v["target"] == "gatehouse::access")
         .collect();
     assert_eq!(access.len(), 9, "one JSON line per request:\n{logs}");
-    assert!(logs.lines().all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()), "every line is JSON:\n{logs}");
+    assert!(
+        logs.lines()
+            .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()),
+        "every line is JSON:\n{logs}"
+    );
     assert_eq!(access[0]["fields"]["user"], "alice");
     assert_eq!(access[0]["fields"]["status"], 200);
     assert_no_secrets(&logs, &hashes_in(&config));

@@ -385,11 +385,11 @@ impl Shared {
             digest,
             leader,
         } = pending;
-        let result = self.verifier.verify(username.clone(), password).await;
+        let result = self.verifier.verify_timed(username.clone(), password).await;
         let now = Instant::now();
         match result {
-            Ok(ok) => {
-                self.counters.record_verification(!ok);
+            Ok((ok, took)) => {
+                self.counters.record_verification(!ok, took);
                 if let (true, Some(cache), Some(digest)) = (ok, &self.cache, digest) {
                     cache.insert(&username, digest, now);
                 }
@@ -411,6 +411,6 @@ impl Shared {
             }
             Err(_) => self.lockouts.cancel(attempt),
         }
-        result
+        result.map(|(ok, _)| ok)
     }
 }

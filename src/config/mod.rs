@@ -81,6 +81,18 @@ pub struct Config {
     pub cache: CachePolicy,
     /// `[log]`: level and format.
     pub log: LogSettings,
+    /// `[metrics]`: where the Prometheus text is served (off by default).
+    pub metrics: MetricsSettings,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// A separate plain-HTTP listener serving `GET /metrics` without auth
+    /// (keep it on loopback or a cluster-internal address).
+    pub listen: Option<SocketAddr>,
+    /// A path on the main listener, behind authentication.
+    pub path: Option<String>,
 }
 
 /// `[log]`.
@@ -306,19 +318,43 @@ impl Config {
         };
 
         let limits = Limits {
-            header_read_timeout: nonzero_duration(path, "[limits] header_read_timeout", &raw.limits.header_read_timeout)?,
-            tls_handshake_timeout: nonzero_duration(path, "[limits] tls_handshake_timeout", &raw.limits.tls_handshake_timeout)?,
+            header_read_timeout: nonzero_duration(
+                path,
+                "[limits] header_read_timeout",
+                &raw.limits.header_read_timeout,
+            )?,
+            tls_handshake_timeout: nonzero_duration(
+                path,
+                "[limits] tls_handshake_timeout",
+                &raw.limits.tls_handshake_timeout,
+            )?,
             shutdown_grace: duration(path, "[limits] shutdown_grace", &raw.limits.shutdown_grace)?,
             max_connections: match raw.limits.max_connections {
-                0 => return Err(ConfigError::invalid(path, "[limits] max_connections", "must be at least 1")),
+                0 => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "[limits] max_connections",
+                        "must be at least 1",
+                    ));
+                }
                 n => n,
             },
             max_header_bytes: match raw.limits.max_header_bytes {
-                n if n < 8192 => return Err(ConfigError::invalid(path, "[limits] max_header_bytes", "must be at least 8192")),
+                n if n < 8192 => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "[limits] max_header_bytes",
+                        "must be at least 8192",
+                    ));
+                }
                 n => n,
             },
             max_body_bytes: raw.limits.max_body_bytes,
-            h2_keep_alive: nonzero_duration(path, "[limits] h2_keep_alive", &raw.limits.h2_keep_alive)?,
+            h2_keep_alive: nonzero_duration(
+                path,
+                "[limits] h2_keep_alive",
+                &raw.limits.h2_keep_alive,
+            )?,
         };
 
         let rate_limit = RateLimitSettings {
@@ -340,9 +376,41 @@ impl Config {
             max_entries: raw.cache.max_entries.max(1),
         };
         if tracing_subscriber::EnvFilter::try_new(&raw.log.level).is_err() {
-            return Err(ConfigError::invalid(path, "[log] level", format!("`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"", raw.log.level)));
+            return Err(ConfigError::invalid(
+                path,
+                "[log] level",
+                format!(
+                    "`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"",
+                    raw.log.level
+                ),
+            ));
         }
-        let log = LogSettings { level: raw.log.level, format: raw.log.format };
+        let log = LogSettings {
+            level: raw.log.level,
+            format: raw.log.format,
+        };
+        let metrics = MetricsSettings {
+            listen: match &raw.metrics.listen {
+                Some(text) => Some(text.parse().map_err(|e| {
+                    ConfigError::invalid(
+                        path,
+                        "[metrics] listen",
+                        format!("`{text}` is not an address:port ({e})"),
+                    )
+                })?),
+                None => None,
+            },
+            path: match raw.metrics.path {
+                Some(p) if !p.starts_with('/') || p == "/healthz" => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "[metrics] path",
+                        format!("`{p}` must start with / and not be /healthz"),
+                    ));
+                }
+                other => other,
+            },
+        };
         let backend = match (raw.upstream, raw.static_files) {
             (Some(_), Some(_)) => {
                 return Err(ConfigError::invalid(
@@ -391,6 +459,7 @@ impl Config {
             backend,
             cache,
             log,
+            metrics,
         })
     }
 }

@@ -29,6 +29,8 @@ pub(super) struct File {
     pub cache: Cache,
     #[serde(default)]
     pub log: Log,
+    #[serde(default)]
+    pub metrics: Metrics,
     pub upstream: Option<Upstream>,
     #[serde(rename = "static")]
     pub static_files: Option<StaticFiles>,
@@ -314,4 +316,11 @@ impl Default for Log {
             format: crate::logging::LogFormat::Text,
         }
     }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Metrics {
+    pub listen: Option<String>,
+    pub path: Option<String>,
 }

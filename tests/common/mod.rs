@@ -142,7 +142,10 @@ impl Gatehouse {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     // Text or JSON: the URL ends at a space or a quote.
-                    let url: String = rest.chars().take_while(|c| !c.is_whitespace() && *c != '"').collect();
+                    let url: String = rest
+                        .chars()
+                        .take_while(|c| !c.is_whitespace() && *c != '"')
+                        .collect();
                     let _ = tx.send(url);
                 }
                 sink.lock().expect("log lock").push(line);

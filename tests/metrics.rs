@@ -1,0 +1,183 @@
+//! The Prometheus endpoint: counters move as requests are made, on the main
+//! listener behind auth or on a separate listener.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{Gatehouse, TestDir, client, client_from};
+use reqwest::StatusCode;
+
+/// The value of one sample line (`name{labels} value`), 0 if absent.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|rest| rest.strip_prefix(' '))
+        })
+        .map_or(0.0, |v| v.trim().parse().unwrap_or(f64::NAN))
+}
+
+#[tokio::test]
+async fn metrics_behind_auth_count_outcomes_verifications_and_lockouts() {
+    let dir = TestDir::new();
+    let server = Gatehouse::start(
+        &dir.config("[metrics]\npath = \"/metrics\"\n[lockout]\nmax_failures = 2\n"),
+    );
+    let http = client(&dir.cert_pem);
+    let anonymous = http.get(server.url("/metrics")).send().await.unwrap();
+    assert_eq!(
+        anonymous.status(),
+        StatusCode::UNAUTHORIZED,
+        "metrics are not public"
+    );
+
+    let scrape = || async {
+        let response = client_from(&dir.cert_pem, "127.0.0.30")
+            .get(server.url("/metrics"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("application/openmetrics-text")
+        );
+        response.text().await.unwrap()
+    };
+    let before = scrape().await;
+    assert!(before.ends_with("# EOF\n"), "{before}");
+
+    let attacker = client_from(&dir.cert_pem, "127.0.0.31");
+    for _ in 0..3 {
+        attacker
+            .get(server.url("/api/whoami"))
+            .basic_auth("bob", Some("wrong"))
+            .send()
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        http.get(server.url("/api/whoami"))
+            .basic_auth("bob", Some("pässwörd"))
+            .send()
+            .await
+            .unwrap();
+    }
+    let after = scrape().await;
+    let delta = |series: &str| sample(&after, series) - sample(&before, series);
+    assert_eq!(
+        delta("gatehouse_requests_total{outcome=\"unauthorized\"}"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("gatehouse_requests_total{outcome=\"rate_limited\"}"),
+        1.0,
+        "{after}"
+    );
+    assert!(
+        delta("gatehouse_requests_total{outcome=\"ok\"}") >= 2.0,
+        "{after}"
+    );
+    assert_eq!(
+        delta("gatehouse_argon2_failed_verifications_total"),
+        2.0,
+        "{after}"
+    );
+    assert_eq!(delta("gatehouse_lockouts_total"), 1.0, "{after}");
+    assert_eq!(
+        delta("gatehouse_cache_hits_total"),
+        2.0,
+        "bob once, and the scrape's own login: {after}"
+    );
+    assert!(
+        sample(&after, "gatehouse_argon2_verification_seconds_count") >= 4.0,
+        "{after}"
+    );
+    assert!(
+        sample(&after, "gatehouse_open_connections") >= 1.0,
+        "{after}"
+    );
+}
+
+#[tokio::test]
+async fn a_separate_metrics_listener_needs_no_auth_and_counts_reloads() {
+    let dir = TestDir::new();
+    let config = dir.config("[metrics]\nlisten = \"127.0.0.1:0\"\n");
+    let server = Gatehouse::start(&config);
+    let logs = server.logs();
+    let url = logs
+        .split("metrics on ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no metrics address in: {logs}"))
+        .trim_end_matches('"')
+        .to_owned();
+    let plain = reqwest::Client::builder()
+        .tls_backend_preconfigured(common::rustls_client_config(
+            &dir.cert_pem,
+            &[&rustls::version::TLS13],
+        ))
+        .build()
+        .unwrap();
+    let scrape = || async { plain.get(&url).send().await.unwrap().text().await.unwrap() };
+
+    let good = std::fs::read_to_string(&config).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("configuration reloaded", 1, Duration::from_secs(10));
+    std::fs::write(&config, "[broken").unwrap();
+    server.signal("HUP");
+    server.wait_for_log("reload rejected", 1, Duration::from_secs(10));
+    std::fs::write(&config, good).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let text = scrape().await;
+    assert!(
+        sample(&text, "gatehouse_config_reloads_total{result=\"ok\"}") >= 1.0,
+        "{text}"
+    );
+    assert!(
+        sample(&text, "gatehouse_config_reloads_total{result=\"failed\"}") >= 1.0,
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn upstream_errors_are_counted() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&dir.config(&format!(
+        "[upstream]\nurl = \"http://{closed}\"\n[metrics]\npath = \"/metrics\"\n"
+    )));
+    let http = client(&dir.cert_pem);
+    let failed = http
+        .get(server.url("/app"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(failed.status(), StatusCode::BAD_GATEWAY);
+    let text = http
+        .get(server.url("/metrics"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sample(
+            &text,
+            "gatehouse_requests_total{outcome=\"upstream_error\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}
