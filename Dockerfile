@@ -15,7 +15,7 @@ WORKDIR /src
 # Dependencies first, so a source change does not refetch the registry.
 COPY Cargo.toml Cargo.lock ./
 RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in latency flood; do echo 'fn main() {}' > benches/$b.rs; done \
+    && for b in latency flood timing; do echo 'fn main() {}' > benches/$b.rs; done \
     && cargo fetch --locked
 COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin gatehouse

@@ -151,6 +151,21 @@ impl CredentialStore {
             .map(|(name, h)| (name, &h.fingerprint))
     }
 
+    /// Whether users' hashes use different argon2 parameters. Then the dummy
+    /// hash can match only some of them, and timing tells an unknown user
+    /// from a known one with other parameters.
+    pub fn has_mixed_params(&self) -> bool {
+        let mut params = self
+            .users
+            .values()
+            .filter_map(|h| Params::try_from(&h.parsed).ok())
+            .map(|p| (p.m_cost(), p.t_cost(), p.p_cost()));
+        match params.next() {
+            Some(first) => params.any(|p| p != first),
+            None => false,
+        }
+    }
+
     /// Usernames whose hashes are weaker than OWASP's minimum.
     pub fn weak_users(&self) -> Vec<&str> {
         let mut weak: Vec<&str> = self
@@ -450,6 +465,19 @@ mod tests {
             ),
             Err(HashError::InvalidParams(_))
         ));
+    }
+
+    #[test]
+    fn mixed_params_are_detected() {
+        assert!(!store_with(&[("a", "1"), ("b", "2")]).has_mixed_params());
+        let owasp =
+            parse_phc(&hash_password(&Password::new("x".into()), default_params()).unwrap())
+                .unwrap();
+        let cheap =
+            parse_phc(&hash_password(&Password::new("y".into()), cheap()).unwrap()).unwrap();
+        let store =
+            CredentialStore::new([("a".to_owned(), owasp), ("b".to_owned(), cheap)]).unwrap();
+        assert!(store.has_mixed_params());
     }
 
     #[test]

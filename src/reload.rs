@@ -103,6 +103,14 @@ impl Reloader {
             }
         };
         let users = store.as_ref().map(|s| s.len());
+        if store
+            .as_ref()
+            .is_some_and(CredentialStore::has_mixed_params)
+        {
+            tracing::warn!(
+                "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters"
+            );
+        }
         if let Some(store) = store {
             self.layer.verifier().replace_store(Arc::new(store));
             // Keys already change with the hash; emptying also drops entries

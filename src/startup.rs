@@ -59,6 +59,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
     }
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
+    if store.has_mixed_params() {
+        tracing::warn!(
+            "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters"
+        );
+    }
     let weak = store.weak_users();
     if !weak.is_empty() {
         tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");

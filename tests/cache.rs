@@ -185,3 +185,25 @@ async fn a_burst_of_different_passwords_is_not_coalesced() {
         "{statuses:?}"
     );
 }
+
+#[tokio::test]
+async fn an_unknown_user_costs_one_argon2_verification_like_a_known_one() {
+    // The deterministic half of timing safety (the measured half is
+    // `cargo bench --bench timing`): an unknown user is not answered early,
+    // it is verified against a dummy hash.
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&dir.config(""));
+    let http = client(&dir.cert_pem);
+    let before = stats(&server, &dir.cert_pem).await;
+    assert_eq!(
+        whoami(&http, &server, "nobody", "secret").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        whoami(&http, &server, "bob", "wrong").await,
+        StatusCode::UNAUTHORIZED
+    );
+    let after = stats(&server, &dir.cert_pem).await;
+    let delta = |k: &str| after[k].as_u64().unwrap() - before[k].as_u64().unwrap();
+    assert_eq!(delta("failed_verifications"), 2, "{after}");
+}

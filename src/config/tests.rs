@@ -276,3 +276,25 @@ fn shipped_default_config_is_valid() {
     assert!(config.server.listen.ip().is_loopback());
     assert!(matches!(config.tls, TlsSettings::SelfSigned { .. }));
 }
+
+proptest::proptest! {
+    // The stable-toolchain twin of fuzz/fuzz_targets/config.rs.
+    #[test]
+    fn any_text_is_refused_or_accepted_without_panicking(text in "\\PC{0,400}") {
+        if let Err(error) = load(&text) {
+            let message = error.to_string();
+            proptest::prop_assert!(message.starts_with("/etc/gatehouse/"), "{}", message);
+            proptest::prop_assert!(!message.contains('\n'), "{}", message);
+        }
+    }
+
+    #[test]
+    fn odd_values_for_known_keys_never_panic(
+        section in proptest::sample::select(vec!["server", "tls", "auth", "rate_limit", "lockout", "limits", "cache", "upstream", "static", "metrics", "log", "users"]),
+        key in proptest::sample::select(vec!["listen", "cert", "self_signed", "realm", "public", "per_ip", "max_failures", "window", "ttl", "url", "root", "level", "path", "alice"]),
+        value in proptest::sample::select(vec!["\"\"", "0", "-1", "true", "[]", "{}", "\"10s\"", "\"x\"", "{ per_second = 0 }", "\"http://[::1\"", "18446744073709551615", "1e400"]),
+    ) {
+        let text = format!("{}\n[{section}]\n{key} = {value}\n", minimal(""));
+        let _ = load(&text);
+    }
+}
