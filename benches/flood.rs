@@ -13,7 +13,7 @@ mod common;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client_from, stats};
+use common::{Gatehouse, TestDir, client_from, peak_rss_mib, stats};
 use gatehouse::credentials::{default_params, hash_password};
 use gatehouse::limit::{KeyedLimit, LockoutPolicy, Lockouts, Rate};
 use gatehouse::secret::Password;
@@ -58,15 +58,6 @@ async fn legit_run(http: &reqwest::Client, url: &str, for_how_long: Duration) ->
         tokio::time::sleep(Duration::from_millis(125).saturating_sub(t.elapsed())).await;
     }
     legit
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

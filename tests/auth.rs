@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{ALICE, BOB, CAROL, Gatehouse, TestDir, cheap_hash, client, rustls_client_config};
+use common::{ALICE, BOB, CAROL, Gatehouse, TestDir, cheap_hash, client};
 use reqwest::StatusCode;
 
 const CHALLENGE: &str = "Basic realm=\"gatehouse\", charset=\"UTF-8\"";
@@ -148,13 +148,7 @@ async fn http2_and_http1_both_work() {
     );
     assert_eq!(h2.status(), StatusCode::OK);
 
-    let mut tls = rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let http1 = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .http1_only()
-        .build()
-        .unwrap();
+    let http1 = common::http1_client(&dir.cert_pem);
     let h1 = http1
         .get(server.url("/api/whoami"))
         .basic_auth("alice", Some("secret"))

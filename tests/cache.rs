@@ -5,22 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gatehouse, TestDir, client, stats};
+use common::{Gatehouse, TestDir, client, stats, whoami};
 use reqwest::StatusCode;
-
-async fn whoami(
-    http: &reqwest::Client,
-    server: &Gatehouse,
-    user: &str,
-    password: &str,
-) -> StatusCode {
-    http.get(server.url("/api/whoami"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 #[tokio::test]
 async fn a_cached_credential_skips_argon2() {

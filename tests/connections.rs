@@ -151,13 +151,7 @@ async fn oversized_heads_and_bodies_are_refused() {
     let dir = TestDir::new();
     let server =
         Gatehouse::start(&dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"));
-    let mut tls = rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let http1 = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .http1_only()
-        .build()
-        .unwrap();
+    let http1 = common::http1_client(&dir.cert_pem);
     let big = "x".repeat(20 * 1024);
     let head = http1
         .get(server.url("/healthz"))

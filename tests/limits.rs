@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client_from, stats};
+use common::{Gatehouse, TestDir, client_from, slow_hash, stats, whoami_response};
 use reqwest::{Response, StatusCode};
 
 /// Identical concurrent requests would be answered by one verification;
@@ -20,19 +20,6 @@ fn retry_after(response: &Response) -> u64 {
         .expect("Retry-After in seconds")
 }
 
-async fn whoami(
-    http: &reqwest::Client,
-    server: &Gatehouse,
-    user: &str,
-    password: &str,
-) -> Response {
-    http.get(server.url("/api/whoami"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn failures_lock_the_address_out_until_the_lockout_ends() {
     let dir = TestDir::new();
@@ -42,18 +29,20 @@ async fn failures_lock_the_address_out_until_the_lockout_ends() {
     let attacker = client_from(&dir.cert_pem, "127.0.0.1");
     for _ in 0..3 {
         assert_eq!(
-            whoami(&attacker, &server, "alice", "guess").await.status(),
+            whoami_response(&attacker, &server, "alice", "guess")
+                .await
+                .status(),
             StatusCode::UNAUTHORIZED
         );
     }
     let locked_at = Instant::now();
     for password in ["guess", "secret"] {
         // Locked: even the right password is not verified.
-        let refused = whoami(&attacker, &server, "alice", password).await;
+        let refused = whoami_response(&attacker, &server, "alice", password).await;
         assert_eq!(refused.status(), StatusCode::TOO_MANY_REQUESTS);
         assert!((1..=2).contains(&retry_after(&refused)));
     }
-    let other_user = whoami(&attacker, &server, "bob", "pässwörd").await;
+    let other_user = whoami_response(&attacker, &server, "bob", "pässwörd").await;
     assert_eq!(
         other_user.status(),
         StatusCode::TOO_MANY_REQUESTS,
@@ -63,7 +52,9 @@ async fn failures_lock_the_address_out_until_the_lockout_ends() {
     // The owner, from another address, is not locked out.
     let owner = client_from(&dir.cert_pem, "127.0.0.2");
     assert_eq!(
-        whoami(&owner, &server, "alice", "secret").await.status(),
+        whoami_response(&owner, &server, "alice", "secret")
+            .await
+            .status(),
         StatusCode::OK
     );
 
@@ -72,12 +63,16 @@ async fn failures_lock_the_address_out_until_the_lockout_ends() {
     )
     .await;
     assert_eq!(
-        whoami(&attacker, &server, "alice", "secret").await.status(),
+        whoami_response(&attacker, &server, "alice", "secret")
+            .await
+            .status(),
         StatusCode::OK,
         "verification resumes"
     );
     assert_eq!(
-        whoami(&attacker, &server, "alice", "guess").await.status(),
+        whoami_response(&attacker, &server, "alice", "guess")
+            .await
+            .status(),
         StatusCode::UNAUTHORIZED
     );
 
@@ -146,16 +141,20 @@ async fn per_user_quota_limits_authenticated_requests() {
     let http = client_from(&dir.cert_pem, "127.0.0.5");
     for _ in 0..2 {
         assert_eq!(
-            whoami(&http, &server, "bob", "pässwörd").await.status(),
+            whoami_response(&http, &server, "bob", "pässwörd")
+                .await
+                .status(),
             StatusCode::OK
         );
     }
-    let over = whoami(&http, &server, "bob", "pässwörd").await;
+    let over = whoami_response(&http, &server, "bob", "pässwörd").await;
     assert_eq!(over.status(), StatusCode::TOO_MANY_REQUESTS);
     assert!(retry_after(&over) >= 1);
     // Other users have their own quota.
     assert_eq!(
-        whoami(&http, &server, "carol", "p:ss:w0rd").await.status(),
+        whoami_response(&http, &server, "carol", "p:ss:w0rd")
+            .await
+            .status(),
         StatusCode::OK
     );
 }
@@ -163,17 +162,12 @@ async fn per_user_quota_limits_authenticated_requests() {
 #[tokio::test]
 async fn a_full_verification_queue_answers_503_with_retry_after() {
     let dir = TestDir::new();
-    let params = argon2::Params::new(32 * 1024, 8, 1, None).unwrap();
-    let slow = gatehouse::credentials::hash_password(
-        &gatehouse::secret::Password::new("slow".into()),
-        params,
-    )
-    .unwrap();
+    let slow = slow_hash("slow", 32 * 1024, 8);
     let server = Gatehouse::start(&dir.config(&format!(
         "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 1\nverify_timeout = \"30s\"\n{NO_CACHE}"
     )));
     let http = client_from(&dir.cert_pem, "127.0.0.6");
-    let requests = (0..6).map(|_| whoami(&http, &server, "slowpoke", "slow"));
+    let requests = (0..6).map(|_| whoami_response(&http, &server, "slowpoke", "slow"));
     let responses = futures_util::future::join_all(requests).await;
     let ok = responses
         .iter()
@@ -200,19 +194,15 @@ async fn a_full_verification_queue_answers_503_with_retry_after() {
 #[tokio::test]
 async fn a_verification_that_waits_too_long_answers_503() {
     let dir = TestDir::new();
-    let params = argon2::Params::new(32 * 1024, 8, 1, None).unwrap();
-    let slow = gatehouse::credentials::hash_password(
-        &gatehouse::secret::Password::new("slow".into()),
-        params,
-    )
-    .unwrap();
+    let slow = slow_hash("slow", 32 * 1024, 8);
     let server = Gatehouse::start(&dir.config(&format!(
         "slowpoke = \"{slow}\"\n[auth]\nmax_concurrent_verifications = 1\nverify_queue = 100\nverify_timeout = \"1ms\"\n{NO_CACHE}"
     )));
     let http = client_from(&dir.cert_pem, "127.0.0.7");
-    let responses =
-        futures_util::future::join_all((0..4).map(|_| whoami(&http, &server, "slowpoke", "slow")))
-            .await;
+    let responses = futures_util::future::join_all(
+        (0..4).map(|_| whoami_response(&http, &server, "slowpoke", "slow")),
+    )
+    .await;
     let statuses: Vec<StatusCode> = responses.iter().map(Response::status).collect();
     assert!(statuses.contains(&StatusCode::OK), "{statuses:?}");
     assert!(

@@ -74,13 +74,7 @@ async fn forwards_method_path_query_and_body_with_the_right_headers() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
     let (dir, server) = gate_in_front_of_upstream("").await;
-    let mut tls = common::rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
-    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let http1 = reqwest::Client::builder()
-        .tls_backend_preconfigured(tls)
-        .http1_only()
-        .build()
-        .unwrap();
+    let http1 = common::http1_client(&dir.cert_pem);
     let seen: Value = http1
         .get(server.url("/hop"))
         .basic_auth("alice", Some("secret"))

@@ -6,24 +6,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Gatehouse, TestDir, cheap_hash, client};
+use common::{Gatehouse, TestDir, cheap_hash, client, whoami};
 use reqwest::StatusCode;
 
 const RELOADED: &str = "configuration reloaded";
-
-async fn whoami(
-    http: &reqwest::Client,
-    server: &Gatehouse,
-    user: &str,
-    password: &str,
-) -> StatusCode {
-    http.get(server.url("/api/whoami"))
-        .basic_auth(user, Some(password))
-        .send()
-        .await
-        .unwrap()
-        .status()
-}
 
 fn config_text(users: &[(&str, &str)], extra: &str) -> String {
     let mut text = String::from(

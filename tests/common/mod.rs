@@ -317,3 +317,45 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// `GET /api/whoami` as `user`; the response.
+pub async fn whoami_response(
+    http: &reqwest::Client,
+    server: &Gatehouse,
+    user: &str,
+    password: &str,
+) -> reqwest::Response {
+    http.get(server.url("/api/whoami"))
+        .basic_auth(user, Some(password))
+        .send()
+        .await
+        .expect("request")
+}
+
+/// `GET /api/whoami` as `user`; the status.
+pub async fn whoami(
+    http: &reqwest::Client,
+    server: &Gatehouse,
+    user: &str,
+    password: &str,
+) -> reqwest::StatusCode {
+    whoami_response(http, server, user, password).await.status()
+}
+
+/// A client that speaks HTTP/1.1 only (ALPN `http/1.1`), trusting `cert_pem`.
+pub fn http1_client(cert_pem: &str) -> reqwest::Client {
+    let mut tls = rustls_client_config(cert_pem, &[&rustls::version::TLS13]);
+    tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(tls)
+        .http1_only()
+        .build()
+        .expect("build client")
+}
+
+/// An argon2id hash that takes a while to verify (m KiB, t passes), to keep
+/// requests in flight.
+pub fn slow_hash(password: &str, m_kib: u32, passes: u32) -> String {
+    let params = argon2::Params::new(m_kib, passes, 1, None).expect("valid params");
+    hash_password(&Password::new(password.to_owned()), params).expect("hashing works")
+}
