@@ -127,7 +127,14 @@ impl Reloader {
             );
         }
         self.counters.ok.fetch_add(1, Ordering::Relaxed);
-        tracing::info!(users = ?users, elapsed_ms = started.elapsed().as_millis() as u64, "configuration reloaded");
+        let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+        match users {
+            Some(users) => tracing::info!(users, elapsed_ms, "configuration reloaded"),
+            None => tracing::info!(
+                elapsed_ms,
+                "configuration reloaded (no users listed: the generated user stays)"
+            ),
+        }
         Ok(())
     }
 
@@ -231,16 +238,23 @@ fn watch(
     files: &[PathBuf],
     events: mpsc::UnboundedSender<()>,
 ) -> Option<notify::RecommendedWatcher> {
-    let names: BTreeSet<PathBuf> = files.iter().cloned().collect();
-    let dirs: BTreeSet<PathBuf> = files
-        .iter()
-        .map(|f| {
-            f.parent()
-                .filter(|p| !p.as_os_str().is_empty())
-                .unwrap_or(Path::new("."))
-                .to_path_buf()
-        })
-        .collect();
+    // Watched as canonical directories, so event paths come back canonical
+    // and compare equal to these names however the config named the files.
+    let mut names = BTreeSet::new();
+    let mut dirs = BTreeSet::new();
+    for file in files {
+        let parent = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let dir = parent
+            .canonicalize()
+            .unwrap_or_else(|_| parent.to_path_buf());
+        if let Some(name) = file.file_name() {
+            names.insert(dir.join(name));
+        }
+        dirs.insert(dir);
+    }
     let handler = move |result: notify::Result<notify::Event>| {
         let Ok(event) = result else { return };
         if matches!(event.kind, notify::EventKind::Access(_)) {

@@ -245,3 +245,23 @@ async fn an_in_flight_request_survives_a_reload() {
     assert_eq!(response.status(), StatusCode::OK);
     server.wait_for_log(RELOADED, 1, Duration::from_secs(10));
 }
+
+#[tokio::test]
+async fn a_relative_config_path_is_watched_too() {
+    let dir = TestDir::new();
+    dir.write("gatehouse.toml", &config_text(&[("alice", "secret")], ""));
+    let mut command = std::process::Command::new(common::binary());
+    command
+        .current_dir(dir.dir.path())
+        .args(["serve", "--config", "gatehouse.toml"]);
+    let server = Gatehouse::spawn(command);
+    dir.write(
+        "gatehouse.toml",
+        &config_text(&[("alice", "secret"), ("erin", "erin-pw")], ""),
+    );
+    server.wait_for_log(RELOADED, 1, Duration::from_secs(10));
+    assert_eq!(
+        whoami(&client(&dir.cert_pem), &server, "erin", "erin-pw").await,
+        StatusCode::OK
+    );
+}
