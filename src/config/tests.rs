@@ -1,7 +1,10 @@
 use std::path::Path;
 
+use std::time::Duration;
+
 use super::*;
 use crate::credentials::hash_password;
+use crate::limit::Rate;
 use crate::secret::Password;
 
 fn hash() -> String {

@@ -1,0 +1,160 @@
+//! The typed sections of a validated config.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use argon2::password_hash::phc::PasswordHash;
+use ipnet::IpNet;
+
+use crate::limit::Rate;
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Default)]
+pub struct MetricsSettings {
+    /// A separate plain-HTTP listener serving `GET /metrics` without auth
+    /// (keep it on loopback or a cluster-internal address).
+    pub listen: Option<SocketAddr>,
+    /// A path on the main listener, behind authentication.
+    pub path: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// A filter directive (`info`, `gatehouse=debug,warn`); `RUST_LOG` wins.
+    pub level: String,
+    /// Text or JSON lines; `--log-format` wins.
+    pub format: crate::logging::LogFormat,
+}
+
+/// What stands behind the gate. Exactly one is active.
+#[derive(Debug, Clone)]
+pub enum Backend {
+    /// The built-in routes (`/api/whoami`, `/api/stats`): neither
+    /// `[upstream]` nor `[static]` is set.
+    Api,
+    /// `[upstream]`: a reverse proxy to an app.
+    Upstream(UpstreamSettings),
+    /// `[static]`: files from a directory.
+    Static {
+        /// The directory served.
+        root: PathBuf,
+    },
+}
+
+/// `[upstream]`: the app gatehouse forwards authenticated requests to.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    /// `http://host:port[/prefix]` or `https://…`.
+    pub url: http::Uri,
+    /// How long the upstream may take to start its answer (then 504).
+    pub timeout: Duration,
+    /// How long connecting may take (then 502).
+    pub connect_timeout: Duration,
+    /// The header that carries the authenticated username.
+    pub user_header: http::HeaderName,
+    /// Whether the client's `Authorization` header reaches the upstream.
+    pub forward_authorization: bool,
+    /// A PEM CA bundle for an https upstream (default: the webpki roots).
+    pub ca: Option<PathBuf>,
+}
+
+/// `[rate_limit]`: request rates (governor), checked before any hashing.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Every request per client address; `None` when turned off.
+    pub per_ip: Option<Rate>,
+    /// Authenticated requests per user; `None` when turned off.
+    pub per_user: Option<Rate>,
+    /// The most keys each limiter tracks.
+    pub max_tracked_keys: usize,
+}
+
+/// `[server]`: where to listen and whom to believe.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// The address to bind (port 0 lets the OS pick one).
+    pub listen: SocketAddr,
+    /// Peers whose `X-Forwarded-For` header is believed.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// `[tls]`: how connections are secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSettings {
+    /// A PEM certificate chain and private key.
+    Files {
+        /// The certificate chain (PEM).
+        cert: PathBuf,
+        /// The private key (PEM: PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// Development: a certificate for localhost made at start-up and written
+    /// to `cert_out` so clients can trust it.
+    SelfSigned {
+        /// Where the generated certificate (PEM) is written.
+        cert_out: PathBuf,
+    },
+    /// Plain HTTP, only behind a TLS-terminating proxy.
+    Disabled,
+}
+
+/// `[auth]` plus the users from `[users]` and `users_file`.
+#[derive(Clone)]
+pub struct AuthSettings {
+    /// The realm in the `WWW-Authenticate` challenge.
+    pub realm: String,
+    /// Path patterns that skip authentication: exact, or a prefix ending in `*`.
+    pub public: Vec<String>,
+    /// Every configured user with its parsed hash.
+    pub users: Vec<(String, PasswordHash)>,
+    /// The users file, if any (resolved against the config's directory).
+    pub users_file: Option<PathBuf>,
+    /// With no users configured: make this user with a random password at
+    /// start-up (development only).
+    pub generated_user: Option<String>,
+    /// How many argon2 verifications may run at once.
+    pub max_concurrent_verifications: usize,
+    /// How many more may wait for a slot before requests get 503.
+    pub verify_queue: usize,
+    /// How long one may wait for a slot before its request gets 503.
+    pub verify_timeout: Duration,
+}
+
+impl std::fmt::Debug for AuthSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Hashes are secrets too: list the usernames only.
+        let names: Vec<&str> = self.users.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("AuthSettings")
+            .field("realm", &self.realm)
+            .field("public", &self.public)
+            .field("users", &names)
+            .field("generated_user", &self.generated_user)
+            .field(
+                "max_concurrent_verifications",
+                &self.max_concurrent_verifications,
+            )
+            .finish()
+    }
+}
+
+/// `[limits]`: connection hygiene.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// How long a client may take to send its request headers.
+    pub header_read_timeout: Duration,
+    /// How long a TLS handshake may take.
+    pub tls_handshake_timeout: Duration,
+    /// How long in-flight requests get to finish after SIGTERM/SIGINT.
+    pub shutdown_grace: Duration,
+    /// Connections served at once; more wait in the kernel's accept queue.
+    pub max_connections: usize,
+    /// The largest request head (request line and headers); larger gets 431.
+    pub max_header_bytes: usize,
+    /// The largest request body the built-in routes accept (413 past it).
+    pub max_body_bytes: usize,
+    /// HTTP/2 keep-alive: a PING after this much silence, and the connection
+    /// closed if the peer does not answer within the same time.
+    pub h2_keep_alive: Duration,
+}

@@ -1,0 +1,157 @@
+//! Turning single values of the file into typed ones, each error naming
+//! its key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ipnet::IpNet;
+
+use super::{ConfigError, TlsSettings, UpstreamSettings, raw};
+use crate::limit::Rate;
+
+pub(super) fn tls_settings(
+    path: &Path,
+    raw: raw::Tls,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<TlsSettings, ConfigError> {
+    if raw.enabled == Some(false) {
+        if raw.cert.is_some() || raw.key.is_some() || raw.self_signed == Some(true) {
+            return Err(ConfigError::invalid(
+                path,
+                "[tls] enabled",
+                "is false, but cert, key or self_signed is also set: choose one",
+            ));
+        }
+        return Ok(TlsSettings::Disabled);
+    }
+    match (raw.self_signed == Some(true), raw.cert, raw.key) {
+        (true, None, None) => Ok(TlsSettings::SelfSigned {
+            cert_out: resolve(
+                raw.self_signed_cert_out
+                    .as_deref()
+                    .unwrap_or(Path::new("self-signed-cert.pem")),
+            ),
+        }),
+        (true, _, _) => Err(ConfigError::invalid(
+            path,
+            "[tls] self_signed",
+            "is true, but cert or key is also set: choose one",
+        )),
+        (false, Some(cert), Some(key)) => Ok(TlsSettings::Files {
+            cert: resolve(&cert),
+            key: resolve(&key),
+        }),
+        (false, Some(_), None) => Err(ConfigError::invalid(
+            path,
+            "[tls] key",
+            "missing: cert is set, so key must be too",
+        )),
+        (false, None, Some(_)) => Err(ConfigError::invalid(
+            path,
+            "[tls] cert",
+            "missing: key is set, so cert must be too",
+        )),
+        (false, None, None) => Err(ConfigError::invalid(
+            path,
+            "[tls]",
+            "set cert and key, or self_signed = true for development, or enabled = false behind a TLS-terminating proxy",
+        )),
+    }
+}
+
+/// A human-readable duration such as `10s`, `15m` or `1h 30m`.
+pub(super) fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::invalid(
+            path,
+            key,
+            format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
+        )
+    })
+}
+
+pub(super) fn upstream_settings(
+    path: &Path,
+    raw: raw::Upstream,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<UpstreamSettings, ConfigError> {
+    let bad_url = |m: String| ConfigError::invalid(path, "[upstream] url", m);
+    let url: http::Uri = raw
+        .url
+        .parse()
+        .map_err(|e| bad_url(format!("`{}` is not a URL ({e})", raw.url)))?;
+    if !matches!(url.scheme_str(), Some("http" | "https")) || url.authority().is_none() {
+        return Err(bad_url(format!(
+            "`{}` must look like http://host:port or https://host",
+            raw.url
+        )));
+    }
+    if url.query().is_some() {
+        return Err(bad_url(format!("`{}` must not have a query", raw.url)));
+    }
+    let user_header = http::HeaderName::from_bytes(raw.user_header.as_bytes()).map_err(|_| {
+        ConfigError::invalid(
+            path,
+            "[upstream] user_header",
+            format!("`{}` is not a header name", raw.user_header),
+        )
+    })?;
+    Ok(UpstreamSettings {
+        url,
+        timeout: nonzero_duration(path, "[upstream] timeout", &raw.timeout)?,
+        connect_timeout: nonzero_duration(
+            path,
+            "[upstream] connect_timeout",
+            &raw.connect_timeout,
+        )?,
+        user_header,
+        forward_authorization: raw.forward_authorization,
+        ca: raw.ca.as_deref().map(resolve),
+    })
+}
+
+pub(super) fn nonzero_duration(
+    path: &Path,
+    key: &str,
+    text: &str,
+) -> Result<Duration, ConfigError> {
+    let value = duration(path, key, text)?;
+    if value.is_zero() {
+        return Err(ConfigError::invalid(path, key, "must be longer than zero"));
+    }
+    Ok(value)
+}
+
+/// A `{ per_second, burst }` table (burst defaults to twice the rate), `true`
+/// for `default_per_second`, or `false` for off.
+pub(super) fn rate(
+    path: &Path,
+    key: &str,
+    setting: &raw::RateSetting,
+    default_per_second: u32,
+) -> Result<Option<Rate>, ConfigError> {
+    let raw = match setting {
+        raw::RateSetting::Switch(false) => return Ok(None),
+        raw::RateSetting::Switch(true) => raw::RawRate {
+            per_second: default_per_second,
+            burst: None,
+        },
+        raw::RateSetting::Rate(raw) => *raw,
+    };
+    let burst = raw.burst.unwrap_or(raw.per_second.saturating_mul(2));
+    if raw.per_second == 0 || burst == 0 {
+        return Err(ConfigError::invalid(
+            path,
+            key,
+            "per_second and burst must be at least 1 (use `false` to turn the limit off)",
+        ));
+    }
+    Ok(Some(Rate::new(raw.per_second, burst)))
+}
+
+/// An IP network (`10.0.0.0/8`) or a single address (taken as /32 or /128).
+pub(super) fn parse_cidr(text: &str) -> Option<IpNet> {
+    text.parse::<IpNet>()
+        .ok()
+        .or_else(|| text.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+}

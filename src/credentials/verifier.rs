@@ -1,0 +1,208 @@
+//! Running argon2 off the async runtime, with bounded concurrency and a
+//! bounded queue.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use argon2::Block;
+use tokio::sync::Semaphore;
+
+use super::CredentialStore;
+use crate::secret::Password;
+
+/// Why a verification could not be carried out (as opposed to failing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Too many verifications are already waiting for a slot.
+    #[error("verification queue is full")]
+    QueueFull,
+    /// This verification waited longer than allowed for a slot.
+    #[error("verification waited too long for a slot")]
+    TimedOut,
+    /// The blocking pool or the semaphore was shut down: the server is
+    /// stopping.
+    #[error("verification pool is unavailable")]
+    Unavailable,
+}
+
+/// Runs argon2 verifications off the async runtime: at most
+/// `max_concurrent` at a time, at most `max_waiting` queued behind them,
+/// each waiting at most `max_wait`. Past those bounds a verification is
+/// refused at once, so a flood costs neither unbounded memory nor latency.
+#[derive(Clone)]
+pub struct Verifier {
+    /// Swapped whole on reload; a verification uses the store it started with.
+    store: Arc<ArcSwap<CredentialStore>>,
+    permits: Arc<Semaphore>,
+    /// One argon2 work area per permit, reused: resident memory stays at
+    /// `max_concurrent` × the largest `m_cost`, however many verifications run.
+    memory: Arc<std::sync::Mutex<Vec<Vec<Block>>>>,
+    waiting: Arc<AtomicUsize>,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+/// Decrements the waiting count however the wait ends.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Verifier {
+    /// A verifier over `store` that runs at most `max_concurrent` (at least 1)
+    /// argon2 computations at once, with up to 64 more waiting for at most
+    /// 5 s (see [`with_queue`](Self::with_queue)).
+    pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
+        Self {
+            store: Arc::new(ArcSwap::new(store)),
+            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            memory: Arc::new(std::sync::Mutex::new(Vec::new())),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: 64,
+            max_wait: Duration::from_secs(5),
+        }
+    }
+
+    /// Sets how many verifications may wait for a slot, and for how long.
+    pub fn with_queue(mut self, max_waiting: usize, max_wait: Duration) -> Self {
+        self.max_waiting = max_waiting;
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The store this verifier checks against now.
+    pub fn store(&self) -> Arc<CredentialStore> {
+        self.store.load_full()
+    }
+
+    /// Replaces the store (a reload): verifications that start from now on
+    /// use `store`; clones of this verifier share the change.
+    pub fn replace_store(&self, store: Arc<CredentialStore>) {
+        self.store.store(store);
+    }
+
+    /// Verifies `password` for `username` on the blocking pool.
+    pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
+        self.verify_timed(username, password)
+            .await
+            .map(|(ok, _)| ok)
+    }
+
+    /// Like [`verify`](Self::verify), also returning how long argon2 itself
+    /// took (waiting for a slot excluded).
+    pub async fn verify_timed(
+        &self,
+        username: String,
+        password: Password,
+    ) -> Result<(bool, Duration), VerifyError> {
+        let permit = match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(tokio::sync::TryAcquireError::Closed) => return Err(VerifyError::Unavailable),
+            Err(tokio::sync::TryAcquireError::NoPermits) => {
+                if self.waiting.fetch_add(1, Ordering::Relaxed) >= self.max_waiting {
+                    self.waiting.fetch_sub(1, Ordering::Relaxed);
+                    return Err(VerifyError::QueueFull);
+                }
+                let _waiting = Waiting(&self.waiting);
+                tokio::time::timeout(self.max_wait, Arc::clone(&self.permits).acquire_owned())
+                    .await
+                    .map_err(|_| VerifyError::TimedOut)?
+                    .map_err(|_| VerifyError::Unavailable)?
+            }
+        };
+        let store = self.store.load_full();
+        let pool = Arc::clone(&self.memory);
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            let take = |pool: &std::sync::Mutex<Vec<Vec<Block>>>| {
+                pool.lock().map(|mut p| p.pop()).ok().flatten()
+            };
+            let mut memory = take(&pool).unwrap_or_default();
+            let started = std::time::Instant::now();
+            let ok = store.verify_with_memory(&username, &password, &mut memory);
+            let took = started.elapsed();
+            if let Ok(mut pool) = pool.lock() {
+                pool.push(memory);
+            }
+            (ok, took)
+        })
+        .await
+        .map_err(|_| VerifyError::Unavailable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use argon2::Params;
+
+    use super::*;
+    use crate::credentials::{hash_password, parse_phc};
+
+    fn store_with(users: &[(&str, &str)]) -> CredentialStore {
+        let cheap = Params::new(64, 1, 1, None).unwrap();
+        CredentialStore::new(users.iter().map(|(u, p)| {
+            let text = hash_password(&Password::new((*p).into()), cheap.clone()).unwrap();
+            ((*u).to_owned(), parse_phc(&text).unwrap())
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn verifier_verifies_off_the_runtime() {
+        let verifier = Verifier::new(Arc::new(store_with(&[("alice", "secret")])), 2);
+        let ok = verifier
+            .verify("alice".into(), Password::new("secret".into()))
+            .await;
+        assert_eq!(ok, Ok(true));
+        let unknown = verifier
+            .verify("eve".into(), Password::new("secret".into()))
+            .await;
+        assert_eq!(unknown, Ok(false));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn verifier_refuses_past_its_queue() {
+        // A costly hash keeps the single slot busy while others queue.
+        let slow = Params::new(32 * 1024, 4, 1, None).unwrap();
+        let text = hash_password(&Password::new("pw".into()), slow).unwrap();
+        let store =
+            CredentialStore::new([("alice".to_owned(), parse_phc(&text).unwrap())]).unwrap();
+        let verifier = Verifier::new(Arc::new(store), 1).with_queue(2, Duration::from_secs(30));
+        let tasks: Vec<_> = (0..6)
+            .map(|_| {
+                let v = verifier.clone();
+                tokio::spawn(
+                    async move { v.verify("alice".into(), Password::new("pw".into())).await },
+                )
+            })
+            .collect();
+        let mut results = Vec::new();
+        for task in tasks {
+            results.push(task.await.unwrap());
+        }
+        let full = results
+            .iter()
+            .filter(|r| **r == Err(VerifyError::QueueFull))
+            .count();
+        let ok = results.iter().filter(|r| **r == Ok(true)).count();
+        assert_eq!((ok, full), (3, 3), "{results:?}");
+
+        let impatient = verifier.clone().with_queue(10, Duration::from_millis(1));
+        let busy = verifier.clone();
+        let hold = tokio::spawn(async move {
+            busy.verify("alice".into(), Password::new("pw".into()))
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        let timed_out = impatient
+            .verify("alice".into(), Password::new("pw".into()))
+            .await;
+        assert_eq!(timed_out, Err(VerifyError::TimedOut));
+        assert_eq!(hold.await.unwrap(), Ok(true));
+    }
+}
