@@ -37,7 +37,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load_config_and_log(&cli)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-            runtime.block_on(startup::serve(config, server::shutdown_signal()))?;
+            runtime.block_on(async {
+                let shutdown = server::shutdown_signal();
+                startup::serve(config, shutdown).await
+            })?;
             Ok(())
         }
         Some(Command::CheckConfig) => {

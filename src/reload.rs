@@ -138,22 +138,37 @@ impl Reloader {
         Ok(())
     }
 
+    /// Starts watching the files and listening for SIGHUP. Call it before
+    /// announcing that the server is up: a SIGHUP that arrived earlier would
+    /// end the process (its default action), and an edit would go unseen.
+    pub fn triggers(&self) -> Triggers {
+        let (events, changes) = mpsc::unbounded_channel::<()>();
+        Triggers {
+            _watcher: watch(&Self::watched_files(&self.started_with), events),
+            changes,
+            hangup: hangup_signal(),
+        }
+    }
+
     /// Reloads on SIGHUP and on changes to the watched files until the
     /// process ends. File events are debounced: a burst of writes (an editor
     /// saving, a Kubernetes Secret update) reloads once.
-    pub async fn run(self) {
-        let (events, mut changes) = mpsc::unbounded_channel::<()>();
-        let _watcher = watch(&Self::watched_files(&self.started_with), events);
-        let mut hangup = hangup_signal();
+    pub async fn run(self, mut triggers: Triggers) {
         loop {
+            let hangup = async {
+                match triggers.hangup.as_mut() {
+                    Some(signal) => signal.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                Some(()) = changes.recv() => {
+                Some(()) = triggers.changes.recv() => {
                     // Let the writer finish, then take everything that piled up.
                     tokio::time::sleep(Duration::from_millis(300)).await;
-                    while changes.try_recv().is_ok() {}
+                    while triggers.changes.try_recv().is_ok() {}
                     tracing::info!("watched file changed: reloading");
                 }
-                Some(()) = hangup.recv() => tracing::info!("SIGHUP: reloading"),
+                Some(()) = hangup => tracing::info!("SIGHUP: reloading"),
                 else => break,
             }
             if let Err(error) = self.reload().await {
@@ -161,6 +176,16 @@ impl Reloader {
             }
         }
     }
+}
+
+/// What sets off a reload: file events and SIGHUP, set up ahead of time.
+pub struct Triggers {
+    _watcher: Option<notify::RecommendedWatcher>,
+    changes: mpsc::UnboundedReceiver<()>,
+    #[cfg(unix)]
+    hangup: Option<tokio::signal::unix::Signal>,
+    #[cfg(not(unix))]
+    hangup: Option<mpsc::UnboundedReceiver<()>>,
 }
 
 type Loaded = (
@@ -284,23 +309,20 @@ fn watch(
     Some(watcher)
 }
 
-/// A channel that yields on every SIGHUP (never, where there are no signals).
-fn hangup_signal() -> mpsc::UnboundedReceiver<()> {
-    let (sender, receiver) = mpsc::unbounded_channel();
-    #[cfg(unix)]
-    tokio::spawn(async move {
-        let Ok(mut signal) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            tracing::warn!("cannot listen for SIGHUP");
-            return;
-        };
-        while signal.recv().await.is_some() {
-            if sender.send(()).is_err() {
-                break;
-            }
+/// The SIGHUP stream, registered now (replacing the default action, which
+/// would end the process); `None` where there are no signals.
+#[cfg(unix)]
+fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(signal) => Some(signal),
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGHUP");
+            None
         }
-    });
-    #[cfg(not(unix))]
-    drop(sender);
-    receiver
+    }
+}
+
+#[cfg(not(unix))]
+fn hangup_signal() -> Option<mpsc::UnboundedReceiver<()>> {
+    None
 }

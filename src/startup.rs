@@ -146,7 +146,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         }
         None => None,
     };
-    let reloading = tokio::spawn(reloader.run());
+    let triggers = reloader.triggers();
+    let reloading = tokio::spawn(reloader.run(triggers));
     let addr = server.local_addr().map_err(|io| StartError::Bind {
         path: config.path.clone(),
         addr: config.server.listen,
