@@ -160,10 +160,10 @@ impl Proxy {
             (_, None) => String::new(),
         };
         headers.remove(&xff_name);
-        if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-            if !forwarded_for.is_empty() {
-                headers.insert(xff_name, value);
-            }
+        if let Ok(value) = HeaderValue::from_str(&forwarded_for)
+            && !forwarded_for.is_empty()
+        {
+            headers.insert(xff_name, value);
         }
         let proto_name = HeaderName::from_static("x-forwarded-proto");
         let host_name = HeaderName::from_static("x-forwarded-host");
@@ -279,33 +279,32 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
             return error_response(StatusCode::GATEWAY_TIMEOUT);
         }
     };
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
-            let upstream_upgrade = hyper::upgrade::on(&mut response);
-            tokio::spawn(async move {
-                match tokio::try_join!(client_upgrade, upstream_upgrade) {
-                    Ok((client, upstream)) => {
-                        let (mut client, mut upstream) =
-                            (TokioIo::new(client), TokioIo::new(upstream));
-                        if let Err(error) =
-                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                        {
-                            tracing::debug!(%error, "upgraded connection ended");
-                        }
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS
+        && let Some(client_upgrade) = client_upgrade
+    {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                Ok((client, upstream)) => {
+                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                    if let Err(error) =
+                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                    {
+                        tracing::debug!(%error, "upgraded connection ended");
                     }
-                    Err(error) => tracing::warn!(%error, "upgrade failed"),
                 }
-            });
-            let (mut parts, _) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers);
-            if let Some(protocol) = upgrade {
-                parts.headers.insert(header::UPGRADE, protocol);
-                parts
-                    .headers
-                    .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                Err(error) => tracing::warn!(%error, "upgrade failed"),
             }
-            return Response::from_parts(parts, Body::empty());
+        });
+        let (mut parts, _) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(protocol) = upgrade {
+            parts.headers.insert(header::UPGRADE, protocol);
+            parts
+                .headers
+                .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
+        return Response::from_parts(parts, Body::empty());
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);

@@ -53,10 +53,10 @@ pub fn check(config: &Config) -> Result<(), StartError> {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
     let tls = tls::setup(&config.tls, &config.path)?;
     let mut users = config.auth.users.clone();
-    if users.is_empty() {
-        if let Some(name) = &config.auth.generated_user {
-            users.push(generate_user(name)?);
-        }
+    if users.is_empty()
+        && let Some(name) = &config.auth.generated_user
+    {
+        users.push(generate_user(name)?);
     }
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
     if store.has_mixed_params() {

@@ -31,7 +31,11 @@ async fn legitimate_user_is_unaffected_by_a_flood_from_another_address() {
                 let mut guess = 0u64;
                 while start.elapsed() < flood_for {
                     guess += 1;
-                    let user = if guess % 2 == 0 { "alice" } else { "root" };
+                    let user = if guess.is_multiple_of(2) {
+                        "alice"
+                    } else {
+                        "root"
+                    };
                     let password = format!("guess-{worker}-{guess}");
                     if let Ok(r) = http.get(&url).basic_auth(user, Some(password)).send().await {
                         statuses.push(r.status());

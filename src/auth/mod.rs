@@ -266,10 +266,10 @@ impl Shared {
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
         let client = ip_key(self.client_ip.resolve(peer, req.headers()));
-        if let Some(limit) = &self.rate.per_ip {
-            if let Err(wait) = limit.check(&client) {
-                return Screened::Decided(too_many(wait));
-            }
+        if let Some(limit) = &self.rate.per_ip
+            && let Err(wait) = limit.check(&client)
+        {
+            return Screened::Decided(too_many(wait));
         }
         if self.public.matches(req.uri().path()) {
             return Screened::Decided(Decision::Public);
@@ -367,10 +367,10 @@ impl Shared {
 
     /// Step 7: the per-user quota, then the request goes on.
     fn per_user_quota(&self, user: AuthenticatedUser) -> Decision {
-        if let Some(limit) = &self.rate.per_user {
-            if let Err(wait) = limit.check(user.shared_name()) {
-                return too_many(wait);
-            }
+        if let Some(limit) = &self.rate.per_user
+            && let Err(wait) = limit.check(user.shared_name())
+        {
+            return too_many(wait);
         }
         Decision::Authenticated(user)
     }

@@ -288,18 +288,17 @@ impl Lockouts {
     /// Ends an attempt that could not be verified (overload): it counts
     /// neither as a failure nor as a success.
     pub fn cancel(&self, attempt: Attempt) {
-        if attempt.tracked.0 {
-            if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
-                record.pending = record.pending.saturating_sub(1);
-            }
+        if attempt.tracked.0
+            && let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address)
+        {
+            record.pending = record.pending.saturating_sub(1);
         }
-        if attempt.tracked.1 {
-            if let Some(record) = lock(&self.users)
+        if attempt.tracked.1
+            && let Some(record) = lock(&self.users)
                 .map
                 .get_mut(&(attempt.address, attempt.user))
-            {
-                record.pending = record.pending.saturating_sub(1);
-            }
+        {
+            record.pending = record.pending.saturating_sub(1);
         }
     }
 

@@ -65,7 +65,11 @@ impl<K: Hash + Eq + Clone> KeyedLimit<K> {
     pub fn check(&self, key: &K) -> Result<(), Duration> {
         // Counting a DashMap walks its shards, so the cap is only looked at
         // every 1024 checks; the state can overshoot by at most that much.
-        if self.checks.fetch_add(1, Ordering::Relaxed) % 1024 == 0 {
+        if self
+            .checks
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(1024)
+        {
             self.enforce_cap();
         }
         self.limiter
