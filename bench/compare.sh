@@ -141,6 +141,9 @@ SLICE=$SAVED_SLICE
 COLD_VERIFICATIONS=$(curl -sf -H "$AUTH" http://127.0.0.1:18081/api/stats | sed 's/.*"verifications":\([0-9]*\).*/\1/')
 stop_last
 
+# nginx wants writable temp folders even when it never buffers anything.
+NGINX_TEMP_PATHS="client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;"
+
 if need nginx && need htpasswd; then
   echo "nginx auth_basic (bcrypt)" >&2
   htpasswd -bBc "$WORK/htpasswd" bench "$PASSWORD" 2>/dev/null
@@ -153,11 +156,7 @@ error_log $WORK/nginx-error.log;
 events { worker_connections 1024; }
 http {
   access_log off;
-  client_body_temp_path $WORK;
-  proxy_temp_path $WORK;
-  fastcgi_temp_path $WORK;
-  uwsgi_temp_path $WORK;
-  scgi_temp_path $WORK;
+  $NGINX_TEMP_PATHS
   server {
     listen 127.0.0.1:18082;
     # Static files, not a return directive: return answers in the rewrite
@@ -222,11 +221,7 @@ events { worker_connections 1024; }
 http {
   access_log off;
   keepalive_requests 1000000;
-  client_body_temp_path $WORK;
-  proxy_temp_path $WORK;
-  fastcgi_temp_path $WORK;
-  uwsgi_temp_path $WORK;
-  scgi_temp_path $WORK;
+  $NGINX_TEMP_PATHS
   server { listen 127.0.0.1:18084; root $WORK/app; }
 }
 NGINX

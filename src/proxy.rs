@@ -189,19 +189,11 @@ fn upstream_roots(
     match &settings.ca {
         None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         Some(path) => {
-            use rustls_pki_types::CertificateDer;
-            use rustls_pki_types::pem::PemObject;
-            let bad = |m: String| ConfigError::invalid(config, "[upstream] ca", m);
-            let certs = CertificateDer::pem_file_iter(path)
-                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| bad(format!("{} is not PEM: {e}", path.display())))?;
+            let certs = crate::tls::read_certificates(path, config, "[upstream] ca")?;
             let (added, _) = roots.add_parsable_certificates(certs);
             if added == 0 {
-                return Err(bad(format!(
-                    "{} holds no usable certificate",
-                    path.display()
-                )));
+                let message = format!("{} holds no usable certificate", path.display());
+                return Err(ConfigError::invalid(config, "[upstream] ca", message));
             }
         }
     }

@@ -131,7 +131,7 @@ pub fn load_certified_key(
     key: &Path,
     config: &Path,
 ) -> Result<CertifiedKey, ConfigError> {
-    let chain = read_chain(cert, config)?;
+    let chain = read_certificates(cert, config, "[tls] cert")?;
     let key_der = read_key(key, config)?;
     CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
         ConfigError::invalid(
@@ -161,8 +161,14 @@ fn server_config(
     Ok((Arc::new(config), slot))
 }
 
-fn read_chain(path: &Path, config: &Path) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
-    let bad = |m: String| ConfigError::invalid(config, "[tls] cert", m);
+/// Reads the PEM certificates in `path` (at least one); errors name `key`
+/// in `config`.
+pub(crate) fn read_certificates(
+    path: &Path,
+    config: &Path,
+    key: &str,
+) -> Result<Vec<CertificateDer<'static>>, ConfigError> {
+    let bad = |m: String| ConfigError::invalid(config, key, m);
     let chain = CertificateDer::pem_file_iter(path)
         .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?
         .collect::<Result<Vec<_>, _>>()

@@ -288,7 +288,7 @@ impl Shared {
         let mut digest = None;
         let mut leader = None;
         if let Some(cache) = &self.cache {
-            let store = self.verifier.store();
+            let store = self.verifier.current_store();
             if let Some((name, stored)) = store.stored_hash(&username) {
                 let credential = cache.digest(
                     &username,

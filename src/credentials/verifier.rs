@@ -80,6 +80,12 @@ impl Verifier {
         self.store.load_full()
     }
 
+    /// The store now, without touching its reference count: for the request
+    /// path, which only needs it for the duration of one lookup.
+    pub(crate) fn current_store(&self) -> arc_swap::Guard<Arc<CredentialStore>> {
+        self.store.load()
+    }
+
     /// Replaces the store (a reload): verifications that start from now on
     /// use `store`; clones of this verifier share the change.
     pub fn replace_store(&self, store: Arc<CredentialStore>) {
