@@ -23,7 +23,9 @@ pub struct AuthCounters {
     unauthorized: AtomicU64,
     rate_limited: AtomicU64,
     overloaded: AtomicU64,
+    bad_requests: AtomicU64,
     lockouts: AtomicU64,
+    lockout_table_full: AtomicU64,
     verifications: AtomicU64,
     failed_verifications: AtomicU64,
     cache_hits: AtomicU64,
@@ -39,7 +41,9 @@ impl Default for AuthCounters {
             unauthorized: AtomicU64::new(0),
             rate_limited: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
             lockouts: AtomicU64::new(0),
+            lockout_table_full: AtomicU64::new(0),
             verifications: AtomicU64::new(0),
             failed_verifications: AtomicU64::new(0),
             cache_hits: AtomicU64::new(0),
@@ -59,6 +63,8 @@ pub enum Outcome {
     RateLimited,
     /// 503: the verification queue is full or too slow.
     Overloaded,
+    /// 400: the request path has no canonical form.
+    BadRequest,
 }
 
 /// A point-in-time copy of the counters.
@@ -72,8 +78,12 @@ pub struct CountersSnapshot {
     pub rate_limited: u64,
     /// 503 answers.
     pub overloaded: u64,
+    /// 400 answers (a path with no canonical form).
+    pub bad_requests: u64,
     /// Lockouts started (address or user).
     pub lockouts: u64,
+    /// Attempts refused because the lockout table was full of live locks.
+    pub lockout_table_full: u64,
     /// argon2 verifications run.
     pub verifications: u64,
     /// argon2 verifications that failed (wrong password or unknown user).
@@ -92,6 +102,7 @@ impl AuthCounters {
             Outcome::Unauthorized => &self.unauthorized,
             Outcome::RateLimited => &self.rate_limited,
             Outcome::Overloaded => &self.overloaded,
+            Outcome::BadRequest => &self.bad_requests,
         };
         counter.fetch_add(1, Ordering::Relaxed);
     }
@@ -99,6 +110,11 @@ impl AuthCounters {
     /// Counts a lockout that just started.
     pub fn record_lockout(&self) {
         self.lockouts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an attempt refused because the lockout table was full.
+    pub fn record_lockout_table_full(&self) {
+        self.lockout_table_full.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Counts one argon2 verification, how long it took and whether it
@@ -129,7 +145,9 @@ impl AuthCounters {
             unauthorized: get(&self.unauthorized),
             rate_limited: get(&self.rate_limited),
             overloaded: get(&self.overloaded),
+            bad_requests: get(&self.bad_requests),
             lockouts: get(&self.lockouts),
+            lockout_table_full: get(&self.lockout_table_full),
             verifications: get(&self.verifications),
             failed_verifications: get(&self.failed_verifications),
             cache_hits: get(&self.cache_hits),
@@ -164,6 +182,7 @@ impl MetricsSources {
             ("unauthorized", snapshot.unauthorized),
             ("rate_limited", snapshot.rate_limited),
             ("overloaded", snapshot.overloaded),
+            ("bad_request", snapshot.bad_requests),
             (
                 "upstream_error",
                 self.upstream_errors.load(Ordering::Relaxed),
@@ -206,6 +225,11 @@ impl MetricsSources {
             counter(snapshot.coalesced),
         );
         registry.register("lockouts", "Lockouts started", counter(snapshot.lockouts));
+        registry.register(
+            "lockout_table_full",
+            "Attempts refused because the lockout table was full of live locks",
+            counter(snapshot.lockout_table_full),
+        );
 
         let open: Gauge = Gauge::default();
         open.set(self.open_connections.load(Ordering::Relaxed));

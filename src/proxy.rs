@@ -23,9 +23,12 @@ use crate::auth::AuthenticatedUser;
 use crate::config::{ConfigError, UpstreamSettings};
 use crate::limit::ClientIpResolver;
 
+/// The resolved client address, as nginx's `real_ip` module sets it.
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only,
-/// never forwarded.
-const HOP_BY_HOP: [HeaderName; 8] = [
+/// never forwarded. `HTTP2-Settings` belongs to the `h2c` upgrade.
+const HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     header::TE,
@@ -34,6 +37,7 @@ const HOP_BY_HOP: [HeaderName; 8] = [
     header::UPGRADE,
     header::PROXY_AUTHORIZATION,
     HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("http2-settings"),
 ];
 
 /// An upstream and the client that talks to it.
@@ -110,17 +114,22 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        let trusted = peer.is_some_and(|p| self.clients.is_trusted(p));
+        let client = peer.map(|p| self.clients.resolve(p, req.headers()));
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
-        // Whatever the client claims about the user is dropped first.
-        headers.remove(&self.settings.user_header);
+        self.strip_client_claims(headers, trusted);
         if !self.settings.forward_authorization {
             headers.remove(header::AUTHORIZATION);
         }
         if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
             headers.insert(self.settings.user_header.clone(), user);
         }
-        self.set_forwarded(headers, peer, original_host);
+        self.set_forwarded(headers, peer, trusted, original_host);
+        match client.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
+            Some(client) => headers.insert(X_REAL_IP, client),
+            None => headers.remove(X_REAL_IP),
+        };
         if let Some(protocol) = upgrade {
             headers.insert(header::UPGRADE, protocol);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -132,15 +141,54 @@ impl Proxy {
         Ok(())
     }
 
+    /// Drops what the client may claim about itself: any header that reads
+    /// as one gatehouse sets once `_` is taken for `-` (CGI, WSGI, PHP and
+    /// Rails all do that), every header with `_` unless allowed, and, from a
+    /// peer that is not a trusted proxy, the `untrusted_headers`.
+    fn strip_client_claims(&self, headers: &mut HeaderMap, trusted: bool) {
+        let ours = [
+            self.settings.user_header.as_str(),
+            "x-forwarded-for",
+            "x-forwarded-proto",
+            "x-forwarded-host",
+            "x-real-ip",
+            "forwarded",
+        ];
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                let name = name.as_str();
+                if !name.contains('_') {
+                    return false;
+                }
+                if !self.settings.underscores_in_headers {
+                    return true;
+                }
+                let read_as = name.replace('_', "-");
+                ours.iter().any(|o| o.eq_ignore_ascii_case(&read_as))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+        headers.remove(&self.settings.user_header);
+        if !trusted {
+            for name in &self.settings.untrusted_headers {
+                headers.remove(name);
+            }
+        }
+    }
+
     /// `X-Forwarded-For/-Proto/-Host`: extended when the peer is a trusted
     /// proxy, otherwise replaced, so a client cannot plant an address.
     fn set_forwarded(
         &self,
         headers: &mut HeaderMap,
         peer: Option<IpAddr>,
+        trusted: bool,
         host: Option<HeaderValue>,
     ) {
-        let trusted = peer.is_some_and(|p| self.clients.is_trusted(p));
         let peer_text = peer.map(|p| p.to_string());
         let xff_name = HeaderName::from_static("x-forwarded-for");
         let forwarded_for = match (trusted, peer_text) {
@@ -214,9 +262,14 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// The `Upgrade` protocol if this is an upgrade request (HTTP/1.1 with
-/// `Connection: upgrade`).
+/// The `Upgrade` protocol to tunnel, if any: only `websocket`, and only on
+/// HTTP/1.1 with `Connection: upgrade`. Other upgrades (`h2c`, …) go on as
+/// plain requests with the upgrade headers stripped: an upgraded connection
+/// is a tunnel in which no later request is checked.
 fn upgrade_protocol(req: &Request) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
     let wants = req
         .headers()
         .get_all(header::CONNECTION)
@@ -226,10 +279,16 @@ fn upgrade_protocol(req: &Request) -> Option<HeaderValue> {
             v.split(',')
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         });
-    if wants {
-        req.headers().get(header::UPGRADE).cloned()
-    } else {
-        None
+    let mut protocols = req.headers().get_all(header::UPGRADE).iter();
+    match (wants, protocols.next(), protocols.next()) {
+        (true, Some(protocol), None)
+            if protocol
+                .to_str()
+                .is_ok_and(|p| p.trim().eq_ignore_ascii_case("websocket")) =>
+        {
+            Some(HeaderValue::from_static("websocket"))
+        }
+        _ => None,
     }
 }
 
@@ -271,6 +330,15 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
             return error_response(StatusCode::GATEWAY_TIMEOUT);
         }
     };
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS && client_upgrade.is_none() {
+        // Nothing asked to switch: a 101 now would turn the client's
+        // connection into an unchecked tunnel.
+        tracing::warn!(upstream = %proxy.settings.url, path, "upstream switched protocols unasked");
+        proxy
+            .errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return error_response(StatusCode::BAD_GATEWAY);
+    }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS
         && let Some(client_upgrade) = client_upgrade
     {

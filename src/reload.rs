@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use notify::Watcher as _;
@@ -51,6 +51,9 @@ pub struct Reloader {
     layer: BasicAuthLayer,
     certificate: Option<Arc<CertificateSlot>>,
     counters: Arc<ReloadCounters>,
+    /// Whether the users in force are only this run's generated user (no
+    /// reload has installed configured users since).
+    running_generated: AtomicBool,
 }
 
 impl Reloader {
@@ -61,7 +64,10 @@ impl Reloader {
         layer: BasicAuthLayer,
         certificate: Option<Arc<CertificateSlot>>,
     ) -> Self {
+        let running_generated =
+            AtomicBool::new(config.auth.users.is_empty() && config.auth.generated_user.is_some());
         Self {
+            running_generated,
             started_with: config,
             layer,
             certificate,
@@ -88,22 +94,31 @@ impl Reloader {
 
     /// Re-reads and applies the config; on error nothing changes. The file
     /// reading and hashing run on the blocking pool.
+    ///
+    /// Removing users always works, down to none at all: a reload is how an
+    /// operator revokes access in an emergency. With no users left every
+    /// request gets 401 and a warning says so. Only a server that runs on a
+    /// generated user, and still lists none, keeps that user.
     pub async fn reload(&self) -> Result<(), ReloadError> {
         let started = Instant::now();
         let path = self.started_with.path.clone();
         let certificate_wanted = self.certificate.is_some();
-        let loaded = tokio::task::spawn_blocking(move || load(&path, certificate_wanted))
-            .await
-            .map_err(|e| ReloadError::Task(e.to_string()))?;
-        let (config, store, certified) = match loaded {
+        let keep_generated = self.running_generated.load(Ordering::Relaxed);
+        let loaded = tokio::task::spawn_blocking(move || {
+            load(&path, certificate_wanted, keep_generated)
+        })
+        .await
+        .map_err(|e| ReloadError::Task(e.to_string()))?;
+        let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
                 self.counters.failed.fetch_add(1, Ordering::Relaxed);
                 return Err(error);
             }
         };
-        let users = store.as_ref().map(|s| s.len());
-        if store
+        let users = loaded.store.as_ref().map(CredentialStore::len);
+        if loaded
+            .store
             .as_ref()
             .is_some_and(CredentialStore::has_mixed_params)
         {
@@ -111,16 +126,17 @@ impl Reloader {
                 "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters"
             );
         }
-        if let Some(store) = store {
+        if let Some(store) = loaded.store {
             self.layer.verifier().replace_store(Arc::new(store));
             // Keys already change with the hash; emptying also drops entries
             // of removed users at once.
             self.layer.clear_cache();
+            self.running_generated.store(false, Ordering::Relaxed);
         }
-        if let (Some(slot), Some(certified)) = (&self.certificate, certified) {
+        if let (Some(slot), Some(certified)) = (&self.certificate, loaded.certified) {
             slot.replace(Arc::new(certified));
         }
-        for section in needs_restart(&self.started_with, &config) {
+        for section in needs_restart(&self.started_with, &loaded.config) {
             tracing::warn!(
                 section,
                 "changed in the config file, but only takes effect after a restart"
@@ -129,10 +145,14 @@ impl Reloader {
         self.counters.ok.fetch_add(1, Ordering::Relaxed);
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match users {
+            Some(0) => tracing::warn!(
+                elapsed_ms,
+                "configuration reloaded with no users: every user was removed and every request now gets 401"
+            ),
             Some(users) => tracing::info!(users, elapsed_ms, "configuration reloaded"),
             None => tracing::info!(
                 elapsed_ms,
-                "configuration reloaded (no users listed: the generated user stays)"
+                "configuration re-read: it lists no users, so this run's generated user stays valid"
             ),
         }
         Ok(())
@@ -188,17 +208,23 @@ pub struct Triggers {
     hangup: Option<mpsc::UnboundedReceiver<()>>,
 }
 
-type Loaded = (
-    Config,
-    Option<CredentialStore>,
-    Option<rustls::sign::CertifiedKey>,
-);
+/// A config read for a reload, with what it swaps in.
+struct Loaded {
+    config: Config,
+    /// The new users; `None` keeps the running (generated) user.
+    store: Option<CredentialStore>,
+    /// The new certificate, when serving TLS from files.
+    certified: Option<rustls::sign::CertifiedKey>,
+}
 
-fn load(path: &Path, certificate_wanted: bool) -> Result<Loaded, ReloadError> {
-    let config = Config::load(path)?;
-    // A config that relies on a generated user keeps the running one: a
-    // reload must not mint (and print) a new password.
-    let store = match config.auth.users.is_empty() {
+fn load(path: &Path, certificate_wanted: bool, keep_generated: bool) -> Result<Loaded, ReloadError> {
+    let config = Config::load_for_reload(path)?;
+    // A server that runs on its generated user, with a config that still
+    // lists nobody, keeps that user: a reload must not mint (and print) a
+    // new password. In every other case the listed users replace the old
+    // ones, even when there are none.
+    let keep = config.auth.users.is_empty() && keep_generated && config.auth.generated_user.is_some();
+    let store = match keep {
         true => None,
         false => Some(CredentialStore::new(config.auth.users.clone())?),
     };
@@ -208,7 +234,11 @@ fn load(path: &Path, certificate_wanted: bool) -> Result<Loaded, ReloadError> {
         }
         _ => None,
     };
-    Ok((config, store, certified))
+    Ok(Loaded {
+        config,
+        store,
+        certified,
+    })
 }
 
 /// The sections that differ between `old` and `new` but cannot change while

@@ -70,7 +70,10 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
         None => router,
     };
     // `layer`, not `route_layer`: the fallback is protected too.
-    router.layer(auth).layer(middleware::from_fn(access_log))
+    router
+        .layer(auth)
+        .layer(middleware::from_fn(crate::request_guard::guard))
+        .layer(middleware::from_fn(access_log))
 }
 
 /// gatehouse's own routes, whatever the backend.

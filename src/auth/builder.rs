@@ -7,6 +7,7 @@ use ipnet::IpNet;
 
 use super::cache::{CachePolicy, NoRandomKey, VerifiedCache};
 use super::coalesce::InFlight;
+use super::public::InvalidPattern;
 use super::{BasicAuthLayer, PublicPaths, Shared};
 use crate::credentials::Verifier;
 use crate::limit::{ClientIpResolver, LockoutPolicy, Lockouts, Rate, RateLimits};
@@ -26,6 +27,9 @@ pub enum BuildError {
     /// No random key for the credentials cache.
     #[error(transparent)]
     Random(#[from] NoRandomKey),
+    /// A public path pattern cannot be matched as written.
+    #[error(transparent)]
+    PublicPath(#[from] InvalidPattern),
 }
 
 /// Checks that `realm` can stand inside the challenge's quoted string.
@@ -45,6 +49,7 @@ pub struct BasicAuthBuilder {
     realm: String,
     verifier: Verifier,
     public: Vec<String>,
+    public_upgrades: bool,
     trusted_proxies: Vec<IpNet>,
     per_ip: Option<Rate>,
     per_user: Option<Rate>,
@@ -59,6 +64,7 @@ impl BasicAuthBuilder {
             realm: realm.to_owned(),
             verifier,
             public: Vec::new(),
+            public_upgrades: false,
             trusted_proxies: Vec::new(),
             per_ip: Some(Rate::new(20, 40)),
             per_user: Some(Rate::new(10, 20)),
@@ -82,6 +88,15 @@ impl BasicAuthBuilder {
         P: Into<String>,
     {
         self.public = patterns.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Whether `Upgrade` requests (WebSockets) on public paths skip
+    /// authentication too. Off by default: an upgraded connection is a
+    /// tunnel that no later request check sees, so it must be authenticated
+    /// unless the operator says otherwise.
+    pub fn public_upgrades(mut self, allow: bool) -> Self {
+        self.public_upgrades = allow;
         self
     }
 
@@ -129,7 +144,8 @@ impl BasicAuthBuilder {
             shared: Arc::new(Shared {
                 challenge,
                 verifier: self.verifier,
-                public: PublicPaths::new(self.public),
+                public: PublicPaths::new(self.public)?,
+                public_upgrades: self.public_upgrades,
                 client_ip: ClientIpResolver::new(self.trusted_proxies),
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
                 lockouts: Lockouts::new(self.lockout),

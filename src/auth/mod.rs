@@ -5,6 +5,9 @@
 //! through the pipeline below, cheapest checks first, so that argon2 (the
 //! only expensive step) runs as rarely as possible:
 //!
+//! 0. the path is made canonical ([`crate::path`]) and written back into
+//!    the request, so every later step and the inner service see that one
+//!    form → 400 when it has none;
 //! 1. client address: the peer, or `X-Forwarded-For` from trusted proxies;
 //! 2. per-address rate limit → 429 (public paths stop here and pass);
 //! 3. address lockout → 429;
@@ -66,7 +69,7 @@ use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
 pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, validate_realm};
-pub use public::PublicPaths;
+pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::AuthenticatedUser;
 
 use crate::credentials::{Verifier, VerifyError};
@@ -87,6 +90,7 @@ struct Shared {
     challenge: HeaderValue,
     verifier: Verifier,
     public: PublicPaths,
+    public_upgrades: bool,
     client_ip: ClientIpResolver,
     rate: RateLimits,
     lockouts: Lockouts,
@@ -190,6 +194,11 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
+            if let Err(error) = canonicalize_uri(&mut req) {
+                tracing::debug!(%error, "request path refused");
+                shared.counters.record(Outcome::BadRequest);
+                return Ok(response::bad_request());
+            }
             let decision = match shared.screen(&req) {
                 Screened::Decided(decision) => decision,
                 checking => shared.conclude(checking).await,
@@ -238,10 +247,39 @@ struct Pending {
     username: String,
     password: Password,
     attempt: Attempt,
-    /// Set when the cache is on and the user exists.
+    /// Set when the cache is on.
     digest: Option<CredentialDigest>,
     /// Set when other requests with this credential may wait on this one.
     leader: Option<Leader>,
+}
+
+/// Rewrites the request's path into its canonical form (the query is kept
+/// as sent), or says why it has none.
+fn canonicalize_uri<B>(req: &mut Request<B>) -> Result<(), crate::path::PathError> {
+    let canonical = match crate::path::canonicalize(req.uri().path())? {
+        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Owned(path) => path,
+    };
+    let path_and_query = match req.uri().query() {
+        Some(query) => format!("{canonical}?{query}"),
+        None => canonical,
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.path_and_query = Some(
+        path_and_query
+            .parse()
+            .map_err(|_| crate::path::PathError::BadEscape)?,
+    );
+    *req.uri_mut() =
+        http::Uri::from_parts(parts).map_err(|_| crate::path::PathError::BadEscape)?;
+    Ok(())
+}
+
+/// Whether the request asks to switch protocols. Any `Upgrade` header
+/// counts, with or without `Connection: upgrade`: on the public-path check
+/// the cautious reading is the right one.
+pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
+    headers.contains_key(http::header::UPGRADE)
 }
 
 fn too_many(wait: Duration) -> Decision {
@@ -271,7 +309,11 @@ impl Shared {
         {
             return Screened::Decided(too_many(wait));
         }
-        if self.public.matches(req.uri().path()) {
+        // An upgrade becomes a tunnel no later check sees: authenticate it
+        // even on a public path unless the operator allowed otherwise.
+        if self.public.matches(req.uri().path())
+            && (self.public_upgrades || !is_upgrade(req.headers()))
+        {
             return Screened::Decided(Decision::Public);
         }
         if let Some(remaining) = self.lockouts.address_locked(client, Instant::now()) {
@@ -289,28 +331,36 @@ impl Shared {
         let mut leader = None;
         if let Some(cache) = &self.cache {
             let store = self.verifier.current_store();
-            if let Some((name, stored)) = store.stored_hash(&username) {
-                let credential = cache.digest(
-                    &username,
-                    credentials.password.as_bytes(),
-                    stored.as_slice(),
-                );
-                if cache.contains(&username, &credential, Instant::now()) {
-                    return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
-                }
-                match self.inflight.join(&username, credential) {
-                    Join::Follow(result) => return Screened::Follow(username, result),
-                    Join::Lead(lead) => leader = Some(lead),
-                    Join::Alone => {}
-                }
-                digest = Some(credential);
+            // Unknown users are keyed with the dummy hash and coalesced
+            // exactly like known ones: a burst of identical guesses must
+            // look the same (statuses, failures recorded, lockouts) whether
+            // or not the user exists. Only successes enter the cache, so an
+            // unknown user is never found there.
+            let stored = store.fingerprint_or_dummy(&username);
+            let credential =
+                cache.digest(&username, credentials.password.as_bytes(), stored.as_slice());
+            if cache.contains(&username, &credential, Instant::now())
+                && let Some((name, _)) = store.stored_hash(&username)
+            {
+                return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
+            match self.inflight.join(&username, credential) {
+                Join::Follow(result) => return Screened::Follow(username, result),
+                Join::Lead(lead) => leader = Some(lead),
+                Join::Alone => {}
+            }
+            digest = Some(credential);
         }
         // Dropping `leader` on any refusal below releases its followers.
         let attempt = match self.lockouts.begin(client, &username, Instant::now()) {
             Ok(attempt) => attempt,
             Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
             Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
+            Err(Refusal::Full) => {
+                self.counters.record_lockout_table_full();
+                tracing::warn!("lockout table full of live locks: refusing new clients (fail closed)");
+                return Screened::Decided(too_many(Duration::from_secs(60)));
+            }
         };
         Screened::Verify(Pending {
             client,
@@ -354,7 +404,7 @@ impl Shared {
         match verified {
             Ok(true) => {}
             Ok(false) => {
-                tracing::debug!(user = %username, "wrong password or unknown user");
+                tracing::debug!(user = username.as_str(), "wrong password or unknown user");
                 return self.refuse_unauthorized();
             }
             Err(error) => {
@@ -376,6 +426,9 @@ impl Shared {
     }
 
     /// Runs one verification and records its outcome against the lockouts.
+    /// Usernames are logged as `&str` values, which the text format quotes
+    /// and escapes (`user="a b\n"`), so a crafted name cannot forge fields
+    /// or lines; JSON escapes them anyway.
     async fn verify(self: Arc<Self>, pending: Pending) -> Result<bool, VerifyError> {
         let Pending {
             client,
@@ -401,10 +454,10 @@ impl Shared {
                     let duration = self.lockouts.policy().duration;
                     match locked {
                         LockedOut::User => {
-                            tracing::warn!(%client, user = %username, ?duration, "user locked out for this client after repeated failed logins")
+                            tracing::warn!(%client, user = username.as_str(), ?duration, "user locked out for this client after repeated failed logins")
                         }
                         LockedOut::Address | LockedOut::Both => {
-                            tracing::warn!(%client, user = %username, ?duration, "client locked out after repeated failed logins")
+                            tracing::warn!(%client, user = username.as_str(), ?duration, "client locked out after repeated failed logins")
                         }
                     }
                 }

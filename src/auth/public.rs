@@ -3,18 +3,32 @@
 /// Path patterns that skip authentication: an exact path (`/healthz`) or a
 /// prefix ending in `*` (`/static/public/*` matches everything below it).
 ///
-/// Matching is on the raw request path, so `/healthz/../admin` is not
-/// `/healthz`: a prefix pattern only ever widens to paths that really start
-/// with it, and routers see the same raw path.
+/// Matching is on the canonical path ([`crate::path`]), which the layer makes
+/// before anything else looks at the request and which is also what the
+/// routes, the file server and the upstream see. A path with `;` parameters
+/// is never public: some upstreams (Tomcat, Jetty) strip them before
+/// routing, so they could name a path other than the one matched.
 #[derive(Debug, Clone, Default)]
 pub struct PublicPaths {
     exact: Vec<String>,
     prefixes: Vec<String>,
 }
 
+/// A public pattern that cannot be matched as written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPattern {
+    /// It is not a path in canonical form.
+    #[error("`{0}` must be a canonical path starting with / (no dot segments, //, %2F, or ;)")]
+    NotCanonical(String),
+    /// A `*` stands somewhere other than at the end.
+    #[error("`{0}`: `*` may only end a pattern (a prefix), not stand inside it")]
+    InnerWildcard(String),
+}
+
 impl PublicPaths {
-    /// Builds the matcher from patterns.
-    pub fn new<I, P>(patterns: I) -> Self
+    /// Builds the matcher from patterns, refusing any that could never match
+    /// a canonical path the way it reads.
+    pub fn new<I, P>(patterns: I) -> Result<Self, InvalidPattern>
     where
         I: IntoIterator<Item = P>,
         P: Into<String>,
@@ -22,24 +36,37 @@ impl PublicPaths {
         let mut paths = Self::default();
         for pattern in patterns {
             let pattern = pattern.into();
+            validate_pattern(&pattern)?;
             match pattern.strip_suffix('*') {
                 Some(prefix) => paths.prefixes.push(prefix.to_owned()),
                 None => paths.exact.push(pattern),
             }
         }
-        paths
+        Ok(paths)
     }
 
-    /// Whether `path` skips authentication.
+    /// Whether the canonical `path` skips authentication.
     pub fn matches(&self, path: &str) -> bool {
-        // A dot segment could climb out of a public prefix once a file server
-        // or upstream normalises it, so such paths are never public.
-        if path.split('/').any(|seg| seg == ".." || seg == ".") {
+        if path.contains(';') {
             return false;
         }
         self.exact.iter().any(|p| p == path)
             || self.prefixes.iter().any(|p| path.starts_with(p.as_str()))
     }
+}
+
+/// Checks one public pattern (also used by config validation).
+pub fn validate_pattern(pattern: &str) -> Result<(), InvalidPattern> {
+    let body = pattern.strip_suffix('*').unwrap_or(pattern);
+    if body.contains('*') {
+        return Err(InvalidPattern::InnerWildcard(pattern.to_owned()));
+    }
+    let canonical = crate::path::canonicalize(body)
+        .map_err(|_| InvalidPattern::NotCanonical(pattern.to_owned()))?;
+    if canonical != body || body.contains(';') {
+        return Err(InvalidPattern::NotCanonical(pattern.to_owned()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -48,13 +75,21 @@ mod tests {
 
     #[test]
     fn exact_and_prefix() {
-        let p = PublicPaths::new(["/healthz", "/static/public/*"]);
+        let p = PublicPaths::new(["/healthz", "/static/public/*"]).unwrap();
         assert!(p.matches("/healthz"));
         assert!(!p.matches("/healthz/x"));
         assert!(!p.matches("/healthzz"));
         assert!(p.matches("/static/public/a.css"));
         assert!(!p.matches("/static/private/a.css"));
-        assert!(!p.matches("/static/public/../private/a.css"));
+        assert!(!p.matches("/static/public/x;y"));
         assert!(!PublicPaths::default().matches("/healthz"));
+    }
+
+    #[test]
+    fn patterns_must_be_canonical() {
+        for bad in ["healthz", "/a/../b*", "/a//b", "/a/*/b", "/a;x", "/%2e%2e/*"] {
+            assert!(PublicPaths::new([bad]).is_err(), "{bad}");
+        }
+        assert!(PublicPaths::new(["/", "/*", "/a b/*".replace(' ', "%20").as_str()]).is_ok());
     }
 }

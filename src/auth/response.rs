@@ -36,6 +36,11 @@ pub(super) fn too_many_requests(wait: Duration) -> Response {
     response
 }
 
+/// 400 for a request path with no canonical form.
+pub(super) fn bad_request() -> Response {
+    plain(StatusCode::BAD_REQUEST, "400 Bad Request: malformed path\n")
+}
+
 /// 503 with `Retry-After: 1`: verification capacity is exhausted right now.
 pub(super) fn unavailable() -> Response {
     let mut response = plain(StatusCode::SERVICE_UNAVAILABLE, "503 Service Unavailable\n");

@@ -102,6 +102,21 @@ impl Config {
     /// Validates config text as if read from `path` (used for relative paths
     /// and messages).
     pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_with(path, text, false)
+    }
+
+    /// Reads a config for a reload: unlike [`load`](Self::load), a config
+    /// with no users at all is accepted, because removing every user must
+    /// always work as an emergency revocation.
+    pub(crate) fn load_for_reload(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
+            path: path.to_owned(),
+            io,
+        })?;
+        Self::from_toml_with(path, &text, true)
+    }
+
+    fn from_toml_with(path: &Path, text: &str, allow_no_users: bool) -> Result<Self, ConfigError> {
         let raw = raw::parse(path, text)?;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| base.join(p);
@@ -134,13 +149,8 @@ impl Config {
         crate::auth::validate_realm(&realm)
             .map_err(|e| ConfigError::invalid(path, "[auth] realm", e.to_string()))?;
         for pattern in &raw.auth.public {
-            if !pattern.starts_with('/') {
-                return Err(ConfigError::invalid(
-                    path,
-                    "[auth] public",
-                    format!("`{pattern}` must start with /"),
-                ));
-            }
+            crate::auth::validate_pattern(pattern)
+                .map_err(|e| ConfigError::invalid(path, "[auth] public", e.to_string()))?;
         }
         let mut users = users::from_table(path, raw.users)?;
         let users_file = raw.auth.users_file.as_deref().map(&resolve);
@@ -151,7 +161,7 @@ impl Config {
             validate_username(name)
                 .map_err(|m| ConfigError::invalid(path, "[auth] generated_user", m))?;
         }
-        if users.is_empty() && raw.auth.generated_user.is_none() {
+        if users.is_empty() && raw.auth.generated_user.is_none() && !allow_no_users {
             return Err(ConfigError::invalid(
                 path,
                 "[users]",
@@ -254,14 +264,8 @@ impl Config {
                 None => None,
             },
             path: match raw.metrics.path {
-                Some(p) if !p.starts_with('/') || p == "/healthz" => {
-                    return Err(ConfigError::invalid(
-                        path,
-                        "[metrics] path",
-                        format!("`{p}` must start with / and not be /healthz"),
-                    ));
-                }
-                other => other,
+                Some(p) => Some(metrics_path(path, p)?),
+                None => None,
             },
         };
         let backend = match (raw.upstream, raw.static_files) {
@@ -314,6 +318,31 @@ impl Config {
             log,
             metrics,
         })
+    }
+}
+
+/// The routes gatehouse serves itself; `[metrics] path` may not take one.
+const OWN_ROUTES: [&str; 3] = ["/healthz", "/api/whoami", "/api/stats"];
+
+/// `[metrics] path`: a literal, canonical path that no built-in route uses
+/// (the router would refuse it at start-up, after check-config said yes).
+fn metrics_path(path: &Path, p: String) -> Result<String, ConfigError> {
+    let problem = if p.contains(['{', '}', '*']) {
+        Some("must be a literal path: `{`, `}` and `*` are route syntax")
+    } else if crate::path::canonicalize(&p).map_or(true, |c| c != p) {
+        Some("must be a canonical path starting with / (no dot segments, //, %2F)")
+    } else if OWN_ROUTES.contains(&p.as_str()) {
+        Some("is one of gatehouse's own routes (/healthz, /api/whoami, /api/stats)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(ConfigError::invalid(
+            path,
+            "[metrics] path",
+            format!("`{p}` {problem}"),
+        )),
+        None => Ok(p),
     }
 }
 

@@ -49,6 +49,9 @@ pub(super) struct Upstream {
     #[serde(default)]
     pub forward_authorization: bool,
     pub ca: Option<PathBuf>,
+    #[serde(default)]
+    pub underscores_in_headers: bool,
+    pub untrusted_headers: Option<Vec<String>>,
 }
 
 impl Upstream {
@@ -240,8 +243,23 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<File, ConfigError> {
         let offset = err.span().map_or(0, |s| s.start).min(text.len());
         let line_no = text[..offset].matches('\n').count() + 1;
         let key = describe_position(text, line_no);
-        ConfigError::invalid(path, key, err.message().trim().to_owned())
+        ConfigError::invalid(path, key, redact_value(err.message().trim()))
     })
+}
+
+/// serde's "invalid type: string \"…\", expected …" (and "invalid value")
+/// quote the value found, which may be a hash or a password pasted into the
+/// wrong place: keep the kind, drop the value.
+fn redact_value(message: &str) -> String {
+    for prefix in ["invalid type: ", "invalid value: "] {
+        if let Some(rest) = message.strip_prefix(prefix)
+            && let Some((found, expected)) = rest.split_once(", expected ")
+        {
+            let kind = found.split([' ', '`', '"']).next().unwrap_or("value");
+            return format!("{prefix}{kind}, expected {expected}");
+        }
+    }
+    message.to_owned()
 }
 
 /// `line N, [section] key` for the given 1-based line.

@@ -58,7 +58,45 @@ pub struct UpstreamSettings {
     pub forward_authorization: bool,
     /// A PEM CA bundle for an https upstream (default: the webpki roots).
     pub ca: Option<PathBuf>,
+    /// Whether client headers with `_` in their name reach the upstream
+    /// (off: CGI, WSGI and PHP read `X_Forwarded_User` as `X-Forwarded-User`).
+    pub underscores_in_headers: bool,
+    /// Headers dropped unless the peer is a trusted proxy: client addresses
+    /// and identities an upstream might believe.
+    pub untrusted_headers: Vec<http::HeaderName>,
 }
+
+/// The headers `[upstream] untrusted_headers` names by default: addresses,
+/// identities and original-URL claims that upstreams and frameworks read.
+pub const DEFAULT_UNTRUSTED_HEADERS: &[&str] = &[
+    "x-real-ip",
+    "true-client-ip",
+    "x-client-ip",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-forwarded",
+    "forwarded-for",
+    "x-forwarded-port",
+    "x-forwarded-prefix",
+    "x-forwarded-server",
+    "x-forwarded-ssl",
+    "x-forwarded-scheme",
+    "x-url-scheme",
+    "x-original-url",
+    "x-rewrite-url",
+    "x-original-uri",
+    "x-original-host",
+    "x-original-forwarded-for",
+    "remote-user",
+    "x-remote-user",
+    "x-auth-request-user",
+    "x-auth-request-email",
+    "x-auth-request-preferred-username",
+    "x-authenticated-user",
+    "x-user",
+    "x-webauth-user",
+];
 
 /// `[rate_limit]`: request rates (governor), checked before any hashing.
 #[derive(Debug, Clone)]

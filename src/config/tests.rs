@@ -95,7 +95,15 @@ fn errors_name_the_file_the_key_and_the_problem() {
         ),
         (
             minimal("[auth]\npublic = [\"healthz\"]\n"),
-            "[auth] public: `healthz` must start with /",
+            "[auth] public: `healthz` must be a canonical path starting with /",
+        ),
+        (
+            minimal("[auth]\npublic = [\"/a/*/b\"]\n"),
+            "[auth] public: `/a/*/b`: `*` may only end a pattern",
+        ),
+        (
+            minimal("[auth]\npublic = [\"/static/../admin/*\"]\n"),
+            "[auth] public: `/static/../admin/*` must be a canonical path",
         ),
         (
             minimal("[limits]\nheader_read_timeout = \"soon\"\n"),

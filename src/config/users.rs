@@ -23,6 +23,13 @@ pub fn validate_username(name: &str) -> Result<(), String> {
     if name.chars().any(char::is_control) {
         return Err(format!("username {name:?} contains a control character"));
     }
+    if name.trim() != name {
+        // `alice ` could never be typed by mistake and logged in with
+        // `alice`: refuse it rather than keep a user nobody can reach.
+        return Err(format!(
+            "username {name:?} starts or ends with whitespace"
+        ));
+    }
     Ok(())
 }
 

@@ -96,6 +96,30 @@ pub(super) fn upstream_settings(
             format!("`{}` is not a header name", raw.user_header),
         )
     })?;
+    if crate::path::canonicalize(url.path()).map_or(true, |c| c != url.path()) {
+        return Err(bad_url(format!(
+            "`{}`: the path must be canonical (no dot segments, //, %2F)",
+            raw.url
+        )));
+    }
+    let untrusted_headers = match raw.untrusted_headers {
+        None => super::settings::DEFAULT_UNTRUSTED_HEADERS
+            .iter()
+            .map(|name| http::HeaderName::from_static(name))
+            .collect(),
+        Some(names) => names
+            .iter()
+            .map(|name| {
+                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                    ConfigError::invalid(
+                        path,
+                        "[upstream] untrusted_headers",
+                        format!("`{name}` is not a header name"),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
     Ok(UpstreamSettings {
         url,
         timeout: nonzero_duration(path, "[upstream] timeout", &raw.timeout)?,
@@ -107,6 +131,8 @@ pub(super) fn upstream_settings(
         user_header,
         forward_authorization: raw.forward_authorization,
         ca: raw.ca.as_deref().map(resolve),
+        underscores_in_headers: raw.underscores_in_headers,
+        untrusted_headers,
     })
 }
 

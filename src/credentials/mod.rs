@@ -95,6 +95,10 @@ pub struct CredentialStore {
     /// Verified against when the username is unknown, so that an unknown user
     /// costs the same argon2 work as a known one and timing reveals nothing.
     dummy: PasswordHash,
+    /// The dummy's fingerprint: unknown users are keyed with it wherever
+    /// known users are keyed with theirs (request coalescing), so that the
+    /// two take the same path.
+    dummy_fingerprint: [u8; 32],
 }
 
 impl CredentialStore {
@@ -106,10 +110,7 @@ impl CredentialStore {
         let users: HashMap<Arc<str>, StoredHash> = users
             .into_iter()
             .map(|(name, hash)| {
-                let digest =
-                    ring::digest::digest(&ring::digest::SHA256, hash.to_string().as_bytes());
-                let mut fingerprint = [0u8; 32];
-                fingerprint.copy_from_slice(digest.as_ref());
+                let fingerprint = fingerprint(&hash);
                 (
                     Arc::from(name),
                     StoredHash {
@@ -124,7 +125,12 @@ impl CredentialStore {
         getrandom::fill(&mut random).map_err(|e| HashError::InvalidParams(e.to_string()))?;
         let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
         let dummy = parse_phc(&dummy_text)?;
-        Ok(Self { users, dummy })
+        let dummy_fingerprint = fingerprint(&dummy);
+        Ok(Self {
+            users,
+            dummy,
+            dummy_fingerprint,
+        })
     }
 
     /// How many users the store holds.
@@ -148,6 +154,13 @@ impl CredentialStore {
         self.users
             .get_key_value(username)
             .map(|(name, h)| (name, &h.fingerprint))
+    }
+
+    /// The fingerprint `username` is keyed with: its own hash's, or for an
+    /// unknown user the dummy's, so known and unknown users go the same way.
+    pub(crate) fn fingerprint_or_dummy(&self, username: &str) -> &[u8; 32] {
+        self.stored_hash(username)
+            .map_or(&self.dummy_fingerprint, |(_, f)| f)
     }
 
     /// Whether users' hashes use different argon2 parameters. Then the dummy
@@ -201,6 +214,14 @@ impl CredentialStore {
         };
         verify_phc(hash, password.as_bytes(), memory) && known
     }
+}
+
+/// SHA-256 of a PHC string.
+fn fingerprint(hash: &PasswordHash) -> [u8; 32] {
+    let digest = ring::digest::digest(&ring::digest::SHA256, hash.to_string().as_bytes());
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(digest.as_ref());
+    fingerprint
 }
 
 /// Recomputes `hash` for `password` in `memory` and compares the outputs in

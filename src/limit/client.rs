@@ -25,35 +25,54 @@ impl ClientIpResolver {
     }
 
     /// The client: `peer` itself unless `peer` is a trusted proxy; then the
-    /// right-most `X-Forwarded-For` address that is not itself trusted (each
-    /// proxy appends the address it saw, so everything left of the first
-    /// untrusted hop could have been written by the client). If every hop is
-    /// trusted, the left-most; if the header is missing or unparsable, the
-    /// peer.
+    /// hops of `X-Forwarded-For` are walked from the right (each proxy
+    /// appends the address it saw, so everything left of the first
+    /// untrusted hop could have been written by the client), and the first
+    /// untrusted one is the client. The walk stops at the first hop that
+    /// does not parse: what stands left of it cannot be read, and the key is
+    /// then [`UNREADABLE_CLIENT`]. If every hop is readable and trusted, the
+    /// left-most stands in. The trusted peer's own address
+    /// is used only when the header is missing: a client that sent the
+    /// header must never share the proxy's key (it would lock out everyone
+    /// behind it, and escape its own lockout).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         if self.trusted.is_empty() || !self.is_trusted(peer) {
             return canonical(peer);
         }
-        let mut hops = Vec::new();
-        for value in headers.get_all("x-forwarded-for") {
-            let Ok(text) = value.to_str() else {
-                return canonical(peer);
-            };
-            for part in text.split(',') {
-                match parse_hop(part.trim()) {
-                    Some(ip) => hops.push(canonical(ip)),
-                    None => return canonical(peer),
+        let values: Vec<&[u8]> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if values.is_empty() {
+            return canonical(peer);
+        }
+        let mut last_good = None;
+        for value in values.iter().rev() {
+            for part in value.rsplit(|&b| b == b',') {
+                let Some(ip) = std::str::from_utf8(part)
+                    .ok()
+                    .and_then(|text| parse_hop(text.trim()))
+                    .map(canonical)
+                else {
+                    // No untrusted hop stands to its right (it would have
+                    // been returned): the client cannot be told.
+                    return UNREADABLE_CLIENT;
+                };
+                if !self.is_trusted(ip) {
+                    return ip;
                 }
+                last_good = Some(ip);
             }
         }
-        hops.iter()
-            .rev()
-            .find(|ip| !self.is_trusted(**ip))
-            .or(hops.first())
-            .copied()
-            .unwrap_or_else(|| canonical(peer))
+        last_good.unwrap_or(UNREADABLE_CLIENT)
     }
 }
+
+/// The key for a client behind a trusted proxy whose `X-Forwarded-For`
+/// names no readable address: such clients share one key of their own
+/// (never the proxy's).
+pub const UNREADABLE_CLIENT: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 
 /// An address as `X-Forwarded-For` may carry it: `1.2.3.4`, `1.2.3.4:5678`,
 /// `2001:db8::1` or `[2001:db8::1]:443`.
@@ -128,7 +147,7 @@ mod tests {
         assert_eq!(r.resolve(ip("10.0.0.2"), &HeaderMap::new()), ip("10.0.0.2"));
         assert_eq!(
             r.resolve(ip("10.0.0.2"), &headers(&["garbage"])),
-            ip("10.0.0.2")
+            UNREADABLE_CLIENT
         );
         assert_eq!(
             r.resolve(ip("10.0.0.2"), &headers(&["[2001:db8::1]:443"])),
@@ -138,6 +157,26 @@ mod tests {
             r.resolve(ip("::ffff:10.0.0.2"), &headers(&["1.2.3.4:80"])),
             ip("1.2.3.4")
         );
+    }
+
+    #[test]
+    fn garbage_hops_never_fall_back_to_the_proxy() {
+        let r = ClientIpResolver::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        let proxy = ip("127.0.0.1");
+        // Garbage left of the real client: the client is still found.
+        let h = headers(&["garbage, 203.0.113.66"]);
+        assert_eq!(r.resolve(proxy, &h), ip("203.0.113.66"));
+        // Garbage right of it: nothing readable to its right.
+        let h = headers(&["203.0.113.66, garbage"]);
+        assert_eq!(r.resolve(proxy, &h), UNREADABLE_CLIENT);
+        // Garbage behind trusted hops: still not the proxy.
+        let h = headers(&["garbage, 127.0.0.1"]);
+        assert_eq!(r.resolve(proxy, &h), UNREADABLE_CLIENT);
+        let h = headers(&["", "203.0.113.9"]);
+        assert_eq!(r.resolve(proxy, &h), ip("203.0.113.9"));
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-for", http::HeaderValue::from_bytes(b"\xff, 198.51.100.1").unwrap());
+        assert_eq!(r.resolve(proxy, &h), ip("198.51.100.1"));
     }
 
     #[test]

@@ -53,6 +53,10 @@ pub enum Refusal {
     Locked(Duration),
     /// As many attempts as remain allowed are being verified right now.
     Busy,
+    /// The record table is full of live locks and attempts in flight, so a
+    /// new address cannot be tracked: it is refused rather than let through
+    /// uncounted (fail closed).
+    Full,
 }
 
 /// A lockout that a failure just started, for the log.
@@ -146,7 +150,9 @@ impl<K: Hash + Eq + Copy> Records<K> {
     }
 
     /// The record for `key`, making room for it if needed; `None` when every
-    /// tracked record is locked or in use and there is no room.
+    /// tracked record is locked or in use and there is no room. The table
+    /// then holds at most `max_tracked` records (about 100 bytes each: 10 MB
+    /// at the default 100,000), and new keys are refused until locks expire.
     fn entry(&mut self, key: K, policy: &LockoutPolicy, now: Instant) -> Option<&mut Record> {
         if !self.map.contains_key(&key) && self.map.len() >= policy.max_tracked {
             self.prune(policy, now);
@@ -230,18 +236,17 @@ impl Lockouts {
         let mut users = lock(&self.users);
         // The address is checked first: a locked address hears about its own
         // (longer) lock, whatever the username.
-        let mut address_record = addresses.entry(address, &self.policy, now);
-        if let Some(record) = address_record.as_deref_mut() {
-            record.admit(&self.policy, now)?;
-        }
-        let mut user_record = users.entry((address, user), &self.policy, now);
-        if let Some(record) = user_record.as_deref_mut() {
-            record.admit(&self.policy, now)?;
-        }
-        let tracked = (address_record.is_some(), user_record.is_some());
-        for record in [address_record, user_record].into_iter().flatten() {
-            record.pending += 1;
-        }
+        let address_record = addresses
+            .entry(address, &self.policy, now)
+            .ok_or(Refusal::Full)?;
+        address_record.admit(&self.policy, now)?;
+        let user_record = users
+            .entry((address, user), &self.policy, now)
+            .ok_or(Refusal::Full)?;
+        user_record.admit(&self.policy, now)?;
+        address_record.pending += 1;
+        user_record.pending += 1;
+        let tracked = (true, true);
         Ok(Attempt {
             address,
             user,

@@ -134,3 +134,25 @@ fn locked_records_survive_a_flood_of_new_addresses() {
         Err(Refusal::Locked(_))
     ));
 }
+
+#[test]
+fn a_table_full_of_live_locks_fails_closed_for_new_addresses() {
+    let mut p = policy(1);
+    p.max_tracked = 10;
+    let l = Lockouts::new(p);
+    let t0 = Instant::now();
+    // Ten addresses, each locked out by one failure: every record is live.
+    for i in 0..10u32 {
+        let a = IpAddr::from((i + 1).to_be_bytes());
+        fail(&l, a, "alice", t0);
+    }
+    // Before the fix a new address went on untracked, so it could guess
+    // without limit while the table stayed full.
+    let newcomer = ip("203.0.113.50");
+    assert_eq!(l.begin(newcomer, "alice", t0).unwrap_err(), Refusal::Full);
+    // Once the locks expire, the newcomer is tracked again.
+    let later = t0 + Duration::from_secs(3600);
+    let attempt = l.begin(newcomer, "alice", later).expect("room again");
+    l.finish(attempt, false, later);
+    assert!(l.address_locked(newcomer, later).is_some());
+}
