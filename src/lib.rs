@@ -6,6 +6,7 @@
 //! ([`tls`]) and the server ([`server`], [`startup`]). The `gatehouse`
 //! binary only wires them up from a config file.
 
+pub mod access_log;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -22,7 +23,9 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod startup;
+pub mod static_files;
 pub mod tls;
+mod tunnel;
 
 pub use auth::{AuthenticatedUser, BasicAuthLayer};
 pub use config::Config;

@@ -2,7 +2,7 @@
 //! Prometheus text exposition (built with `prometheus-client`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -162,8 +162,10 @@ impl AuthCounters {
 pub struct MetricsSources {
     /// The auth layer's counters.
     pub auth: Arc<AuthCounters>,
-    /// Connections open right now.
-    pub open_connections: Arc<AtomicI64>,
+    /// Connections open right now, and those refused per address.
+    pub connections: Arc<crate::server::ConnectionCounters>,
+    /// Access-log lines of refused requests left out (summarised instead).
+    pub suppressed_log_lines: Arc<AtomicU64>,
     /// Upstream failures answered 502 or 504 (sidecar mode).
     pub upstream_errors: Arc<AtomicU64>,
     /// Config reloads applied and rejected.
@@ -232,8 +234,18 @@ impl MetricsSources {
         );
 
         let open: Gauge = Gauge::default();
-        open.set(self.open_connections.load(Ordering::Relaxed));
+        open.set(self.connections.open.load(Ordering::Relaxed));
         registry.register("open_connections", "Client connections open now", open);
+        registry.register(
+            "connections_refused_per_ip",
+            "Connections closed at once because their address held max_connections_per_ip",
+            counter(self.connections.refused_per_ip.load(Ordering::Relaxed)),
+        );
+        registry.register(
+            "access_log_suppressed",
+            "Access-log lines of refused requests summarised instead of written",
+            counter(self.suppressed_log_lines.load(Ordering::Relaxed)),
+        );
 
         let reloads = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
         reloads

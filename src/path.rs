@@ -162,6 +162,29 @@ fn normalise_segment(raw: &str) -> Result<String, PathError> {
     Ok(out)
 }
 
+/// A segment of a canonical path with every escape decoded (as a file
+/// server reads it).
+pub fn decode_segment(segment: &str) -> Vec<u8> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let (Some(high), Some(low)) = (
+                bytes.get(i + 1).copied().and_then(hex),
+                bytes.get(i + 2).copied().and_then(hex),
+            )
+        {
+            out.push(high << 4 | low);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 fn hex(b: u8) -> Option<u8> {
     match b {
         b'0'..=b'9' => Some(b - b'0'),
@@ -226,7 +249,10 @@ mod tests {
             ("/static/public/%2e%2e%2fprivate", EncodedSeparator),
             ("/static/public/..%5cprivate", EncodedSeparator),
             ("/static/public/..\\private", Backslash),
-            ("/static/public/..;/private/secret.txt", DotSegmentParameters),
+            (
+                "/static/public/..;/private/secret.txt",
+                DotSegmentParameters,
+            ),
             ("/static/public/.;x/y", DotSegmentParameters),
             ("/static/public/%2e%2e;x/private", DotSegmentParameters),
             ("/../private/secret.txt", AboveRoot),

@@ -304,6 +304,11 @@ fn error_response(status: StatusCode) -> Response {
 pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Response {
     let upgrade = upgrade_protocol(&req);
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    // The tunnel keeps the client connection's slots for as long as it lasts.
+    let context = req
+        .extensions()
+        .get::<crate::server::ConnectionContext>()
+        .cloned();
     if let Err(error) = proxy.prepare(&mut req, upgrade.clone()) {
         tracing::warn!(%error, "cannot build the upstream request");
         return error_response(StatusCode::BAD_GATEWAY);
@@ -343,15 +348,12 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
         && let Some(client_upgrade) = client_upgrade
     {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let idle = proxy.settings.tunnel_idle_timeout;
         tokio::spawn(async move {
             match tokio::try_join!(client_upgrade, upstream_upgrade) {
                 Ok((client, upstream)) => {
-                    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                    if let Err(error) =
-                        tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-                    {
-                        tracing::debug!(%error, "upgraded connection ended");
-                    }
+                    crate::tunnel::run(TokioIo::new(client), TokioIo::new(upstream), idle, context)
+                        .await;
                 }
                 Err(error) => tracing::warn!(%error, "upgrade failed"),
             }

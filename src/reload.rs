@@ -104,11 +104,10 @@ impl Reloader {
         let path = self.started_with.path.clone();
         let certificate_wanted = self.certificate.is_some();
         let keep_generated = self.running_generated.load(Ordering::Relaxed);
-        let loaded = tokio::task::spawn_blocking(move || {
-            load(&path, certificate_wanted, keep_generated)
-        })
-        .await
-        .map_err(|e| ReloadError::Task(e.to_string()))?;
+        let loaded =
+            tokio::task::spawn_blocking(move || load(&path, certificate_wanted, keep_generated))
+                .await
+                .map_err(|e| ReloadError::Task(e.to_string()))?;
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -217,13 +216,18 @@ struct Loaded {
     certified: Option<rustls::sign::CertifiedKey>,
 }
 
-fn load(path: &Path, certificate_wanted: bool, keep_generated: bool) -> Result<Loaded, ReloadError> {
+fn load(
+    path: &Path,
+    certificate_wanted: bool,
+    keep_generated: bool,
+) -> Result<Loaded, ReloadError> {
     let config = Config::load_for_reload(path)?;
     // A server that runs on its generated user, with a config that still
     // lists nobody, keeps that user: a reload must not mint (and print) a
     // new password. In every other case the listed users replace the old
     // ones, even when there are none.
-    let keep = config.auth.users.is_empty() && keep_generated && config.auth.generated_user.is_some();
+    let keep =
+        config.auth.users.is_empty() && keep_generated && config.auth.generated_user.is_some();
     let store = match keep {
         true => None,
         false => Some(CredentialStore::new(config.auth.users.clone())?),

@@ -20,7 +20,10 @@ pub async fn guard(req: Request, next: Next) -> Response {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return plain(StatusCode::BAD_REQUEST, "400 Bad Request: two Host headers\n");
+        return plain(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: two Host headers\n",
+        );
     }
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
         && !host

@@ -1,19 +1,16 @@
 //! The built-in routes and the assembly of the app `Router`.
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{ConnectInfo, Request};
-use axum::middleware::{self, Next};
+use crate::static_files::StaticSettings;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
 use tower_http::limit::RequestBodyLimitLayer;
-use tower_http::services::ServeDir;
 
+use crate::access_log::{RefusalSampler, access_log};
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
 use crate::metrics::{AuthCounters, CountersSnapshot, MetricsSources};
 use crate::proxy::{self, Proxy};
@@ -25,7 +22,7 @@ pub enum Backend {
     /// Everything is forwarded to an upstream app.
     Proxy(Arc<Proxy>),
     /// Files from a directory (with `index.html` for directories).
-    Static(PathBuf),
+    Static(StaticSettings),
 }
 
 /// Settings of the app beyond its backend.
@@ -35,6 +32,8 @@ pub struct AppOptions {
     pub max_body_bytes: usize,
     /// Serve the Prometheus text at this path (behind authentication).
     pub metrics: Option<(String, MetricsSources)>,
+    /// Counts access-log lines of refused requests left out.
+    pub suppressed_log_lines: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// A router serving only `GET /metrics`, for a separate metrics listener.
@@ -60,10 +59,7 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
                 .layer(RequestBodyLimitLayer::new(max_body_bytes))
         }
         Backend::Proxy(proxy) => own_routes().fallback(proxy::forward).with_state(proxy),
-        // ServeDir refuses `..` segments (also percent-encoded) and never
-        // follows a path outside `root`.
-        Backend::Static(root) => own_routes()
-            .fallback_service(ServeDir::new(root).append_index_html_on_directories(true)),
+        Backend::Static(settings) => crate::static_files::router(own_routes(), settings),
     };
     let router = match options.metrics {
         Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
@@ -73,7 +69,10 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
     router
         .layer(auth)
         .layer(middleware::from_fn(crate::request_guard::guard))
-        .layer(middleware::from_fn(access_log))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(RefusalSampler::new(options.suppressed_log_lines)),
+            access_log,
+        ))
 }
 
 /// gatehouse's own routes, whatever the backend.
@@ -112,37 +111,4 @@ async fn metrics(sources: MetricsSources) -> Response {
 
 async fn not_found() -> impl IntoResponse {
     (StatusCode::NOT_FOUND, "404 Not Found\n")
-}
-
-/// One line per request: client, method, path, status, user or `-`, latency.
-/// Only the path is logged (not the query), and never a header value.
-async fn access_log(req: Request, next: Next) -> Response {
-    // Skip all the gathering below when the line would not be written.
-    if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
-        return next.run(req).await;
-    }
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let client = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip().to_string())
-        .unwrap_or_else(|| "-".to_owned());
-    let response = next.run(req).await;
-    let user = response
-        .extensions()
-        .get::<AuthenticatedUser>()
-        .map_or("-", AuthenticatedUser::name);
-    tracing::info!(
-        target: "gatehouse::access",
-        %client,
-        %method,
-        path,
-        status = response.status().as_u16(),
-        user,
-        latency_ms = format_args!("{:.3}", start.elapsed().as_secs_f64() * 1000.0),
-        "request"
-    );
-    response
 }

@@ -51,6 +51,7 @@ pub fn check(config: &Config) -> Result<(), StartError> {
 
 /// Runs the server for `config` until `shutdown` resolves.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    raise_file_limit(&config);
     let tls = tls::setup(&config.tls, &config.path)?;
     let mut users = config.auth.users.clone();
     if users.is_empty()
@@ -72,6 +73,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         .with_queue(config.auth.verify_queue, config.auth.verify_timeout);
     let layer = BasicAuthLayer::builder(&config.auth.realm, verifier)
         .public_paths(config.auth.public.iter().cloned())
+        .public_upgrades(config.auth.public_upgrades)
         .trusted_proxies(config.server.trusted_proxies.clone())
         .per_ip(config.rate_limit.per_ip)
         .per_user(config.rate_limit.per_user)
@@ -89,7 +91,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     let mut upstream_errors = Arc::default();
     let backend = match &config.backend {
         Backend::Api => routes::Backend::Api,
-        Backend::Static { root } => routes::Backend::Static(root.clone()),
+        Backend::Static(settings) => routes::Backend::Static(settings.clone()),
         Backend::Upstream(upstream) => {
             let clients = ClientIpResolver::new(config.server.trusted_proxies.clone());
             let proxy = Proxy::new(upstream.clone(), clients, tls.is_some(), &config.path)?;
@@ -99,12 +101,14 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     };
     let sources = MetricsSources {
         auth: Arc::clone(layer.counters()),
-        open_connections: Arc::default(),
+        connections: Arc::default(),
+        suppressed_log_lines: Arc::default(),
         upstream_errors,
         reloads: Arc::clone(reloader.counters()),
     };
     let options = AppOptions {
         max_body_bytes: config.limits.max_body_bytes,
+        suppressed_log_lines: Arc::clone(&sources.suppressed_log_lines),
         metrics: config
             .metrics
             .path
@@ -126,7 +130,8 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         addr: config.server.listen,
         io,
     })?
-    .with_connection_gauge(Arc::clone(&sources.open_connections));
+    .with_counters(Arc::clone(&sources.connections))
+    .with_trusted_proxies(ClientIpResolver::new(config.server.trusted_proxies.clone()));
     let metrics_listener = match config.metrics.listen {
         Some(addr) => {
             let listener =
@@ -139,10 +144,11 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
                     })?;
             let bound = listener.local_addr().unwrap_or(addr);
             tracing::info!("metrics on http://{bound}/metrics");
+            // The same connection hygiene as the main listener: header and
+            // idle timeouts, a small connection cap, a per-address cap.
             let app = routes::metrics_app(sources.clone());
-            Some(tokio::spawn(
-                async move { axum::serve(listener, app).await },
-            ))
+            let server = Server::from_listener(listener, None, app, config.limits.for_metrics());
+            Some(tokio::spawn(server.run(std::future::pending())))
         }
         None => None,
     };
@@ -177,7 +183,9 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Backend::Upstream(upstream) => {
             tracing::info!(upstream = %upstream.url, "forwarding authenticated requests")
         }
-        Backend::Static { root } => tracing::info!(root = %root.display(), "serving static files"),
+        Backend::Static(settings) => {
+            tracing::info!(root = %settings.root.display(), "serving static files")
+        }
     }
     tracing::info!("listening on {scheme}://{addr}");
     server.run(shutdown).await;
@@ -188,6 +196,31 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (often 1,024 soft
+/// against 1,048,576 hard), and warns when `max_connections` still cannot
+/// be reached: each connection takes a descriptor, an upstream connection
+/// another.
+fn raise_file_limit(config: &Config) {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+                Ok((soft, _)) => soft,
+                Err(_) => return,
+            }
+        }
+    };
+    let wanted = config.limits.max_connections as u64 + 64;
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = config.limits.max_connections,
+            "the open-file limit is below [limits] max_connections: accepts will fail before the cap is reached; raise `ulimit -n` or lower max_connections"
+        );
+    }
 }
 
 /// Returns the memory of limiter and lockout state that no longer matters.

@@ -270,8 +270,7 @@ fn canonicalize_uri<B>(req: &mut Request<B>) -> Result<(), crate::path::PathErro
             .parse()
             .map_err(|_| crate::path::PathError::BadEscape)?,
     );
-    *req.uri_mut() =
-        http::Uri::from_parts(parts).map_err(|_| crate::path::PathError::BadEscape)?;
+    *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| crate::path::PathError::BadEscape)?;
     Ok(())
 }
 
@@ -337,8 +336,11 @@ impl Shared {
             // or not the user exists. Only successes enter the cache, so an
             // unknown user is never found there.
             let stored = store.fingerprint_or_dummy(&username);
-            let credential =
-                cache.digest(&username, credentials.password.as_bytes(), stored.as_slice());
+            let credential = cache.digest(
+                &username,
+                credentials.password.as_bytes(),
+                stored.as_slice(),
+            );
             if cache.contains(&username, &credential, Instant::now())
                 && let Some((name, _)) = store.stored_hash(&username)
             {
@@ -358,7 +360,9 @@ impl Shared {
             Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
             Err(Refusal::Full) => {
                 self.counters.record_lockout_table_full();
-                tracing::warn!("lockout table full of live locks: refusing new clients (fail closed)");
+                tracing::warn!(
+                    "lockout table full of live locks: refusing new clients (fail closed)"
+                );
                 return Screened::Decided(too_many(Duration::from_secs(60)));
             }
         };

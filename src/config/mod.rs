@@ -218,6 +218,37 @@ impl Config {
                 "[limits] h2_keep_alive",
                 &raw.limits.h2_keep_alive,
             )?,
+            idle_timeout: nonzero_duration(
+                path,
+                "[limits] idle_timeout",
+                &raw.limits.idle_timeout,
+            )?,
+            send_timeout: nonzero_duration(
+                path,
+                "[limits] send_timeout",
+                &raw.limits.send_timeout,
+            )?,
+            max_connections_per_ip: at_least_one(
+                path,
+                "[limits] max_connections_per_ip",
+                raw.limits.max_connections_per_ip,
+            )?,
+            h2_max_concurrent_streams: u32::try_from(at_least_one(
+                path,
+                "[limits] h2_max_concurrent_streams",
+                raw.limits.h2_max_concurrent_streams as usize,
+            )?)
+            .unwrap_or(u32::MAX),
+            h2_max_send_buffer: match raw.limits.h2_max_send_buffer {
+                n if n < 1024 => {
+                    return Err(ConfigError::invalid(
+                        path,
+                        "[limits] h2_max_send_buffer",
+                        "must be at least 1024",
+                    ));
+                }
+                n => n,
+            },
         };
 
         let rate_limit = RateLimitSettings {
@@ -288,7 +319,11 @@ impl Config {
                         format!("{} is not a directory", root.display()),
                     ));
                 }
-                Backend::Static { root }
+                Backend::Static(crate::static_files::StaticSettings {
+                    root,
+                    allow_dotfiles: files.allow_dotfiles,
+                    follow_symlinks_outside_root: files.follow_symlinks_outside_root,
+                })
             }
             (None, None) => Backend::Api,
         };
@@ -307,6 +342,7 @@ impl Config {
                 users_file,
                 generated_user: raw.auth.generated_user,
                 max_concurrent_verifications,
+                public_upgrades: raw.auth.public_upgrades,
                 verify_queue: raw.auth.verify_queue,
                 verify_timeout,
             },
@@ -318,6 +354,13 @@ impl Config {
             log,
             metrics,
         })
+    }
+}
+
+fn at_least_one(path: &Path, key: &str, n: usize) -> Result<usize, ConfigError> {
+    match n {
+        0 => Err(ConfigError::invalid(path, key, "must be at least 1")),
+        n => Ok(n),
     }
 }
 

@@ -49,6 +49,8 @@ pub(super) struct Upstream {
     #[serde(default)]
     pub forward_authorization: bool,
     pub ca: Option<PathBuf>,
+    #[serde(default = "Upstream::default_tunnel_idle_timeout")]
+    pub tunnel_idle_timeout: String,
     #[serde(default)]
     pub underscores_in_headers: bool,
     pub untrusted_headers: Option<Vec<String>>,
@@ -61,6 +63,9 @@ impl Upstream {
     fn default_connect_timeout() -> String {
         "5s".into()
     }
+    fn default_tunnel_idle_timeout() -> String {
+        "5m".into()
+    }
     fn default_user_header() -> String {
         "X-Forwarded-User".into()
     }
@@ -70,6 +75,10 @@ impl Upstream {
 #[serde(deny_unknown_fields)]
 pub(super) struct StaticFiles {
     pub root: PathBuf,
+    #[serde(default)]
+    pub allow_dotfiles: bool,
+    #[serde(default)]
+    pub follow_symlinks_outside_root: bool,
 }
 
 #[derive(Deserialize)]
@@ -191,6 +200,7 @@ pub(super) struct Auth {
     pub public: Vec<String>,
     pub generated_user: Option<String>,
     pub max_concurrent_verifications: Option<usize>,
+    pub public_upgrades: bool,
     pub verify_queue: usize,
     pub verify_timeout: String,
 }
@@ -203,6 +213,7 @@ impl Default for Auth {
             public: vec!["/healthz".into()],
             generated_user: None,
             max_concurrent_verifications: None,
+            public_upgrades: false,
             verify_queue: 64,
             verify_timeout: "5s".into(),
         }
@@ -219,6 +230,11 @@ pub(super) struct Limits {
     pub max_header_bytes: usize,
     pub max_body_bytes: usize,
     pub h2_keep_alive: String,
+    pub idle_timeout: String,
+    pub send_timeout: String,
+    pub max_connections_per_ip: usize,
+    pub h2_max_concurrent_streams: u32,
+    pub h2_max_send_buffer: usize,
 }
 
 impl Default for Limits {
@@ -231,6 +247,11 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_body_bytes: 1024 * 1024,
             h2_keep_alive: "60s".into(),
+            idle_timeout: "60s".into(),
+            send_timeout: "30s".into(),
+            max_connections_per_ip: 256,
+            h2_max_concurrent_streams: 100,
+            h2_max_send_buffer: 64 * 1024,
         }
     }
 }

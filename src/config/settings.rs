@@ -37,10 +37,7 @@ pub enum Backend {
     /// `[upstream]`: a reverse proxy to an app.
     Upstream(UpstreamSettings),
     /// `[static]`: files from a directory.
-    Static {
-        /// The directory served.
-        root: PathBuf,
-    },
+    Static(crate::static_files::StaticSettings),
 }
 
 /// `[upstream]`: the app gatehouse forwards authenticated requests to.
@@ -58,6 +55,9 @@ pub struct UpstreamSettings {
     pub forward_authorization: bool,
     /// A PEM CA bundle for an https upstream (default: the webpki roots).
     pub ca: Option<PathBuf>,
+    /// How long an upgraded connection (WebSocket) may carry no data in
+    /// either direction before it is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Whether client headers with `_` in their name reach the upstream
     /// (off: CGI, WSGI and PHP read `X_Forwarded_User` as `X-Forwarded-User`).
     pub underscores_in_headers: bool,
@@ -154,6 +154,9 @@ pub struct AuthSettings {
     pub generated_user: Option<String>,
     /// How many argon2 verifications may run at once.
     pub max_concurrent_verifications: usize,
+    /// Whether upgrade requests (WebSockets) on public paths skip
+    /// authentication (off: they must authenticate).
+    pub public_upgrades: bool,
     /// How many more may wait for a slot before requests get 503.
     pub verify_queue: usize,
     /// How long one may wait for a slot before its request gets 503.
@@ -195,4 +198,31 @@ pub struct Limits {
     /// HTTP/2 keep-alive: a PING after this much silence, and the connection
     /// closed if the peer does not answer within the same time.
     pub h2_keep_alive: Duration,
+    /// How long a connection with no request in flight may stay open, even
+    /// if it keeps answering HTTP/2 PINGs. (A connection that sends nothing
+    /// at all is closed after `header_read_timeout`.)
+    pub idle_timeout: Duration,
+    /// How long a response may wait for the client to take more of it
+    /// (a full TCP window, or an HTTP/2 flow-control window left shut)
+    /// before the connection is closed.
+    pub send_timeout: Duration,
+    /// Connections one client address (IPv6: one /64) may hold at once;
+    /// trusted proxies are exempt.
+    pub max_connections_per_ip: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+    /// Bytes buffered per HTTP/2 stream waiting for the client's window.
+    pub h2_max_send_buffer: usize,
+}
+
+impl Limits {
+    /// The limits for the separate metrics listener: the main listener's
+    /// timeouts, with few connections (only scrapers should come).
+    pub fn for_metrics(&self) -> Self {
+        Self {
+            max_connections: 64,
+            max_connections_per_ip: 16,
+            ..self.clone()
+        }
+    }
 }

@@ -256,7 +256,7 @@ fn backend_is_the_api_unless_upstream_or_static_is_set() {
     assert_eq!(upstream.user_header, "x-forwarded-user");
     assert!(!upstream.forward_authorization);
     let config = load(&minimal("[static]\nroot = \"/\"\n")).unwrap();
-    assert!(matches!(config.backend, Backend::Static { .. }));
+    assert!(matches!(config.backend, Backend::Static(_)));
 }
 
 #[test]

@@ -26,9 +26,7 @@ pub fn validate_username(name: &str) -> Result<(), String> {
     if name.trim() != name {
         // `alice ` could never be typed by mistake and logged in with
         // `alice`: refuse it rather than keep a user nobody can reach.
-        return Err(format!(
-            "username {name:?} starts or ends with whitespace"
-        ));
+        return Err(format!("username {name:?} starts or ends with whitespace"));
     }
     Ok(())
 }

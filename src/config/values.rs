@@ -131,6 +131,11 @@ pub(super) fn upstream_settings(
         user_header,
         forward_authorization: raw.forward_authorization,
         ca: raw.ca.as_deref().map(resolve),
+        tunnel_idle_timeout: nonzero_duration(
+            path,
+            "[upstream] tunnel_idle_timeout",
+            &raw.tunnel_idle_timeout,
+        )?,
         underscores_in_headers: raw.underscores_in_headers,
         untrusted_headers,
     })

@@ -175,7 +175,10 @@ mod tests {
         let h = headers(&["", "203.0.113.9"]);
         assert_eq!(r.resolve(proxy, &h), ip("203.0.113.9"));
         let mut h = HeaderMap::new();
-        h.append("x-forwarded-for", http::HeaderValue::from_bytes(b"\xff, 198.51.100.1").unwrap());
+        h.append(
+            "x-forwarded-for",
+            http::HeaderValue::from_bytes(b"\xff, 198.51.100.1").unwrap(),
+        );
         assert_eq!(r.resolve(proxy, &h), ip("198.51.100.1"));
     }
 

@@ -1,0 +1,318 @@
+//! What a connection is doing, as its watchdog needs to know: when the
+//! client last sent a byte, how many requests are in flight, and whether a
+//! response is waiting for the client to take more of it.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// One connection's activity. Times are milliseconds since `start`.
+pub(super) struct Activity {
+    start: Instant,
+    /// The client last sent bytes (any: headers, bodies, PINGs, acks).
+    last_read: AtomicU64,
+    /// A request last started or finished, or a response body was polled.
+    last_progress: AtomicU64,
+    /// Requests whose response has not been fully handed to the client.
+    in_flight: AtomicUsize,
+    /// Response bodies with data ready but not taken by the connection
+    /// (the client is not reading, or its flow-control window is shut).
+    waiting: AtomicUsize,
+}
+
+/// What the watchdog should do about a connection.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Verdict {
+    /// Leave it.
+    Fine,
+    /// No request in flight and silent, or idle too long: close politely.
+    Idle,
+    /// A response has waited on the client for too long: close now.
+    Stalled,
+}
+
+impl Activity {
+    pub(super) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            start: Instant::now(),
+            last_read: AtomicU64::new(0),
+            last_progress: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        })
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    fn touch(&self, at: &AtomicU64) {
+        at.store(self.now(), Ordering::Relaxed);
+    }
+
+    /// A request starts; the guard ends it when dropped.
+    pub(super) fn start_request(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.touch(&self.last_progress);
+        InFlight {
+            activity: Arc::clone(self),
+            waiting: false,
+        }
+    }
+
+    /// Judges the connection against the limits.
+    pub(super) fn verdict(
+        &self,
+        silent_limit: Duration,
+        idle_limit: Duration,
+        send_limit: Duration,
+    ) -> Verdict {
+        let now = self.now();
+        let since =
+            |at: &AtomicU64| Duration::from_millis(now.saturating_sub(at.load(Ordering::Relaxed)));
+        let progress = since(&self.last_progress);
+        if self.waiting.load(Ordering::Relaxed) > 0 && progress >= send_limit {
+            return Verdict::Stalled;
+        }
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && (since(&self.last_read) >= silent_limit || progress >= idle_limit)
+        {
+            return Verdict::Idle;
+        }
+        Verdict::Fine
+    }
+}
+
+/// A request in flight; moves into its response body.
+pub(super) struct InFlight {
+    activity: Arc<Activity>,
+    waiting: bool,
+}
+
+impl InFlight {
+    fn set_waiting(&mut self, waiting: bool) {
+        if waiting != self.waiting {
+            self.waiting = waiting;
+            match waiting {
+                true => self.activity.waiting.fetch_add(1, Ordering::Relaxed),
+                false => self.activity.waiting.fetch_sub(1, Ordering::Relaxed),
+            };
+        }
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set_waiting(false);
+        self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.activity.touch(&self.activity.last_progress);
+    }
+}
+
+/// A response body that reports to the connection's [`Activity`]: it is
+/// "waiting" from the moment it is handed over, and after each chunk it
+/// yields, until the connection asks for more. A body that is waiting for
+/// its own source (an upstream) is not.
+pub(super) struct TrackedBody {
+    inner: Body,
+    guard: Option<InFlight>,
+}
+
+impl TrackedBody {
+    pub(super) fn new(inner: Body, mut guard: InFlight) -> Self {
+        guard.set_waiting(true);
+        Self {
+            inner,
+            guard: Some(guard),
+        }
+    }
+}
+
+impl http_body::Body for TrackedBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let this = &mut *self;
+        if let Some(guard) = &mut this.guard {
+            guard.activity.touch(&guard.activity.last_progress);
+        }
+        let poll = Pin::new(&mut this.inner).poll_frame(cx);
+        match &poll {
+            Poll::Ready(Some(Ok(_))) => {
+                if let Some(guard) = &mut this.guard {
+                    guard.set_waiting(true);
+                }
+            }
+            Poll::Pending => {
+                if let Some(guard) = &mut this.guard {
+                    guard.set_waiting(false);
+                }
+            }
+            // Finished (or failed): the request is over.
+            Poll::Ready(_) => this.guard = None,
+        }
+        poll
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An I/O stream that notes when the client last sent bytes.
+pub(super) struct ReadTracked<I> {
+    inner: I,
+    activity: Arc<Activity>,
+}
+
+impl<I> ReadTracked<I> {
+    pub(super) fn new(inner: I, activity: Arc<Activity>) -> Self {
+        Self { inner, activity }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for ReadTracked<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            self.activity.touch(&self.activity.last_read);
+        }
+        poll
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for ReadTracked<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+/// A stream whose first bytes were already read (to tell HTTP/2 from
+/// HTTP/1): they are handed out again before the rest.
+pub(super) struct Prefixed<I> {
+    prefix: Vec<u8>,
+    offset: usize,
+    inner: I,
+}
+
+impl<I> Prefixed<I> {
+    pub(super) fn new(prefix: Vec<u8>, inner: I) -> Self {
+        Self {
+            prefix,
+            offset: 0,
+            inner,
+        }
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.offset < self.prefix.len() {
+            let rest = &self.prefix[self.offset..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            self.offset += n;
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verdicts() {
+        let a = Activity::new();
+        let zero = Duration::ZERO;
+        let long = Duration::from_secs(3600);
+        // Nothing in flight, never spoke: idle once the silent limit passes.
+        assert_eq!(a.verdict(zero, long, long), Verdict::Idle);
+        assert_eq!(a.verdict(long, long, long), Verdict::Fine);
+        let guard = a.start_request();
+        assert_eq!(a.verdict(zero, zero, long), Verdict::Fine);
+        let body = TrackedBody::new(Body::empty(), guard);
+        assert_eq!(a.verdict(zero, zero, zero), Verdict::Stalled);
+        drop(body);
+        assert_eq!(a.verdict(long, zero, zero), Verdict::Idle);
+    }
+}

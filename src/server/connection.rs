@@ -1,0 +1,270 @@
+//! Serving one accepted connection: TLS, choosing the protocol (by ALPN, or
+//! by the first bytes), HTTP/1.1 or HTTP/2, and the watchdog that closes it
+//! when it is silent, idle or stalled, in every state.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt as _;
+
+use super::ConnectionContext;
+use super::activity::{Activity, Prefixed, ReadTracked, TrackedBody, Verdict};
+use crate::config::Limits;
+
+/// The HTTP/2 connection preface a client sends first.
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// How long a connection told to close politely (GOAWAY, or "close after
+/// this response") gets before it is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Http1,
+    Http2,
+}
+
+/// Everything a connection task needs, shared by all of them.
+pub(super) struct Shared {
+    pub(super) app: Router,
+    pub(super) tls: Option<TlsAcceptor>,
+    pub(super) limits: Limits,
+}
+
+/// Serves one connection to its end.
+pub(super) async fn serve(
+    shared: Arc<Shared>,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    context: ConnectionContext,
+) {
+    let activity = Activity::new();
+    let tcp = ReadTracked::new(tcp, Arc::clone(&activity));
+    let limits = &shared.limits;
+    match &shared.tls {
+        None => serve_sniffed(&shared, tcp, peer, context, activity).await,
+        Some(acceptor) => {
+            let stream = match tokio::time::timeout(
+                limits.tls_handshake_timeout,
+                acceptor.accept(tcp),
+            )
+            .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            };
+            let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+            match alpn.as_deref() {
+                Some(b"h2") => {
+                    drive(&shared, stream, Protocol::Http2, peer, context, activity).await
+                }
+                Some(b"http/1.1") => {
+                    drive(&shared, stream, Protocol::Http1, peer, context, activity).await
+                }
+                _ => serve_sniffed(&shared, stream, peer, context, activity).await,
+            }
+        }
+    }
+}
+
+/// No ALPN: the first bytes tell. They are read (at most the 24 of the
+/// HTTP/2 preface) within `header_read_timeout`, so a client that connects
+/// and says nothing is closed then.
+async fn serve_sniffed<I>(
+    shared: &Shared,
+    mut io: I,
+    peer: SocketAddr,
+    context: ConnectionContext,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let mut seen = Vec::with_capacity(PREFACE.len());
+    let sniffed = tokio::time::timeout(shared.limits.header_read_timeout, async {
+        let mut chunk = [0u8; PREFACE.len()];
+        loop {
+            let want = PREFACE.len() - seen.len();
+            let n = io.read(&mut chunk[..want]).await?;
+            if n == 0 {
+                return Ok::<_, std::io::Error>(None);
+            }
+            seen.extend_from_slice(&chunk[..n]);
+            if !PREFACE.starts_with(&seen) {
+                return Ok(Some(Protocol::Http1));
+            }
+            if seen.len() == PREFACE.len() {
+                return Ok(Some(Protocol::Http2));
+            }
+        }
+    })
+    .await;
+    let protocol = match sniffed {
+        Ok(Ok(Some(protocol))) => protocol,
+        Ok(Ok(None)) => return,
+        Ok(Err(error)) => {
+            return tracing::debug!(%peer, %error, "connection failed before a request");
+        }
+        Err(_) => return tracing::debug!(%peer, "no request within the header timeout: closed"),
+    };
+    drive(
+        shared,
+        Prefixed::new(seen, io),
+        protocol,
+        peer,
+        context,
+        activity,
+    )
+    .await;
+}
+
+/// Runs the protocol on `io` under the watchdog.
+async fn drive<I>(
+    shared: &Shared,
+    io: I,
+    protocol: Protocol,
+    peer: SocketAddr,
+    context: ConnectionContext,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = &shared.limits;
+    let mut shutdown = context.shutdown.clone();
+    let service = {
+        let app = shared.app.clone();
+        let activity = Arc::clone(&activity);
+        hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
+            req.extensions_mut().insert(ConnectInfo(peer));
+            req.extensions_mut().insert(context.clone());
+            let guard = activity.start_request();
+            let response = app.clone().oneshot(req);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(
+                    response.map(|body| TrackedBody::new(body, guard)),
+                )
+            }
+        })
+    };
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            // hyper starts this timer whenever it waits for a request head,
+            // so it also closes idle keep-alive connections.
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .max_buf_size(limits.max_header_bytes.max(8192));
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            watch_over(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                limits,
+                &mut shutdown,
+                peer,
+            )
+            .await;
+        }
+        Protocol::Http2 => {
+            let mut builder = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
+                .max_concurrent_streams(limits.h2_max_concurrent_streams)
+                .max_send_buf_size(limits.h2_max_send_buffer)
+                .keep_alive_interval(limits.h2_keep_alive)
+                .keep_alive_timeout(limits.h2_keep_alive);
+            let connection = builder.serve_connection(io, service);
+            watch_over(
+                connection,
+                |c| c.graceful_shutdown(),
+                &activity,
+                limits,
+                &mut shutdown,
+                peer,
+            )
+            .await;
+        }
+    }
+}
+
+/// Polls `connection` to its end, closing it politely when it is idle or
+/// the server shuts down (then dropping it if it does not end within
+/// [`CLOSE_GRACE`], or the shutdown grace), and at once when a response
+/// has been stalled on the client for `send_timeout`.
+async fn watch_over<C>(
+    connection: C,
+    close_politely: impl Fn(std::pin::Pin<&mut C>),
+    activity: &Activity,
+    limits: &Limits,
+    shutdown: &mut watch::Receiver<bool>,
+    peer: SocketAddr,
+) where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
+    tokio::pin!(connection);
+    let tick = [
+        limits.header_read_timeout,
+        limits.idle_timeout,
+        limits.send_timeout,
+    ]
+    .into_iter()
+    .min()
+    .unwrap_or(Duration::from_secs(1))
+    .div_f64(4.0)
+    .clamp(Duration::from_millis(50), Duration::from_secs(1));
+    let mut ticks = tokio::time::interval(tick);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut deadline: Option<tokio::time::Instant> = None;
+    let mut shutting_down = *shutdown.borrow();
+    if shutting_down {
+        close_politely(connection.as_mut());
+        deadline = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+    }
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    tracing::debug!(%peer, %error, "connection ended with an error");
+                }
+                return;
+            }
+            _ = ticks.tick() => {
+                if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                    return tracing::debug!(%peer, "connection did not close in time: dropped");
+                }
+                match activity.verdict(limits.header_read_timeout, limits.idle_timeout, limits.send_timeout) {
+                    Verdict::Fine => {}
+                    Verdict::Stalled => {
+                        return tracing::debug!(%peer, "client stopped reading its response: closed");
+                    }
+                    Verdict::Idle if deadline.is_none() => {
+                        tracing::debug!(%peer, "idle connection: closing");
+                        close_politely(connection.as_mut());
+                        deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                    }
+                    Verdict::Idle => {}
+                }
+            }
+            changed = shutdown.changed(), if !shutting_down => {
+                shutting_down = true;
+                if changed.is_ok() {
+                    close_politely(connection.as_mut());
+                    deadline = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! Bind, accept, TLS, serve HTTP/1.1 and HTTP/2, and shut down gracefully.
+//!
+//! Every connection holds a slot: one of `max_connections`, and one of its
+//! address's `max_connections_per_ip` (trusted proxies are exempt). A
+//! WebSocket tunnel keeps its connection's slot until it ends, so upgrades
+//! cannot escape the caps. Each connection has a watchdog ([`connection`])
+//! that closes it when silent, idle or stalled, whatever state it is in.
+
+mod activity;
+mod connection;
+mod per_ip;
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use rustls::ServerConfig;
+use tokio::net::TcpListener;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::Limits;
+use crate::limit::{ClientIpResolver, ip_key};
+
+/// A connection's hold on the server: its slots and the shutdown signal.
+/// The proxy keeps a clone for the life of an upgraded tunnel.
+#[derive(Clone)]
+pub struct ConnectionContext {
+    _slot: Arc<Slot>,
+    /// Turns `true` when the server shuts down.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// What a connection holds while open; released when the last holder (the
+/// connection, or its tunnel) lets go.
+struct Slot {
+    _global: OwnedSemaphorePermit,
+    _per_ip: Option<per_ip::IpSlot>,
+    _open: OpenConnection,
+}
+
+/// Connection counters, for metrics.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Connections open right now (tunnels included).
+    pub open: AtomicI64,
+    /// Connections closed at once because their address held too many.
+    pub refused_per_ip: AtomicU64,
+}
+
+/// A bound listener with the app it serves.
+pub struct Server {
+    listener: TcpListener,
+    tls: Option<TlsAcceptor>,
+    app: Router,
+    limits: Limits,
+    exempt: ClientIpResolver,
+    counters: Arc<ConnectionCounters>,
+}
+
+impl Server {
+    /// Binds `listen`; with `tls`, every connection must complete a TLS
+    /// handshake first.
+    pub async fn bind(
+        listen: SocketAddr,
+        tls: Option<Arc<ServerConfig>>,
+        app: Router,
+        limits: Limits,
+    ) -> io::Result<Self> {
+        let listener = TcpListener::bind(listen).await?;
+        Ok(Self::from_listener(listener, tls, app, limits))
+    }
+
+    /// Serves on an already-bound listener.
+    pub fn from_listener(
+        listener: TcpListener,
+        tls: Option<Arc<ServerConfig>>,
+        app: Router,
+        limits: Limits,
+    ) -> Self {
+        Self {
+            listener,
+            tls: tls.map(TlsAcceptor::from),
+            app,
+            limits,
+            exempt: ClientIpResolver::default(),
+            counters: Arc::default(),
+        }
+    }
+
+    /// Counts connections into `counters` (for metrics).
+    pub fn with_counters(mut self, counters: Arc<ConnectionCounters>) -> Self {
+        self.counters = counters;
+        self
+    }
+
+    /// Exempts these peers (trusted proxies) from the per-address cap: all
+    /// of their clients arrive from their address.
+    pub fn with_trusted_proxies(mut self, proxies: ClientIpResolver) -> Self {
+        self.exempt = proxies;
+        self
+    }
+
+    /// The bound address (useful when listening on port 0).
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
+    /// requests finish for up to the configured grace period, and returns.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let max = self.limits.max_connections;
+        let connections = Arc::new(Semaphore::new(max));
+        let per_ip = Arc::new(per_ip::PerIp::default());
+        let (stop, stopped) = watch::channel(false);
+        let shared = Arc::new(connection::Shared {
+            app: self.app,
+            tls: self.tls,
+            limits: self.limits.clone(),
+        });
+        let mut tasks = JoinSet::new();
+
+        tokio::pin!(shutdown);
+        loop {
+            while tasks.try_join_next().is_some() {}
+            // At the cap, stop accepting: new connections wait in the
+            // kernel's backlog instead of costing memory here.
+            let permit = tokio::select! {
+                permit = Arc::clone(&connections).acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
+            let (tcp, peer) = tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // Usually EMFILE: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = &mut shutdown => break,
+            };
+            let per_ip_slot = if self.exempt.is_trusted(peer.ip()) {
+                None
+            } else {
+                match per_ip.try_take(ip_key(peer.ip()), self.limits.max_connections_per_ip) {
+                    Some(slot) => Some(slot),
+                    None => {
+                        self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(%peer, "too many connections from this address: closed");
+                        continue;
+                    }
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            self.counters.open.fetch_add(1, Ordering::Relaxed);
+            let context = ConnectionContext {
+                _slot: Arc::new(Slot {
+                    _global: permit,
+                    _per_ip: per_ip_slot,
+                    _open: OpenConnection(Arc::clone(&self.counters)),
+                }),
+                shutdown: stopped.clone(),
+            };
+            tasks.spawn(connection::serve(Arc::clone(&shared), tcp, peer, context));
+        }
+        drop(self.listener);
+        tracing::info!("shutting down: waiting for in-flight requests");
+        let _ = stop.send(true);
+        // Every connection and tunnel holds a permit until it ends: when all
+        // are back, everything has finished.
+        let all = u32::try_from(max).unwrap_or(u32::MAX);
+        if tokio::time::timeout(self.limits.shutdown_grace, connections.acquire_many(all))
+            .await
+            .is_err()
+        {
+            tracing::warn!(grace = ?self.limits.shutdown_grace, "grace period over; closing remaining connections");
+            tasks.abort_all();
+        }
+    }
+}
+
+/// Decrements the open-connection gauge however the connection ends.
+struct OpenConnection(Arc<ConnectionCounters>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled, so a signal that
+/// arrives while the server is still starting is not lost (nor does it kill
+/// the process with the default action). Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                () = wait_for(term.as_mut()) => {}
+                () = wait_for(int.as_mut()) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
