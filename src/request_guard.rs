@@ -17,6 +17,13 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// upstream believe?), with 405 `TRACE` (it would echo credentials back)
 /// and `CONNECT` (a gate is not a tunnel), and answers `OPTIONS *` here.
 pub async fn guard(req: Request, next: Next) -> Response {
+    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
+        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static(ALLOWED));
+        return response;
+    }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
@@ -34,13 +41,6 @@ pub async fn guard(req: Request, next: Next) -> Response {
             StatusCode::BAD_REQUEST,
             "400 Bad Request: Host does not match the request target\n",
         );
-    }
-    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static(ALLOWED));
-        return response;
     }
     if req.uri().path() == "*" {
         if req.method() == Method::OPTIONS {

@@ -65,8 +65,12 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
         Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
         None => router,
     };
-    // `layer`, not `route_layer`: the fallback is protected too.
-    router
+    // The routes are the fallback of an empty router, so that the layers
+    // below run before any route is chosen: the auth layer makes the path
+    // canonical first, and routing, the file server and the proxy all see
+    // that one form. (Layers added with `Router::layer` run after routing.)
+    Router::new()
+        .fallback_service(router)
         .layer(auth)
         .layer(middleware::from_fn(crate::request_guard::guard))
         .layer(middleware::from_fn_with_state(

@@ -309,3 +309,56 @@ proptest::proptest! {
         let _ = load(&text);
     }
 }
+
+#[test]
+fn usernames_with_outer_whitespace_are_refused() {
+    for name in ["\" alice\"", "\"alice \"", "\"alice\\t\""] {
+        let text = format!(
+            "[tls]\nself_signed = true\n[users]\n{name} = \"{}\"\n",
+            hash()
+        );
+        let err = Config::from_toml(Path::new("g.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("whitespace") || err.contains("control"),
+            "{name}: {err}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let users = dir.path().join("users");
+    std::fs::write(&users, format!("alice :{}\n", hash())).unwrap();
+    let text = format!(
+        "[tls]\nself_signed = true\n[auth]\nusers_file = \"{}\"\n",
+        users.display()
+    );
+    let err = Config::from_toml(&dir.path().join("g.toml"), &text)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("line 1") && err.contains("whitespace"),
+        "{err}"
+    );
+}
+
+#[test]
+fn type_errors_never_echo_the_value() {
+    for value in [
+        "42",
+        "\"$argon2id$v=19$m=8,t=1,p=1$c2FsdHNhbHQ$aGFzaA\" ",
+        "[\"hunter2\"]",
+        "{ p = \"hunter2\" }",
+        "true",
+    ] {
+        for section in ["users", "auth"] {
+            let key = if section == "users" { "alice" } else { "realm" };
+            let text = format!("[tls]\nself_signed = true\n[{section}]\n{key} = {value}\n");
+            if let Err(err) = Config::from_toml(Path::new("g.toml"), &text) {
+                let err = err.to_string();
+                for secret in ["42", "hunter2", "argon2id", "aGFzaA"] {
+                    assert!(!err.contains(secret), "{section}.{key} = {value}: {err}");
+                }
+            }
+        }
+    }
+}
