@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 
 use crate::auth::AuthenticatedUser;
-use crate::limit::ip_key;
+use crate::limit::{ClientAddress, ip_key};
 
 /// Refused-request lines written per address per window.
 pub const BURST: u32 = 20;
@@ -31,6 +31,8 @@ pub struct RefusalSampler {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     /// Lines left out since start-up (for metrics).
     suppressed: Arc<AtomicU64>,
+    /// When the table was last swept of ended windows.
+    swept: Mutex<Option<Instant>>,
 }
 
 struct Bucket {
@@ -45,6 +47,7 @@ impl RefusalSampler {
         Self {
             buckets: Mutex::default(),
             suppressed,
+            swept: Mutex::default(),
         }
     }
 
@@ -53,7 +56,13 @@ impl RefusalSampler {
     fn admit(&self, client: IpAddr, now: Instant) -> (bool, u64) {
         let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
-            buckets.retain(|_, b| now.duration_since(b.started) < WINDOW);
+            // Sweep at most once a window: a flood of new addresses must not
+            // make every refused request scan the table.
+            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            if swept.is_none_or(|at| now.duration_since(at) >= WINDOW) {
+                buckets.retain(|_, b| now.duration_since(b.started) < WINDOW);
+                *swept = Some(now);
+            }
         }
         let key = if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
             OVERFLOW
@@ -85,8 +94,8 @@ impl RefusalSampler {
     }
 }
 
-/// The access-log middleware: client, method, path, status, user or `-`,
-/// latency. Only the path is logged (not the query), never a header value;
+/// The access-log middleware: client (as resolved), the proxy it came
+/// `via` (or `-`), method, path, status, user or `-`, latency. Only the path is logged (not the query), never a header value;
 /// strings a client chose are written quoted and escaped.
 pub async fn access_log(
     State(sampler): State<Arc<RefusalSampler>>,
@@ -106,8 +115,12 @@ pub async fn access_log(
         .map(|ConnectInfo(addr)| addr.ip());
     let response = next.run(req).await;
     let status = response.status();
+    // The client the auth layer resolved (behind a trusted proxy, not the
+    // proxy), so one noisy client behind it does not silence the others.
+    let resolved = response.extensions().get::<ClientAddress>().map(|c| c.0);
+    let client_ip = resolved.or(peer);
     if status.is_client_error() || status.is_server_error() {
-        let key = peer.map_or(OVERFLOW, ip_key);
+        let key = client_ip.map_or(OVERFLOW, ip_key);
         let (write, ended) = sampler.admit(key, Instant::now());
         if ended > 0 {
             tracing::info!(
@@ -122,7 +135,12 @@ pub async fn access_log(
             return response;
         }
     }
-    let client = peer.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    let client = client_ip.map_or_else(|| "-".to_owned(), |p| p.to_string());
+    // The TCP peer too, when it is another (a trusted proxy).
+    let via = match (peer, client_ip) {
+        (Some(peer), Some(client)) if peer != client => peer.to_string(),
+        _ => "-".to_owned(),
+    };
     let user = response
         .extensions()
         .get::<AuthenticatedUser>()
@@ -130,6 +148,7 @@ pub async fn access_log(
     tracing::info!(
         target: "gatehouse::access",
         %client,
+        %via,
         %method,
         path = path.as_str(),
         status = status.as_u16(),

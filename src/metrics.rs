@@ -112,9 +112,10 @@ impl AuthCounters {
         self.lockouts.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts an attempt refused because the lockout table was full.
-    pub fn record_lockout_table_full(&self) {
-        self.lockout_table_full.fetch_add(1, Ordering::Relaxed);
+    /// Counts an attempt refused because the lockout table was full; returns
+    /// how many came before it.
+    pub fn record_lockout_table_full(&self) -> u64 {
+        self.lockout_table_full.fetch_add(1, Ordering::Relaxed)
     }
 
     /// Counts one argon2 verification, how long it took and whether it

@@ -81,7 +81,13 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                 trailing = true;
             }
             _ => {
-                let before_params = segment.split(';').next().unwrap_or("");
+                // `%3B` too: an upstream that decodes before it strips
+                // parameters would read `..%3Bx` as `..;x`.
+                let before_params = segment
+                    .split(';')
+                    .next()
+                    .and_then(|s| s.split("%3B").next())
+                    .unwrap_or("");
                 if before_params == "." || before_params == ".." {
                     return Err(PathError::DotSegmentParameters);
                 }
@@ -255,6 +261,8 @@ mod tests {
             ),
             ("/static/public/.;x/y", DotSegmentParameters),
             ("/static/public/%2e%2e;x/private", DotSegmentParameters),
+            ("/static/public/..%3b/private", DotSegmentParameters),
+            ("/static/public/.%3Bx/private", DotSegmentParameters),
             ("/../private/secret.txt", AboveRoot),
             ("/a/../../b", AboveRoot),
             ("/a%00b", ControlCharacter),

@@ -21,7 +21,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 
 use crate::auth::AuthenticatedUser;
 use crate::config::{ConfigError, UpstreamSettings};
-use crate::limit::ClientIpResolver;
+use crate::limit::{ClientAddress, ClientIpResolver};
 
 /// The resolved client address, as nginx's `real_ip` module sets it.
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -92,18 +92,26 @@ impl Proxy {
         Arc::clone(&self.errors)
     }
 
-    /// The upstream URI for a request path and query.
-    fn target(&self, path_and_query: Option<&PathAndQuery>) -> Result<Uri, http::Error> {
+    /// The upstream URI for a request: the upstream's path prefix, then the
+    /// request's (canonical) path and its query. Built from `path()` rather
+    /// than the raw path-and-query, which for `GET http://host?x` or an
+    /// HTTP/2 `:path` of `?x` does not start with the path that was checked.
+    fn target(&self, uri: &Uri) -> Result<Uri, http::Error> {
         let base = &self.settings.url;
         let prefix = base.path().trim_end_matches('/');
-        let rest = path_and_query.map_or("/", PathAndQuery::as_str);
+        let path = uri.path();
+        let path = if path.starts_with('/') { path } else { "/" };
+        let target = match uri.query() {
+            Some(query) => format!("{prefix}{path}?{query}"),
+            None => format!("{prefix}{path}"),
+        };
         let mut parts = base.clone().into_parts();
-        parts.path_and_query = Some(format!("{prefix}{rest}").parse()?);
+        parts.path_and_query = Some(target.parse::<PathAndQuery>()?);
         Ok(Uri::from_parts(parts)?)
     }
 
     fn prepare(&self, req: &mut Request, upgrade: Option<HeaderValue>) -> Result<(), http::Error> {
-        let uri = self.target(req.uri().path_and_query())?;
+        let uri = self.target(req.uri())?;
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
@@ -115,7 +123,11 @@ impl Proxy {
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
         let trusted = peer.is_some_and(|p| self.clients.is_trusted(p));
-        let client = peer.map(|p| self.clients.resolve(p, req.headers()));
+        let client = req
+            .extensions()
+            .get::<ClientAddress>()
+            .map(|c| c.0)
+            .or_else(|| peer.map(|p| self.clients.resolve(p, req.headers())));
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         self.strip_client_claims(headers, trusted);
@@ -174,7 +186,17 @@ impl Proxy {
         }
         headers.remove(&self.settings.user_header);
         if !trusted {
-            for name in &self.settings.untrusted_headers {
+            let untrusted: Vec<HeaderName> = headers
+                .keys()
+                .filter(|name| {
+                    self.settings
+                        .untrusted_headers
+                        .iter()
+                        .any(|p| p.matches(name))
+                })
+                .cloned()
+                .collect();
+            for name in untrusted {
                 headers.remove(name);
             }
         }

@@ -6,18 +6,25 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::header::{ALLOW, CONTENT_TYPE, HOST};
+use http::header::{ALLOW, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
 use http::{HeaderValue, Method, StatusCode};
 
 /// The methods gatehouse passes on (TRACE and CONNECT are refused).
 const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
-/// Refuses with 400 a request with two `Host` headers (or a `Host` that
-/// disagrees with the request target's authority: which one would the
-/// upstream believe?), with 405 `TRACE` (it would echo credentials back)
-/// and `CONNECT` (a gate is not a tunnel), and answers `OPTIONS *` here.
+/// Refuses with 400 a request with two `Host` headers, a malformed one, or
+/// one that disagrees with the request target's authority (which one would
+/// the upstream believe?); with 405 `TRACE`/`TRACK` (they would echo
+/// credentials back) and `CONNECT` (a gate is not a tunnel), in any case;
+/// with 501 a transfer coding other than `chunked`; and answers `OPTIONS *`
+/// here.
 pub async fn guard(req: Request, next: Next) -> Response {
-    if req.method() == Method::TRACE || req.method() == Method::CONNECT {
+    let method = req.method().as_str();
+    if ["TRACE", "TRACK", "CONNECT"]
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(method))
+    {
         let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
         response
             .headers_mut()
@@ -30,6 +37,30 @@ pub async fn guard(req: Request, next: Next) -> Response {
         return plain(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: two Host headers\n",
+        );
+    }
+    // A Host is copied into X-Forwarded-Host: it must be one plain
+    // host[:port], not a list an upstream could split (`a, evil`), nor carry
+    // a user (`u@a`). The same goes for an absolute request target.
+    let authority = req.uri().authority().map(Authority::as_str);
+    if host.is_some_and(|h| !is_plain_authority(h.as_bytes()))
+        || authority.is_some_and(|a| !is_plain_authority(a.as_bytes()))
+    {
+        return plain(StatusCode::BAD_REQUEST, "400 Bad Request: malformed Host\n");
+    }
+    // Only `chunked` is a transfer coding gatehouse speaks (RFC 9112 §6.1:
+    // an unknown one gets 501); anything else would reach the upstream
+    // de-chunked but still encoded.
+    if req
+        .headers()
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
+    {
+        return plain(
+            StatusCode::NOT_IMPLEMENTED,
+            "501 Not Implemented: only the chunked transfer coding is accepted\n",
         );
     }
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
@@ -53,6 +84,15 @@ pub async fn guard(req: Request, next: Next) -> Response {
         return plain(StatusCode::BAD_REQUEST, "400 Bad Request: malformed path\n");
     }
     next.run(req).await
+}
+
+/// `host` or `host:port` (a name, IPv4 or bracketed IPv6), nothing else.
+fn is_plain_authority(bytes: &[u8]) -> bool {
+    !bytes.is_empty()
+        && !bytes
+            .iter()
+            .any(|&b| matches!(b, b',' | b'@' | b' ' | b'\t' | b'/' | b'\\'))
+        && Authority::try_from(bytes).is_ok()
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response {

@@ -213,7 +213,7 @@ fn raise_file_limit(config: &Config) {
             }
         }
     };
-    let wanted = config.limits.max_connections as u64 + 64;
+    let wanted = (config.limits.max_connections as u64).saturating_add(64);
     if soft < wanted {
         tracing::warn!(
             open_files = soft,

@@ -23,72 +23,73 @@ pub struct StaticSettings {
     pub follow_symlinks_outside_root: bool,
 }
 
-struct Guard {
-    settings: StaticSettings,
-    /// `root` with every symlink resolved, to compare resolved paths with.
-    real_root: PathBuf,
-}
-
 /// A router serving `settings.root` as its fallback.
 pub fn router<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     settings: StaticSettings,
 ) -> Router<S> {
-    let real_root = settings
-        .root
-        .canonicalize()
-        .unwrap_or_else(|_| settings.root.clone());
     let serve = ServeDir::new(&settings.root).append_index_html_on_directories(true);
-    let guard = Arc::new(Guard {
-        settings,
-        real_root,
-    });
     router.fallback_service(
         Router::new()
             .fallback_service(serve)
-            .layer(middleware::from_fn_with_state(guard, check)),
+            .layer(middleware::from_fn_with_state(Arc::new(settings), check)),
     )
 }
 
 /// Refuses (404, as if absent) what the settings do not allow. The path is
 /// already canonical (the auth layer made it so), so a dot segment cannot
-/// hide behind an escape here.
-async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
-    let segments: Vec<Vec<u8>> = path
+/// hide behind an escape here. `/.well-known/` (ACME challenges,
+/// `security.txt`) is not a dotfile.
+async fn check(State(settings): State<Arc<StaticSettings>>, req: Request, next: Next) -> Response {
+    let segments: Vec<Vec<u8>> = req
+        .uri()
+        .path()
         .split('/')
         .filter(|s| !s.is_empty())
         .map(crate::path::decode_segment)
         .collect();
-    if !guard.settings.allow_dotfiles && segments.iter().any(|s| s.first() == Some(&b'.')) {
+    let dotfile = segments
+        .iter()
+        .enumerate()
+        .any(|(i, s)| s.first() == Some(&b'.') && !(i == 0 && s == b".well-known"));
+    if dotfile && !settings.allow_dotfiles {
         return not_found();
     }
-    if !guard.settings.follow_symlinks_outside_root {
-        let mut full = guard.settings.root.clone();
-        for segment in &segments {
-            full.push(os_str(segment));
-        }
-        if !stays_inside(&guard.real_root, &full).await {
+    if !settings.follow_symlinks_outside_root {
+        let root = settings.root.clone();
+        let inside = tokio::task::spawn_blocking(move || stays_inside(&root, &segments))
+            .await
+            .unwrap_or(false);
+        if !inside {
             return not_found();
         }
     }
     next.run(req).await
 }
 
-/// Whether `full` (and, for a directory, its `index.html`) resolves to a
-/// place inside `real_root`. A path that does not exist is left to
-/// ServeDir, which answers 404.
-async fn stays_inside(real_root: &Path, full: &Path) -> bool {
-    let Ok(real) = tokio::fs::canonicalize(full).await else {
+/// Whether the file the segments name (and, for a directory, its
+/// `index.html`) resolves to a place inside `root`, itself resolved now (a
+/// deploy may have swapped a `current -> releases/N` link). A path that
+/// does not exist is left to ServeDir, which answers 404. One blocking
+/// call: it stats the file system several times.
+fn stays_inside(root: &Path, segments: &[Vec<u8>]) -> bool {
+    let Ok(real_root) = root.canonicalize() else {
+        return false;
+    };
+    let mut full = root.to_path_buf();
+    for segment in segments {
+        full.push(os_str(segment));
+    }
+    let Ok(real) = full.canonicalize() else {
         return true;
     };
-    if !real.starts_with(real_root) {
+    if !real.starts_with(&real_root) {
         return false;
     }
     if real.is_dir()
-        && let Ok(index) = tokio::fs::canonicalize(real.join("index.html")).await
+        && let Ok(index) = real.join("index.html").canonicalize()
     {
-        return index.starts_with(real_root);
+        return index.starts_with(&real_root);
     }
     true
 }

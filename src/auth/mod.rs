@@ -73,7 +73,9 @@ pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::AuthenticatedUser;
 
 use crate::credentials::{Verifier, VerifyError};
-use crate::limit::{Attempt, ClientIpResolver, LockedOut, Lockouts, RateLimits, Refusal, ip_key};
+use crate::limit::{
+    Attempt, ClientAddress, ClientIpResolver, LockedOut, Lockouts, RateLimits, Refusal, ip_key,
+};
 use crate::metrics::{AuthCounters, Outcome};
 use crate::secret::Password;
 use cache::{CredentialDigest, VerifiedCache};
@@ -194,33 +196,40 @@ where
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
         Box::pin(async move {
-            if let Err(error) = canonicalize_uri(&mut req) {
+            // Resolved once; the proxy (X-Real-IP) and the access log read
+            // it from the request's and the response's extensions.
+            let client = ClientAddress(shared.resolve_client(&req));
+            req.extensions_mut().insert(client);
+            let mut response = if let Err(error) = canonicalize_uri(&mut req) {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
-                return Ok(response::bad_request());
-            }
-            let decision = match shared.screen(&req) {
-                Screened::Decided(decision) => decision,
-                checking => shared.conclude(checking).await,
+                response::bad_request()
+            } else {
+                let decision = match shared.screen(&req, ip_key(client.0)) {
+                    Screened::Decided(decision) => decision,
+                    checking => shared.conclude(checking).await,
+                };
+                match decision {
+                    Decision::Refuse(outcome, response) => {
+                        shared.counters.record(outcome);
+                        response
+                    }
+                    Decision::Public => {
+                        shared.counters.record(Outcome::Allowed);
+                        inner.call(req).await?
+                    }
+                    Decision::Authenticated(user) => {
+                        shared.counters.record(Outcome::Allowed);
+                        req.extensions_mut().insert(user.clone());
+                        let mut response = inner.call(req).await?;
+                        // Lets an access log outside the layer name the user.
+                        response.extensions_mut().insert(user);
+                        response
+                    }
+                }
             };
-            match decision {
-                Decision::Refuse(outcome, response) => {
-                    shared.counters.record(outcome);
-                    Ok(response)
-                }
-                Decision::Public => {
-                    shared.counters.record(Outcome::Allowed);
-                    inner.call(req).await
-                }
-                Decision::Authenticated(user) => {
-                    shared.counters.record(Outcome::Allowed);
-                    req.extensions_mut().insert(user.clone());
-                    let mut response = inner.call(req).await?;
-                    // Lets an access log outside the layer name the user.
-                    response.extensions_mut().insert(user);
-                    Ok(response)
-                }
-            }
+            response.extensions_mut().insert(client);
+            Ok(response)
         })
     }
 }
@@ -295,14 +304,19 @@ impl Shared {
 
     /// Steps 1–5: everything that costs no hashing, in a synchronous
     /// function so the request is not held across an await.
-    fn screen<B>(&self, req: &Request<B>) -> Screened {
+    /// The client: the TCP peer, or behind a trusted proxy the address it
+    /// reports. Without connect info (the layer served by plain
+    /// `axum::serve`) every client shares one key; still safe, but the
+    /// limits then apply to everyone at once.
+    fn resolve_client<B>(&self, req: &Request<B>) -> IpAddr {
         let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => addr.ip(),
-            // Without connect info every client shares one key; still safe,
-            // but the limits then apply to everyone at once.
             None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         };
-        let client = ip_key(self.client_ip.resolve(peer, req.headers()));
+        self.client_ip.resolve(peer, req.headers())
+    }
+
+    fn screen<B>(&self, req: &Request<B>, client: IpAddr) -> Screened {
         if let Some(limit) = &self.rate.per_ip
             && let Err(wait) = limit.check(&client)
         {
@@ -359,10 +373,17 @@ impl Shared {
             Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
             Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
             Err(Refusal::Full) => {
-                self.counters.record_lockout_table_full();
-                tracing::warn!(
-                    "lockout table full of live locks: refusing new clients (fail closed)"
-                );
+                // Counted exactly, but warned about once per 10,000: this
+                // happens during floods, when log lines are what fills disks.
+                if self
+                    .counters
+                    .record_lockout_table_full()
+                    .is_multiple_of(10_000)
+                {
+                    tracing::warn!(
+                        "lockout table full of live locks: refusing new clients (fail closed); see gatehouse_lockout_table_full_total"
+                    );
+                }
                 return Screened::Decided(too_many(Duration::from_secs(60)));
             }
         };

@@ -6,7 +6,7 @@
 /// Matching is on the canonical path ([`crate::path`]), which the layer makes
 /// before anything else looks at the request and which is also what the
 /// routes, the file server and the upstream see. A path with `;` parameters
-/// is never public: some upstreams (Tomcat, Jetty) strip them before
+/// (or `%3B`) is never public: some upstreams (Tomcat, Jetty) strip them before
 /// routing, so they could name a path other than the one matched.
 #[derive(Debug, Clone, Default)]
 pub struct PublicPaths {
@@ -47,7 +47,8 @@ impl PublicPaths {
 
     /// Whether the canonical `path` skips authentication.
     pub fn matches(&self, path: &str) -> bool {
-        if path.contains(';') {
+        // Canonical escapes are upper-case, so `%3B` is the only spelling.
+        if path.contains(';') || path.contains("%3B") {
             return false;
         }
         self.exact.iter().any(|p| p == path)
@@ -82,6 +83,7 @@ mod tests {
         assert!(p.matches("/static/public/a.css"));
         assert!(!p.matches("/static/private/a.css"));
         assert!(!p.matches("/static/public/x;y"));
+        assert!(!p.matches("/static/public/x%3By"));
         assert!(!PublicPaths::default().matches("/healthz"));
     }
 

@@ -240,11 +240,11 @@ impl Config {
             )?)
             .unwrap_or(u32::MAX),
             h2_max_send_buffer: match raw.limits.h2_max_send_buffer {
-                n if n < 1024 => {
+                n if !(1024..=16 << 20).contains(&n) => {
                     return Err(ConfigError::invalid(
                         path,
                         "[limits] h2_max_send_buffer",
-                        "must be at least 1024",
+                        "must be between 1024 and 16777216 (16 MiB)",
                     ));
                 }
                 n => n,
@@ -370,8 +370,10 @@ const OWN_ROUTES: [&str; 3] = ["/healthz", "/api/whoami", "/api/stats"];
 /// `[metrics] path`: a literal, canonical path that no built-in route uses
 /// (the router would refuse it at start-up, after check-config said yes).
 fn metrics_path(path: &Path, p: String) -> Result<String, ConfigError> {
-    let problem = if p.contains(['{', '}', '*']) {
-        Some("must be a literal path: `{`, `}` and `*` are route syntax")
+    let problem = if p.contains(['{', '}', '*']) || p.split('/').any(|s| s.starts_with(':')) {
+        Some(
+            "must be a literal path: `{`, `}`, `*` and segments starting with `:` are route syntax",
+        )
     } else if crate::path::canonicalize(&p).map_or(true, |c| c != p) {
         Some("must be a canonical path starting with / (no dot segments, //, %2F)")
     } else if OWN_ROUTES.contains(&p.as_str()) {

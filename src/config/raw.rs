@@ -274,7 +274,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<File, ConfigError> {
 fn redact_value(message: &str) -> String {
     for prefix in ["invalid type: ", "invalid value: "] {
         if let Some(rest) = message.strip_prefix(prefix)
-            && let Some((found, expected)) = rest.split_once(", expected ")
+            && let Some((found, expected)) = rest.rsplit_once(", expected ")
         {
             let kind = found.split([' ', '`', '"']).next().unwrap_or("value");
             return format!("{prefix}{kind}, expected {expected}");

@@ -63,40 +63,79 @@ pub struct UpstreamSettings {
     pub underscores_in_headers: bool,
     /// Headers dropped unless the peer is a trusted proxy: client addresses
     /// and identities an upstream might believe.
-    pub untrusted_headers: Vec<http::HeaderName>,
+    pub untrusted_headers: Vec<HeaderPattern>,
 }
 
 /// The headers `[upstream] untrusted_headers` names by default: addresses,
-/// identities and original-URL claims that upstreams and frameworks read.
+/// identities, groups, client certificates, original-URL and method
+/// claims that upstreams and frameworks read. A name ending in `*` is a
+/// prefix: `x-forwarded-*` drops every `X-Forwarded-…` header the client
+/// sent (gatehouse then sets its own `-For`, `-Proto`, `-Host` and user
+/// header), including oauth2-proxy's `X-Forwarded-Email` and `-Groups`.
 pub const DEFAULT_UNTRUSTED_HEADERS: &[&str] = &[
+    "x-forwarded-*",
     "x-real-ip",
     "true-client-ip",
+    "client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
     "cf-connecting-ip",
     "fastly-client-ip",
-    "x-forwarded",
+    "x-envoy-*",
     "forwarded-for",
-    "x-forwarded-port",
-    "x-forwarded-prefix",
-    "x-forwarded-server",
-    "x-forwarded-ssl",
-    "x-forwarded-scheme",
     "x-url-scheme",
-    "x-original-url",
+    "x-original-*",
     "x-rewrite-url",
-    "x-original-uri",
-    "x-original-host",
-    "x-original-forwarded-for",
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
     "remote-user",
-    "x-remote-user",
-    "x-auth-request-user",
-    "x-auth-request-email",
-    "x-auth-request-preferred-username",
-    "x-authenticated-user",
+    "x-remote-*",
+    "x-auth-request-*",
+    "x-authenticated-*",
     "x-user",
-    "x-webauth-user",
+    "x-email",
+    "x-groups",
+    "x-webauth-*",
+    "x-ssl-*",
+    "x-client-cert*",
+    "ssl-client-*",
 ];
+
+/// A header name, or a prefix of names (written with a trailing `*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeaderPattern {
+    /// Exactly this name.
+    Exact(http::HeaderName),
+    /// Every name starting with this (lower-case) text.
+    Prefix(String),
+}
+
+impl HeaderPattern {
+    /// Parses `x-real-ip` or `x-forwarded-*`.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.strip_suffix('*') {
+            Some(prefix) => {
+                let prefix = prefix.to_ascii_lowercase();
+                // The prefix must itself be made of header-name characters.
+                let valid =
+                    prefix.is_empty() || http::HeaderName::from_bytes(prefix.as_bytes()).is_ok();
+                (valid && !prefix.is_empty()).then_some(Self::Prefix(prefix))
+            }
+            None => http::HeaderName::from_bytes(text.as_bytes())
+                .ok()
+                .map(Self::Exact),
+        }
+    }
+
+    /// Whether `name` is covered.
+    pub fn matches(&self, name: &http::HeaderName) -> bool {
+        match self {
+            Self::Exact(exact) => exact == name,
+            Self::Prefix(prefix) => name.as_str().starts_with(prefix.as_str()),
+        }
+    }
+}
 
 /// `[rate_limit]`: request rates (governor), checked before any hashing.
 #[derive(Debug, Clone)]

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use ipnet::IpNet;
 
+use super::settings::HeaderPattern;
 use super::{ConfigError, TlsSettings, UpstreamSettings, raw};
 use crate::limit::Rate;
 
@@ -60,14 +61,26 @@ pub(super) fn tls_settings(
 }
 
 /// A human-readable duration such as `10s`, `15m` or `1h 30m`.
+/// The longest duration any setting takes: a year is already absurd, and
+/// it keeps `now + duration` from overflowing anywhere.
+const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
+
 pub(super) fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text).map_err(|e| {
+    let value = humantime::parse_duration(text).map_err(|e| {
         ConfigError::invalid(
             path,
             key,
             format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
         )
-    })
+    })?;
+    if value > MAX_DURATION {
+        return Err(ConfigError::invalid(
+            path,
+            key,
+            format!("`{text}` is longer than a year"),
+        ));
+    }
+    Ok(value)
 }
 
 pub(super) fn upstream_settings(
@@ -85,6 +98,13 @@ pub(super) fn upstream_settings(
             "`{}` must look like http://host:port or https://host",
             raw.url
         )));
+    }
+    if url.authority().is_some_and(|a| a.as_str().contains('@')) {
+        // It would be logged with every upstream error; and a password for
+        // the upstream belongs in the upstream's own config.
+        return Err(bad_url(
+            "must not carry a user or password (user@host)".to_owned(),
+        ));
     }
     if url.query().is_some() {
         return Err(bad_url(format!("`{}` must not have a query", raw.url)));
@@ -105,16 +125,16 @@ pub(super) fn upstream_settings(
     let untrusted_headers = match raw.untrusted_headers {
         None => super::settings::DEFAULT_UNTRUSTED_HEADERS
             .iter()
-            .map(|name| http::HeaderName::from_static(name))
+            .filter_map(|name| HeaderPattern::parse(name))
             .collect(),
         Some(names) => names
             .iter()
             .map(|name| {
-                http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+                HeaderPattern::parse(name).ok_or_else(|| {
                     ConfigError::invalid(
                         path,
                         "[upstream] untrusted_headers",
-                        format!("`{name}` is not a header name"),
+                        format!("`{name}` is not a header name (or a prefix ending in *)"),
                     )
                 })
             })

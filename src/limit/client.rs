@@ -6,6 +6,13 @@ use std::net::{IpAddr, Ipv6Addr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
+/// The client a request came from, as the auth layer resolved it (the TCP
+/// peer, or behind a trusted proxy the address it reported): put in both
+/// the request's and the response's extensions, so that what runs after the
+/// layer (the proxy's `X-Real-IP`, the access log) uses the same address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress(pub IpAddr);
+
 /// Resolves the client address of a request.
 #[derive(Debug, Clone, Default)]
 pub struct ClientIpResolver {

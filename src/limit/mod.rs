@@ -15,7 +15,7 @@ use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-pub use client::{ClientIpResolver, ip_key};
+pub use client::{ClientAddress, ClientIpResolver, UNREADABLE_CLIENT, ip_key};
 pub use lockout::{Attempt, LockedOut, LockoutPolicy, Lockouts, Refusal};
 
 /// A sustained rate with a burst allowance.

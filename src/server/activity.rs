@@ -4,8 +4,8 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -22,9 +22,14 @@ pub(super) struct Activity {
     last_progress: AtomicU64,
     /// Requests whose response has not been fully handed to the client.
     in_flight: AtomicUsize,
-    /// Response bodies with data ready but not taken by the connection
-    /// (the client is not reading, or its flow-control window is shut).
-    waiting: AtomicUsize,
+    /// Whether any request has started on this connection.
+    started: AtomicBool,
+    /// One entry per response body handed to the connection: since when it
+    /// has had data ready that the connection has not taken (the client is
+    /// not reading, or its flow-control window is shut), 0 when it is not
+    /// waiting. Each body keeps its own clock, so new requests or another
+    /// stream moving cannot hide a stalled one.
+    waiting: Mutex<Vec<Weak<AtomicU64>>>,
 }
 
 /// What the watchdog should do about a connection.
@@ -45,7 +50,8 @@ impl Activity {
             last_read: AtomicU64::new(0),
             last_progress: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
+            started: AtomicBool::new(false),
+            waiting: Mutex::new(Vec::new()),
         })
     }
 
@@ -60,11 +66,34 @@ impl Activity {
     /// A request starts; the guard ends it when dropped.
     pub(super) fn start_request(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.started.store(true, Ordering::Relaxed);
         self.touch(&self.last_progress);
         InFlight {
             activity: Arc::clone(self),
-            waiting: false,
+            waiting_since: None,
         }
+    }
+
+    /// Whether any request has started on this connection.
+    pub(super) fn started(&self) -> bool {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// Since when the body that has waited longest has been waiting.
+    fn oldest_waiting(&self) -> Option<u64> {
+        let mut bodies = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut oldest: Option<u64> = None;
+        bodies.retain(|body| match body.upgrade() {
+            Some(since) => {
+                let since = since.load(Ordering::Relaxed);
+                if since > 0 {
+                    oldest = Some(oldest.map_or(since, |o| o.min(since)));
+                }
+                true
+            }
+            None => false,
+        });
+        oldest.map(|since| since - 1)
     }
 
     /// Judges the connection against the limits.
@@ -77,12 +106,19 @@ impl Activity {
         let now = self.now();
         let since =
             |at: &AtomicU64| Duration::from_millis(now.saturating_sub(at.load(Ordering::Relaxed)));
-        let progress = since(&self.last_progress);
-        if self.waiting.load(Ordering::Relaxed) > 0 && progress >= send_limit {
+        if let Some(waiting_since) = self.oldest_waiting()
+            && Duration::from_millis(now.saturating_sub(waiting_since)) >= send_limit
+        {
             return Verdict::Stalled;
         }
+        // Before its first request a connection must speak within the
+        // header timeout; after that, HTTP/1.1 waits for the next head under
+        // hyper's header timer, and any connection with nothing in flight
+        // (an HTTP/2 one answering PINGs included) goes after `idle_limit`.
+        let never_started = !self.started.load(Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0
-            && (since(&self.last_read) >= silent_limit || progress >= idle_limit)
+            && (since(&self.last_progress) >= idle_limit
+                || (never_started && since(&self.last_read) >= silent_limit))
         {
             return Verdict::Idle;
         }
@@ -93,24 +129,40 @@ impl Activity {
 /// A request in flight; moves into its response body.
 pub(super) struct InFlight {
     activity: Arc<Activity>,
-    waiting: bool,
+    /// The body's waiting clock (ms since the connection's start, plus 1;
+    /// 0 when not waiting), registered once the response exists.
+    waiting_since: Option<Arc<AtomicU64>>,
 }
 
 impl InFlight {
     fn set_waiting(&mut self, waiting: bool) {
-        if waiting != self.waiting {
-            self.waiting = waiting;
-            match waiting {
-                true => self.activity.waiting.fetch_add(1, Ordering::Relaxed),
-                false => self.activity.waiting.fetch_sub(1, Ordering::Relaxed),
-            };
+        let activity = &self.activity;
+        let since = self.waiting_since.get_or_insert_with(|| {
+            let since = Arc::new(AtomicU64::new(0));
+            activity
+                .waiting
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(Arc::downgrade(&since));
+            since
+        });
+        match waiting {
+            // Keeps the first moment: a body polled again restarts it.
+            true => {
+                let _ = since.compare_exchange(
+                    0,
+                    activity.now() + 1,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                );
+            }
+            false => since.store(0, Ordering::Relaxed),
         }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.set_waiting(false);
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.activity.touch(&self.activity.last_progress);
     }
@@ -146,6 +198,8 @@ impl http_body::Body for TrackedBody {
         let this = &mut *self;
         if let Some(guard) = &mut this.guard {
             guard.activity.touch(&guard.activity.last_progress);
+            // Asked for more: whatever was ready has been taken.
+            guard.set_waiting(false);
         }
         let poll = Pin::new(&mut this.inner).poll_frame(cx);
         match &poll {
@@ -313,6 +367,9 @@ mod tests {
         let body = TrackedBody::new(Body::empty(), guard);
         assert_eq!(a.verdict(zero, zero, zero), Verdict::Stalled);
         drop(body);
+        // After a request, silence alone is hyper's business (HTTP/1.1) and
+        // the idle limit decides.
+        assert_eq!(a.verdict(zero, long, zero), Verdict::Fine);
         assert_eq!(a.verdict(long, zero, zero), Verdict::Idle);
     }
 }

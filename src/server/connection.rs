@@ -23,10 +23,6 @@ use crate::config::Limits;
 /// The HTTP/2 connection preface a client sends first.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// How long a connection told to close politely (GOAWAY, or "close after
-/// this response") gets before it is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Protocol {
     Http1,
@@ -147,9 +143,13 @@ async fn drive<I>(
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(context.clone());
             let guard = activity.start_request();
+            let head = req.method() == http::Method::HEAD;
             let response = app.clone().oneshot(req);
             async move {
-                let response = response.await?;
+                let mut response = response.await?;
+                if head {
+                    strip_body(&mut response);
+                }
                 Ok::<_, std::convert::Infallible>(
                     response.map(|body| TrackedBody::new(body, guard)),
                 )
@@ -200,9 +200,27 @@ async fn drive<I>(
     }
 }
 
+/// A response to `HEAD` carries no body, whichever layer made it (axum
+/// strips bodies only for its own routes, and HTTP/2 would send one); its
+/// `Content-Length` still says what a `GET` would get.
+fn strip_body(response: &mut http::Response<axum::body::Body>) {
+    use http_body::Body as _;
+    if !response
+        .headers()
+        .contains_key(http::header::CONTENT_LENGTH)
+        && let Some(length) = response.body().size_hint().exact()
+    {
+        response.headers_mut().insert(
+            http::header::CONTENT_LENGTH,
+            http::HeaderValue::from(length),
+        );
+    }
+    *response.body_mut() = axum::body::Body::empty();
+}
+
 /// Polls `connection` to its end, closing it politely when it is idle or
 /// the server shuts down (then dropping it if it does not end within
-/// [`CLOSE_GRACE`], or the shutdown grace), and at once when a response
+/// `send_timeout`, or the shutdown grace), and at once when a response
 /// has been stalled on the client for `send_timeout`.
 async fn watch_over<C>(
     connection: C,
@@ -229,10 +247,13 @@ async fn watch_over<C>(
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut deadline: Option<tokio::time::Instant> = None;
     let mut shutting_down = *shutdown.borrow();
+    // `None` (no deadline) if the grace is too long to add to now.
+    let after = |grace: Duration| tokio::time::Instant::now().checked_add(grace);
     if shutting_down {
         close_politely(connection.as_mut());
-        deadline = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+        deadline = after(limits.shutdown_grace);
     }
+    let mut closing = shutting_down;
     loop {
         tokio::select! {
             result = connection.as_mut() => {
@@ -250,10 +271,20 @@ async fn watch_over<C>(
                     Verdict::Stalled => {
                         return tracing::debug!(%peer, "client stopped reading its response: closed");
                     }
-                    Verdict::Idle if deadline.is_none() => {
+                    Verdict::Idle if !closing => {
                         tracing::debug!(%peer, "idle connection: closing");
                         close_politely(connection.as_mut());
-                        deadline = Some(tokio::time::Instant::now() + CLOSE_GRACE);
+                        // Whatever is still buffered gets the time any
+                        // response gets to be taken; a connection that never
+                        // made a request has nothing to finish (and an
+                        // HTTP/2 one still waiting for its preface may not
+                        // notice the polite close at all).
+                        closing = true;
+                        deadline = after(if activity.started() {
+                            limits.send_timeout
+                        } else {
+                            Duration::from_secs(1)
+                        });
                     }
                     Verdict::Idle => {}
                 }
@@ -262,7 +293,8 @@ async fn watch_over<C>(
                 shutting_down = true;
                 if changed.is_ok() {
                     close_politely(connection.as_mut());
-                    deadline = Some(tokio::time::Instant::now() + limits.shutdown_grace);
+                    closing = true;
+                    deadline = after(limits.shutdown_grace);
                 }
             }
         }

@@ -155,6 +155,7 @@ fn check_config_and_serve_agree_on_metrics_paths() {
         "/healthz",
         "/{*rest}",
         "/m/{id}",
+        "/:metrics",
         "/a/../b",
         "metrics",
         "/metrics",

@@ -156,8 +156,23 @@ async fn http2_readers_that_never_open_their_window_are_cut_off() {
         send.current_max_send_streams()
     );
     // Headers arrive; the bodies cannot (window 0), so the server must close
-    // the connection after send_timeout rather than hold 50 streams.
+    // the connection after send_timeout rather than hold 50 streams, even
+    // while the client keeps opening new requests on it: a new request must
+    // not restart the stalled ones' clock.
+    let keep_busy = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let Ok(mut ready) = send.clone().ready().await else {
+                break;
+            };
+            let Ok((response, _)) = ready.send_request(h2_get("/healthz"), true) else {
+                break;
+            };
+            drop(response);
+        }
+    });
     let ended = tokio::time::timeout(Duration::from_secs(6), connection).await;
+    keep_busy.abort();
     assert!(
         ended.is_ok(),
         "the stalled HTTP/2 connection is still open after 6 s"

@@ -13,7 +13,14 @@ use crate::common::{ALICE, Gatehouse, TestDir, client, client_from, upstream};
 use crate::support::{curl, raw_tls, wsgi_echo};
 
 /// The identity and address headers a client may try to plant.
-const CLAIMS: [&str; 10] = [
+const CLAIMS: [&str; 17] = [
+    "X-Forwarded-Groups",
+    "X-Forwarded-Email",
+    "X-Remote-Group",
+    "X-Forwarded-Client-Cert",
+    "X-Auth-Request-Groups",
+    "X-HTTP-Method-Override",
+    "Client-IP",
     "X-Real-IP",
     "True-Client-IP",
     "X-Client-IP",
@@ -106,8 +113,8 @@ async fn identity_headers_pass_only_from_trusted_proxies() {
 }
 
 /// A deliberately permissive upstream: it answers `101 Switching
-/// Protocols` to any request with an `Upgrade` header, and otherwise 200
-/// with the head it received as the body.
+/// Protocols` to any request with an `Upgrade` header and to `GET /switch`,
+/// and otherwise 200 with the head it received as the body.
 async fn permissive_upstream() -> std::net::SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -123,7 +130,7 @@ async fn permissive_upstream() -> std::net::SocketAddr {
                     }
                 }
                 let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                let answer = if head.contains("\r\nupgrade:") {
+                let answer = if head.contains("\r\nupgrade:") || head.starts_with("get /switch ") {
                     "HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n".to_owned()
                 } else {
                     format!(
@@ -182,9 +189,17 @@ async fn an_unasked_101_from_the_upstream_is_a_502() {
     let dir = TestDir::new();
     let config = dir.config(&format!("[upstream]\nurl = \"http://{up}\"\n"));
     let server = Gatehouse::start(&config);
-    // `Upgrade` without `Connection: upgrade` is not an upgrade request; it
-    // is stripped as hop-by-hop, so the upstream answers 200. A 101 here
-    // would be an unasked switch: make the upstream do it by name.
+    // Nothing asked to switch, yet the upstream answers 101: passing that on
+    // would turn the client's connection into something no check sees.
+    let answer = raw_tls(
+        &dir,
+        &server,
+        "GET /switch HTTP/1.1\r\nHost: localhost\r\nAuthorization: Basic YWxpY2U6c2VjcmV0\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 502"), "{answer}");
+    // `Upgrade` without `Connection: upgrade` is not an upgrade request: it
+    // is stripped as hop-by-hop and the upstream answers 200.
     let answer = raw_tls(
         &dir,
         &server,

@@ -6,7 +6,8 @@ use crate::support::{SECRET, curl, nginx, raw_tls, site};
 
 /// Every spelling of "up one level" the reviews tried, after a public
 /// prefix, aiming at the private file.
-const CLIMBS: [&str; 9] = [
+const CLIMBS: [&str; 10] = [
+    "/static/public/..%3b/private/secret.txt",
     "/static/public/../private/secret.txt",
     "/static/public/%2e%2e/private/secret.txt",
     "/static/public/.%2e/private/secret.txt",
@@ -160,6 +161,18 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
         let (status, body) = curl(&dir, &server.url(path), &["-u", &user]);
         assert_eq!(status, 404, "{path}: {body}");
     }
+    std::fs::create_dir_all(root.join(".well-known/acme-challenge")).unwrap();
+    std::fs::write(root.join(".well-known/acme-challenge/t"), "token\n").unwrap();
+    let (status, body) = curl(
+        &dir,
+        &server.url("/.well-known/acme-challenge/t"),
+        &["-u", &user],
+    );
+    assert_eq!(
+        (status, body.as_str()),
+        (200, "token\n"),
+        "/.well-known is not a dotfile"
+    );
     let (status, body) = curl(
         &dir,
         &server.url("/static/public/inside.txt"),
@@ -217,6 +230,28 @@ async fn ambiguous_hosts_trace_connect_and_options_star() {
         assert!(
             answer.to_ascii_lowercase().contains("allow: get"),
             "{answer}"
+        );
+    }
+    for (head, status) in [
+        ("GET /healthz HTTP/1.1\r\nHost: a, evil\r\n", "400"),
+        ("GET /healthz HTTP/1.1\r\nHost: u@a\r\n", "400"),
+        ("GET http://u@a/healthz HTTP/1.1\r\nHost: u@a\r\n", "400"),
+        ("trace /healthz HTTP/1.1\r\nHost: localhost\r\n", "405"),
+        ("TRACK /healthz HTTP/1.1\r\nHost: localhost\r\n", "405"),
+        (
+            "POST /healthz HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: gzip, chunked\r\n",
+            "501",
+        ),
+    ] {
+        let answer = raw_tls(
+            &dir,
+            &server,
+            &format!("{head}Connection: close\r\n\r\n0\r\n\r\n"),
+        )
+        .await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{head}: {answer}"
         );
     }
     let answer = raw_tls(
