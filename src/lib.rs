@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod healthcheck;
+mod io_watch;
 pub mod limit;
 pub mod logging;
 pub mod metrics;

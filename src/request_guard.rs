@@ -6,7 +6,9 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use http::header::{ALLOW, CONTENT_TYPE, HOST, TRANSFER_ENCODING};
+use http::header::{ALLOW, HOST, TRANSFER_ENCODING};
+
+use crate::auth::response::plain;
 use http::uri::Authority;
 use http::{HeaderValue, Method, StatusCode};
 
@@ -93,14 +95,4 @@ fn is_plain_authority(bytes: &[u8]) -> bool {
             .iter()
             .any(|&b| matches!(b, b',' | b'@' | b' ' | b'\t' | b'/' | b'\\'))
         && Authority::try_from(bytes).is_ok()
-}
-
-fn plain(status: StatusCode, body: &'static str) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    response
 }

@@ -53,7 +53,7 @@ pub mod cache;
 mod coalesce;
 pub mod header;
 mod public;
-mod response;
+pub(crate) mod response;
 mod user;
 
 use std::future::Future;

@@ -8,7 +8,8 @@ use axum::response::Response;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, WWW_AUTHENTICATE};
 use http::{HeaderValue, StatusCode};
 
-fn plain(status: StatusCode, body: &'static str) -> Response {
+/// A plain-text response with a fixed body.
+pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response {
     let mut response = Response::new(Body::from(body));
     *response.status_mut() = status;
     response.headers_mut().insert(

@@ -2,7 +2,6 @@
 //! client last sent a byte, how many requests are in flight, and whether a
 //! response is waiting for the client to take more of it.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -10,14 +9,15 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
+
+use crate::io_watch::Clock;
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// One connection's activity. Times are milliseconds since `start`.
 pub(super) struct Activity {
     start: Instant,
     /// The client last sent bytes (any: headers, bodies, PINGs, acks).
-    last_read: AtomicU64,
+    last_read: Arc<Clock>,
     /// A request last started or finished, or a response body was polled.
     last_progress: AtomicU64,
     /// Requests whose response has not been fully handed to the client.
@@ -47,7 +47,7 @@ impl Activity {
     pub(super) fn new() -> Arc<Self> {
         Arc::new(Self {
             start: Instant::now(),
-            last_read: AtomicU64::new(0),
+            last_read: Clock::new(),
             last_progress: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicBool::new(false),
@@ -72,6 +72,11 @@ impl Activity {
             activity: Arc::clone(self),
             waiting_since: None,
         }
+    }
+
+    /// The clock the connection's stream touches on every read.
+    pub(super) fn read_clock(&self) -> Arc<Clock> {
+        Arc::clone(&self.last_read)
     }
 
     /// Whether any request has started on this connection.
@@ -118,7 +123,7 @@ impl Activity {
         let never_started = !self.started.load(Ordering::Relaxed);
         if self.in_flight.load(Ordering::Relaxed) == 0
             && (since(&self.last_progress) >= idle_limit
-                || (never_started && since(&self.last_read) >= silent_limit))
+                || (never_started && self.last_read.since() >= silent_limit))
         {
             return Verdict::Idle;
         }
@@ -225,128 +230,6 @@ impl http_body::Body for TrackedBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// An I/O stream that notes when the client last sent bytes.
-pub(super) struct ReadTracked<I> {
-    inner: I,
-    activity: Arc<Activity>,
-}
-
-impl<I> ReadTracked<I> {
-    pub(super) fn new(inner: I, activity: Arc<Activity>) -> Self {
-        Self { inner, activity }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for ReadTracked<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let poll = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(poll, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch(&self.activity.last_read);
-        }
-        poll
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for ReadTracked<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-}
-
-/// A stream whose first bytes were already read (to tell HTTP/2 from
-/// HTTP/1): they are handed out again before the rest.
-pub(super) struct Prefixed<I> {
-    prefix: Vec<u8>,
-    offset: usize,
-    inner: I,
-}
-
-impl<I> Prefixed<I> {
-    pub(super) fn new(prefix: Vec<u8>, inner: I) -> Self {
-        Self {
-            prefix,
-            offset: 0,
-            inner,
-        }
-    }
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        if self.offset < self.prefix.len() {
-            let rest = &self.prefix[self.offset..];
-            let n = rest.len().min(buf.remaining());
-            buf.put_slice(&rest[..n]);
-            self.offset += n;
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut self.inner).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
     }
 }
 

@@ -17,8 +17,9 @@ use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
 
 use super::ConnectionContext;
-use super::activity::{Activity, Prefixed, ReadTracked, TrackedBody, Verdict};
+use super::activity::{Activity, TrackedBody, Verdict};
 use crate::config::Limits;
+use crate::io_watch::{Prefixed, ReadTracked};
 
 /// The HTTP/2 connection preface a client sends first.
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
@@ -44,7 +45,7 @@ pub(super) async fn serve(
     context: ConnectionContext,
 ) {
     let activity = Activity::new();
-    let tcp = ReadTracked::new(tcp, Arc::clone(&activity));
+    let tcp = ReadTracked::new(tcp, activity.read_clock());
     let limits = &shared.limits;
     match &shared.tls {
         None => serve_sniffed(&shared, tcp, peer, context, activity).await,

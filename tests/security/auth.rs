@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::common::{ALICE, Gatehouse, TestDir, binary, cheap_hash, client_from, slow_hash};
-use crate::support::metrics_addr;
+use crate::support::metrics_text;
 
 #[tokio::test]
 async fn removing_every_user_on_reload_revokes_access() {
@@ -216,14 +216,7 @@ async fn a_full_lockout_table_fails_closed() {
         .unwrap();
     assert_eq!(response.status(), 429);
     assert!(response.headers().contains_key("retry-after"));
-    let metrics = crate::common::client(&dir.cert_pem)
-        .get(format!("http://{}/metrics", metrics_addr(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&dir, &server).await;
     assert!(
         metrics.contains("gatehouse_lockout_table_full_total 1"),
         "{metrics}"
@@ -281,14 +274,7 @@ async fn a_flood_of_refused_requests_is_sampled_in_the_access_log() {
         gatehouse::access_log::BURST as usize,
         "refused lines past the burst are left out"
     );
-    let metrics = crate::common::client(&dir.cert_pem)
-        .get(format!("http://{}/metrics", metrics_addr(&server)))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = metrics_text(&dir, &server).await;
     assert!(
         metrics.contains("gatehouse_access_log_suppressed_total 80"),
         "{metrics}"

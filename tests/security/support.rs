@@ -197,3 +197,15 @@ pub fn metrics_addr(server: &Gatehouse) -> SocketAddr {
     let rest = logs.split("metrics on http://").nth(1).unwrap();
     rest.split('/').next().unwrap().parse().unwrap()
 }
+
+/// The Prometheus text from the separate metrics listener.
+pub async fn metrics_text(dir: &TestDir, server: &Gatehouse) -> String {
+    crate::common::client(&dir.cert_pem)
+        .get(format!("http://{}/metrics", metrics_addr(server)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
