@@ -113,11 +113,14 @@ pub async fn access_log(
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|ConnectInfo(addr)| addr.ip());
+    let resolved = req.extensions().get::<ClientAddress>().map(|c| c.0);
     let response = next.run(req).await;
     let status = response.status();
-    // The client the auth layer resolved (behind a trusted proxy, not the
-    // proxy), so one noisy client behind it does not silence the others.
-    let resolved = response.extensions().get::<ClientAddress>().map(|c| c.0);
+    // The resolved client (behind a trusted proxy, not the proxy), so one
+    // noisy client behind it does not silence the others. The server
+    // resolves it before this runs; a layer-only app leaves it to the auth
+    // layer, which puts it in the response.
+    let resolved = resolved.or_else(|| response.extensions().get::<ClientAddress>().map(|c| c.0));
     let client_ip = resolved.or(peer);
     if status.is_client_error() || status.is_server_error() {
         let key = client_ip.map_or(OVERFLOW, ip_key);

@@ -155,8 +155,9 @@ impl Proxy {
 
     /// Drops what the client may claim about itself: any header that reads
     /// as one gatehouse sets once `_` is taken for `-` (CGI, WSGI, PHP and
-    /// Rails all do that), every header with `_` unless allowed, and, from a
-    /// peer that is not a trusted proxy, the `untrusted_headers`.
+    /// Rails all do that), every header with `_` unless allowed, the
+    /// `identity_headers` from everyone, and, from a peer that is not a
+    /// trusted proxy, the `untrusted_headers`.
     fn strip_client_claims(&self, headers: &mut HeaderMap, trusted: bool) {
         let ours = [
             self.settings.user_header.as_str(),
@@ -185,20 +186,17 @@ impl Proxy {
             headers.remove(name);
         }
         headers.remove(&self.settings.user_header);
-        if !trusted {
-            let untrusted: Vec<HeaderName> = headers
-                .keys()
-                .filter(|name| {
-                    self.settings
-                        .untrusted_headers
-                        .iter()
-                        .any(|p| p.matches(name))
-                })
-                .cloned()
-                .collect();
-            for name in untrusted {
-                headers.remove(name);
-            }
+        let settings = &self.settings;
+        let doomed: Vec<HeaderName> = headers
+            .keys()
+            .filter(|name| {
+                settings.identity_headers.iter().any(|p| p.matches(name))
+                    || (!trusted && settings.untrusted_headers.iter().any(|p| p.matches(name)))
+            })
+            .cloned()
+            .collect();
+        for name in doomed {
+            headers.remove(name);
         }
     }
 

@@ -88,11 +88,97 @@ pub async fn guard(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// `host` or `host:port` (a name, IPv4 or bracketed IPv6), nothing else.
+/// `host` or `host:port`, nothing else: a DNS name or IPv4 address
+/// (letters, digits, `-`, `_`, `.`), or an IPv6 address in brackets
+/// (hex digits, `:` and `.`, no zone), and a port of 1 to 5 digits up to
+/// 65535 when there is a `:`. At most 261 bytes (a 255-byte name and a
+/// port).
 fn is_plain_authority(bytes: &[u8]) -> bool {
-    !bytes.is_empty()
-        && !bytes
-            .iter()
-            .any(|&b| matches!(b, b',' | b'@' | b' ' | b'\t' | b'/' | b'\\'))
-        && Authority::try_from(bytes).is_ok()
+    if bytes.is_empty() || bytes.len() > 261 {
+        return false;
+    }
+    let (host_ok, port) = if let Some(rest) = bytes.strip_prefix(b"[") {
+        let Some(end) = rest.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let inner = &rest[..end];
+        let ok = !inner.is_empty()
+            && inner.contains(&b':')
+            && inner
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (ok, &rest[end + 1..])
+    } else {
+        let (host, port) = match bytes.iter().position(|&b| b == b':') {
+            Some(colon) => (&bytes[..colon], &bytes[colon..]),
+            None => (bytes, &b""[..]),
+        };
+        let ok = !host.is_empty()
+            && host
+                .iter()
+                .all(|&b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        (ok, port)
+    };
+    let port_ok = match port {
+        [] => true,
+        [b':', digits @ ..] => {
+            (1..=5).contains(&digits.len())
+                && digits.iter().all(u8::is_ascii_digit)
+                && std::str::from_utf8(digits)
+                    .ok()
+                    .and_then(|d| d.parse::<u16>().ok())
+                    .is_some_and(|p| p > 0)
+        }
+        _ => false,
+    };
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_plain_authority;
+
+    #[test]
+    fn only_plain_hosts_pass() {
+        for good in [
+            "localhost",
+            "localhost:8443",
+            "a.b-c_d.example",
+            "127.0.0.1:1",
+            "[::1]",
+            "[::1]:443",
+            "[2001:db8::1]:65535",
+        ] {
+            assert!(is_plain_authority(good.as_bytes()), "{good}");
+        }
+        let long = "a".repeat(300);
+        for bad in [
+            "",
+            "a, evil",
+            "u@a",
+            "a:",
+            "a:+80",
+            "a:-1",
+            "a:99999",
+            "a:0",
+            "a:080000",
+            "[fe80::1%eth0]",
+            "a;b",
+            "a&b=c",
+            "a'b",
+            "a(b)",
+            "a*",
+            "*",
+            "a b",
+            "a/b",
+            "a\\b",
+            "[v1.x]",
+            "[]",
+            "::1",
+            "a:80:80",
+            &long,
+        ] {
+            assert!(!is_plain_authority(bad.as_bytes()), "{bad}");
+        }
+    }
 }

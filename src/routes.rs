@@ -3,7 +3,10 @@
 use std::sync::Arc;
 
 use crate::static_files::StaticSettings;
-use axum::middleware;
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -12,6 +15,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::access_log::{RefusalSampler, access_log};
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
+use crate::limit::{ClientAddress, ClientIpResolver};
 use crate::metrics::{AuthCounters, CountersSnapshot, MetricsSources};
 use crate::proxy::{self, Proxy};
 
@@ -65,6 +69,7 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
         Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
         None => router,
     };
+    let resolver = auth.client_resolver().clone();
     // The routes are the fallback of an empty router, so that the layers
     // below run before any route is chosen: the auth layer makes the path
     // canonical first, and routing, the file server and the proxy all see
@@ -77,6 +82,22 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
             Arc::new(RefusalSampler::new(options.suppressed_log_lines)),
             access_log,
         ))
+        .layer(middleware::from_fn_with_state(resolver, resolve_client))
+}
+
+/// Resolves the client once, first, so that every later step (the access
+/// log and its sampling, the request guard's refusals, the auth layer, the
+/// proxy's `X-Real-IP`) speaks of the same client.
+async fn resolve_client(
+    State(resolver): State<ClientIpResolver>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
+        let client = resolver.resolve(peer.ip(), req.headers());
+        req.extensions_mut().insert(ClientAddress(client));
+    }
+    next.run(req).await
 }
 
 /// gatehouse's own routes, whatever the backend.

@@ -28,7 +28,11 @@ pub fn router<S: Clone + Send + Sync + 'static>(
     router: Router<S>,
     settings: StaticSettings,
 ) -> Router<S> {
-    let serve = ServeDir::new(&settings.root).append_index_html_on_directories(true);
+    // 16 KiB read chunks (64 KiB by default): what a response the client
+    // is slow to take pins, per stream, until send_timeout.
+    let serve = ServeDir::new(&settings.root)
+        .append_index_html_on_directories(true)
+        .with_buf_chunk_size(16 * 1024);
     router.fallback_service(
         Router::new()
             .fallback_service(serve)
@@ -55,12 +59,13 @@ async fn check(State(settings): State<Arc<StaticSettings>>, req: Request, next: 
     if dotfile && !settings.allow_dotfiles {
         return not_found();
     }
-    if !settings.follow_symlinks_outside_root {
-        let root = settings.root.clone();
-        let inside = tokio::task::spawn_blocking(move || stays_inside(&root, &segments))
-            .await
-            .unwrap_or(false);
-        if !inside {
+    if !(settings.follow_symlinks_outside_root && settings.allow_dotfiles) {
+        let settings = Arc::clone(&settings);
+        let allowed =
+            tokio::task::spawn_blocking(move || resolves_to_allowed(&settings, &segments))
+                .await
+                .unwrap_or(false);
+        if !allowed {
             return not_found();
         }
     }
@@ -68,30 +73,45 @@ async fn check(State(settings): State<Arc<StaticSettings>>, req: Request, next: 
 }
 
 /// Whether the file the segments name (and, for a directory, its
-/// `index.html`) resolves to a place inside `root`, itself resolved now (a
-/// deploy may have swapped a `current -> releases/N` link). A path that
-/// does not exist is left to ServeDir, which answers 404. One blocking
-/// call: it stats the file system several times.
-fn stays_inside(root: &Path, segments: &[Vec<u8>]) -> bool {
-    let Ok(real_root) = root.canonicalize() else {
+/// `index.html`) resolves, through any symlinks, to a place the settings
+/// allow: inside `root` (itself resolved now: a deploy may have swapped a
+/// `current -> releases/N` link), and not a dotfile there (a link named
+/// `notes.txt` may point at `.env`). A path that does not exist is left to
+/// ServeDir, which answers 404. One blocking call: it stats the file system
+/// several times.
+fn resolves_to_allowed(settings: &StaticSettings, segments: &[Vec<u8>]) -> bool {
+    let Ok(real_root) = settings.root.canonicalize() else {
         return false;
     };
-    let mut full = root.to_path_buf();
+    let mut full = settings.root.clone();
     for segment in segments {
         full.push(os_str(segment));
     }
     let Ok(real) = full.canonicalize() else {
         return true;
     };
-    if !real.starts_with(&real_root) {
+    let allowed = |real: &Path| match real.strip_prefix(&real_root) {
+        Err(_) => settings.follow_symlinks_outside_root,
+        Ok(inside) => settings.allow_dotfiles || !has_dotfile(inside),
+    };
+    if !allowed(&real) {
         return false;
     }
     if real.is_dir()
         && let Ok(index) = real.join("index.html").canonicalize()
     {
-        return index.starts_with(&real_root);
+        return allowed(&index);
     }
     true
+}
+
+/// Whether a path relative to the root has a component starting with `.`
+/// (other than a leading `.well-known`).
+fn has_dotfile(relative: &Path) -> bool {
+    relative.components().enumerate().any(|(i, c)| {
+        let name = c.as_os_str().as_encoded_bytes();
+        name.first() == Some(&b'.') && !(i == 0 && name == b".well-known")
+    })
 }
 
 #[cfg(unix)]

@@ -139,6 +139,11 @@ impl BasicAuthLayer {
         }
     }
 
+    /// How the layer tells clients apart (for middleware that must agree).
+    pub fn client_resolver(&self) -> &ClientIpResolver {
+        &self.shared.client_ip
+    }
+
     /// The verifier, e.g. to replace its users on reload.
     pub fn verifier(&self) -> &Verifier {
         &self.shared.verifier
@@ -198,7 +203,12 @@ where
         Box::pin(async move {
             // Resolved once; the proxy (X-Real-IP) and the access log read
             // it from the request's and the response's extensions.
-            let client = ClientAddress(shared.resolve_client(&req));
+            // An outer middleware (the server's) may have resolved it
+            // already, so that what runs before the layer agrees.
+            let client = match req.extensions().get::<ClientAddress>() {
+                Some(client) => *client,
+                None => ClientAddress(shared.resolve_client(&req)),
+            };
             req.extensions_mut().insert(client);
             let mut response = if let Err(error) = canonicalize_uri(&mut req) {
                 tracing::debug!(%error, "request path refused");

@@ -54,6 +54,7 @@ pub(super) struct Upstream {
     #[serde(default)]
     pub underscores_in_headers: bool,
     pub untrusted_headers: Option<Vec<String>>,
+    pub identity_headers: Option<Vec<String>>,
 }
 
 impl Upstream {

@@ -61,45 +61,91 @@ pub struct UpstreamSettings {
     /// Whether client headers with `_` in their name reach the upstream
     /// (off: CGI, WSGI and PHP read `X_Forwarded_User` as `X-Forwarded-User`).
     pub underscores_in_headers: bool,
-    /// Headers dropped unless the peer is a trusted proxy: client addresses
-    /// and identities an upstream might believe.
+    /// Headers dropped unless the peer is a trusted proxy: client
+    /// addresses, schemes and hosts as proxies report them.
     pub untrusted_headers: Vec<HeaderPattern>,
+    /// Headers dropped from every peer: identities, groups, tokens, client
+    /// certificates, URL and method rewrites.
+    pub identity_headers: Vec<HeaderPattern>,
 }
 
-/// The headers `[upstream] untrusted_headers` names by default: addresses,
-/// identities, groups, client certificates, original-URL and method
-/// claims that upstreams and frameworks read. A name ending in `*` is a
-/// prefix: `x-forwarded-*` drops every `X-Forwarded-…` header the client
-/// sent (gatehouse then sets its own `-For`, `-Proto`, `-Host` and user
-/// header), including oauth2-proxy's `X-Forwarded-Email` and `-Groups`.
+/// The headers `[upstream] untrusted_headers` names by default: client
+/// addresses, schemes, hosts and paths as proxies report them. Dropped
+/// unless the peer is a trusted proxy (which may set them). A name ending
+/// in `*` is a prefix: `x-forwarded-*` drops every `X-Forwarded-…` header
+/// the client sent (gatehouse then sets its own `-For`, `-Proto`, `-Host`).
 pub const DEFAULT_UNTRUSTED_HEADERS: &[&str] = &[
     "x-forwarded-*",
+    "x-forwarded",
+    "forwarded-for",
     "x-real-ip",
     "true-client-ip",
     "client-ip",
     "x-client-ip",
     "x-cluster-client-ip",
+    "x-originating-ip",
+    "x-proxy-user-ip",
+    "x-appengine-user-ip",
     "cf-connecting-ip",
     "fastly-client-ip",
     "x-envoy-*",
-    "forwarded-for",
     "x-url-scheme",
+    "x-scheme",
+    "front-end-https",
+    "x-host",
+    "x-script-name",
+];
+
+/// The headers `[upstream] identity_headers` names by default: who the
+/// user is, their groups, email, tokens and client certificates, as other
+/// auth proxies and platforms (oauth2-proxy, Authelia, authentik, Pomerium,
+/// Vouch, Cloudflare Access, Google IAP, AWS ALB, Azure, Kong, Kubernetes
+/// impersonation) tell their apps, and requests to rewrite the URL, method
+/// or host. gatehouse is the one that says who the user is, so these are
+/// dropped from every peer, trusted proxies included.
+pub const DEFAULT_IDENTITY_HEADERS: &[&str] = &[
+    "remote-*",
+    "x-remote-*",
+    "x-forwarded-email",
+    "x-forwarded-groups",
+    "x-forwarded-preferred-username",
+    "x-forwarded-access-token",
+    "x-forwarded-client-cert",
+    "x-auth-*",
+    "x-authenticated-*",
+    "x-user",
+    "x-user-*",
+    "x-username",
+    "x-email",
+    "x-groups",
+    "x-preferred-username",
+    "x-userinfo",
+    "x-webauth-*",
+    "x-vouch-*",
+    "x-pomerium-*",
+    "x-authentik-*",
+    "cf-access-*",
+    "x-goog-*",
+    "x-amzn-oidc-*",
+    "x-ms-client-principal*",
+    "x-consumer-*",
+    "x-credential-identifier",
+    "x-jwt-assertion",
+    "oidc-*",
+    "tailscale-*",
+    "impersonate-*",
+    "x-ssl-*",
+    "ssl-client-*",
+    "x-client-cert*",
+    "x-client-verify",
+    "x-client-dn",
+    "x-arr-clientcert",
     "x-original-*",
     "x-rewrite-url",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
-    "remote-user",
-    "x-remote-*",
-    "x-auth-request-*",
-    "x-authenticated-*",
-    "x-user",
-    "x-email",
-    "x-groups",
-    "x-webauth-*",
-    "x-ssl-*",
-    "x-client-cert*",
-    "ssl-client-*",
+    "x-http-host-override",
 ];
 
 /// A header name, or a prefix of names (written with a trailing `*`).

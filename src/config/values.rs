@@ -122,24 +122,18 @@ pub(super) fn upstream_settings(
             raw.url
         )));
     }
-    let untrusted_headers = match raw.untrusted_headers {
-        None => super::settings::DEFAULT_UNTRUSTED_HEADERS
-            .iter()
-            .filter_map(|name| HeaderPattern::parse(name))
-            .collect(),
-        Some(names) => names
-            .iter()
-            .map(|name| {
-                HeaderPattern::parse(name).ok_or_else(|| {
-                    ConfigError::invalid(
-                        path,
-                        "[upstream] untrusted_headers",
-                        format!("`{name}` is not a header name (or a prefix ending in *)"),
-                    )
-                })
-            })
-            .collect::<Result<_, _>>()?,
-    };
+    let untrusted_headers = header_patterns(
+        path,
+        "[upstream] untrusted_headers",
+        raw.untrusted_headers.as_deref(),
+        super::settings::DEFAULT_UNTRUSTED_HEADERS,
+    )?;
+    let identity_headers = header_patterns(
+        path,
+        "[upstream] identity_headers",
+        raw.identity_headers.as_deref(),
+        super::settings::DEFAULT_IDENTITY_HEADERS,
+    )?;
     Ok(UpstreamSettings {
         url,
         timeout: nonzero_duration(path, "[upstream] timeout", &raw.timeout)?,
@@ -158,7 +152,30 @@ pub(super) fn upstream_settings(
         )?,
         underscores_in_headers: raw.underscores_in_headers,
         untrusted_headers,
+        identity_headers,
     })
+}
+
+/// A list of header names and `prefix*` patterns, or the defaults.
+fn header_patterns(
+    path: &Path,
+    key: &str,
+    names: Option<&[String]>,
+    defaults: &[&str],
+) -> Result<Vec<HeaderPattern>, ConfigError> {
+    let parse = |name: &str| {
+        HeaderPattern::parse(name).ok_or_else(|| {
+            ConfigError::invalid(
+                path,
+                key,
+                format!("`{name}` is not a header name (or a prefix ending in *)"),
+            )
+        })
+    };
+    match names {
+        Some(names) => names.iter().map(|n| parse(n)).collect(),
+        None => defaults.iter().map(|n| parse(n)).collect(),
+    }
 }
 
 pub(super) fn nonzero_duration(

@@ -24,6 +24,13 @@ pub(super) struct Activity {
     in_flight: AtomicUsize,
     /// Whether any request has started on this connection.
     started: AtomicBool,
+    /// Waiting time of bodies dropped while still waiting (the client reset
+    /// the stream instead of taking the data), in ms, draining at one ms
+    /// per ms. A client that opens streams, lets them stall and resets them
+    /// before `send_timeout` runs this up and is closed like a stalled one.
+    abandoned_ms: AtomicU64,
+    /// When `abandoned_ms` was last drained.
+    drained_at: AtomicU64,
     /// One entry per response body handed to the connection: since when it
     /// has had data ready that the connection has not taken (the client is
     /// not reading, or its flow-control window is shut), 0 when it is not
@@ -51,6 +58,8 @@ impl Activity {
             last_progress: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             started: AtomicBool::new(false),
+            abandoned_ms: AtomicU64::new(0),
+            drained_at: AtomicU64::new(0),
             waiting: Mutex::new(Vec::new()),
         })
     }
@@ -111,6 +120,16 @@ impl Activity {
         let now = self.now();
         let since =
             |at: &AtomicU64| Duration::from_millis(now.saturating_sub(at.load(Ordering::Relaxed)));
+        let drained = now.saturating_sub(self.drained_at.swap(now, Ordering::Relaxed));
+        let _ = self
+            .abandoned_ms
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |debt| {
+                Some(debt.saturating_sub(drained))
+            });
+        let send_limit_ms = u64::try_from(send_limit.as_millis()).unwrap_or(u64::MAX);
+        if self.abandoned_ms.load(Ordering::Relaxed) >= send_limit_ms {
+            return Verdict::Stalled;
+        }
         if let Some(waiting_since) = self.oldest_waiting()
             && Duration::from_millis(now.saturating_sub(waiting_since)) >= send_limit
         {
@@ -168,6 +187,15 @@ impl InFlight {
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        if let Some(since) = &self.waiting_since {
+            let since = since.load(Ordering::Relaxed);
+            if since > 0 {
+                let waited = self.activity.now().saturating_sub(since - 1);
+                self.activity
+                    .abandoned_ms
+                    .fetch_add(waited, Ordering::Relaxed);
+            }
+        }
         self.activity.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.activity.touch(&self.activity.last_progress);
     }
@@ -208,6 +236,9 @@ impl http_body::Body for TrackedBody {
         }
         let poll = Pin::new(&mut this.inner).poll_frame(cx);
         match &poll {
+            // The last chunk: the request is over once it is taken, and a
+            // body dropped now has not been abandoned.
+            Poll::Ready(Some(Ok(_))) if this.inner.is_end_stream() => this.guard = None,
             Poll::Ready(Some(Ok(_))) => {
                 if let Some(guard) = &mut this.guard {
                     guard.set_waiting(true);

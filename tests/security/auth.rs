@@ -284,3 +284,34 @@ async fn a_flood_of_refused_requests_is_sampled_in_the_access_log() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn refusals_behind_a_trusted_proxy_are_sampled_per_client() {
+    let dir = TestDir::new();
+    // The test's own address is the trusted proxy.
+    let server =
+        Gatehouse::start(&dir.config_with_server("trusted_proxies = [\"127.0.0.1/32\"]", ""));
+    for _ in 0..30 {
+        let answer = crate::support::raw_tls(
+            &dir,
+            &server,
+            "GET /healthz HTTP/1.1\r\nHost: a, evil\r\nX-Forwarded-For: 203.0.113.1\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    let answer = crate::support::raw_tls(
+        &dir,
+        &server,
+        "TRACE /healthz HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.2\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    server.wait_for_log("client=203.0.113.2", 1, Duration::from_secs(2));
+    let logs = server.logs();
+    let first = logs
+        .lines()
+        .filter(|l| l.contains("client=203.0.113.1 via=127.0.0.1"))
+        .count();
+    assert_eq!(first, gatehouse::access_log::BURST as usize, "{logs}");
+}

@@ -336,3 +336,43 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
         server.wait_for_log("open-file limit is below", 1, Duration::from_secs(2));
     }
 }
+
+#[tokio::test]
+async fn http2_streams_reset_before_they_stall_still_close_the_connection() {
+    let dir = TestDir::new();
+    let root = dir.path("files");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("big.bin"), vec![b'x'; 1 << 20]).unwrap();
+    let server = Gatehouse::start(&dir.config(&format!(
+        "[limits]\nsend_timeout = \"1s\"\n[static]\nroot = \"{}\"\n",
+        root.display()
+    )));
+    let (send, connection) = h2_client(&dir, &server, 0).await;
+    // Streams that can never be taken (window 0), each reset after 400 ms
+    // and replaced: no single one outlives send_timeout, but the
+    // connection as a whole never delivers anything.
+    let cycle = tokio::spawn(async move {
+        loop {
+            let mut streams = Vec::new();
+            for _ in 0..20 {
+                let Ok(mut ready) = send.clone().ready().await else {
+                    return;
+                };
+                let Ok((response, stream)) = ready.send_request(h2_get("/big.bin"), true) else {
+                    return;
+                };
+                streams.push((response, stream));
+            }
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            for (_, mut stream) in streams {
+                stream.send_reset(h2::Reason::CANCEL);
+            }
+        }
+    });
+    let ended = tokio::time::timeout(Duration::from_secs(8), connection).await;
+    cycle.abort();
+    assert!(
+        ended.is_ok(),
+        "a connection cycling stalled streams is still open after 8 s"
+    );
+}

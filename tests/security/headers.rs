@@ -12,26 +12,42 @@ use tokio::net::TcpListener;
 use crate::common::{ALICE, Gatehouse, TestDir, client, client_from, upstream};
 use crate::support::{curl, raw_tls, wsgi_echo};
 
-/// The identity and address headers a client may try to plant.
-const CLAIMS: [&str; 17] = [
+/// Address headers a client may try to plant: a trusted proxy may set them.
+const ADDRESS_CLAIMS: [&str; 8] = [
+    "X-Real-IP",
+    "Client-IP",
+    "True-Client-IP",
+    "X-Client-IP",
+    "X-Forwarded-Port",
+    "X-Forwarded-Prefix",
+    "X-Forwarded",
+    "X-Originating-IP",
+];
+
+/// Identity headers a client may try to plant: nobody may set them.
+const IDENTITY_CLAIMS: [&str; 16] = [
     "X-Forwarded-Groups",
     "X-Forwarded-Email",
     "X-Remote-Group",
     "X-Forwarded-Client-Cert",
     "X-Auth-Request-Groups",
     "X-HTTP-Method-Override",
-    "Client-IP",
-    "X-Real-IP",
-    "True-Client-IP",
-    "X-Client-IP",
-    "X-Forwarded-Port",
-    "X-Forwarded-Prefix",
     "X-Original-URL",
     "X-Rewrite-URL",
     "Remote-User",
+    "Remote-Groups",
     "X-Remote-User",
     "X-Auth-Request-User",
+    "X-authentik-username",
+    "Cf-Access-Authenticated-User-Email",
+    "Impersonate-User",
+    "X-Amzn-Oidc-Identity",
 ];
+
+/// Both.
+fn claims() -> impl Iterator<Item = &'static str> {
+    ADDRESS_CLAIMS.into_iter().chain(IDENTITY_CLAIMS)
+}
 
 #[test]
 fn a_wsgi_upstream_never_sees_a_forged_user() {
@@ -51,7 +67,7 @@ fn a_wsgi_upstream_never_sees_a_forged_user() {
         "-H".into(),
         "X_Custom_Thing: 1".into(),
     ];
-    for claim in CLAIMS {
+    for claim in claims() {
         args.push("-H".into());
         args.push(format!("{claim}: 6.6.6.6"));
     }
@@ -64,7 +80,7 @@ fn a_wsgi_upstream_never_sees_a_forged_user() {
         env.get("HTTP_X_CUSTOM_THING").is_none(),
         "underscored names are dropped: {env}"
     );
-    for claim in CLAIMS {
+    for claim in claims() {
         let key = format!("HTTP_{}", claim.to_uppercase().replace('-', "_"));
         if key == "HTTP_X_REAL_IP" {
             assert_eq!(env[&key], "127.0.0.1", "X-Real-IP is the resolved client");
@@ -83,7 +99,7 @@ fn a_wsgi_upstream_never_sees_a_forged_user() {
 }
 
 #[tokio::test]
-async fn identity_headers_pass_only_from_trusted_proxies() {
+async fn address_headers_pass_only_from_trusted_proxies_and_identities_never() {
     let up = upstream::start().await;
     let dir = TestDir::new();
     // 127.0.0.9 is a trusted proxy; 127.0.0.1 is not.
@@ -96,12 +112,12 @@ async fn identity_headers_pass_only_from_trusted_proxies() {
         let mut request = client_from(&dir.cert_pem, source)
             .get(server.url("/echo"))
             .basic_auth(ALICE.0, Some(ALICE.1));
-        for claim in CLAIMS {
+        for claim in claims() {
             request = request.header(claim, "6.6.6.6");
         }
         let seen: Value = request.send().await.unwrap().json().await.unwrap();
         let headers = &seen["headers"];
-        for claim in CLAIMS {
+        for claim in ADDRESS_CLAIMS {
             let name = claim.to_ascii_lowercase();
             match (name.as_str(), trusted) {
                 ("x-real-ip", _) => assert_eq!(headers[&name], source, "resolved client"),
@@ -109,6 +125,13 @@ async fn identity_headers_pass_only_from_trusted_proxies() {
                 (_, false) => assert!(headers.get(&name).is_none(), "{name} from {source}"),
             }
         }
+        // A generic proxy in front passes whatever its client sent: only
+        // gatehouse may say who the user is.
+        for claim in IDENTITY_CLAIMS {
+            let name = claim.to_ascii_lowercase();
+            assert!(headers.get(&name).is_none(), "{name} from {source}");
+        }
+        assert_eq!(headers["x-forwarded-user"], "alice");
     }
 }
 

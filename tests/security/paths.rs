@@ -140,6 +140,8 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
     std::fs::write(&outside, format!("{SECRET} outside\n")).unwrap();
     std::os::unix::fs::symlink(&outside, root.join("static/public/link.txt")).unwrap();
     std::os::unix::fs::symlink(dir.path("nginx-nowhere"), root.join("dangling")).unwrap();
+    // A link with an innocent name that leads to a dotfile inside the root.
+    std::os::unix::fs::symlink(root.join(".env"), root.join("static/public/notes.txt")).unwrap();
     std::os::unix::fs::symlink(
         root.join("static/public/file.txt"),
         root.join("static/public/inside.txt"),
@@ -157,6 +159,7 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
         "/static/public/link.txt",
         "/%2eenv",
         "/dangling",
+        "/static/public/notes.txt",
     ] {
         let (status, body) = curl(&dir, &server.url(path), &["-u", &user]);
         assert_eq!(status, 404, "{path}: {body}");
@@ -235,6 +238,8 @@ async fn ambiguous_hosts_trace_connect_and_options_star() {
     for (head, status) in [
         ("GET /healthz HTTP/1.1\r\nHost: a, evil\r\n", "400"),
         ("GET /healthz HTTP/1.1\r\nHost: u@a\r\n", "400"),
+        ("GET /healthz HTTP/1.1\r\nHost: a:99999\r\n", "400"),
+        ("GET /healthz HTTP/1.1\r\nHost: [fe80::1%eth0]\r\n", "400"),
         ("GET http://u@a/healthz HTTP/1.1\r\nHost: u@a\r\n", "400"),
         ("trace /healthz HTTP/1.1\r\nHost: localhost\r\n", "405"),
         ("TRACK /healthz HTTP/1.1\r\nHost: localhost\r\n", "405"),
