@@ -94,7 +94,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         Backend::Static(settings) => routes::Backend::Static(settings.clone()),
         Backend::Upstream(upstream) => {
             let clients = ClientIpResolver::new(config.server.trusted_proxies.clone());
-            let proxy = Proxy::new(upstream.clone(), clients, tls.is_some(), &config.path)?;
+            let proxy = Proxy::new((**upstream).clone(), clients, tls.is_some(), &config.path)?;
             upstream_errors = proxy.errors();
             routes::Backend::Proxy(Arc::new(proxy))
         }

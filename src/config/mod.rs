@@ -308,7 +308,7 @@ impl Config {
                 ));
             }
             (Some(upstream), None) => {
-                Backend::Upstream(upstream_settings(path, upstream, &resolve)?)
+                Backend::Upstream(Box::new(upstream_settings(path, upstream, &resolve)?))
             }
             (None, Some(files)) => {
                 let root = resolve(&files.root);

@@ -35,7 +35,7 @@ pub enum Backend {
     /// `[upstream]` nor `[static]` is set.
     Api,
     /// `[upstream]`: a reverse proxy to an app.
-    Upstream(UpstreamSettings),
+    Upstream(Box<UpstreamSettings>),
     /// `[static]`: files from a directory.
     Static(crate::static_files::StaticSettings),
 }

@@ -127,7 +127,8 @@ impl Activity {
                 Some(debt.saturating_sub(drained))
             });
         let send_limit_ms = u64::try_from(send_limit.as_millis()).unwrap_or(u64::MAX);
-        if self.abandoned_ms.load(Ordering::Relaxed) >= send_limit_ms {
+        let debt = self.abandoned_ms.load(Ordering::Relaxed);
+        if debt > 0 && debt >= send_limit_ms {
             return Verdict::Stalled;
         }
         if let Some(waiting_since) = self.oldest_waiting()
