@@ -187,7 +187,7 @@ fn users_file_errors_name_the_line_and_user() {
     let cases = [
         (
             format!("bob:{}\nbob:{}\n", hash(), hash()),
-            "line 2, user \"bob\": duplicate user: already defined in an earlier line",
+            "line 2, user \"bob\": duplicate user: already defined in line 1",
         ),
         (
             format!("alice:{}\n", hash()),

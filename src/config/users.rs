@@ -61,7 +61,11 @@ pub(super) fn add_from_file(
             format!("cannot read {}: {e}", file.display()),
         )
     })?;
-    let from_table = users.len();
+    // Where each name was first defined: `None` for the config's [users]
+    // table, `Some(line)` for this file. A map, so that a large file loads
+    // in linear time (a scan per line made 100,000 users take 30 s).
+    let mut seen: std::collections::HashMap<String, Option<usize>> =
+        users.iter().map(|(n, _)| (n.clone(), None)).collect();
     for (index, line) in text.lines().enumerate() {
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
@@ -77,11 +81,10 @@ pub(super) fn add_from_file(
         };
         let key = format!("{at}, user {name:?}");
         validate_username(name).map_err(|m| ConfigError::invalid(file, &key, m))?;
-        if let Some(pos) = users.iter().position(|(n, _)| n == name) {
-            let first = if pos < from_table {
-                format!("[users] in {}", config.display())
-            } else {
-                "an earlier line".to_owned()
+        if let Some(first) = seen.get(name) {
+            let first = match first {
+                None => format!("[users] in {}", config.display()),
+                Some(line) => format!("line {line}"),
             };
             return Err(ConfigError::invalid(
                 file,
@@ -90,6 +93,7 @@ pub(super) fn add_from_file(
             ));
         }
         let hash = parse_phc(hash).map_err(|e| ConfigError::invalid(file, &key, e.to_string()))?;
+        seen.insert(name.to_owned(), Some(index + 1));
         users.push((name.to_owned(), hash));
     }
     Ok(())
