@@ -1,10 +1,12 @@
 //! Log output: human-readable text for terminals, one JSON object per line
 //! for containers. The level comes from `RUST_LOG` when set, else from
-//! `[log] level`.
+//! `[log] level`, which a reload changes in place.
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Registry, fmt, reload};
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
@@ -17,18 +19,52 @@ pub enum LogFormat {
     Json,
 }
 
+/// Changes the log level of the running process (on reload), unless
+/// `RUST_LOG` set it.
+#[derive(Clone)]
+pub struct LogLevel {
+    handle: Option<reload::Handle<EnvFilter, Registry>>,
+}
+
+impl LogLevel {
+    /// A level that cannot be changed (logging set up elsewhere).
+    pub fn fixed() -> Self {
+        Self { handle: None }
+    }
+
+    /// Applies a filter directive such as `debug` or `gatehouse=debug,warn`.
+    /// Returns whether it was applied (`false` when `RUST_LOG` rules).
+    pub fn set(&self, level: &str) -> Result<bool, String> {
+        let Some(handle) = &self.handle else {
+            return Ok(false);
+        };
+        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
+        handle.reload(filter).map_err(|e| e.to_string())?;
+        Ok(true)
+    }
+}
+
 /// Installs the global log subscriber (stderr). `level` is a filter
-/// directive such as `info` or `gatehouse=debug,info`; `RUST_LOG` wins.
-/// Calling it twice keeps the first subscriber.
-pub fn init(format: LogFormat, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder
-            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+/// directive such as `info` or `gatehouse=debug,info`; `RUST_LOG` wins, and
+/// then the level cannot be changed by a reload. Calling it twice keeps the
+/// first subscriber.
+pub fn init(format: LogFormat, level: &str) -> LogLevel {
+    let from_env = EnvFilter::try_from_default_env().ok();
+    let env_rules = from_env.is_some();
+    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = match format {
+        LogFormat::Json => registry
+            .with(fmt::layer().json().with_writer(std::io::stderr))
+            .try_init(),
+        LogFormat::Text => registry
+            .with(fmt::layer().with_writer(std::io::stderr).with_ansi(
+                std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+            ))
             .try_init(),
     };
+    LogLevel {
+        handle: (installed.is_ok() && !env_rules).then_some(handle),
+    }
 }

@@ -22,29 +22,29 @@ fn main() -> ExitCode {
 
 /// Logging is set up once the config (which may choose the format and level)
 /// is read; errors before that go to stderr as one plain line.
-fn load_config_and_log(cli: &Cli) -> anyhow::Result<Config> {
+fn load_config_and_log(cli: &Cli) -> anyhow::Result<(Config, logging::LogLevel)> {
     let config = Config::load(&cli.config)?;
-    logging::init(
+    let level = logging::init(
         cli.log_format.unwrap_or(config.log.format),
         &config.log.level,
     );
-    Ok(config)
+    Ok((config, level))
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve) => {
-            let config = load_config_and_log(&cli)?;
+            let (config, level) = load_config_and_log(&cli)?;
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
                 let shutdown = server::shutdown_signal();
-                startup::serve(config, shutdown).await
+                startup::serve(config, level, shutdown).await
             })?;
             Ok(())
         }
         Some(Command::CheckConfig) => {
-            let config = load_config_and_log(&cli)?;
+            let (config, _) = load_config_and_log(&cli)?;
             startup::check(&config)?;
             let file = cli.config.display();
             match (&config.auth.generated_user, config.auth.users.len()) {
@@ -60,7 +60,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             hash_password(args)
         }
         Some(Command::Healthcheck { timeout }) => {
-            let config = load_config_and_log(&cli)?;
+            let (config, _) = load_config_and_log(&cli)?;
             let addr = healthcheck::local_addr(&config);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()

@@ -20,6 +20,7 @@ use tokio::sync::mpsc;
 use crate::auth::BasicAuthLayer;
 use crate::config::{Config, ConfigError, TlsSettings};
 use crate::credentials::{CredentialStore, HashError};
+use crate::logging::LogLevel;
 use crate::tls::{self, CertificateSlot};
 
 /// Why a reload was rejected (the old config stays in force).
@@ -54,6 +55,10 @@ pub struct Reloader {
     /// Whether the users in force are only this run's generated user (no
     /// reload has installed configured users since).
     running_generated: AtomicBool,
+    /// Sets the log level in place.
+    log: LogLevel,
+    /// The `[log] level` in force (what a reload compares against).
+    level_in_force: std::sync::Mutex<String>,
 }
 
 impl Reloader {
@@ -63,11 +68,15 @@ impl Reloader {
         config: Config,
         layer: BasicAuthLayer,
         certificate: Option<Arc<CertificateSlot>>,
+        log: LogLevel,
     ) -> Self {
+        let level_in_force = std::sync::Mutex::new(config.log.level.clone());
         let running_generated =
             AtomicBool::new(config.auth.users.is_empty() && config.auth.generated_user.is_some());
         Self {
             running_generated,
+            log,
+            level_in_force,
             started_with: config,
             layer,
             certificate,
@@ -135,6 +144,7 @@ impl Reloader {
         if let (Some(slot), Some(certified)) = (&self.certificate, loaded.certified) {
             slot.replace(Arc::new(certified));
         }
+        self.apply_log_level(&loaded.config.log.level);
         for section in needs_restart(&self.started_with, &loaded.config) {
             tracing::warn!(
                 section,
@@ -155,6 +165,25 @@ impl Reloader {
             ),
         }
         Ok(())
+    }
+
+    /// Sets the log level if `[log] level` changed (unless `RUST_LOG` rules).
+    fn apply_log_level(&self, level: &str) {
+        let mut in_force = self
+            .level_in_force
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *in_force == level {
+            return;
+        }
+        match self.log.set(level) {
+            Ok(true) => tracing::info!(level, "log level changed"),
+            Ok(false) => {
+                tracing::info!(level, "[log] level changed, but RUST_LOG decides the level")
+            }
+            Err(error) => tracing::warn!(level, %error, "cannot apply the new log level"),
+        }
+        *in_force = level.to_owned();
     }
 
     /// Starts watching the files and listening for SIGHUP. Call it before
@@ -246,48 +275,79 @@ fn load(
 }
 
 /// The sections that differ between `old` and `new` but cannot change while
-/// running. (Debug output is compared: hashes never appear in it.)
+/// running. Users, the TLS files' contents and `[log] level` are applied
+/// live; everything else is compared whole.
 fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     let mut changed = Vec::new();
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
-    if differs(&old.server, &new.server) {
-        changed.push("[server]");
-    }
-    if std::mem::discriminant(&old.tls) != std::mem::discriminant(&new.tls)
-        || (old.tls != new.tls && !matches!(new.tls, TlsSettings::Files { .. }))
-    {
-        changed.push("[tls]");
-    }
+    let mut check = |differs: bool, section: &'static str| {
+        if differs {
+            changed.push(section);
+        }
+    };
+    check(old.server != new.server, "[server]");
+    // New certificate files are applied live; switching the kind of TLS is not.
+    check(
+        std::mem::discriminant(&old.tls) != std::mem::discriminant(&new.tls)
+            || (old.tls != new.tls && !matches!(new.tls, TlsSettings::Files { .. })),
+        "[tls]",
+    );
     let auth = |c: &Config| {
         (
             c.auth.realm.clone(),
             c.auth.public.clone(),
+            c.auth.public_upgrades,
             c.auth.max_concurrent_verifications,
             c.auth.verify_queue,
             c.auth.verify_timeout,
             c.auth.users_file.clone(),
         )
     };
-    if auth(old) != auth(new) {
-        changed.push("[auth] (other than users)");
-    }
-    if differs(&old.limits, &new.limits) {
-        changed.push("[limits]");
-    }
-    if differs(&old.rate_limit, &new.rate_limit) {
-        changed.push("[rate_limit]");
-    }
-    if old.lockout != new.lockout {
-        changed.push("[lockout]");
-    }
-    if old.cache != new.cache {
-        changed.push("[cache]");
-    }
-    if differs(&old.backend, &new.backend) {
-        changed.push("[upstream]/[static]");
-    }
+    check(auth(old) != auth(new), "[auth] (other than users)");
+    check(old.limits != new.limits, "[limits]");
+    check(old.rate_limit != new.rate_limit, "[rate_limit]");
+    check(old.lockout != new.lockout, "[lockout]");
+    check(old.cache != new.cache, "[cache]");
+    check(old.backend != new.backend, "[upstream]/[static]");
+    check(old.log.format != new.log.format, "[log] format");
+    check(old.metrics != new.metrics, "[metrics]");
     changed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_is_compared() {
+        let hash = crate::credentials::hash_password(
+            &crate::secret::Password::new("pw".into()),
+            argon2::Params::new(64, 1, 1, None).unwrap(),
+        )
+        .unwrap();
+        let base = format!("[tls]\nself_signed = true\n[users]\na = \"{hash}\"\n");
+        let load = |extra: &str| {
+            Config::from_toml(Path::new("g.toml"), &format!("{base}{extra}")).unwrap()
+        };
+        let old = load("");
+        assert!(needs_restart(&old, &load("")).is_empty());
+        for (extra, section) in [
+            ("[server]\nlisten = \"127.0.0.1:1\"\n", "[server]"),
+            ("[limits]\nidle_timeout = \"5s\"\n", "[limits]"),
+            ("[rate_limit]\nper_ip = false\n", "[rate_limit]"),
+            ("[lockout]\nmax_failures = 9\n", "[lockout]"),
+            ("[cache]\nenabled = false\n", "[cache]"),
+            ("[log]\nformat = \"json\"\n", "[log] format"),
+            ("[metrics]\npath = \"/m\"\n", "[metrics]"),
+            (
+                "[auth]\npublic_upgrades = true\n",
+                "[auth] (other than users)",
+            ),
+        ] {
+            assert_eq!(needs_restart(&old, &load(extra)), vec![section], "{extra}");
+        }
+        // Applied live, so not reported.
+        assert!(needs_restart(&old, &load("[log]\nlevel = \"debug\"\n")).is_empty());
+    }
 }
 
 /// Watches the directories holding `files` (editors and Kubernetes replace

@@ -49,8 +49,13 @@ pub fn check(config: &Config) -> Result<(), StartError> {
     Ok(())
 }
 
-/// Runs the server for `config` until `shutdown` resolves.
-pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+/// Runs the server for `config` until `shutdown` resolves. `log` lets a
+/// reload change the log level in place.
+pub async fn serve(
+    config: Config,
+    log: crate::logging::LogLevel,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     raise_file_limit(&config);
     let tls = tls::setup(&config.tls, &config.path)?;
     let mut users = config.auth.users.clone();
@@ -87,7 +92,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result
         (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
         _ => None,
     };
-    let reloader = Reloader::new(config.clone(), layer.clone(), certificate);
+    let reloader = Reloader::new(config.clone(), layer.clone(), certificate, log);
     let mut upstream_errors = Arc::default();
     let backend = match &config.backend {
         Backend::Api => routes::Backend::Api,

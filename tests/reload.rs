@@ -265,3 +265,40 @@ async fn a_relative_config_path_is_watched_too() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn the_log_level_changes_on_reload() {
+    let dir = TestDir::new();
+    let quiet = "[log]\nlevel = \"warn,gatehouse::startup=info\"\n";
+    let config = dir.config(quiet);
+    let mut command = std::process::Command::new(common::binary());
+    command
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env_remove("RUST_LOG");
+    let server = Gatehouse::spawn(command);
+    let http = client(&dir.cert_pem);
+    let whoami = || {
+        http.get(server.url("/api/whoami"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+    };
+    assert_eq!(whoami().await.unwrap().status(), 200);
+    assert!(
+        !server.logs().contains("gatehouse::access"),
+        "access lines are info: not logged at warn"
+    );
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(quiet, "[log]\nlevel = \"info\"\n");
+    std::fs::write(&config, text).unwrap();
+    server.signal("HUP");
+    server.wait_for_log("log level changed", 1, Duration::from_secs(10));
+    assert_eq!(whoami().await.unwrap().status(), 200);
+    server.wait_for_log("gatehouse::access", 1, Duration::from_secs(5));
+    assert!(
+        !server.logs().contains("only takes effect after a restart"),
+        "{}",
+        server.logs()
+    );
+}

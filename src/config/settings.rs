@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use crate::limit::Rate;
 
 /// `[metrics]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetricsSettings {
     /// A separate plain-HTTP listener serving `GET /metrics` without auth
     /// (keep it on loopback or a cluster-internal address).
@@ -20,7 +20,7 @@ pub struct MetricsSettings {
 }
 
 /// `[log]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     /// A filter directive (`info`, `gatehouse=debug,warn`); `RUST_LOG` wins.
     pub level: String,
@@ -29,7 +29,7 @@ pub struct LogSettings {
 }
 
 /// What stands behind the gate. Exactly one is active.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Backend {
     /// The built-in routes (`/api/whoami`, `/api/stats`): neither
     /// `[upstream]` nor `[static]` is set.
@@ -41,7 +41,7 @@ pub enum Backend {
 }
 
 /// `[upstream]`: the app gatehouse forwards authenticated requests to.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamSettings {
     /// `http://host:port[/prefix]` or `https://…`.
     pub url: http::Uri,
@@ -184,7 +184,7 @@ impl HeaderPattern {
 }
 
 /// `[rate_limit]`: request rates (governor), checked before any hashing.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Every request per client address; `None` when turned off.
     pub per_ip: Option<Rate>,
@@ -195,7 +195,7 @@ pub struct RateLimitSettings {
 }
 
 /// `[server]`: where to listen and whom to believe.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
     /// The address to bind (port 0 lets the OS pick one).
     pub listen: SocketAddr,
@@ -266,7 +266,7 @@ impl std::fmt::Debug for AuthSettings {
 }
 
 /// `[limits]`: connection hygiene.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// How long a client may take to send its request headers.
     pub header_read_timeout: Duration,

@@ -124,9 +124,12 @@ impl Gatehouse {
     /// Starts gatehouse from a prepared command (arguments, environment,
     /// working directory) and waits until it listens.
     pub fn spawn(mut command: Command) -> Self {
+        // RUST_LOG=info unless the test set or removed it itself.
+        if !command.get_envs().any(|(k, _)| k == "RUST_LOG") {
+            command.env("RUST_LOG", "info");
+        }
         let mut child = command
             .env("NO_COLOR", "1")
-            .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
