@@ -313,43 +313,6 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     changed
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn every_section_is_compared() {
-        let hash = crate::credentials::hash_password(
-            &crate::secret::Password::new("pw".into()),
-            argon2::Params::new(64, 1, 1, None).unwrap(),
-        )
-        .unwrap();
-        let base = format!("[tls]\nself_signed = true\n[users]\na = \"{hash}\"\n");
-        let load = |extra: &str| {
-            Config::from_toml(Path::new("g.toml"), &format!("{base}{extra}")).unwrap()
-        };
-        let old = load("");
-        assert!(needs_restart(&old, &load("")).is_empty());
-        for (extra, section) in [
-            ("[server]\nlisten = \"127.0.0.1:1\"\n", "[server]"),
-            ("[limits]\nidle_timeout = \"5s\"\n", "[limits]"),
-            ("[rate_limit]\nper_ip = false\n", "[rate_limit]"),
-            ("[lockout]\nmax_failures = 9\n", "[lockout]"),
-            ("[cache]\nenabled = false\n", "[cache]"),
-            ("[log]\nformat = \"json\"\n", "[log] format"),
-            ("[metrics]\npath = \"/m\"\n", "[metrics]"),
-            (
-                "[auth]\npublic_upgrades = true\n",
-                "[auth] (other than users)",
-            ),
-        ] {
-            assert_eq!(needs_restart(&old, &load(extra)), vec![section], "{extra}");
-        }
-        // Applied live, so not reported.
-        assert!(needs_restart(&old, &load("[log]\nlevel = \"debug\"\n")).is_empty());
-    }
-}
-
 /// Watches the directories holding `files` (editors and Kubernetes replace
 /// files rather than write them in place, so the file itself is not
 /// watched) and sends a message for any event touching one of them.
@@ -419,4 +382,41 @@ fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
 #[cfg(not(unix))]
 fn hangup_signal() -> Option<mpsc::UnboundedReceiver<()>> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_section_is_compared() {
+        let hash = crate::credentials::hash_password(
+            &crate::secret::Password::new("pw".into()),
+            argon2::Params::new(64, 1, 1, None).unwrap(),
+        )
+        .unwrap();
+        let base = format!("[tls]\nself_signed = true\n[users]\na = \"{hash}\"\n");
+        let load = |extra: &str| {
+            Config::from_toml(Path::new("g.toml"), &format!("{base}{extra}")).unwrap()
+        };
+        let old = load("");
+        assert!(needs_restart(&old, &load("")).is_empty());
+        for (extra, section) in [
+            ("[server]\nlisten = \"127.0.0.1:1\"\n", "[server]"),
+            ("[limits]\nidle_timeout = \"5s\"\n", "[limits]"),
+            ("[rate_limit]\nper_ip = false\n", "[rate_limit]"),
+            ("[lockout]\nmax_failures = 9\n", "[lockout]"),
+            ("[cache]\nenabled = false\n", "[cache]"),
+            ("[log]\nformat = \"json\"\n", "[log] format"),
+            ("[metrics]\npath = \"/m\"\n", "[metrics]"),
+            (
+                "[auth]\npublic_upgrades = true\n",
+                "[auth] (other than users)",
+            ),
+        ] {
+            assert_eq!(needs_restart(&old, &load(extra)), vec![section], "{extra}");
+        }
+        // Applied live, so not reported.
+        assert!(needs_restart(&old, &load("[log]\nlevel = \"debug\"\n")).is_empty());
+    }
 }
