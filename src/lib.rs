@@ -7,6 +7,7 @@
 //! binary only wires them up from a config file.
 
 pub mod access_log;
+pub mod app;
 pub mod auth;
 pub mod cli;
 pub mod config;

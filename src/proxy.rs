@@ -53,12 +53,14 @@ pub struct Proxy {
 
 impl Proxy {
     /// A proxy to `settings.url`. `tls` tells what scheme clients use to
-    /// reach gatehouse; `clients` decides whose forwarding headers are kept.
+    /// reach gatehouse; `clients` decides whose forwarding headers are kept;
+    /// `errors` counts the requests answered 502 or 504.
     pub fn new(
         settings: UpstreamSettings,
         clients: ClientIpResolver,
         tls: bool,
         config: &std::path::Path,
+        errors: Arc<std::sync::atomic::AtomicU64>,
     ) -> Result<Self, ConfigError> {
         let roots = upstream_roots(&settings, config)?;
         let tls_config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
@@ -83,13 +85,8 @@ impl Proxy {
             settings,
             clients,
             scheme: if tls { "https" } else { "http" },
-            errors: Arc::default(),
+            errors,
         })
-    }
-
-    /// How many requests the upstream failed (502 or 504), for metrics.
-    pub fn errors(&self) -> Arc<std::sync::atomic::AtomicU64> {
-        Arc::clone(&self.errors)
     }
 
     /// The upstream URI for a request: the upstream's path prefix, then the

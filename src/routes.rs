@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::static_files::StaticSettings;
+use crate::config::{Backend, ConfigError};
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -19,16 +19,6 @@ use crate::limit::{ClientAddress, ClientIpResolver};
 use crate::metrics::{AuthCounters, CountersSnapshot, MetricsSources};
 use crate::proxy::{self, Proxy};
 
-/// What authenticated requests reach.
-pub enum Backend {
-    /// The built-in routes: `/api/whoami`, `/api/stats`, 404 for the rest.
-    Api,
-    /// Everything is forwarded to an upstream app.
-    Proxy(Arc<Proxy>),
-    /// Files from a directory (with `index.html` for directories).
-    Static(StaticSettings),
-}
-
 /// Settings of the app beyond its backend.
 #[derive(Default)]
 pub struct AppOptions {
@@ -38,6 +28,12 @@ pub struct AppOptions {
     pub metrics: Option<(String, MetricsSources)>,
     /// Counts access-log lines of refused requests left out.
     pub suppressed_log_lines: Arc<std::sync::atomic::AtomicU64>,
+    /// Counts upstream failures (502, 504) in sidecar mode.
+    pub upstream_errors: Arc<std::sync::atomic::AtomicU64>,
+    /// Whether clients reach gatehouse over TLS (for `X-Forwarded-Proto`).
+    pub tls: bool,
+    /// The config file, for errors about the upstream's CA file.
+    pub config_path: std::path::PathBuf,
 }
 
 /// A router serving only `GET /metrics`, for a separate metrics listener.
@@ -49,7 +45,11 @@ pub fn metrics_app(sources: MetricsSources) -> Router {
 /// layer says so) and the backend behind the auth layer. Unknown paths get
 /// 404 only after authentication, so unauthenticated clients cannot probe
 /// for paths.
-pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Router {
+pub fn app(
+    auth: BasicAuthLayer,
+    backend: &Backend,
+    options: AppOptions,
+) -> Result<Router, ConfigError> {
     let max_body_bytes = options.max_body_bytes;
     let router: Router = match backend {
         Backend::Api => {
@@ -62,8 +62,19 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
                 // (413) rather than let them be drained.
                 .layer(RequestBodyLimitLayer::new(max_body_bytes))
         }
-        Backend::Proxy(proxy) => own_routes().fallback(proxy::forward).with_state(proxy),
-        Backend::Static(settings) => crate::static_files::router(own_routes(), settings),
+        Backend::Upstream(settings) => {
+            let proxy = Proxy::new(
+                (**settings).clone(),
+                auth.client_resolver().clone(),
+                options.tls,
+                &options.config_path,
+                options.upstream_errors,
+            )?;
+            own_routes()
+                .fallback(proxy::forward)
+                .with_state(Arc::new(proxy))
+        }
+        Backend::Static(settings) => crate::static_files::router(own_routes(), settings.clone()),
     };
     let router = match options.metrics {
         Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
@@ -74,7 +85,7 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
     // below run before any route is chosen: the auth layer makes the path
     // canonical first, and routing, the file server and the proxy all see
     // that one form. (Layers added with `Router::layer` run after routing.)
-    Router::new()
+    Ok(Router::new()
         .fallback_service(router)
         .layer(auth)
         .layer(middleware::from_fn(crate::request_guard::guard))
@@ -82,7 +93,7 @@ pub fn app(auth: BasicAuthLayer, backend: Backend, options: AppOptions) -> Route
             Arc::new(RefusalSampler::new(options.suppressed_log_lines)),
             access_log,
         ))
-        .layer(middleware::from_fn_with_state(resolver, resolve_client))
+        .layer(middleware::from_fn_with_state(resolver, resolve_client)))
 }
 
 /// Resolves the client once, first, so that every later step (the access

@@ -269,7 +269,7 @@ async fn a_relative_config_path_is_watched_too() {
 #[tokio::test]
 async fn the_log_level_changes_on_reload() {
     let dir = TestDir::new();
-    let quiet = "[log]\nlevel = \"warn,gatehouse::startup=info\"\n";
+    let quiet = "[log]\nlevel = \"warn,gatehouse::app=info\"\n";
     let config = dir.config(quiet);
     let mut command = std::process::Command::new(common::binary());
     command

@@ -1,0 +1,235 @@
+//! The application: everything a config describes, built and bound, then
+//! run until told to stop. In the style of zero-to-production's
+//! `Application::build` and mini-redis's `server::run(listener, shutdown)`:
+//!
+//! ```no_run
+//! # async fn example(config: gatehouse::config::Config) -> Result<(), gatehouse::startup::StartError> {
+//! use gatehouse::app::Application;
+//! use gatehouse::logging::LogLevel;
+//!
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+//! let app = Application::build_on(config, LogLevel::fixed(), Some(listener)).await?;
+//! println!("serving on {}", app.local_addr());
+//! app.run(async { tokio::signal::ctrl_c().await.ok(); }).await
+//! # }
+//! ```
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::auth::BasicAuthLayer;
+use crate::config::{Backend, Config, ConfigError, TlsSettings};
+use crate::credentials::{CredentialStore, Verifier};
+use crate::limit::ClientIpResolver;
+use crate::logging::LogLevel;
+use crate::metrics::MetricsSources;
+use crate::reload::{Reloader, Triggers};
+use crate::routes::{self, AppOptions};
+use crate::server::Server;
+use crate::startup::{StartError, generate_user, prune_periodically, raise_file_limit};
+use crate::tls::{self, TlsSetup};
+
+/// A built, bound server with its background work, ready to run.
+pub struct Application {
+    config: Config,
+    server: Server,
+    addr: SocketAddr,
+    metrics: Option<Server>,
+    metrics_addr: Option<SocketAddr>,
+    layer: BasicAuthLayer,
+    reloader: Reloader,
+    triggers: Triggers,
+    tls: Option<TlsSetup>,
+}
+
+impl Application {
+    /// Builds everything and binds `[server] listen`.
+    pub async fn build(config: Config, log: LogLevel) -> Result<Self, StartError> {
+        Self::build_on(config, log, None).await
+    }
+
+    /// Builds everything, serving on `listener` when given one (tests bind
+    /// port 0 themselves), otherwise binding `[server] listen`.
+    pub async fn build_on(
+        config: Config,
+        log: LogLevel,
+        listener: Option<TcpListener>,
+    ) -> Result<Self, StartError> {
+        raise_file_limit(&config);
+        let tls = tls::setup(&config.tls, &config.path)?;
+        let layer = auth_layer(&config)?;
+        let certificate = match (&config.tls, &tls) {
+            (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
+            _ => None,
+        };
+        let reloader = Reloader::new(config.clone(), layer.clone(), certificate, log);
+        let sources = MetricsSources {
+            auth: Arc::clone(layer.counters()),
+            connections: Arc::default(),
+            suppressed_log_lines: Arc::default(),
+            upstream_errors: Arc::default(),
+            reloads: Arc::clone(reloader.counters()),
+        };
+        let options = AppOptions {
+            max_body_bytes: config.limits.max_body_bytes,
+            suppressed_log_lines: Arc::clone(&sources.suppressed_log_lines),
+            metrics: config.metrics.path.clone().map(|p| (p, sources.clone())),
+            upstream_errors: Arc::clone(&sources.upstream_errors),
+            tls: tls.is_some(),
+            config_path: config.path.clone(),
+        };
+        let router = routes::app(layer.clone(), &config.backend, options)?;
+        let bind_error = |addr, io| StartError::Bind {
+            path: config.path.clone(),
+            addr,
+            io,
+        };
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(config.server.listen)
+                .await
+                .map_err(|io| bind_error(config.server.listen, io))?,
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|io| bind_error(config.server.listen, io))?;
+        let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
+        let server = Server::from_listener(listener, server_config, router, config.limits.clone())
+            .with_counters(Arc::clone(&sources.connections))
+            .with_trusted_proxies(ClientIpResolver::new(config.server.trusted_proxies.clone()));
+        let (metrics, metrics_addr) = match config.metrics.listen {
+            Some(wanted) => {
+                let listener = TcpListener::bind(wanted)
+                    .await
+                    .map_err(|io| bind_error(wanted, io))?;
+                let bound = listener.local_addr().unwrap_or(wanted);
+                // The same connection hygiene as the main listener: header and
+                // idle timeouts, a small connection cap, a per-address cap.
+                let app = routes::metrics_app(sources.clone());
+                let server =
+                    Server::from_listener(listener, None, app, config.limits.for_metrics());
+                (Some(server), Some(bound))
+            }
+            None => (None, None),
+        };
+        // Signals and file watches are set up now, before anyone is told the
+        // server is up: an early SIGHUP would otherwise end the process.
+        let triggers = reloader.triggers();
+        Ok(Self {
+            config,
+            server,
+            addr,
+            metrics,
+            metrics_addr,
+            layer,
+            reloader,
+            triggers,
+            tls,
+        })
+    }
+
+    /// The address the server listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The address of the separate metrics listener, if there is one.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// Serves until `shutdown` resolves, then drains connections and stops
+    /// every background task (pruning, reloading, the metrics listener).
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+        self.announce();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(prune_periodically(self.layer));
+        tasks.spawn(self.reloader.run(self.triggers));
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        if let Some(metrics) = self.metrics {
+            let mut stopped = stopped.clone();
+            tasks.spawn(metrics.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+        self.server.run(shutdown).await;
+        let _ = stop.send(true);
+        tasks.shutdown().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+
+    /// What a user needs to know at start-up: TLS, the backend, the address.
+    fn announce(&self) {
+        match &self.tls {
+            None => tracing::warn!(
+                "TLS is disabled ([tls] enabled = false): passwords cross the network in clear text unless a TLS-terminating proxy is in front"
+            ),
+            Some(setup) => {
+                if let Some(self_signed) = &setup.self_signed {
+                    match &self_signed.cert_path {
+                        Some(path) => {
+                            tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost written; trust it with `curl --cacert {}`", path.display())
+                        }
+                        None => {
+                            tracing::warn!(fingerprint = %self_signed.fingerprint, error = self_signed.write_error.as_deref().unwrap_or(""), "self-signed certificate could not be written")
+                        }
+                    }
+                }
+            }
+        }
+        match &self.config.backend {
+            Backend::Api => tracing::info!("serving the built-in API (/api/whoami, /api/stats)"),
+            Backend::Upstream(upstream) => {
+                tracing::info!(upstream = %upstream.url, "forwarding authenticated requests")
+            }
+            Backend::Static(settings) => {
+                tracing::info!(root = %settings.root.display(), "serving static files")
+            }
+        }
+        if let Some(addr) = self.metrics_addr {
+            tracing::info!("metrics on http://{addr}/metrics");
+        }
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        tracing::info!("listening on {scheme}://{}", self.addr);
+    }
+}
+
+/// The users (with the generated one when none are listed), their store,
+/// the warnings about them, and the auth layer over them.
+fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
+    let mut users = config.auth.users.clone();
+    if users.is_empty()
+        && let Some(name) = &config.auth.generated_user
+    {
+        users.push(generate_user(name)?);
+    }
+    let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
+    if store.has_mixed_params() {
+        tracing::warn!(
+            "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters"
+        );
+    }
+    let weak = store.weak_users();
+    if !weak.is_empty() {
+        tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");
+    }
+    let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications)
+        .with_queue(config.auth.verify_queue, config.auth.verify_timeout);
+    let layer = BasicAuthLayer::builder(&config.auth.realm, verifier)
+        .public_paths(config.auth.public.iter().cloned())
+        .public_upgrades(config.auth.public_upgrades)
+        .trusted_proxies(config.server.trusted_proxies.clone())
+        .per_ip(config.rate_limit.per_ip)
+        .per_user(config.rate_limit.per_user)
+        .max_tracked_keys(config.rate_limit.max_tracked_keys)
+        .lockout(config.lockout)
+        .cache(config.cache)
+        .build()
+        .map_err(|e| ConfigError::invalid(&config.path, "[auth]", e.to_string()))?;
+    Ok(layer)
+}
