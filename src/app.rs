@@ -3,7 +3,7 @@
 //! `Application::build` and mini-redis's `server::run(listener, shutdown)`:
 //!
 //! ```no_run
-//! # async fn example(config: gatehouse::config::Config) -> Result<(), gatehouse::startup::StartError> {
+//! # async fn example(config: gatehouse::config::Config) -> Result<(), gatehouse::app::StartError> {
 //! use gatehouse::app::Application;
 //! use gatehouse::logging::LogLevel;
 //!
@@ -23,14 +23,16 @@ use tokio::task::JoinSet;
 
 use crate::auth::BasicAuthLayer;
 use crate::config::{Backend, Config, ConfigError, TlsSettings};
-use crate::credentials::{CredentialStore, Verifier};
+use base64::Engine as _;
+
+use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
 use crate::logging::LogLevel;
 use crate::metrics::MetricsSources;
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
+use crate::secret::Password;
 use crate::server::Server;
-use crate::startup::{StartError, generate_user, prune_periodically, raise_file_limit};
 use crate::tls::{self, TlsSetup};
 
 /// A built, bound server with its background work, ready to run.
@@ -232,4 +234,77 @@ fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
         .build()
         .map_err(|e| ConfigError::invalid(&config.path, "[auth]", e.to_string()))?;
     Ok(layer)
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The config (or a file it names) is invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listen address could not be bound.
+    #[error("{path}: [server] listen: cannot bind {addr}: {io}")]
+    Bind {
+        /// The config file.
+        path: std::path::PathBuf,
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why (kept out of `source()` so it is printed once).
+        io: std::io::Error,
+    },
+    /// The random password for the generated user could not be made.
+    #[error("cannot generate a password: {0}")]
+    Generate(String),
+}
+
+/// Raises the soft limit on open files to the hard limit (often 1,024 soft
+/// against 1,048,576 hard), and warns when `max_connections` still cannot
+/// be reached: each connection takes a descriptor, an upstream connection
+/// another.
+fn raise_file_limit(config: &Config) {
+    let soft = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(soft) => soft,
+        Err(error) => {
+            tracing::warn!(%error, "cannot raise the open-file limit");
+            match rlimit::getrlimit(rlimit::Resource::NOFILE) {
+                Ok((soft, _)) => soft,
+                Err(_) => return,
+            }
+        }
+    };
+    let wanted = (config.limits.max_connections as u64).saturating_add(64);
+    if soft < wanted {
+        tracing::warn!(
+            open_files = soft,
+            max_connections = config.limits.max_connections,
+            "the open-file limit is below [limits] max_connections: accepts will fail before the cap is reached; raise `ulimit -n` or lower max_connections"
+        );
+    }
+}
+
+/// Returns the memory of limiter and lockout state that no longer matters.
+async fn prune_periodically(layer: BasicAuthLayer) {
+    let mut interval = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        interval.tick().await;
+        layer.prune();
+    }
+}
+
+/// Makes `name` with a random password and prints the password once, on
+/// stderr, outside the log stream.
+fn generate_user(
+    name: &str,
+) -> Result<(String, argon2::password_hash::phc::PasswordHash), StartError> {
+    let mut bytes = [0u8; 18];
+    getrandom::fill(&mut bytes).map_err(|e| StartError::Generate(e.to_string()))?;
+    let password = Password::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+    let text = credentials::hash_password(&password, credentials::default_params())
+        .map_err(|e| StartError::Generate(e.to_string()))?;
+    let hash = credentials::parse_phc(&text).map_err(|e| StartError::Generate(e.to_string()))?;
+    eprintln!(
+        "\n  No users are configured, so gatehouse made one for this run only:\n\n    username: {name}\n    password: {}\n\n  It is not saved anywhere. Add real users with `gatehouse hash-password`.\n",
+        password.as_str()
+    );
+    Ok((name.to_owned(), hash))
 }

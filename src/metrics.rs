@@ -2,7 +2,7 @@
 //! Prometheus text exposition (built with `prometheus-client`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -11,8 +11,6 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Serialize;
-
-use crate::reload::ReloadCounters;
 
 /// Request outcomes and verification work, counted since start-up.
 #[derive(Debug)]
@@ -157,6 +155,27 @@ impl AuthCounters {
     }
 }
 
+/// Counts of reloads, for metrics and tests. Kept here rather than in
+/// `reload.rs`, so that metrics (which the auth layer uses) imports nothing
+/// from the modules above it.
+#[derive(Debug, Default)]
+pub struct ReloadCounters {
+    /// Reloads applied.
+    pub ok: AtomicU64,
+    /// Reloads rejected.
+    pub failed: AtomicU64,
+}
+
+/// Connection counters, kept by the server (here, so that metrics imports
+/// nothing from the modules above it).
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Connections open right now (tunnels included).
+    pub open: AtomicI64,
+    /// Connections closed at once because their address held too many.
+    pub refused_per_ip: AtomicU64,
+}
+
 /// Everything the Prometheus endpoint reports, gathered from the parts that
 /// count it.
 #[derive(Clone, Debug)]
@@ -164,7 +183,7 @@ pub struct MetricsSources {
     /// The auth layer's counters.
     pub auth: Arc<AuthCounters>,
     /// Connections open right now, and those refused per address.
-    pub connections: Arc<crate::server::ConnectionCounters>,
+    pub connections: Arc<ConnectionCounters>,
     /// Access-log lines of refused requests left out (summarised instead).
     pub suppressed_log_lines: Arc<AtomicU64>,
     /// Upstream failures answered 502 or 504 (sidecar mode).

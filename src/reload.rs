@@ -11,7 +11,7 @@
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use notify::Watcher as _;
@@ -21,6 +21,7 @@ use crate::auth::BasicAuthLayer;
 use crate::config::{Config, ConfigError, TlsSettings};
 use crate::credentials::{CredentialStore, HashError};
 use crate::logging::LogLevel;
+use crate::metrics::ReloadCounters;
 use crate::tls::{self, CertificateSlot};
 
 /// Why a reload was rejected (the old config stays in force).
@@ -35,15 +36,6 @@ pub enum ReloadError {
     /// The reload task failed.
     #[error("reload task failed: {0}")]
     Task(String),
-}
-
-/// Counts of reloads, for metrics and tests.
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    /// Reloads applied.
-    pub ok: AtomicU64,
-    /// Reloads rejected.
-    pub failed: AtomicU64,
 }
 
 /// What a reload swaps, and the config the server started with.

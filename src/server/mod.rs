@@ -14,7 +14,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::Limits;
 use crate::limit::{ClientIpResolver, ip_key};
+pub use crate::metrics::ConnectionCounters;
 
 /// A connection's hold on the server: its slots and the shutdown signal.
 /// The proxy keeps a clone for the life of an upgraded tunnel.
@@ -42,15 +43,6 @@ struct Slot {
     _global: OwnedSemaphorePermit,
     _per_ip: Option<per_ip::IpSlot>,
     _open: OpenConnection,
-}
-
-/// Connection counters, for metrics.
-#[derive(Debug, Default)]
-pub struct ConnectionCounters {
-    /// Connections open right now (tunnels included).
-    pub open: AtomicI64,
-    /// Connections closed at once because their address held too many.
-    pub refused_per_ip: AtomicU64,
 }
 
 /// A bound listener with the app it serves.
