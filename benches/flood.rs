@@ -7,6 +7,8 @@
 //! the legitimate client's success rate and p50/p99 (alone and under flood),
 //! the server's peak RSS, and the limiter state after 1,000,000 distinct keys.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

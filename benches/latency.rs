@@ -6,6 +6,8 @@
 //! Sequential requests over one keep-alive TLS connection: this measures
 //! per-request cost, not throughput. Bounded: a fixed number of requests.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

@@ -9,6 +9,8 @@
 //! is verified against a dummy hash with the users' own parameters, and
 //! counts as one argon2 verification).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 

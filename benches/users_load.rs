@@ -5,6 +5,8 @@
 //!
 //! `cargo bench --bench users_load`
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 use std::io::Write as _;
 use std::process::Command;
 use std::time::Instant;

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
@@ -54,11 +54,11 @@ impl RefusalSampler {
     /// Whether to write a refused request's line for `client`; also returns
     /// how many lines the window that just ended left out, to summarise.
     fn admit(&self, client: IpAddr, now: Instant) -> (bool, u64) {
-        let mut buckets = self.buckets.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut buckets = crate::sync::lock(&self.buckets);
         if buckets.len() >= MAX_TRACKED && !buckets.contains_key(&client) {
             // Sweep at most once a window: a flood of new addresses must not
             // make every refused request scan the table.
-            let mut swept = self.swept.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut swept = crate::sync::lock(&self.swept);
             if swept.is_none_or(|at| now.duration_since(at) >= WINDOW) {
                 buckets.retain(|_, b| now.duration_since(b.started) < WINDOW);
                 *swept = Some(now);

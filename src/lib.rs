@@ -26,6 +26,7 @@ pub mod secret;
 pub mod server;
 pub mod startup;
 pub mod static_files;
+mod sync;
 pub mod tls;
 mod tunnel;
 

@@ -161,10 +161,7 @@ impl Reloader {
 
     /// Sets the log level if `[log] level` changed (unless `RUST_LOG` rules).
     fn apply_log_level(&self, level: &str) {
-        let mut in_force = self
-            .level_in_force
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut in_force = crate::sync::lock(&self.level_in_force);
         if *in_force == level {
             return;
         }

@@ -2,6 +2,8 @@
 //! the test made (port 0), served until the test says stop. No binary, no
 //! scraping of logs for the address.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use common::{ALICE, TestDir, client};

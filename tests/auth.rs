@@ -1,6 +1,8 @@
 //! The core flow over real TLS with a real HTTP client: a user with the right
 //! password gets in, everyone else gets a 401 challenge.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use common::{ALICE, BOB, CAROL, Gatehouse, TestDir, cheap_hash, client};

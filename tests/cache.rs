@@ -1,6 +1,8 @@
 //! The verified-credentials cache seen from outside: verifications counted
 //! through `/api/stats` while real clients make requests over TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::Duration;

@@ -1,6 +1,8 @@
 //! The command line as a user runs it: hash a password, check a config,
 //! start and stop the server.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::io::Write;

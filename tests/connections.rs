@@ -2,6 +2,8 @@
 //! normal clients keep being served, idle keep-alive connections close, the
 //! connection cap holds, and oversized heads and bodies are refused.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::sync::Arc;

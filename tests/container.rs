@@ -3,6 +3,8 @@
 //! `GATEHOUSE_CONFIG`, on each shipped example config laid out as the image
 //! mounts it (/etc/gatehouse/{gatehouse.toml,tls/,users/}).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! The real `curl -u` against the real server over TLS.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::process::Command;

@@ -3,6 +3,8 @@
 //! costs the server at most `max_failures` argon2 verifications.
 //! Bounded: the flood lasts three seconds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Brute-force defence over real TLS: rate limits, lockouts, the bounded
 //! verification queue and X-Forwarded-For, each as a client would see them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! in JSON; neither a password, nor the base64 credentials, nor a hash may
 //! appear anywhere in what the server wrote.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use base64::Engine as _;

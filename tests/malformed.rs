@@ -1,6 +1,8 @@
 //! Hostile and malformed Authorization headers: each gets a 401 with the
 //! challenge (never a 5xx, never a crash), and the server keeps answering.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use base64::Engine as _;

@@ -1,6 +1,8 @@
 //! The Prometheus endpoint: counters move as requests are made, on the main
 //! listener behind auth or on a separate listener.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::Duration;

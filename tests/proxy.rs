@@ -1,6 +1,8 @@
 //! Sidecar mode against a real upstream app on loopback: what reaches the
 //! upstream, streamed bodies, upstream failures, and WebSockets.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -3,6 +3,8 @@
 //! `requests` encodes Basic credentials as Latin-1, so a non-ASCII password
 //! arrives in another encoding than curl's; both must work.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::process::Command;

@@ -2,6 +2,8 @@
 //! removed and changed, a broken config rejected while the old one keeps
 //! serving, and a certificate swap seen by new connections.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::Duration;

@@ -2,6 +2,8 @@
 //! request that reached the server is answered (no reset), later ones are
 //! refused at connect, and the process exits 0 within the grace period.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::time::{Duration, Instant};

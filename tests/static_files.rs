@@ -3,6 +3,8 @@
 //! the real curl and `--path-as-is`, since HTTP client libraries normalise
 //! `..` away before sending.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
+
 mod common;
 
 use std::process::Command;

@@ -110,10 +110,7 @@ impl VerifiedCache {
 
     /// Whether this exact credential was verified within the TTL.
     pub fn contains(&self, username: &str, digest: &CredentialDigest, now: Instant) -> bool {
-        let entries = self
-            .entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let entries = crate::sync::read(&self.entries);
         entries
             .get(username)
             .is_some_and(|entry| entry.expires > now && entry.digest.matches(digest))
@@ -121,10 +118,7 @@ impl VerifiedCache {
 
     /// Records a credential that argon2 just verified.
     pub fn insert(&self, username: &str, digest: CredentialDigest, now: Instant) {
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::sync::write(&self.entries);
         if !entries.contains_key(username) && entries.len() >= self.policy.max_entries {
             entries.retain(|_, e| e.expires > now);
             if entries.len() >= self.policy.max_entries {
@@ -144,27 +138,18 @@ impl VerifiedCache {
 
     /// Forgets everything (used when the users change).
     pub fn clear(&self) {
-        self.entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clear();
+        crate::sync::write(&self.entries).clear();
     }
 
     /// Drops expired entries.
     pub fn prune(&self, now: Instant) {
-        let mut entries = self
-            .entries
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut entries = crate::sync::write(&self.entries);
         entries.retain(|_, e| e.expires > now);
     }
 
     /// How many entries are held.
     pub fn len(&self) -> usize {
-        self.entries
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
+        crate::sync::read(&self.entries).len()
     }
 
     /// Whether no entry is held.

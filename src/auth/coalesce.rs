@@ -45,10 +45,7 @@ pub struct Leader {
 impl InFlight {
     /// Joins the flight for this exact credential, or starts one.
     pub fn join(&self, username: &str, digest: CredentialDigest) -> Join {
-        let mut flights = self
-            .flights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut flights = crate::sync::lock(&self.flights);
         match flights.get(username) {
             Some(flight) if flight.digest.matches(&digest) => Join::Follow(flight.result.clone()),
             Some(_) => Join::Alone,
@@ -73,10 +70,7 @@ impl InFlight {
     /// Whether no verification is in flight.
     #[cfg(test)]
     fn is_empty(&self) -> bool {
-        self.flights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .is_empty()
+        crate::sync::lock(&self.flights).is_empty()
     }
 }
 
@@ -89,10 +83,7 @@ impl Leader {
 
 impl Drop for Leader {
     fn drop(&mut self) {
-        let mut flights = self
-            .flights
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut flights = crate::sync::lock(&self.flights);
         flights.remove(&self.username);
     }
 }

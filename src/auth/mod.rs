@@ -153,14 +153,6 @@ impl BasicAuthLayer {
     pub fn cached_credentials(&self) -> usize {
         self.shared.cache.as_ref().map_or(0, VerifiedCache::len)
     }
-
-    /// How many keys the limiters and lockout records hold:
-    /// (per-address limiter, address records, address+user records).
-    pub fn tracked_state(&self) -> (usize, usize, usize) {
-        let limiter = self.shared.rate.per_ip.as_ref().map_or(0, |l| l.len());
-        let (addresses, users) = self.shared.lockouts.tracked();
-        (limiter, addresses, users)
-    }
 }
 
 impl<S> Layer<S> for BasicAuthLayer {

@@ -125,16 +125,11 @@ impl Verifier {
         let pool = Arc::clone(&self.memory);
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            let take = |pool: &std::sync::Mutex<Vec<Vec<Block>>>| {
-                pool.lock().map(|mut p| p.pop()).ok().flatten()
-            };
-            let mut memory = take(&pool).unwrap_or_default();
+            let mut memory = crate::sync::lock(&pool).pop().unwrap_or_default();
             let started = std::time::Instant::now();
             let ok = store.verify_with_memory(&username, &password, &mut memory);
             let took = started.elapsed();
-            if let Ok(mut pool) = pool.lock() {
-                pool.push(memory);
-            }
+            crate::sync::lock(&pool).push(memory);
             (ok, took)
         })
         .await

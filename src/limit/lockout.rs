@@ -18,6 +18,8 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::net::IpAddr;
 use std::sync::Mutex;
+
+use crate::sync::lock;
 use std::time::{Duration, Instant};
 
 /// The lockout settings.
@@ -188,7 +190,6 @@ pub struct Lockouts {
 pub struct Attempt {
     address: IpAddr,
     user: u64,
-    tracked: (bool, bool),
 }
 
 impl Lockouts {
@@ -226,11 +227,7 @@ impl Lockouts {
     pub fn begin(&self, address: IpAddr, username: &str, now: Instant) -> Result<Attempt, Refusal> {
         let user = self.user_hasher.hash_one(username);
         if !self.enabled() {
-            return Ok(Attempt {
-                address,
-                user,
-                tracked: (false, false),
-            });
+            return Ok(Attempt { address, user });
         }
         let mut addresses = lock(&self.addresses);
         let mut users = lock(&self.users);
@@ -244,14 +241,11 @@ impl Lockouts {
             .entry((address, user), &self.policy, now)
             .ok_or(Refusal::Full)?;
         user_record.admit(&self.policy, now)?;
+        // Both records exist now (a full table refuses above): the attempt
+        // is always counted in both.
         address_record.pending += 1;
         user_record.pending += 1;
-        let tracked = (true, true);
-        Ok(Attempt {
-            address,
-            user,
-            tracked,
-        })
+        Ok(Attempt { address, user })
     }
 
     /// Ends an attempt: a failure counts towards lockouts, a success clears
@@ -262,25 +256,20 @@ impl Lockouts {
             return None;
         }
         let mut address_locked = false;
-        if attempt.tracked.0 {
-            let mut addresses = lock(&self.addresses);
-            if let Some(record) = addresses.map.get_mut(&attempt.address) {
-                record.pending = record.pending.saturating_sub(1);
-                if !success {
-                    address_locked = record.fail(&self.policy, now);
-                }
+        if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
+            record.pending = record.pending.saturating_sub(1);
+            if !success {
+                address_locked = record.fail(&self.policy, now);
             }
         }
         let mut user_locked = false;
-        if attempt.tracked.1 {
-            let mut users = lock(&self.users);
-            let key = (attempt.address, attempt.user);
-            if success {
-                users.map.remove(&key);
-            } else if let Some(record) = users.map.get_mut(&key) {
-                record.pending = record.pending.saturating_sub(1);
-                user_locked = record.fail(&self.policy, now);
-            }
+        let mut users = lock(&self.users);
+        let key = (attempt.address, attempt.user);
+        if success {
+            users.map.remove(&key);
+        } else if let Some(record) = users.map.get_mut(&key) {
+            record.pending = record.pending.saturating_sub(1);
+            user_locked = record.fail(&self.policy, now);
         }
         match (address_locked, user_locked) {
             (true, true) => Some(LockedOut::Both),
@@ -293,15 +282,15 @@ impl Lockouts {
     /// Ends an attempt that could not be verified (overload): it counts
     /// neither as a failure nor as a success.
     pub fn cancel(&self, attempt: Attempt) {
-        if attempt.tracked.0
-            && let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address)
-        {
+        if !self.enabled() {
+            return;
+        }
+        if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
             record.pending = record.pending.saturating_sub(1);
         }
-        if attempt.tracked.1
-            && let Some(record) = lock(&self.users)
-                .map
-                .get_mut(&(attempt.address, attempt.user))
+        if let Some(record) = lock(&self.users)
+            .map
+            .get_mut(&(attempt.address, attempt.user))
         {
             record.pending = record.pending.saturating_sub(1);
         }
@@ -323,14 +312,6 @@ impl Lockouts {
     pub fn tracked(&self) -> (usize, usize) {
         (lock(&self.addresses).map.len(), lock(&self.users).map.len())
     }
-}
-
-/// Takes a lock even if a panic elsewhere poisoned it: the records are
-/// counters, always consistent enough to go on with.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

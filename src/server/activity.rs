@@ -4,7 +4,7 @@
 
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -95,7 +95,7 @@ impl Activity {
 
     /// Since when the body that has waited longest has been waiting.
     fn oldest_waiting(&self) -> Option<u64> {
-        let mut bodies = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bodies = crate::sync::lock(&self.waiting);
         let mut oldest: Option<u64> = None;
         bodies.retain(|body| match body.upgrade() {
             Some(since) => {
@@ -164,11 +164,7 @@ impl InFlight {
         let activity = &self.activity;
         let since = self.waiting_since.get_or_insert_with(|| {
             let since = Arc::new(AtomicU64::new(0));
-            activity
-                .waiting
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(Arc::downgrade(&since));
+            crate::sync::lock(&activity.waiting).push(Arc::downgrade(&since));
             since
         });
         match waiting {

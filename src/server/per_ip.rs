@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 /// Open connections counted per address key (IPv4 address, IPv6 /64).
 #[derive(Default)]
@@ -19,7 +19,7 @@ pub(super) struct IpSlot {
 impl PerIp {
     /// Takes a place for `key` if it holds fewer than `max` connections.
     pub(super) fn try_take(self: &Arc<Self>, key: IpAddr, max: usize) -> Option<IpSlot> {
-        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::sync::lock(&self.open);
         let count = open.entry(key).or_insert(0);
         if *count >= max {
             return None;
@@ -34,11 +34,7 @@ impl PerIp {
 
 impl Drop for IpSlot {
     fn drop(&mut self) {
-        let mut open = self
-            .table
-            .open
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut open = crate::sync::lock(&self.table.open);
         if let Some(count) = open.get_mut(&self.key) {
             *count = count.saturating_sub(1);
             if *count == 0 {
