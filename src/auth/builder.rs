@@ -60,15 +60,16 @@ pub struct BasicAuthBuilder {
 
 impl BasicAuthBuilder {
     pub(super) fn new(realm: &str, verifier: Verifier) -> Self {
+        let rates = crate::config::RateLimitSettings::default();
         Self {
             realm: realm.to_owned(),
             verifier,
             public: Vec::new(),
             public_upgrades: false,
             trusted_proxies: Vec::new(),
-            per_ip: Some(Rate::new(20, 40)),
-            per_user: Some(Rate::new(10, 20)),
-            max_tracked_keys: 100_000,
+            per_ip: rates.per_ip,
+            per_user: rates.per_user,
+            max_tracked_keys: rates.max_tracked_keys,
             lockout: LockoutPolicy::default(),
             cache: CachePolicy::default(),
         }

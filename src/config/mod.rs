@@ -251,9 +251,20 @@ impl Config {
             },
         };
 
+        let defaults = RateLimitSettings::default();
         let rate_limit = RateLimitSettings {
-            per_ip: rate(path, "[rate_limit] per_ip", &raw.rate_limit.per_ip, 20)?,
-            per_user: rate(path, "[rate_limit] per_user", &raw.rate_limit.per_user, 10)?,
+            per_ip: rate(
+                path,
+                "[rate_limit] per_ip",
+                &raw.rate_limit.per_ip,
+                defaults.per_ip,
+            )?,
+            per_user: rate(
+                path,
+                "[rate_limit] per_user",
+                &raw.rate_limit.per_user,
+                defaults.per_user,
+            )?,
             max_tracked_keys: raw.rate_limit.max_tracked_keys.max(1),
         };
         let lockout = LockoutPolicy {

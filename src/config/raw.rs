@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use super::{ConfigError, RateLimitSettings, settings};
+use crate::auth::cache::CachePolicy;
+use crate::limit::{LockoutPolicy, Rate};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -92,16 +94,23 @@ pub(super) struct RateLimit {
 
 impl Default for RateLimit {
     fn default() -> Self {
+        let defaults = RateLimitSettings::default();
         Self {
-            per_ip: RateSetting::Rate(RawRate {
-                per_second: 20,
-                burst: Some(40),
+            per_ip: RateSetting::from(defaults.per_ip),
+            per_user: RateSetting::from(defaults.per_user),
+            max_tracked_keys: defaults.max_tracked_keys,
+        }
+    }
+}
+
+impl From<Option<Rate>> for RateSetting {
+    fn from(rate: Option<Rate>) -> Self {
+        match rate {
+            Some(rate) => Self::Rate(RawRate {
+                per_second: rate.per_second.get(),
+                burst: Some(rate.burst.get()),
             }),
-            per_user: RateSetting::Rate(RawRate {
-                per_second: 10,
-                burst: Some(20),
-            }),
-            max_tracked_keys: 100_000,
+            None => Self::Switch(false),
         }
     }
 }
@@ -158,11 +167,12 @@ pub(super) struct Lockout {
 
 impl Default for Lockout {
     fn default() -> Self {
+        let defaults = LockoutPolicy::default();
         Self {
-            max_failures: 5,
-            window: "10m".into(),
-            duration: "15m".into(),
-            max_tracked: 100_000,
+            max_failures: defaults.max_failures,
+            window: text(defaults.window),
+            duration: text(defaults.duration),
+            max_tracked: defaults.max_tracked,
         }
     }
 }
@@ -215,8 +225,8 @@ impl Default for Auth {
             generated_user: None,
             max_concurrent_verifications: None,
             public_upgrades: false,
-            verify_queue: 64,
-            verify_timeout: "5s".into(),
+            verify_queue: crate::credentials::DEFAULT_QUEUE,
+            verify_timeout: text(crate::credentials::DEFAULT_MAX_WAIT),
         }
     }
 }
@@ -240,19 +250,20 @@ pub(super) struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        let defaults = settings::Limits::default();
         Self {
-            header_read_timeout: "10s".into(),
-            tls_handshake_timeout: "10s".into(),
-            shutdown_grace: "30s".into(),
-            max_connections: 10_000,
-            max_header_bytes: 16 * 1024,
-            max_body_bytes: 1024 * 1024,
-            h2_keep_alive: "60s".into(),
-            idle_timeout: "60s".into(),
-            send_timeout: "30s".into(),
-            max_connections_per_ip: 256,
-            h2_max_concurrent_streams: 100,
-            h2_max_send_buffer: 64 * 1024,
+            header_read_timeout: text(defaults.header_read_timeout),
+            tls_handshake_timeout: text(defaults.tls_handshake_timeout),
+            shutdown_grace: text(defaults.shutdown_grace),
+            max_connections: defaults.max_connections,
+            max_header_bytes: defaults.max_header_bytes,
+            max_body_bytes: defaults.max_body_bytes,
+            h2_keep_alive: text(defaults.h2_keep_alive),
+            idle_timeout: text(defaults.idle_timeout),
+            send_timeout: text(defaults.send_timeout),
+            max_connections_per_ip: defaults.max_connections_per_ip,
+            h2_max_concurrent_streams: defaults.h2_max_concurrent_streams,
+            h2_max_send_buffer: defaults.h2_max_send_buffer,
         }
     }
 }
@@ -334,12 +345,18 @@ pub(super) struct Cache {
 
 impl Default for Cache {
     fn default() -> Self {
+        let defaults = CachePolicy::default();
         Self {
-            enabled: true,
-            ttl: "5m".into(),
-            max_entries: 10_000,
+            enabled: defaults.enabled,
+            ttl: text(defaults.ttl),
+            max_entries: defaults.max_entries,
         }
     }
+}
+
+/// A default duration as the config file would spell it ("10m").
+fn text(duration: std::time::Duration) -> String {
+    humantime::format_duration(duration).to_string()
 }
 
 #[derive(Deserialize)]

@@ -194,6 +194,19 @@ pub struct RateLimitSettings {
     pub max_tracked_keys: usize,
 }
 
+impl Default for RateLimitSettings {
+    /// 20 requests/s per address with a burst of 40; 10/s per user with a
+    /// burst of 20; 100,000 keys. The builder and the config file both
+    /// start from these.
+    fn default() -> Self {
+        Self {
+            per_ip: Some(Rate::new(20, 40)),
+            per_user: Some(Rate::new(10, 20)),
+            max_tracked_keys: 100_000,
+        }
+    }
+}
+
 /// `[server]`: where to listen and whom to believe.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSettings {
@@ -298,6 +311,26 @@ pub struct Limits {
     pub h2_max_concurrent_streams: u32,
     /// Bytes buffered per HTTP/2 stream waiting for the client's window.
     pub h2_max_send_buffer: usize,
+}
+
+impl Default for Limits {
+    /// The one place `[limits]` defaults are written.
+    fn default() -> Self {
+        Self {
+            header_read_timeout: Duration::from_secs(10),
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(30),
+            max_connections: 10_000,
+            max_header_bytes: 16 * 1024,
+            max_body_bytes: 1024 * 1024,
+            h2_keep_alive: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            send_timeout: Duration::from_secs(30),
+            max_connections_per_ip: 256,
+            h2_max_concurrent_streams: 100,
+            h2_max_send_buffer: 64 * 1024,
+        }
+    }
 }
 
 impl Limits {

@@ -362,3 +362,19 @@ fn type_errors_never_echo_the_value() {
         }
     }
 }
+
+#[test]
+fn the_file_defaults_are_the_domain_defaults() {
+    let config = load(&minimal("")).unwrap();
+    assert_eq!(config.limits, Limits::default());
+    assert_eq!(config.rate_limit, RateLimitSettings::default());
+    assert_eq!(config.lockout, LockoutPolicy::default());
+    assert_eq!(config.cache, crate::auth::cache::CachePolicy::default());
+    assert_eq!(config.auth.verify_queue, crate::credentials::DEFAULT_QUEUE);
+    assert_eq!(
+        config.auth.verify_timeout,
+        crate::credentials::DEFAULT_MAX_WAIT
+    );
+    let all_on = load(&minimal("[rate_limit]\nper_ip = true\nper_user = true\n")).unwrap();
+    assert_eq!(all_on.rate_limit, RateLimitSettings::default());
+}

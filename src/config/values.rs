@@ -191,19 +191,16 @@ pub(super) fn nonzero_duration(
 }
 
 /// A `{ per_second, burst }` table (burst defaults to twice the rate), `true`
-/// for `default_per_second`, or `false` for off.
+/// for the default rate, or `false` for off.
 pub(super) fn rate(
     path: &Path,
     key: &str,
     setting: &raw::RateSetting,
-    default_per_second: u32,
+    default: Option<Rate>,
 ) -> Result<Option<Rate>, ConfigError> {
     let raw = match setting {
         raw::RateSetting::Switch(false) => return Ok(None),
-        raw::RateSetting::Switch(true) => raw::RawRate {
-            per_second: default_per_second,
-            burst: None,
-        },
+        raw::RateSetting::Switch(true) => return Ok(default),
         raw::RateSetting::Rate(raw) => *raw,
     };
     let burst = raw.burst.unwrap_or(raw.per_second.saturating_mul(2));

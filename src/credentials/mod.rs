@@ -17,7 +17,7 @@ use subtle::ConstantTimeEq;
 
 mod verifier;
 
-pub use verifier::{Verifier, VerifyError};
+pub use verifier::{DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verifier, VerifyError};
 
 /// Why a string is not a usable argon2 hash. The messages never contain the
 /// hash itself.

@@ -53,18 +53,23 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Verifications that may wait for a slot, unless told otherwise.
+pub const DEFAULT_QUEUE: usize = 64;
+/// How long one may wait for a slot, unless told otherwise.
+pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
+
 impl Verifier {
     /// A verifier over `store` that runs at most `max_concurrent` (at least 1)
-    /// argon2 computations at once, with up to 64 more waiting for at most
-    /// 5 s (see [`with_queue`](Self::with_queue)).
+    /// argon2 computations at once, with up to [`DEFAULT_QUEUE`] more waiting
+    /// for at most [`DEFAULT_MAX_WAIT`] (see [`with_queue`](Self::with_queue)).
     pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
         Self {
             store: Arc::new(ArcSwap::new(store)),
             permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
             memory: Arc::new(std::sync::Mutex::new(Vec::new())),
             waiting: Arc::new(AtomicUsize::new(0)),
-            max_waiting: 64,
-            max_wait: Duration::from_secs(5),
+            max_waiting: DEFAULT_QUEUE,
+            max_wait: DEFAULT_MAX_WAIT,
         }
     }
 
