@@ -494,3 +494,6 @@ impl Shared {
         result.map(|(ok, _)| ok)
     }
 }
+
+#[cfg(test)]
+mod tests;
