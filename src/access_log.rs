@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
+use prometheus_client::metrics::counter::Counter;
 
 use crate::auth::AuthenticatedUser;
 use crate::limit::{ClientAddress, ip_key};
@@ -30,7 +30,7 @@ const OVERFLOW: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
 pub struct RefusalSampler {
     buckets: Mutex<HashMap<IpAddr, Bucket>>,
     /// Lines left out since start-up (for metrics).
-    suppressed: Arc<AtomicU64>,
+    suppressed: Counter,
     /// When the table was last swept of ended windows.
     swept: Mutex<Option<Instant>>,
 }
@@ -43,7 +43,7 @@ struct Bucket {
 
 impl RefusalSampler {
     /// A sampler counting what it leaves out into `suppressed`.
-    pub fn new(suppressed: Arc<AtomicU64>) -> Self {
+    pub fn new(suppressed: Counter) -> Self {
         Self {
             buckets: Mutex::default(),
             suppressed,
@@ -88,7 +88,7 @@ impl RefusalSampler {
             (true, ended)
         } else {
             bucket.left_out += 1;
-            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            self.suppressed.inc();
             (false, ended)
         }
     }
@@ -168,14 +168,14 @@ mod tests {
 
     #[test]
     fn samples_past_the_burst_and_summarises() {
-        let counter = Arc::new(AtomicU64::new(0));
-        let sampler = RefusalSampler::new(Arc::clone(&counter));
+        let counter = Counter::default();
+        let sampler = RefusalSampler::new(counter.clone());
         let a: IpAddr = "192.0.2.1".parse().unwrap();
         let b: IpAddr = "192.0.2.2".parse().unwrap();
         let t0 = Instant::now();
         let written = (0..100).filter(|_| sampler.admit(a, t0).0).count();
         assert_eq!(written, BURST as usize);
-        assert_eq!(counter.load(Ordering::Relaxed), 100 - u64::from(BURST));
+        assert_eq!(counter.get(), 100 - u64::from(BURST));
         assert!(sampler.admit(b, t0).0, "another client is not affected");
         assert_eq!(
             sampler.admit(a, t0 + WINDOW),

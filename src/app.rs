@@ -28,12 +28,13 @@ use base64::Engine as _;
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
 use crate::logging::LogLevel;
-use crate::metrics::MetricsSources;
+use crate::metrics::{self, ConnectionCounters};
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
 use crate::secret::Password;
 use crate::server::Server;
 use crate::tls::{self, TlsSetup};
+use prometheus_client::metrics::counter::Counter;
 
 /// A built, bound server with its background work, ready to run.
 pub struct Application {
@@ -69,18 +70,24 @@ impl Application {
             _ => None,
         };
         let reloader = Reloader::new(config.clone(), layer.clone(), certificate, log);
-        let sources = MetricsSources {
-            auth: Arc::clone(layer.counters()),
-            connections: Arc::default(),
-            suppressed_log_lines: Arc::default(),
-            upstream_errors: Arc::default(),
-            reloads: Arc::clone(reloader.counters()),
-        };
+        // The one registry: each part registers its own metrics, once.
+        let connections = Arc::new(ConnectionCounters::default());
+        let suppressed_lines = Counter::default();
+        let mut registry = metrics::registry();
+        layer.counters().register(&mut registry);
+        reloader.counters().register(&mut registry);
+        connections.register(&mut registry);
+        metrics::register_suppressed_lines(&mut registry, &suppressed_lines);
+        let registry = Arc::new(registry);
         let options = AppOptions {
             max_body_bytes: config.limits.max_body_bytes,
-            suppressed_log_lines: Arc::clone(&sources.suppressed_log_lines),
-            metrics: config.metrics.path.clone().map(|p| (p, sources.clone())),
-            upstream_errors: Arc::clone(&sources.upstream_errors),
+            suppressed_log_lines: suppressed_lines,
+            metrics: config
+                .metrics
+                .path
+                .clone()
+                .map(|p| (p, Arc::clone(&registry))),
+            upstream_errors: layer.counters().upstream_errors(),
             tls: tls.is_some(),
             config_path: config.path.clone(),
         };
@@ -101,7 +108,7 @@ impl Application {
             .map_err(|io| bind_error(config.server.listen, io))?;
         let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
         let server = Server::from_listener(listener, server_config, router, config.limits.clone())
-            .with_counters(Arc::clone(&sources.connections))
+            .with_counters(connections)
             .with_trusted_proxies(ClientIpResolver::new(config.server.trusted_proxies.clone()));
         let (metrics, metrics_addr) = match config.metrics.listen {
             Some(wanted) => {
@@ -111,7 +118,7 @@ impl Application {
                 let bound = listener.local_addr().unwrap_or(wanted);
                 // The same connection hygiene as the main listener: header and
                 // idle timeouts, a small connection cap, a per-address cap.
-                let app = routes::metrics_app(sources.clone());
+                let app = routes::metrics_app(Arc::clone(&registry));
                 let server =
                     Server::from_listener(listener, None, app, config.limits.for_metrics());
                 (Some(server), Some(bound))

@@ -1,56 +1,42 @@
-//! Counters of what gatehouse decided and did, kept in one place, and their
-//! Prometheus text exposition (built with `prometheus-client`).
-
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+//! Metrics, kept by the parts that count them and exposed as Prometheus
+//! text (`prometheus-client`).
+//!
+//! Each part owns its metric handles (a `Counter` is a shared atomic: an
+//! increment is one atomic add) and registers them once, at start-up, into
+//! the one [`Registry`] the application builds. A scrape only encodes what
+//! is registered. Adding a metric: a handle in the part that counts it, one
+//! line in its `register`.
+//!
+//! This module imports nothing from the modules above it (the auth layer,
+//! the server and the reloader all use it), so it holds their counter
+//! types.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
-use prometheus_client::registry::Registry;
 use serde::Serialize;
 
-/// Request outcomes and verification work, counted since start-up.
-#[derive(Debug)]
-pub struct AuthCounters {
-    /// How long each argon2 verification took (seconds), queueing excluded.
-    argon2_seconds: Histogram,
-    allowed: AtomicU64,
-    unauthorized: AtomicU64,
-    rate_limited: AtomicU64,
-    overloaded: AtomicU64,
-    bad_requests: AtomicU64,
-    lockouts: AtomicU64,
-    lockout_table_full: AtomicU64,
-    verifications: AtomicU64,
-    failed_verifications: AtomicU64,
-    cache_hits: AtomicU64,
-    coalesced: AtomicU64,
+pub use prometheus_client::registry::Registry;
+
+/// A counter family keyed by one label.
+type Labelled = Family<Vec<(&'static str, &'static str)>, Counter>;
+
+/// The registry every part registers into, with gatehouse's prefix.
+pub fn registry() -> Registry {
+    Registry::with_prefix("gatehouse")
 }
 
-impl Default for AuthCounters {
-    fn default() -> Self {
-        Self {
-            // 1 ms … 4 s: cheap test hashes up to badly overloaded OWASP ones.
-            argon2_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
-            allowed: AtomicU64::new(0),
-            unauthorized: AtomicU64::new(0),
-            rate_limited: AtomicU64::new(0),
-            overloaded: AtomicU64::new(0),
-            bad_requests: AtomicU64::new(0),
-            lockouts: AtomicU64::new(0),
-            lockout_table_full: AtomicU64::new(0),
-            verifications: AtomicU64::new(0),
-            failed_verifications: AtomicU64::new(0),
-            cache_hits: AtomicU64::new(0),
-            coalesced: AtomicU64::new(0),
-        }
-    }
+/// The Prometheus text exposition of everything registered.
+pub fn render(registry: &Registry) -> String {
+    let mut text = String::new();
+    // Writing into a String cannot fail.
+    let _ = encode(&mut text, registry);
+    text
 }
 
-/// Which counter to bump.
+/// Which outcome a request had.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// Authenticated (or public) and handed on.
@@ -65,7 +51,51 @@ pub enum Outcome {
     BadRequest,
 }
 
-/// A point-in-time copy of the counters.
+/// Request outcomes and verification work, counted since start-up.
+#[derive(Debug)]
+pub struct AuthCounters {
+    requests: Labelled,
+    allowed: Counter,
+    unauthorized: Counter,
+    rate_limited: Counter,
+    overloaded: Counter,
+    bad_requests: Counter,
+    upstream_errors: Counter,
+    /// How long each argon2 verification took (seconds), queueing excluded.
+    argon2_seconds: Histogram,
+    verifications: Counter,
+    failed_verifications: Counter,
+    cache_hits: Counter,
+    coalesced: Counter,
+    lockouts: Counter,
+    lockout_table_full: Counter,
+}
+
+impl Default for AuthCounters {
+    fn default() -> Self {
+        let requests = Labelled::default();
+        let outcome = |name: &'static str| requests.get_or_create(&vec![("outcome", name)]).clone();
+        Self {
+            allowed: outcome("ok"),
+            unauthorized: outcome("unauthorized"),
+            rate_limited: outcome("rate_limited"),
+            overloaded: outcome("overloaded"),
+            bad_requests: outcome("bad_request"),
+            upstream_errors: outcome("upstream_error"),
+            requests,
+            // 1 ms … 4 s: cheap test hashes up to badly overloaded OWASP ones.
+            argon2_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 13)),
+            verifications: Counter::default(),
+            failed_verifications: Counter::default(),
+            cache_hits: Counter::default(),
+            coalesced: Counter::default(),
+            lockouts: Counter::default(),
+            lockout_table_full: Counter::default(),
+        }
+    }
+}
+
+/// A point-in-time copy of the counters (served at `/api/stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct CountersSnapshot {
     /// Requests handed on (authenticated or public).
@@ -95,190 +125,167 @@ pub struct CountersSnapshot {
 impl AuthCounters {
     /// Counts one request's outcome.
     pub fn record(&self, outcome: Outcome) {
-        let counter = match outcome {
+        match outcome {
             Outcome::Allowed => &self.allowed,
             Outcome::Unauthorized => &self.unauthorized,
             Outcome::RateLimited => &self.rate_limited,
             Outcome::Overloaded => &self.overloaded,
             Outcome::BadRequest => &self.bad_requests,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        }
+        .inc();
+    }
+
+    /// The counter of requests the upstream failed (502, 504), for the
+    /// proxy: it is one outcome of `gatehouse_requests_total`.
+    pub fn upstream_errors(&self) -> Counter {
+        self.upstream_errors.clone()
     }
 
     /// Counts a lockout that just started.
     pub fn record_lockout(&self) {
-        self.lockouts.fetch_add(1, Ordering::Relaxed);
+        self.lockouts.inc();
     }
 
     /// Counts an attempt refused because the lockout table was full; returns
     /// how many came before it.
     pub fn record_lockout_table_full(&self) -> u64 {
-        self.lockout_table_full.fetch_add(1, Ordering::Relaxed)
+        self.lockout_table_full.inc()
     }
 
     /// Counts one argon2 verification, how long it took and whether it
     /// failed.
     pub fn record_verification(&self, failed: bool, took: std::time::Duration) {
         self.argon2_seconds.observe(took.as_secs_f64());
-        self.verifications.fetch_add(1, Ordering::Relaxed);
+        self.verifications.inc();
         if failed {
-            self.failed_verifications.fetch_add(1, Ordering::Relaxed);
+            self.failed_verifications.inc();
         }
     }
 
     /// Counts a request let in from the cache.
     pub fn record_cache_hit(&self) {
-        self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache_hits.inc();
     }
 
     /// Counts a request that waited for an identical verification.
     pub fn record_coalesced(&self) {
-        self.coalesced.fetch_add(1, Ordering::Relaxed);
+        self.coalesced.inc();
     }
 
     /// The current values.
     pub fn snapshot(&self) -> CountersSnapshot {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
         CountersSnapshot {
-            allowed: get(&self.allowed),
-            unauthorized: get(&self.unauthorized),
-            rate_limited: get(&self.rate_limited),
-            overloaded: get(&self.overloaded),
-            bad_requests: get(&self.bad_requests),
-            lockouts: get(&self.lockouts),
-            lockout_table_full: get(&self.lockout_table_full),
-            verifications: get(&self.verifications),
-            failed_verifications: get(&self.failed_verifications),
-            cache_hits: get(&self.cache_hits),
-            coalesced: get(&self.coalesced),
+            allowed: self.allowed.get(),
+            unauthorized: self.unauthorized.get(),
+            rate_limited: self.rate_limited.get(),
+            overloaded: self.overloaded.get(),
+            bad_requests: self.bad_requests.get(),
+            lockouts: self.lockouts.get(),
+            lockout_table_full: self.lockout_table_full.get(),
+            verifications: self.verifications.get(),
+            failed_verifications: self.failed_verifications.get(),
+            cache_hits: self.cache_hits.get(),
+            coalesced: self.coalesced.get(),
         }
     }
-}
 
-/// Counts of reloads, for metrics and tests. Kept here rather than in
-/// `reload.rs`, so that metrics (which the auth layer uses) imports nothing
-/// from the modules above it.
-#[derive(Debug, Default)]
-pub struct ReloadCounters {
-    /// Reloads applied.
-    pub ok: AtomicU64,
-    /// Reloads rejected.
-    pub failed: AtomicU64,
-}
-
-/// Connection counters, kept by the server (here, so that metrics imports
-/// nothing from the modules above it).
-#[derive(Debug, Default)]
-pub struct ConnectionCounters {
-    /// Connections open right now (tunnels included).
-    pub open: AtomicI64,
-    /// Connections closed at once because their address held too many.
-    pub refused_per_ip: AtomicU64,
-}
-
-/// Everything the Prometheus endpoint reports, gathered from the parts that
-/// count it.
-#[derive(Clone, Debug)]
-pub struct MetricsSources {
-    /// The auth layer's counters.
-    pub auth: Arc<AuthCounters>,
-    /// Connections open right now, and those refused per address.
-    pub connections: Arc<ConnectionCounters>,
-    /// Access-log lines of refused requests left out (summarised instead).
-    pub suppressed_log_lines: Arc<AtomicU64>,
-    /// Upstream failures answered 502 or 504 (sidecar mode).
-    pub upstream_errors: Arc<AtomicU64>,
-    /// Config reloads applied and rejected.
-    pub reloads: Arc<ReloadCounters>,
-}
-
-impl MetricsSources {
-    /// The Prometheus text exposition of the current values.
-    pub fn render(&self) -> String {
-        let mut registry = Registry::with_prefix("gatehouse");
-        let snapshot = self.auth.snapshot();
-
-        let requests = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
-        for (outcome, value) in [
-            ("ok", snapshot.allowed),
-            ("unauthorized", snapshot.unauthorized),
-            ("rate_limited", snapshot.rate_limited),
-            ("overloaded", snapshot.overloaded),
-            ("bad_request", snapshot.bad_requests),
-            (
-                "upstream_error",
-                self.upstream_errors.load(Ordering::Relaxed),
-            ),
-        ] {
-            requests
-                .get_or_create(&vec![("outcome", outcome)])
-                .inc_by(value);
-        }
-        registry.register("requests", "Requests by outcome", requests);
-
-        let counter = |value: u64| {
-            let c: Counter = Counter::default();
-            c.inc_by(value);
-            c
-        };
+    /// Registers these metrics (once, at start-up).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register("requests", "Requests by outcome", self.requests.clone());
         registry.register(
             "argon2_verifications",
             "argon2 verifications run",
-            counter(snapshot.verifications),
+            self.verifications.clone(),
         );
         registry.register(
             "argon2_failed_verifications",
             "argon2 verifications that failed",
-            counter(snapshot.failed_verifications),
+            self.failed_verifications.clone(),
         );
         registry.register(
             "argon2_verification_seconds",
             "Time spent in one argon2 verification",
-            self.auth.argon2_seconds.clone(),
+            self.argon2_seconds.clone(),
         );
         registry.register(
             "cache_hits",
             "Requests let in by the verified-credentials cache",
-            counter(snapshot.cache_hits),
+            self.cache_hits.clone(),
         );
         registry.register(
             "coalesced_verifications",
             "Requests that waited for an identical verification",
-            counter(snapshot.coalesced),
+            self.coalesced.clone(),
         );
-        registry.register("lockouts", "Lockouts started", counter(snapshot.lockouts));
+        registry.register("lockouts", "Lockouts started", self.lockouts.clone());
         registry.register(
             "lockout_table_full",
             "Attempts refused because the lockout table was full of live locks",
-            counter(snapshot.lockout_table_full),
+            self.lockout_table_full.clone(),
         );
+    }
+}
 
-        let open: Gauge = Gauge::default();
-        open.set(self.connections.open.load(Ordering::Relaxed));
-        registry.register("open_connections", "Client connections open now", open);
+/// Counts of reloads, kept by the reloader.
+#[derive(Debug)]
+pub struct ReloadCounters {
+    family: Labelled,
+    /// Reloads applied.
+    pub ok: Counter,
+    /// Reloads rejected.
+    pub failed: Counter,
+}
+
+impl Default for ReloadCounters {
+    fn default() -> Self {
+        let family = Labelled::default();
+        let ok = family.get_or_create(&vec![("result", "ok")]).clone();
+        let failed = family.get_or_create(&vec![("result", "failed")]).clone();
+        Self { family, ok, failed }
+    }
+}
+
+impl ReloadCounters {
+    /// Registers these metrics (once, at start-up).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "config_reloads",
+            "Configuration reloads",
+            self.family.clone(),
+        );
+    }
+}
+
+/// Connection counters, kept by the server.
+#[derive(Debug, Default)]
+pub struct ConnectionCounters {
+    /// Connections open right now (tunnels included).
+    pub open: Gauge,
+    /// Connections closed at once because their address held too many.
+    pub refused_per_ip: Counter,
+}
+
+impl ConnectionCounters {
+    /// Registers these metrics (once, at start-up).
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            self.open.clone(),
+        );
         registry.register(
             "connections_refused_per_ip",
             "Connections closed at once because their address held max_connections_per_ip",
-            counter(self.connections.refused_per_ip.load(Ordering::Relaxed)),
+            self.refused_per_ip.clone(),
         );
-        registry.register(
-            "access_log_suppressed",
-            "Access-log lines of refused requests summarised instead of written",
-            counter(self.suppressed_log_lines.load(Ordering::Relaxed)),
-        );
-
-        let reloads = Family::<Vec<(&'static str, &'static str)>, Counter>::default();
-        reloads
-            .get_or_create(&vec![("result", "ok")])
-            .inc_by(self.reloads.ok.load(Ordering::Relaxed));
-        reloads
-            .get_or_create(&vec![("result", "failed")])
-            .inc_by(self.reloads.failed.load(Ordering::Relaxed));
-        registry.register("config_reloads", "Configuration reloads", reloads);
-
-        let mut text = String::new();
-        // Writing into a String cannot fail.
-        let _ = encode(&mut text, &registry);
-        text
     }
+}
+
+/// Registers the access log's count of refused-request lines left out.
+pub fn register_suppressed_lines(registry: &mut Registry, suppressed: &Counter) {
+    registry.register(
+        "access_log_suppressed",
+        "Access-log lines of refused requests summarised instead of written",
+        suppressed.clone(),
+    );
 }

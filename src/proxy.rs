@@ -22,6 +22,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::auth::AuthenticatedUser;
 use crate::config::{ConfigError, UpstreamSettings};
 use crate::limit::{ClientAddress, ClientIpResolver};
+use prometheus_client::metrics::counter::Counter;
 
 /// The resolved client address, as nginx's `real_ip` module sets it.
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -48,7 +49,7 @@ pub struct Proxy {
     /// What `X-Forwarded-Proto` says when no trusted proxy already said it.
     scheme: &'static str,
     /// Requests answered 502 or 504.
-    errors: Arc<std::sync::atomic::AtomicU64>,
+    errors: Counter,
 }
 
 impl Proxy {
@@ -60,7 +61,7 @@ impl Proxy {
         clients: ClientIpResolver,
         tls: bool,
         config: &std::path::Path,
-        errors: Arc<std::sync::atomic::AtomicU64>,
+        errors: Counter,
     ) -> Result<Self, ConfigError> {
         let roots = upstream_roots(&settings, config)?;
         let tls_config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
@@ -339,16 +340,12 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
             let cause = std::error::Error::source(&error)
                 .map_or_else(|| error.to_string(), |s| s.to_string());
             tracing::warn!(upstream = %proxy.settings.url, path, error = %cause, "upstream request failed");
-            proxy
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            proxy.errors.inc();
             return error_response(StatusCode::BAD_GATEWAY);
         }
         Err(_) => {
             tracing::warn!(upstream = %proxy.settings.url, path, timeout = ?proxy.settings.timeout, "upstream did not answer in time");
-            proxy
-                .errors
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            proxy.errors.inc();
             return error_response(StatusCode::GATEWAY_TIMEOUT);
         }
     };
@@ -356,9 +353,7 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
         // Nothing asked to switch: a 101 now would turn the client's
         // connection into an unchecked tunnel.
         tracing::warn!(upstream = %proxy.settings.url, path, "upstream switched protocols unasked");
-        proxy
-            .errors
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        proxy.errors.inc();
         return error_response(StatusCode::BAD_GATEWAY);
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -112,7 +112,7 @@ impl Reloader {
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
-                self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                self.counters.failed.inc();
                 return Err(error);
             }
         };
@@ -143,7 +143,7 @@ impl Reloader {
                 "changed in the config file, but only takes effect after a restart"
             );
         }
-        self.counters.ok.fetch_add(1, Ordering::Relaxed);
+        self.counters.ok.inc();
         let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
         match users {
             Some(0) => tracing::warn!(

@@ -16,8 +16,9 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::access_log::{RefusalSampler, access_log};
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
 use crate::limit::{ClientAddress, ClientIpResolver};
-use crate::metrics::{AuthCounters, CountersSnapshot, MetricsSources};
+use crate::metrics::{AuthCounters, CountersSnapshot, Registry};
 use crate::proxy::{self, Proxy};
+use prometheus_client::metrics::counter::Counter;
 
 /// Settings of the app beyond its backend.
 #[derive(Default)]
@@ -25,11 +26,11 @@ pub struct AppOptions {
     /// The largest body the built-in routes accept.
     pub max_body_bytes: usize,
     /// Serve the Prometheus text at this path (behind authentication).
-    pub metrics: Option<(String, MetricsSources)>,
+    pub metrics: Option<(String, Arc<Registry>)>,
     /// Counts access-log lines of refused requests left out.
-    pub suppressed_log_lines: Arc<std::sync::atomic::AtomicU64>,
+    pub suppressed_log_lines: Counter,
     /// Counts upstream failures (502, 504) in sidecar mode.
-    pub upstream_errors: Arc<std::sync::atomic::AtomicU64>,
+    pub upstream_errors: Counter,
     /// Whether clients reach gatehouse over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     /// The config file, for errors about the upstream's CA file.
@@ -37,8 +38,8 @@ pub struct AppOptions {
 }
 
 /// A router serving only `GET /metrics`, for a separate metrics listener.
-pub fn metrics_app(sources: MetricsSources) -> Router {
-    Router::new().route("/metrics", get(move || metrics(sources.clone())))
+pub fn metrics_app(registry: Arc<Registry>) -> Router {
+    Router::new().route("/metrics", get(move || metrics(Arc::clone(&registry))))
 }
 
 /// The app the binary serves: gatehouse's own `/healthz` (public when the
@@ -77,7 +78,7 @@ pub fn app(
         Backend::Static(settings) => crate::static_files::router(own_routes(), settings.clone()),
     };
     let router = match options.metrics {
-        Some((path, sources)) => router.route(&path, get(move || metrics(sources.clone()))),
+        Some((path, registry)) => router.route(&path, get(move || metrics(Arc::clone(&registry)))),
         None => router,
     };
     let resolver = auth.client_resolver().clone();
@@ -136,11 +137,11 @@ async fn stats(counters: Arc<AuthCounters>) -> Json<CountersSnapshot> {
 }
 
 /// The Prometheus text exposition.
-async fn metrics(sources: MetricsSources) -> Response {
+async fn metrics(registry: Arc<Registry>) -> Response {
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     (
         [(http::header::CONTENT_TYPE, content_type)],
-        sources.render(),
+        crate::metrics::render(&registry),
     )
         .into_response()
 }

@@ -14,7 +14,6 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use axum::Router;
@@ -147,14 +146,14 @@ impl Server {
                 match per_ip.try_take(ip_key(peer.ip()), self.limits.max_connections_per_ip) {
                     Some(slot) => Some(slot),
                     None => {
-                        self.counters.refused_per_ip.fetch_add(1, Ordering::Relaxed);
+                        self.counters.refused_per_ip.inc();
                         tracing::debug!(%peer, "too many connections from this address: closed");
                         continue;
                     }
                 }
             };
             let _ = tcp.set_nodelay(true);
-            self.counters.open.fetch_add(1, Ordering::Relaxed);
+            self.counters.open.inc();
             let context = ConnectionContext {
                 _slot: Arc::new(Slot {
                     _global: permit,
@@ -186,7 +185,7 @@ struct OpenConnection(Arc<ConnectionCounters>);
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::Relaxed);
+        self.0.open.dec();
     }
 }
 
