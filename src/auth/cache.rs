@@ -87,11 +87,6 @@ impl VerifiedCache {
         })
     }
 
-    /// The policy in force.
-    pub fn policy(&self) -> &CachePolicy {
-        &self.policy
-    }
-
     /// The digest of a credential: HMAC over length-prefixed fields, so that
     /// ("ab", "c") and ("a", "bc") differ. `stored_hash` identifies the
     /// user's current hash (its PHC string or a fingerprint of it). Computed
@@ -150,11 +145,6 @@ impl VerifiedCache {
     /// How many entries are held.
     pub fn len(&self) -> usize {
         crate::sync::read(&self.entries).len()
-    }
-
-    /// Whether no entry is held.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
@@ -216,7 +206,7 @@ mod tests {
         assert!(c.contains("alice", &d, now + Duration::from_secs(59)));
         assert!(!c.contains("alice", &d, now + Duration::from_secs(60)));
         c.prune(now + Duration::from_secs(61));
-        assert!(c.is_empty());
+        assert_eq!(c.len(), 0);
     }
 
     #[test]

@@ -49,7 +49,7 @@
 //! ```
 
 mod builder;
-pub mod cache;
+pub(crate) mod cache;
 mod coalesce;
 pub mod header;
 mod public;
@@ -69,6 +69,7 @@ use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
 pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, validate_realm};
+pub use cache::{CachePolicy, NoRandomKey};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::AuthenticatedUser;
 

@@ -15,8 +15,9 @@ use http::request::Parts;
 pub struct AuthenticatedUser(Arc<str>);
 
 impl AuthenticatedUser {
-    /// Wraps a verified username.
-    pub fn new(name: impl Into<Arc<str>>) -> Self {
+    /// Wraps a verified username. Crate-private: only the layer, after a
+    /// verification, may say who the user is.
+    pub(crate) fn new(name: impl Into<Arc<str>>) -> Self {
         Self(name.into())
     }
 
