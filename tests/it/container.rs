@@ -3,14 +3,10 @@
 //! `GATEHOUSE_CONFIG`, on each shipped example config laid out as the image
 //! mounts it (/etc/gatehouse/{gatehouse.toml,tls/,users/}).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Gatehouse, TestDir, binary, cheap_hash, client, upstream};
+use crate::common::{Gatehouse, TestDir, binary, cheap_hash, client, upstream};
 use reqwest::StatusCode;
 
 fn example(name: &str) -> String {

@@ -1,17 +1,13 @@
 //! The command line as a user runs it: hash a password, check a config,
 //! start and stop the server.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::common::{Gatehouse, TestDir, binary, cheap_hash, client};
 use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
-use common::{Gatehouse, TestDir, binary, cheap_hash, client};
 use reqwest::StatusCode;
 
 fn run(args: &[&str], stdin: &str) -> Output {
@@ -262,7 +258,7 @@ async fn plain_http_only_when_asked_and_with_a_warning() {
         server.logs()
     );
     let response = reqwest::Client::builder()
-        .tls_backend_preconfigured(common::rustls_client_config(
+        .tls_backend_preconfigured(crate::common::rustls_client_config(
             &dir.cert_pem,
             &[&rustls::version::TLS13],
         ))

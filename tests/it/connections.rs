@@ -2,14 +2,10 @@
 //! normal clients keep being served, idle keep-alive connections close, the
 //! connection cap holds, and oversized heads and bodies are refused.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client, rustls_client_config};
+use crate::common::{Gatehouse, TestDir, client, rustls_client_config};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -153,7 +149,7 @@ async fn oversized_heads_and_bodies_are_refused() {
     let dir = TestDir::new();
     let server =
         Gatehouse::start(&dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"));
-    let http1 = common::http1_client(&dir.cert_pem);
+    let http1 = crate::common::http1_client(&dir.cert_pem);
     let big = "x".repeat(20 * 1024);
     let head = http1
         .get(server.url("/healthz"))

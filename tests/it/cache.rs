@@ -1,13 +1,9 @@
 //! The verified-credentials cache seen from outside: verifications counted
 //! through `/api/stats` while real clients make requests over TLS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Gatehouse, TestDir, client, stats, whoami};
+use crate::common::{Gatehouse, TestDir, client, stats, whoami};
 use reqwest::StatusCode;
 
 #[tokio::test]

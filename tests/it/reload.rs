@@ -2,13 +2,9 @@
 //! removed and changed, a broken config rejected while the old one keeps
 //! serving, and a certificate swap seen by new connections.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Gatehouse, TestDir, cheap_hash, client, whoami};
+use crate::common::{Gatehouse, TestDir, cheap_hash, client, whoami};
 use reqwest::StatusCode;
 
 const RELOADED: &str = "configuration reloaded";
@@ -252,7 +248,7 @@ async fn an_in_flight_request_survives_a_reload() {
 async fn a_relative_config_path_is_watched_too() {
     let dir = TestDir::new();
     dir.write("gatehouse.toml", &config_text(&[("alice", "secret")], ""));
-    let mut command = std::process::Command::new(common::binary());
+    let mut command = std::process::Command::new(crate::common::binary());
     command
         .current_dir(dir.dir.path())
         .args(["serve", "--config", "gatehouse.toml"]);
@@ -273,7 +269,7 @@ async fn the_log_level_changes_on_reload() {
     let dir = TestDir::new();
     let quiet = "[log]\nlevel = \"warn,gatehouse::app=info\"\n";
     let config = dir.config(quiet);
-    let mut command = std::process::Command::new(common::binary());
+    let mut command = std::process::Command::new(crate::common::binary());
     command
         .args(["serve", "--config"])
         .arg(&config)

@@ -1,12 +1,8 @@
 //! The real `curl -u` against the real server over TLS.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::process::Command;
 
-use common::{Gatehouse, TestDir, require_tool};
+use crate::common::{Gatehouse, TestDir, require_tool};
 
 /// Runs curl and returns (HTTP status, body).
 fn curl(dir: &TestDir, args: &[&str]) -> (u16, String) {

@@ -1,13 +1,9 @@
 //! The Prometheus endpoint: counters move as requests are made, on the main
 //! listener behind auth or on a separate listener.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::Duration;
 
-use common::{Gatehouse, TestDir, client, client_from};
+use crate::common::{Gatehouse, TestDir, client, client_from};
 use reqwest::StatusCode;
 
 /// The value of one sample line (`name{labels} value`), 0 if absent.
@@ -120,7 +116,7 @@ async fn a_separate_metrics_listener_needs_no_auth_and_counts_reloads() {
         .trim_end_matches('"')
         .to_owned();
     let plain = reqwest::Client::builder()
-        .tls_backend_preconfigured(common::rustls_client_config(
+        .tls_backend_preconfigured(crate::common::rustls_client_config(
             &dir.cert_pem,
             &[&rustls::version::TLS13],
         ))

@@ -1,13 +1,9 @@
 //! Hostile and malformed Authorization headers: each gets a 401 with the
 //! challenge (never a 5xx, never a crash), and the server keeps answering.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
+use crate::common::{Gatehouse, TestDir, client};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Gatehouse, TestDir, client};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 

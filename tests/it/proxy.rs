@@ -1,13 +1,9 @@
 //! Sidecar mode against a real upstream app on loopback: what reaches the
 //! upstream, streamed bodies, upstream failures, and WebSockets.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client, client_with, peak_rss_mib, upstream};
+use crate::common::{Gatehouse, TestDir, client, client_with, peak_rss_mib, upstream};
 use futures_util::{SinkExt, StreamExt};
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -76,7 +72,7 @@ async fn forwards_method_path_query_and_body_with_the_right_headers() {
 #[tokio::test]
 async fn hop_by_hop_headers_are_not_forwarded() {
     let (dir, server) = gate_in_front_of_upstream("").await;
-    let http1 = common::http1_client(&dir.cert_pem);
+    let http1 = crate::common::http1_client(&dir.cert_pem);
     let seen: Value = http1
         .get(server.url("/hop"))
         .basic_auth("alice", Some("secret"))
@@ -270,7 +266,7 @@ async fn large_bodies_stream_both_ways_with_flat_memory() {
 #[tokio::test]
 async fn websocket_upgrades_are_tunnelled_after_authentication() {
     let (dir, server) = gate_in_front_of_upstream("").await;
-    let mut tls = common::rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
+    let mut tls = crate::common::rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
     tls.alpn_protocols = vec![b"http/1.1".to_vec()];
     let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls));
     let connect = || async {

@@ -4,11 +4,6 @@
 //! `--path-as-is`, raw TLS and TCP sockets, a hand-driven HTTP/2 client, and
 //! real nginx and Python WSGI upstreams.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-#[path = "../common/mod.rs"]
-mod common;
-
 mod auth;
 mod connections;
 mod headers;

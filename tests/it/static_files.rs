@@ -3,13 +3,9 @@
 //! the real curl and `--path-as-is`, since HTTP client libraries normalise
 //! `..` away before sending.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::process::Command;
 
-use common::{Gatehouse, TestDir, client, require_tool};
+use crate::common::{Gatehouse, TestDir, client, require_tool};
 use reqwest::StatusCode;
 
 fn site() -> (TestDir, Gatehouse) {

@@ -1,8 +1,8 @@
 //! One canonical path: public prefixes cannot be climbed out of, in proxy,
 //! static and built-in modes, and the upstream's URL prefix confines.
 
+use super::support::{SECRET, curl, nginx, raw_tls, site};
 use crate::common::{ALICE, Gatehouse, TestDir};
-use crate::support::{SECRET, curl, nginx, raw_tls, site};
 
 /// Every spelling of "up one level" the reviews tried, after a public
 /// prefix, aiming at the private file.

@@ -2,17 +2,14 @@
 //! request that reached the server is answered (no reset), later ones are
 //! refused at connect, and the process exits 0 within the grace period.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client};
+use crate::common::{Gatehouse, TestDir, client};
 use reqwest::StatusCode;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_finishes_in_flight_requests_and_exits_zero() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let dir = TestDir::new();
     // No cache and a hash of some milliseconds: requests are in flight when
     // the signal lands.

@@ -16,6 +16,11 @@ pub mod upstream;
 use gatehouse::credentials::hash_password;
 use gatehouse::secret::Password;
 
+/// Held by tests that load the machine (floods) and by tests whose bounds
+/// are tight (a client timeout of header_read_timeout + 1 s): they run one
+/// at a time, so a flood in one module cannot slow another's deadline.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Users every test config has, with passwords chosen to exercise parsing.
 pub const ALICE: (&str, &str) = ("alice", "secret");
 /// A password with colons: only the first colon separates the username.

@@ -2,11 +2,7 @@
 //! the test made (port 0), served until the test says stop. No binary, no
 //! scraping of logs for the address.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
-use common::{ALICE, TestDir, client};
+use crate::common::{ALICE, TestDir, client};
 use gatehouse::app::Application;
 use gatehouse::config::Config;
 use gatehouse::logging::LogLevel;

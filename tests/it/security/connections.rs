@@ -8,8 +8,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpSocket, TcpStream};
 
+use super::support::{closed_within, metrics_addr, tls_connect};
 use crate::common::{ALICE, Gatehouse, TestDir, cheap_hash, client_from, upstream};
-use crate::support::{closed_within, metrics_addr, tls_connect};
 
 const TIGHT: &str =
     "[limits]\nheader_read_timeout = \"1s\"\ntls_handshake_timeout = \"1s\"\nmax_connections = 5\n";
@@ -50,6 +50,7 @@ async fn served_while_silent_ones_close<S: tokio::io::AsyncRead + Unpin>(
 
 #[tokio::test]
 async fn silent_tls_connections_are_closed_so_others_get_in() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let dir = TestDir::new();
     let server = Gatehouse::start(&dir.config(TIGHT));
     // Every slot taken by a connection that completed its TLS handshake and
@@ -65,6 +66,7 @@ async fn silent_tls_connections_are_closed_so_others_get_in() {
 
 #[tokio::test]
 async fn silent_plain_connections_are_closed_so_others_get_in() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let dir = TestDir::new();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nenabled = false\n[users]\nalice = \"{}\"\n{TIGHT}",
@@ -125,6 +127,7 @@ async fn an_http2_connection_that_only_answers_pings_is_closed_when_idle() {
 
 #[tokio::test]
 async fn http2_readers_that_never_open_their_window_are_cut_off() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let dir = TestDir::new();
     let root = dir.path("files");
     std::fs::create_dir_all(&root).unwrap();
@@ -339,6 +342,7 @@ fn the_open_file_limit_is_raised_to_the_hard_limit() {
 
 #[tokio::test]
 async fn http2_streams_reset_before_they_stall_still_close_the_connection() {
+    let _heavy = crate::common::HEAVY.lock().await;
     let dir = TestDir::new();
     let root = dir.path("files");
     std::fs::create_dir_all(&root).unwrap();

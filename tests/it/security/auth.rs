@@ -6,8 +6,8 @@
 use std::process::Command;
 use std::time::Duration;
 
+use super::support::metrics_text;
 use crate::common::{ALICE, Gatehouse, TestDir, binary, cheap_hash, client_from, slow_hash};
-use crate::support::metrics_text;
 
 #[tokio::test]
 async fn removing_every_user_on_reload_revokes_access() {
@@ -292,7 +292,7 @@ async fn refusals_behind_a_trusted_proxy_are_sampled_per_client() {
     let server =
         Gatehouse::start(&dir.config_with_server("trusted_proxies = [\"127.0.0.1/32\"]", ""));
     for _ in 0..30 {
-        let answer = crate::support::raw_tls(
+        let answer = super::support::raw_tls(
             &dir,
             &server,
             "GET /healthz HTTP/1.1\r\nHost: a, evil\r\nX-Forwarded-For: 203.0.113.1\r\nConnection: close\r\n\r\n",
@@ -300,7 +300,7 @@ async fn refusals_behind_a_trusted_proxy_are_sampled_per_client() {
         .await;
         assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
     }
-    let answer = crate::support::raw_tls(
+    let answer = super::support::raw_tls(
         &dir,
         &server,
         "TRACE /healthz HTTP/1.1\r\nHost: localhost\r\nX-Forwarded-For: 203.0.113.2\r\nConnection: close\r\n\r\n",

@@ -1,11 +1,7 @@
 //! The core flow over real TLS with a real HTTP client: a user with the right
 //! password gets in, everyone else gets a 401 challenge.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
-use common::{ALICE, BOB, CAROL, Gatehouse, TestDir, cheap_hash, client};
+use crate::common::{ALICE, BOB, CAROL, Gatehouse, TestDir, cheap_hash, client};
 use reqwest::StatusCode;
 
 const CHALLENGE: &str = "Basic realm=\"gatehouse\", charset=\"UTF-8\"";
@@ -150,7 +146,7 @@ async fn http2_and_http1_both_work() {
     );
     assert_eq!(h2.status(), StatusCode::OK);
 
-    let http1 = common::http1_client(&dir.cert_pem);
+    let http1 = crate::common::http1_client(&dir.cert_pem);
     let h1 = http1
         .get(server.url("/api/whoami"))
         .basic_auth("alice", Some("secret"))

@@ -3,13 +3,9 @@
 //! `requests` encodes Basic credentials as Latin-1, so a non-ASCII password
 //! arrives in another encoding than curl's; both must work.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::process::Command;
 
-use common::{Gatehouse, TestDir};
+use crate::common::{Gatehouse, TestDir};
 
 /// Runs a `requests.get(url, auth=(user, password), verify=cacert)` and
 /// returns "status body".

@@ -1,13 +1,9 @@
 //! Brute-force defence over real TLS: rate limits, lockouts, the bounded
 //! verification queue and X-Forwarded-For, each as a client would see them.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Gatehouse, TestDir, client_from, slow_hash, stats, whoami_response};
+use crate::common::{Gatehouse, TestDir, client_from, slow_hash, stats, whoami_response};
 use reqwest::{Response, StatusCode};
 
 /// Identical concurrent requests would be answered by one verification;

@@ -9,8 +9,8 @@ use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::support::{curl, raw_tls, wsgi_echo};
 use crate::common::{ALICE, Gatehouse, TestDir, client, client_from, upstream};
-use crate::support::{curl, raw_tls, wsgi_echo};
 
 /// Address headers a client may try to plant: a trusted proxy may set them.
 const ADDRESS_CLAIMS: [&str; 8] = [
@@ -243,7 +243,7 @@ async fn websockets_on_public_paths_need_credentials_unless_allowed() {
         ));
         let server = Gatehouse::start(&config);
         let url = format!("wss://localhost:{}/ws", server.addr.port());
-        let stream = crate::support::tls_connect(&dir, &server, &[b"http/1.1"]).await;
+        let stream = super::support::tls_connect(&dir, &server, &[b"http/1.1"]).await;
         let result = tokio_tungstenite::client_async(url, stream).await;
         match (result, expect_open) {
             (Ok((mut ws, _)), true) => {

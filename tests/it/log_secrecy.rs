@@ -2,13 +2,9 @@
 //! in JSON; neither a password, nor the base64 credentials, nor a hash may
 //! appear anywhere in what the server wrote.
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests and benches may panic
-
-mod common;
-
+use crate::common::{Gatehouse, TestDir, client};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use common::{Gatehouse, TestDir, client};
 
 const WRONG: &str = "hunter2-wrong-Pw";
 const UNKNOWN_PW: &str = "m4ll0ry-Secret";
