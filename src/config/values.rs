@@ -7,18 +7,16 @@ use std::time::Duration;
 use ipnet::IpNet;
 
 use super::settings::HeaderPattern;
-use super::{ConfigError, TlsSettings, UpstreamSettings, raw};
+use super::{KeyError, TlsSettings, UpstreamSettings, raw};
 use crate::limit::Rate;
 
 pub(super) fn tls_settings(
-    path: &Path,
     raw: raw::Tls,
     resolve: &dyn Fn(&Path) -> PathBuf,
-) -> Result<TlsSettings, ConfigError> {
+) -> Result<TlsSettings, KeyError> {
     if raw.enabled == Some(false) {
         if raw.cert.is_some() || raw.key.is_some() || raw.self_signed == Some(true) {
-            return Err(ConfigError::invalid(
-                path,
+            return Err(KeyError::new(
                 "[tls] enabled",
                 "is false, but cert, key or self_signed is also set: choose one",
             ));
@@ -33,8 +31,7 @@ pub(super) fn tls_settings(
                     .unwrap_or(Path::new("self-signed-cert.pem")),
             ),
         }),
-        (true, _, _) => Err(ConfigError::invalid(
-            path,
+        (true, _, _) => Err(KeyError::new(
             "[tls] self_signed",
             "is true, but cert or key is also set: choose one",
         )),
@@ -42,18 +39,15 @@ pub(super) fn tls_settings(
             cert: resolve(&cert),
             key: resolve(&key),
         }),
-        (false, Some(_), None) => Err(ConfigError::invalid(
-            path,
+        (false, Some(_), None) => Err(KeyError::new(
             "[tls] key",
             "missing: cert is set, so key must be too",
         )),
-        (false, None, Some(_)) => Err(ConfigError::invalid(
-            path,
+        (false, None, Some(_)) => Err(KeyError::new(
             "[tls] cert",
             "missing: key is set, so cert must be too",
         )),
-        (false, None, None) => Err(ConfigError::invalid(
-            path,
+        (false, None, None) => Err(KeyError::new(
             "[tls]",
             "set cert and key, or self_signed = true for development, or enabled = false behind a TLS-terminating proxy",
         )),
@@ -65,17 +59,15 @@ pub(super) fn tls_settings(
 /// it keeps `now + duration` from overflowing anywhere.
 const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 3600);
 
-pub(super) fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, ConfigError> {
+pub(super) fn duration(key: &str, text: &str) -> Result<Duration, KeyError> {
     let value = humantime::parse_duration(text).map_err(|e| {
-        ConfigError::invalid(
-            path,
+        KeyError::new(
             key,
             format!("`{text}` is not a duration like \"10s\" or \"15m\" ({e})"),
         )
     })?;
     if value > MAX_DURATION {
-        return Err(ConfigError::invalid(
-            path,
+        return Err(KeyError::new(
             key,
             format!("`{text}` is longer than a year"),
         ));
@@ -84,11 +76,10 @@ pub(super) fn duration(path: &Path, key: &str, text: &str) -> Result<Duration, C
 }
 
 pub(super) fn upstream_settings(
-    path: &Path,
     raw: raw::Upstream,
     resolve: &dyn Fn(&Path) -> PathBuf,
-) -> Result<UpstreamSettings, ConfigError> {
-    let bad_url = |m: String| ConfigError::invalid(path, "[upstream] url", m);
+) -> Result<UpstreamSettings, KeyError> {
+    let bad_url = |m: String| KeyError::new("[upstream] url", m);
     let url: http::Uri = raw
         .url
         .parse()
@@ -110,8 +101,7 @@ pub(super) fn upstream_settings(
         return Err(bad_url(format!("`{}` must not have a query", raw.url)));
     }
     let user_header = http::HeaderName::from_bytes(raw.user_header.as_bytes()).map_err(|_| {
-        ConfigError::invalid(
-            path,
+        KeyError::new(
             "[upstream] user_header",
             format!("`{}` is not a header name", raw.user_header),
         )
@@ -123,30 +113,23 @@ pub(super) fn upstream_settings(
         )));
     }
     let untrusted_headers = header_patterns(
-        path,
         "[upstream] untrusted_headers",
         raw.untrusted_headers.as_deref(),
         super::settings::DEFAULT_UNTRUSTED_HEADERS,
     )?;
     let identity_headers = header_patterns(
-        path,
         "[upstream] identity_headers",
         raw.identity_headers.as_deref(),
         super::settings::DEFAULT_IDENTITY_HEADERS,
     )?;
     Ok(UpstreamSettings {
         url,
-        timeout: nonzero_duration(path, "[upstream] timeout", &raw.timeout)?,
-        connect_timeout: nonzero_duration(
-            path,
-            "[upstream] connect_timeout",
-            &raw.connect_timeout,
-        )?,
+        timeout: nonzero_duration("[upstream] timeout", &raw.timeout)?,
+        connect_timeout: nonzero_duration("[upstream] connect_timeout", &raw.connect_timeout)?,
         user_header,
         forward_authorization: raw.forward_authorization,
         ca: raw.ca.as_deref().map(resolve),
         tunnel_idle_timeout: nonzero_duration(
-            path,
             "[upstream] tunnel_idle_timeout",
             &raw.tunnel_idle_timeout,
         )?,
@@ -158,15 +141,13 @@ pub(super) fn upstream_settings(
 
 /// A list of header names and `prefix*` patterns, or the defaults.
 fn header_patterns(
-    path: &Path,
     key: &str,
     names: Option<&[String]>,
     defaults: &[&str],
-) -> Result<Vec<HeaderPattern>, ConfigError> {
+) -> Result<Vec<HeaderPattern>, KeyError> {
     let parse = |name: &str| {
         HeaderPattern::parse(name).ok_or_else(|| {
-            ConfigError::invalid(
-                path,
+            KeyError::new(
                 key,
                 format!("`{name}` is not a header name (or a prefix ending in *)"),
             )
@@ -178,14 +159,10 @@ fn header_patterns(
     }
 }
 
-pub(super) fn nonzero_duration(
-    path: &Path,
-    key: &str,
-    text: &str,
-) -> Result<Duration, ConfigError> {
-    let value = duration(path, key, text)?;
+pub(super) fn nonzero_duration(key: &str, text: &str) -> Result<Duration, KeyError> {
+    let value = duration(key, text)?;
     if value.is_zero() {
-        return Err(ConfigError::invalid(path, key, "must be longer than zero"));
+        return Err(KeyError::new(key, "must be longer than zero"));
     }
     Ok(value)
 }
@@ -193,11 +170,10 @@ pub(super) fn nonzero_duration(
 /// A `{ per_second, burst }` table (burst defaults to twice the rate), `true`
 /// for the default rate, or `false` for off.
 pub(super) fn rate(
-    path: &Path,
     key: &str,
     setting: &raw::RateSetting,
     default: Option<Rate>,
-) -> Result<Option<Rate>, ConfigError> {
+) -> Result<Option<Rate>, KeyError> {
     let raw = match setting {
         raw::RateSetting::Switch(false) => return Ok(None),
         raw::RateSetting::Switch(true) => return Ok(default),
@@ -205,8 +181,7 @@ pub(super) fn rate(
     };
     let burst = raw.burst.unwrap_or(raw.per_second.saturating_mul(2));
     if raw.per_second == 0 || burst == 0 {
-        return Err(ConfigError::invalid(
-            path,
+        return Err(KeyError::new(
             key,
             "per_second and burst must be at least 1 (use `false` to turn the limit off)",
         ));

@@ -1,0 +1,245 @@
+//! One parse function per section of the file: raw serde values in, typed
+//! settings out, or a [`KeyError`] naming the key. None of them knows the
+//! file's path; [`Config::from_toml`](super::Config::from_toml) attaches it
+//! once.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use super::settings::{
+    AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings, ServerSettings,
+};
+use super::values::{duration, nonzero_duration, parse_cidr, rate, upstream_settings};
+use super::{KeyError, raw};
+use crate::auth::cache::CachePolicy;
+use crate::limit::LockoutPolicy;
+use crate::static_files::StaticSettings;
+
+pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
+    let listen = raw.listen.parse::<SocketAddr>().map_err(|e| {
+        KeyError::new(
+            "[server] listen",
+            format!("`{}` is not an address:port ({e})", raw.listen),
+        )
+    })?;
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .map(|s| {
+            parse_cidr(s).ok_or_else(|| {
+                KeyError::new(
+                    "[server] trusted_proxies",
+                    format!("`{s}` is not an IP address or CIDR"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ServerSettings {
+        listen,
+        trusted_proxies,
+    })
+}
+
+/// `[auth]`, given the users already read from `[users]` and the users file.
+pub(super) fn auth(
+    raw: raw::Auth,
+    users: Vec<(String, argon2::password_hash::phc::PasswordHash)>,
+    users_file: Option<PathBuf>,
+    allow_no_users: bool,
+) -> Result<AuthSettings, KeyError> {
+    crate::auth::validate_realm(&raw.realm)
+        .map_err(|e| KeyError::new("[auth] realm", e.to_string()))?;
+    for pattern in &raw.public {
+        crate::auth::validate_pattern(pattern)
+            .map_err(|e| KeyError::new("[auth] public", e.to_string()))?;
+    }
+    if let Some(name) = &raw.generated_user {
+        super::validate_username(name).map_err(|m| KeyError::new("[auth] generated_user", m))?;
+    }
+    if users.is_empty() && raw.generated_user.is_none() && !allow_no_users {
+        return Err(KeyError::new(
+            "[users]",
+            "no users configured: add `name = \"<hash from gatehouse hash-password>\"` under [users], set [auth] users_file, or set [auth] generated_user for development",
+        ));
+    }
+    let max_concurrent_verifications = match raw.max_concurrent_verifications {
+        Some(0) => {
+            return Err(KeyError::new(
+                "[auth] max_concurrent_verifications",
+                "must be at least 1",
+            ));
+        }
+        Some(n) => n,
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    Ok(AuthSettings {
+        realm: raw.realm,
+        public: raw.public,
+        users,
+        users_file,
+        generated_user: raw.generated_user,
+        max_concurrent_verifications,
+        public_upgrades: raw.public_upgrades,
+        verify_queue: raw.verify_queue,
+        verify_timeout: nonzero_duration("[auth] verify_timeout", &raw.verify_timeout)?,
+    })
+}
+
+pub(super) fn limits(raw: raw::Limits) -> Result<Limits, KeyError> {
+    let at_least = |key: &str, n: usize, min: usize| {
+        if n < min {
+            return Err(KeyError::new(key, format!("must be at least {min}")));
+        }
+        Ok(n)
+    };
+    if !(1024..=16 << 20).contains(&raw.h2_max_send_buffer) {
+        return Err(KeyError::new(
+            "[limits] h2_max_send_buffer",
+            "must be between 1024 and 16777216 (16 MiB)",
+        ));
+    }
+    Ok(Limits {
+        header_read_timeout: nonzero_duration(
+            "[limits] header_read_timeout",
+            &raw.header_read_timeout,
+        )?,
+        tls_handshake_timeout: nonzero_duration(
+            "[limits] tls_handshake_timeout",
+            &raw.tls_handshake_timeout,
+        )?,
+        shutdown_grace: duration("[limits] shutdown_grace", &raw.shutdown_grace)?,
+        max_connections: at_least("[limits] max_connections", raw.max_connections, 1)?,
+        max_header_bytes: at_least("[limits] max_header_bytes", raw.max_header_bytes, 8192)?,
+        max_body_bytes: raw.max_body_bytes,
+        h2_keep_alive: nonzero_duration("[limits] h2_keep_alive", &raw.h2_keep_alive)?,
+        idle_timeout: nonzero_duration("[limits] idle_timeout", &raw.idle_timeout)?,
+        send_timeout: nonzero_duration("[limits] send_timeout", &raw.send_timeout)?,
+        max_connections_per_ip: at_least(
+            "[limits] max_connections_per_ip",
+            raw.max_connections_per_ip,
+            1,
+        )?,
+        h2_max_concurrent_streams: match raw.h2_max_concurrent_streams {
+            0 => {
+                return Err(KeyError::new(
+                    "[limits] h2_max_concurrent_streams",
+                    "must be at least 1",
+                ));
+            }
+            n => n,
+        },
+        h2_max_send_buffer: raw.h2_max_send_buffer,
+    })
+}
+
+pub(super) fn rate_limit(raw: &raw::RateLimit) -> Result<RateLimitSettings, KeyError> {
+    let defaults = RateLimitSettings::default();
+    Ok(RateLimitSettings {
+        per_ip: rate("[rate_limit] per_ip", &raw.per_ip, defaults.per_ip)?,
+        per_user: rate("[rate_limit] per_user", &raw.per_user, defaults.per_user)?,
+        max_tracked_keys: raw.max_tracked_keys.max(1),
+    })
+}
+
+pub(super) fn lockout(raw: raw::Lockout) -> Result<LockoutPolicy, KeyError> {
+    Ok(LockoutPolicy {
+        max_failures: raw.max_failures,
+        window: nonzero_duration("[lockout] window", &raw.window)?,
+        duration: nonzero_duration("[lockout] duration", &raw.duration)?,
+        max_tracked: raw.max_tracked.max(1),
+    })
+}
+
+pub(super) fn cache(raw: raw::Cache) -> Result<CachePolicy, KeyError> {
+    Ok(CachePolicy {
+        enabled: raw.enabled,
+        ttl: nonzero_duration("[cache] ttl", &raw.ttl)?,
+        max_entries: raw.max_entries.max(1),
+    })
+}
+
+pub(super) fn log(raw: raw::Log) -> Result<LogSettings, KeyError> {
+    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
+        return Err(KeyError::new(
+            "[log] level",
+            format!(
+                "`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"",
+                raw.level
+            ),
+        ));
+    }
+    Ok(LogSettings {
+        level: raw.level,
+        format: raw.format,
+    })
+}
+
+pub(super) fn metrics(raw: raw::Metrics) -> Result<MetricsSettings, KeyError> {
+    Ok(MetricsSettings {
+        listen: match &raw.listen {
+            Some(text) => Some(text.parse().map_err(|e| {
+                KeyError::new(
+                    "[metrics] listen",
+                    format!("`{text}` is not an address:port ({e})"),
+                )
+            })?),
+            None => None,
+        },
+        path: raw.path.map(metrics_path).transpose()?,
+    })
+}
+
+/// The routes gatehouse serves itself; `[metrics] path` may not take one.
+const OWN_ROUTES: [&str; 3] = ["/healthz", "/api/whoami", "/api/stats"];
+
+/// `[metrics] path`: a literal, canonical path that no built-in route uses
+/// (the router would refuse it at start-up, after check-config said yes).
+fn metrics_path(p: String) -> Result<String, KeyError> {
+    let problem = if p.contains(['{', '}', '*']) || p.split('/').any(|s| s.starts_with(':')) {
+        Some(
+            "must be a literal path: `{`, `}`, `*` and segments starting with `:` are route syntax",
+        )
+    } else if crate::path::canonicalize(&p).map_or(true, |c| c != p) {
+        Some("must be a canonical path starting with / (no dot segments, //, %2F)")
+    } else if OWN_ROUTES.contains(&p.as_str()) {
+        Some("is one of gatehouse's own routes (/healthz, /api/whoami, /api/stats)")
+    } else {
+        None
+    };
+    match problem {
+        Some(problem) => Err(KeyError::new("[metrics] path", format!("`{p}` {problem}"))),
+        None => Ok(p),
+    }
+}
+
+/// `[upstream]`, `[static]`, or neither (the built-in API).
+pub(super) fn backend(
+    upstream: Option<raw::Upstream>,
+    files: Option<raw::StaticFiles>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Backend, KeyError> {
+    match (upstream, files) {
+        (Some(_), Some(_)) => Err(KeyError::new(
+            "[upstream] and [static]",
+            "both are set: choose one (or neither, for the built-in API)",
+        )),
+        (Some(upstream), None) => Ok(Backend::Upstream(Box::new(upstream_settings(
+            upstream, resolve,
+        )?))),
+        (None, Some(files)) => {
+            let root = resolve(&files.root);
+            if !root.is_dir() {
+                return Err(KeyError::new(
+                    "[static] root",
+                    format!("{} is not a directory", root.display()),
+                ));
+            }
+            Ok(Backend::Static(StaticSettings {
+                root,
+                allow_dotfiles: files.allow_dotfiles,
+                follow_symlinks_outside_root: files.follow_symlinks_outside_root,
+            }))
+        }
+        (None, None) => Ok(Backend::Api),
+    }
+}
