@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::config::DEFAULT_CONFIG_PATH;
-use crate::logging::LogFormat;
-use crate::secret::Password;
+use gatehouse::config::DEFAULT_CONFIG_PATH;
+use gatehouse::logging::LogFormat;
+use gatehouse::secret::Password;
 
 /// An HTTP Basic-auth gate with argon2id credentials.
 #[derive(Debug, Parser)]

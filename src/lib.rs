@@ -9,7 +9,6 @@
 pub mod access_log;
 pub mod app;
 pub mod auth;
-pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod healthcheck;

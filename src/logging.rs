@@ -19,6 +19,37 @@ pub enum LogFormat {
     Json,
 }
 
+/// A log filter directive (`info`, `gatehouse=debug,warn`), checked when
+/// the config is read, so that a typo is a config error rather than a
+/// server that logs nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogFilter(String);
+
+impl LogFilter {
+    /// Parses a directive as tracing-subscriber's `EnvFilter` reads it.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        EnvFilter::try_new(text)
+            .map(|_| Self(text.to_owned()))
+            .map_err(|e| e.to_string())
+    }
+
+    /// The directive as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn filter(&self) -> EnvFilter {
+        // Parsed once already; should it fail now, fall back to `info`.
+        EnvFilter::try_new(&self.0).unwrap_or_else(|_| EnvFilter::new("info"))
+    }
+}
+
+impl Default for LogFilter {
+    fn default() -> Self {
+        Self("info".to_owned())
+    }
+}
+
 /// Changes the log level of the running process (on reload), unless
 /// `RUST_LOG` set it.
 #[derive(Clone)]
@@ -32,14 +63,13 @@ impl LogLevel {
         Self { handle: None }
     }
 
-    /// Applies a filter directive such as `debug` or `gatehouse=debug,warn`.
+    /// Applies a filter such as `debug` or `gatehouse=debug,warn`.
     /// Returns whether it was applied (`false` when `RUST_LOG` rules).
-    pub fn set(&self, level: &str) -> Result<bool, String> {
+    pub fn set(&self, level: &LogFilter) -> Result<bool, String> {
         let Some(handle) = &self.handle else {
             return Ok(false);
         };
-        let filter = EnvFilter::try_new(level).map_err(|e| e.to_string())?;
-        handle.reload(filter).map_err(|e| e.to_string())?;
+        handle.reload(level.filter()).map_err(|e| e.to_string())?;
         Ok(true)
     }
 }
@@ -48,10 +78,10 @@ impl LogLevel {
 /// directive such as `info` or `gatehouse=debug,info`; `RUST_LOG` wins, and
 /// then the level cannot be changed by a reload. Calling it twice keeps the
 /// first subscriber.
-pub fn init(format: LogFormat, level: &str) -> LogLevel {
+pub fn init(format: LogFormat, level: &LogFilter) -> LogLevel {
     let from_env = EnvFilter::try_from_default_env().ok();
     let env_rules = from_env.is_some();
-    let filter = from_env.unwrap_or_else(|| EnvFilter::new(level));
+    let filter = from_env.unwrap_or_else(|| level.filter());
     let (filter, handle) = reload::Layer::new(filter);
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {

@@ -5,7 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gatehouse::cli::{Cli, Command, HashArgs, read_password};
+mod cli;
+
+use cli::{Cli, Command, HashArgs, read_password};
 use gatehouse::config::Config;
 use gatehouse::{credentials, healthcheck, logging, server, startup};
 
@@ -56,7 +58,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::HashPassword(ref args)) => {
-            logging::init(cli.log_format.unwrap_or_default(), "info");
+            logging::init(
+                cli.log_format.unwrap_or_default(),
+                &logging::LogFilter::default(),
+            );
             hash_password(args)
         }
         Some(Command::Healthcheck { timeout }) => {

@@ -20,7 +20,7 @@ use tokio::sync::mpsc;
 use crate::auth::BasicAuthLayer;
 use crate::config::{Config, ConfigError, TlsSettings};
 use crate::credentials::{CredentialStore, HashError};
-use crate::logging::LogLevel;
+use crate::logging::{LogFilter, LogLevel};
 use crate::metrics::ReloadCounters;
 use crate::tls::{self, CertificateSlot};
 
@@ -50,7 +50,7 @@ pub struct Reloader {
     /// Sets the log level in place.
     log: LogLevel,
     /// The `[log] level` in force (what a reload compares against).
-    level_in_force: std::sync::Mutex<String>,
+    level_in_force: std::sync::Mutex<LogFilter>,
 }
 
 impl Reloader {
@@ -160,19 +160,23 @@ impl Reloader {
     }
 
     /// Sets the log level if `[log] level` changed (unless `RUST_LOG` rules).
-    fn apply_log_level(&self, level: &str) {
+    fn apply_log_level(&self, level: &LogFilter) {
         let mut in_force = crate::sync::lock(&self.level_in_force);
-        if *in_force == level {
+        if *in_force == *level {
             return;
         }
+        let text = level.as_str();
         match self.log.set(level) {
-            Ok(true) => tracing::info!(level, "log level changed"),
+            Ok(true) => tracing::info!(level = text, "log level changed"),
             Ok(false) => {
-                tracing::info!(level, "[log] level changed, but RUST_LOG decides the level")
+                tracing::info!(
+                    level = text,
+                    "[log] level changed, but RUST_LOG decides the level"
+                )
             }
-            Err(error) => tracing::warn!(level, %error, "cannot apply the new log level"),
+            Err(error) => tracing::warn!(level = text, %error, "cannot apply the new log level"),
         }
-        *in_force = level.to_owned();
+        *in_force = level.clone();
     }
 
     /// Starts watching the files and listening for SIGHUP. Call it before

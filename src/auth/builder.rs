@@ -32,6 +32,23 @@ pub enum BuildError {
     PublicPath(#[from] InvalidPattern),
 }
 
+/// A realm that can stand inside the challenge's quoted string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Realm(String);
+
+impl Realm {
+    /// Checks and wraps a realm.
+    pub fn parse(text: &str) -> Result<Self, InvalidRealm> {
+        validate_realm(text)?;
+        Ok(Self(text.to_owned()))
+    }
+
+    /// The realm as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 /// Checks that `realm` can stand inside the challenge's quoted string.
 pub fn validate_realm(realm: &str) -> Result<(), InvalidRealm> {
     if realm.is_empty()

@@ -68,7 +68,7 @@ use axum::response::Response;
 use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
-pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, validate_realm};
+pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, Realm, validate_realm};
 pub use cache::{CachePolicy, NoRandomKey};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::AuthenticatedUser;

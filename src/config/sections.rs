@@ -11,8 +11,10 @@ use super::settings::{
 };
 use super::values::{duration, nonzero_duration, parse_cidr, rate, upstream_settings};
 use super::{KeyError, raw};
+use crate::auth::Realm;
 use crate::auth::cache::CachePolicy;
 use crate::limit::LockoutPolicy;
+use crate::logging::LogFilter;
 use crate::static_files::StaticSettings;
 
 pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
@@ -47,8 +49,8 @@ pub(super) fn auth(
     users_file: Option<PathBuf>,
     allow_no_users: bool,
 ) -> Result<AuthSettings, KeyError> {
-    crate::auth::validate_realm(&raw.realm)
-        .map_err(|e| KeyError::new("[auth] realm", e.to_string()))?;
+    let realm =
+        Realm::parse(&raw.realm).map_err(|e| KeyError::new("[auth] realm", e.to_string()))?;
     for pattern in &raw.public {
         crate::auth::validate_pattern(pattern)
             .map_err(|e| KeyError::new("[auth] public", e.to_string()))?;
@@ -73,7 +75,7 @@ pub(super) fn auth(
         None => std::thread::available_parallelism().map_or(1, usize::from),
     };
     Ok(AuthSettings {
-        realm: raw.realm,
+        realm,
         public: raw.public,
         users,
         users_file,
@@ -159,17 +161,17 @@ pub(super) fn cache(raw: raw::Cache) -> Result<CachePolicy, KeyError> {
 }
 
 pub(super) fn log(raw: raw::Log) -> Result<LogSettings, KeyError> {
-    if tracing_subscriber::EnvFilter::try_new(&raw.level).is_err() {
-        return Err(KeyError::new(
+    let level = LogFilter::parse(&raw.level).map_err(|_| {
+        KeyError::new(
             "[log] level",
             format!(
                 "`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"",
                 raw.level
             ),
-        ));
-    }
+        )
+    })?;
     Ok(LogSettings {
-        level: raw.level,
+        level,
         format: raw.format,
     })
 }

@@ -23,7 +23,7 @@ pub struct MetricsSettings {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogSettings {
     /// A filter directive (`info`, `gatehouse=debug,warn`); `RUST_LOG` wins.
-    pub level: String,
+    pub level: crate::logging::LogFilter,
     /// Text or JSON lines; `--log-format` wins.
     pub format: crate::logging::LogFormat,
 }
@@ -240,7 +240,7 @@ pub enum TlsSettings {
 #[derive(Clone)]
 pub struct AuthSettings {
     /// The realm in the `WWW-Authenticate` challenge.
-    pub realm: String,
+    pub realm: crate::auth::Realm,
     /// Path patterns that skip authentication: exact, or a prefix ending in `*`.
     pub public: Vec<String>,
     /// Every configured user with its parsed hash.

@@ -33,7 +33,7 @@ fn error(text: &str) -> String {
 fn minimal_config_has_sensible_defaults() {
     let config = load(&minimal("")).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8443");
-    assert_eq!(config.auth.realm, "gatehouse");
+    assert_eq!(config.auth.realm.as_str(), "gatehouse");
     assert_eq!(config.auth.public, vec!["/healthz"]);
     assert_eq!(config.auth.users.len(), 1);
     assert!(config.auth.max_concurrent_verifications >= 1);
