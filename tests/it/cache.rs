@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 #[tokio::test]
 async fn a_cached_credential_skips_argon2() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     for _ in 0..10 {
         assert_eq!(
@@ -26,7 +26,7 @@ async fn a_cached_credential_skips_argon2() {
 #[tokio::test]
 async fn wrong_passwords_never_enter_and_are_never_served() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     assert_eq!(
         whoami(&http, &server, "carol", "wrong").await,
@@ -64,7 +64,7 @@ async fn wrong_passwords_never_enter_and_are_never_served() {
 #[tokio::test]
 async fn entries_expire_after_the_ttl() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[cache]\nttl = \"1s\"\n"));
+    let server = Gatehouse::in_process(&dir.config("[cache]\nttl = \"1s\"\n"));
     let http = client(&dir.cert_pem);
     assert_eq!(
         whoami(&http, &server, "bob", "pässwörd").await,
@@ -89,7 +89,7 @@ async fn entries_expire_after_the_ttl() {
 #[tokio::test]
 async fn cache_can_be_turned_off() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[cache]\nenabled = false\n"));
+    let server = Gatehouse::in_process(&dir.config("[cache]\nenabled = false\n"));
     let http = client(&dir.cert_pem);
     for _ in 0..3 {
         assert_eq!(
@@ -112,7 +112,7 @@ async fn a_cold_burst_of_32_identical_logins_costs_one_verification() {
         params,
     )
     .unwrap();
-    let server = Gatehouse::start(&dir.config(&format!("dora = \"{hash}\"\n")));
+    let server = Gatehouse::in_process(&dir.config(&format!("dora = \"{hash}\"\n")));
     let http = client(&dir.cert_pem);
     // Warm the connection up so the burst is not waiting on handshakes.
     http.get(server.url("/healthz")).send().await.unwrap();
@@ -135,7 +135,7 @@ async fn a_cold_burst_of_32_identical_logins_costs_one_verification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_different_passwords_is_not_coalesced() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     let burst = (0..8).map(|i| {
         let password = if i == 0 {
@@ -176,7 +176,7 @@ async fn an_unknown_user_costs_one_argon2_verification_like_a_known_one() {
     // `cargo bench --bench timing`): an unknown user is not answered early,
     // it is verified against a dummy hash.
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     let before = stats(&server, &dir.cert_pem).await;
     assert_eq!(

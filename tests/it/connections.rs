@@ -45,7 +45,7 @@ async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_off_while_others_are_served() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(
+    let server = Gatehouse::in_process(
         &dir.config("[limits]\nheader_read_timeout = \"1s\"\ntls_handshake_timeout = \"1s\"\n"),
     );
     let start = Instant::now();
@@ -104,7 +104,7 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
 #[tokio::test]
 async fn idle_keep_alive_connections_are_closed() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[limits]\nheader_read_timeout = \"1s\"\n"));
+    let server = Gatehouse::in_process(&dir.config("[limits]\nheader_read_timeout = \"1s\"\n"));
     let mut stream = tls_connect(&server, &dir.cert_pem).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
@@ -120,7 +120,7 @@ async fn idle_keep_alive_connections_are_closed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_connection_cap_holds_and_the_server_stays_responsive() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config("[limits]\nmax_connections = 3\n"));
+    let server = Gatehouse::in_process(&dir.config("[limits]\nmax_connections = 3\n"));
     let mut holders = Vec::new();
     for _ in 0..3 {
         holders.push(tls_connect(&server, &dir.cert_pem).await);
@@ -147,8 +147,9 @@ async fn the_connection_cap_holds_and_the_server_stays_responsive() {
 #[tokio::test]
 async fn oversized_heads_and_bodies_are_refused() {
     let dir = TestDir::new();
-    let server =
-        Gatehouse::start(&dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"));
+    let server = Gatehouse::in_process(
+        &dir.config("[limits]\nmax_header_bytes = 8192\nmax_body_bytes = 1024\n"),
+    );
     let http1 = crate::common::http1_client(&dir.cert_pem);
     let big = "x".repeat(20 * 1024);
     let head = http1

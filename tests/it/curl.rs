@@ -28,7 +28,7 @@ fn curl(dir: &TestDir, args: &[&str]) -> (u16, String) {
 #[test]
 fn curl_u_with_the_right_password_gets_in() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/api/whoami");
     assert_eq!(
         curl(&dir, &["-u", "alice:secret", &url]),
@@ -41,7 +41,7 @@ fn curl_u_with_the_right_password_gets_in() {
 #[test]
 fn curl_sends_non_ascii_passwords_as_utf8() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let (status, body) = curl(&dir, &["-u", "bob:pässwörd", &server.url("/api/whoami")]);
     assert_eq!((status, body.as_str()), (200, "{\"user\":\"bob\"}"));
 }
@@ -49,7 +49,7 @@ fn curl_sends_non_ascii_passwords_as_utf8() {
 #[test]
 fn curl_wrong_password_gets_the_challenge() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/api/whoami");
     assert_eq!(curl(&dir, &["-u", "alice:nope", &url]).0, 401);
     assert_eq!(curl(&dir, &[&url]).0, 401);
@@ -65,7 +65,7 @@ fn curl_wrong_password_gets_the_challenge() {
 #[test]
 fn curl_http2_and_http1_1() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/api/whoami");
     for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
         let output = Command::new("curl")
@@ -99,7 +99,7 @@ fn curl_http2_and_http1_1() {
 #[test]
 fn curl_tls_versions() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/healthz");
     assert_eq!(curl(&dir, &["--tlsv1.2", "--tls-max", "1.2", &url]).0, 200);
     assert_eq!(curl(&dir, &["--tlsv1.3", &url]).0, 200);

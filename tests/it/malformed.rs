@@ -80,7 +80,7 @@ fn cases() -> Vec<(&'static str, Vec<Vec<u8>>)> {
 #[tokio::test]
 async fn every_malformed_header_gets_401_with_the_challenge() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     let url = server.url("/api/whoami");
     let cases = cases();
@@ -122,7 +122,7 @@ async fn every_malformed_header_gets_401_with_the_challenge() {
 #[tokio::test]
 async fn lowercase_scheme_and_unpadded_token_are_accepted() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let http = client(&dir.cert_pem);
     // "bob:pässwörd" is 14 UTF-8 bytes, so its base64 ends in "==": strip it.
     let bob = STANDARD.encode("bob:pässwörd".as_bytes());

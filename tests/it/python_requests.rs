@@ -40,7 +40,7 @@ print(r.status_code, r.text.strip())
 #[test]
 fn requests_with_the_right_password_gets_in() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/api/whoami");
     assert_eq!(
         python_get(&dir, &url, "alice", "secret"),
@@ -55,7 +55,7 @@ fn requests_with_the_right_password_gets_in() {
 #[test]
 fn requests_sends_non_ascii_passwords_as_latin1() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     assert_eq!(
         python_get(&dir, &server.url("/api/whoami"), "bob", "pässwörd"),
         "200 {\"user\":\"bob\"}"
@@ -65,7 +65,7 @@ fn requests_sends_non_ascii_passwords_as_latin1() {
 #[test]
 fn requests_wrong_or_missing_credentials_get_401() {
     let dir = TestDir::new();
-    let server = Gatehouse::start(&dir.config(""));
+    let server = Gatehouse::in_process(&dir.config(""));
     let url = server.url("/api/whoami");
     assert!(python_get(&dir, &url, "alice", "wrong").starts_with("401 "));
     assert!(python_get(&dir, &url, "bob", "passwörd").starts_with("401 "));

@@ -16,7 +16,7 @@ fn site() -> (TestDir, Gatehouse) {
     dir.write("site/notes.txt", "plain notes\n");
     // Next to the root, and also readable by the server: must never be served.
     dir.write("outside-secret.txt", "TOP SECRET\n");
-    let server = Gatehouse::start(&dir.config("[static]\nroot = \"site\"\n"));
+    let server = Gatehouse::in_process(&dir.config("[static]\nroot = \"site\"\n"));
     (dir, server)
 }
 

@@ -105,7 +105,10 @@ pub fn binary() -> &'static str {
 
 /// A running gatehouse process; killed when dropped.
 pub struct Gatehouse {
-    child: Child,
+    /// The process, when the real binary was started.
+    child: Option<Child>,
+    /// Stops an in-process server (see [`Gatehouse::in_process`]).
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
     pub addr: std::net::SocketAddr,
     pub scheme: &'static str,
     logs: Arc<Mutex<Vec<String>>>,
@@ -173,7 +176,8 @@ impl Gatehouse {
         let (scheme, addr) = url.split_once("://").expect("url has a scheme");
         let scheme = if scheme == "https" { "https" } else { "http" };
         Self {
-            child,
+            child: Some(child),
+            stop: None,
             addr: addr.parse().expect("socket address"),
             scheme,
             logs,
@@ -190,13 +194,13 @@ impl Gatehouse {
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process().id()
     }
 
     /// Sends a signal by name (`HUP`, `TERM`, …).
     pub fn signal(&self, name: &str) {
         let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .args([&format!("-{name}"), &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
@@ -221,13 +225,13 @@ impl Gatehouse {
     /// Sends SIGTERM and waits (bounded) for the exit status.
     pub fn terminate(mut self, wait: Duration) -> Option<std::process::ExitStatus> {
         let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
+            .args(["-TERM", &self.pid().to_string()])
             .status()
             .expect("run kill");
         assert!(status.success());
         let deadline = std::time::Instant::now() + wait;
         while std::time::Instant::now() < deadline {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
+            if let Some(status) = self.process_mut().try_wait().expect("try_wait") {
                 return Some(status);
             }
             std::thread::sleep(Duration::from_millis(20));
@@ -236,10 +240,72 @@ impl Gatehouse {
     }
 }
 
+impl Gatehouse {
+    /// Runs the application in this test process (no binary, no log
+    /// scraping): built from `config` with [`gatehouse::app::Application`]
+    /// on a runtime of its own, stopped when dropped. For tests that need
+    /// no process: no logs, no signals, no pid.
+    pub fn in_process(config: &Path) -> Self {
+        let config = gatehouse::config::Config::load(config).expect("valid config");
+        let scheme = match config.tls {
+            gatehouse::config::TlsSettings::Disabled => "http",
+            _ => "https",
+        };
+        let (addr_tx, addr_rx) = mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async move {
+                let log = gatehouse::logging::LogLevel::fixed();
+                let app = gatehouse::app::Application::build(config, log)
+                    .await
+                    .expect("the application builds");
+                let _ = addr_tx.send(app.local_addr());
+                let _ = app
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let addr = addr_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the application starts");
+        Self {
+            child: None,
+            stop: Some(stop),
+            addr,
+            scheme,
+            logs: Arc::default(),
+        }
+    }
+
+    fn process(&self) -> &Child {
+        self.child
+            .as_ref()
+            .expect("an in-process server has no process")
+    }
+
+    fn process_mut(&mut self) -> &mut Child {
+        self.child
+            .as_mut()
+            .expect("an in-process server has no process")
+    }
+}
+
 impl Drop for Gatehouse {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 

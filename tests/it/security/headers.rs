@@ -57,7 +57,7 @@ fn a_wsgi_upstream_never_sees_a_forged_user() {
         "[auth]\npublic = [\"/static/public/*\"]\n[upstream]\nurl = \"http://{}\"\n",
         app.addr
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let url = server.url("/static/public/x");
     let mut args: Vec<String> = vec![
         "-H".into(),
@@ -107,7 +107,7 @@ async fn address_headers_pass_only_from_trusted_proxies_and_identities_never() {
         "trusted_proxies = [\"127.0.0.9/32\"]",
         &format!("[upstream]\nurl = \"http://{up}\"\n"),
     );
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     for (source, trusted) in [("127.0.0.1", false), ("127.0.0.9", true)] {
         let mut request = client_from(&dir.cert_pem, source)
             .get(server.url("/echo"))
@@ -176,7 +176,7 @@ async fn only_websocket_upgrades_are_tunnelled() {
     let config = dir.config(&format!(
         "[auth]\npublic = [\"/public/*\"]\n[upstream]\nurl = \"http://{up}\"\n"
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     // h2c on a public path, no credentials: needs authentication.
     let answer = raw_tls(
         &dir,
@@ -211,7 +211,7 @@ async fn an_unasked_101_from_the_upstream_is_a_502() {
     let up = permissive_upstream().await;
     let dir = TestDir::new();
     let config = dir.config(&format!("[upstream]\nurl = \"http://{up}\"\n"));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     // Nothing asked to switch, yet the upstream answers 101: passing that on
     // would turn the client's connection into something no check sees.
     let answer = raw_tls(
@@ -241,7 +241,7 @@ async fn websockets_on_public_paths_need_credentials_unless_allowed() {
         let config = dir.config(&format!(
             "[auth]\npublic = [\"/ws\"]\npublic_upgrades = {allowed}\n[upstream]\nurl = \"http://{up}\"\n"
         ));
-        let server = Gatehouse::start(&config);
+        let server = Gatehouse::in_process(&config);
         let url = format!("wss://localhost:{}/ws", server.addr.port());
         let stream = super::support::tls_connect(&dir, &server, &[b"http/1.1"]).await;
         let result = tokio_tungstenite::client_async(url, stream).await;
@@ -270,7 +270,7 @@ async fn a_garbage_forwarded_hop_never_keys_on_the_proxy() {
         "trusted_proxies = [\"127.0.0.1/32\"]",
         "[lockout]\nmax_failures = 2\n",
     );
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let http = client(&dir.cert_pem);
     let guess = |xff: &'static str| {
         http.get(server.url("/api/whoami"))

@@ -56,7 +56,7 @@ fn public_prefix_cannot_be_climbed_out_of_in_front_of_nginx() {
         "[auth]\npublic = [\"/healthz\", \"/static/public/*\"]\n[upstream]\nurl = \"http://{}\"\n",
         upstream.addr
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     assert_no_climb_reaches_the_secret(&dir, &server);
     // Resolved dot segments reach nginx already resolved: with credentials
     // the climb is the private file, as the path said.
@@ -78,7 +78,7 @@ fn public_prefix_cannot_be_climbed_out_of_in_static_mode() {
         "[auth]\npublic = [\"/healthz\", \"/static/public/*\"]\n[static]\nroot = \"{}\"\n",
         root.display()
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     assert_no_climb_reaches_the_secret(&dir, &server);
 }
 
@@ -86,7 +86,7 @@ fn public_prefix_cannot_be_climbed_out_of_in_static_mode() {
 fn built_in_routes_see_the_canonical_path() {
     let dir = TestDir::new();
     let config = dir.config("[auth]\npublic = [\"/healthz\"]\n");
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     for path in [
         "/healthz/../api/stats",
         "/healthz/%2e%2e/api/stats",
@@ -113,7 +113,7 @@ fn the_upstream_url_prefix_confines_requests() {
         "[upstream]\nurl = \"http://{}/static/public\"\n",
         upstream.addr
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let user = format!("{}:{}", ALICE.0, ALICE.1);
     let (status, body) = curl(&dir, &server.url("/file.txt"), &["-u", &user]);
     assert_eq!((status, body.as_str()), (200, "public file\n"));
@@ -151,7 +151,7 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
         "[auth]\npublic = [\"/static/public/*\"]\n[static]\nroot = \"{}\"\n",
         root.display()
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let user = format!("{}:{}", ALICE.0, ALICE.1);
     for path in [
         "/.env",
@@ -191,7 +191,7 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
         "[static]\nroot = \"{}\"\nallow_dotfiles = true\nfollow_symlinks_outside_root = true\n",
         root.display()
     ));
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let (status, _) = curl(&dir, &server.url("/.env"), &["-u", &user]);
     assert_eq!(status, 200, "allowed by the config");
     let (status, _) = curl(&dir, &server.url("/static/public/link.txt"), &["-u", &user]);
@@ -202,7 +202,7 @@ fn static_files_refuse_dotfiles_and_symlinks_out_of_the_root() {
 async fn ambiguous_hosts_trace_connect_and_options_star() {
     let dir = TestDir::new();
     let config = dir.config("");
-    let server = Gatehouse::start(&config);
+    let server = Gatehouse::in_process(&config);
     let answer = raw_tls(
         &dir,
         &server,
