@@ -8,7 +8,7 @@
 /// routes, the file server and the upstream see. A path with `;` parameters
 /// (or `%3B`) is never public: some upstreams (Tomcat, Jetty) strip them before
 /// routing, so they could name a path other than the one matched.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PublicPaths {
     exact: Vec<String>,
     prefixes: Vec<String>,
@@ -43,6 +43,14 @@ impl PublicPaths {
             }
         }
         Ok(paths)
+    }
+
+    /// The patterns, as written (`/static/*`).
+    pub fn patterns(&self) -> impl Iterator<Item = String> + '_ {
+        self.exact
+            .iter()
+            .cloned()
+            .chain(self.prefixes.iter().map(|p| format!("{p}*")))
     }
 
     /// Whether the canonical `path` skips authentication.

@@ -21,7 +21,7 @@ pub use settings::{
     AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings, ServerSettings,
     TlsSettings, UpstreamSettings,
 };
-pub use users::validate_username;
+pub use users::{Username, validate_username};
 use values::tls_settings;
 
 /// Where `gatehouse serve` looks for its config when no `--config` is given.

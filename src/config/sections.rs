@@ -9,10 +9,11 @@ use std::path::{Path, PathBuf};
 use super::settings::{
     AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings, ServerSettings,
 };
+use super::users::Username;
 use super::values::{duration, nonzero_duration, parse_cidr, rate, upstream_settings};
 use super::{KeyError, raw};
-use crate::auth::Realm;
 use crate::auth::cache::CachePolicy;
+use crate::auth::{PublicPaths, Realm};
 use crate::limit::LockoutPolicy;
 use crate::logging::LogFilter;
 use crate::static_files::StaticSettings;
@@ -51,14 +52,16 @@ pub(super) fn auth(
 ) -> Result<AuthSettings, KeyError> {
     let realm =
         Realm::parse(&raw.realm).map_err(|e| KeyError::new("[auth] realm", e.to_string()))?;
-    for pattern in &raw.public {
-        crate::auth::validate_pattern(pattern)
-            .map_err(|e| KeyError::new("[auth] public", e.to_string()))?;
-    }
-    if let Some(name) = &raw.generated_user {
-        super::validate_username(name).map_err(|m| KeyError::new("[auth] generated_user", m))?;
-    }
-    if users.is_empty() && raw.generated_user.is_none() && !allow_no_users {
+    let public =
+        PublicPaths::new(raw.public).map_err(|e| KeyError::new("[auth] public", e.to_string()))?;
+    let generated_user = raw
+        .generated_user
+        .as_deref()
+        .map(Username::parse)
+        .transpose()
+        .map_err(|m| KeyError::new("[auth] generated_user", m))?
+        .map(Username::into_string);
+    if users.is_empty() && generated_user.is_none() && !allow_no_users {
         return Err(KeyError::new(
             "[users]",
             "no users configured: add `name = \"<hash from gatehouse hash-password>\"` under [users], set [auth] users_file, or set [auth] generated_user for development",
@@ -76,10 +79,10 @@ pub(super) fn auth(
     };
     Ok(AuthSettings {
         realm,
-        public: raw.public,
+        public,
         users,
         users_file,
-        generated_user: raw.generated_user,
+        generated_user,
         max_concurrent_verifications,
         public_upgrades: raw.public_upgrades,
         verify_queue: raw.verify_queue,

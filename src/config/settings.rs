@@ -242,7 +242,7 @@ pub struct AuthSettings {
     /// The realm in the `WWW-Authenticate` challenge.
     pub realm: crate::auth::Realm,
     /// Path patterns that skip authentication: exact, or a prefix ending in `*`.
-    pub public: Vec<String>,
+    pub public: crate::auth::PublicPaths,
     /// Every configured user with its parsed hash.
     pub users: Vec<(String, PasswordHash)>,
     /// The users file, if any (resolved against the config's directory).

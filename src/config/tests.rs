@@ -34,7 +34,10 @@ fn minimal_config_has_sensible_defaults() {
     let config = load(&minimal("")).unwrap();
     assert_eq!(config.server.listen.to_string(), "127.0.0.1:8443");
     assert_eq!(config.auth.realm.as_str(), "gatehouse");
-    assert_eq!(config.auth.public, vec!["/healthz"]);
+    assert_eq!(
+        config.auth.public.patterns().collect::<Vec<_>>(),
+        vec!["/healthz"]
+    );
     assert_eq!(config.auth.users.len(), 1);
     assert!(config.auth.max_concurrent_verifications >= 1);
     assert_eq!(config.limits.header_read_timeout, Duration::from_secs(10));

@@ -9,26 +9,43 @@ use argon2::password_hash::phc::PasswordHash;
 use super::ConfigError;
 use crate::credentials::parse_phc;
 
-/// Checks that a username can be sent in a Basic header and logged safely:
-/// non-empty, no colon (it would end the user-id), no control characters.
+/// A username that can be sent in a Basic header and logged safely:
+/// non-empty, no colon (it would end the user-id), no control characters,
+/// no leading or trailing whitespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Username(String);
+
+impl Username {
+    /// Checks and wraps a username; the error says what is wrong.
+    pub fn parse(name: &str) -> Result<Self, String> {
+        if name.is_empty() {
+            return Err("username is empty".into());
+        }
+        if name.contains(':') {
+            return Err(format!(
+                "username {name:?} contains a colon, which Basic auth cannot carry"
+            ));
+        }
+        if name.chars().any(char::is_control) {
+            return Err(format!("username {name:?} contains a control character"));
+        }
+        if name.trim() != name {
+            // `alice ` could never be typed by mistake and logged in with
+            // `alice`: refuse it rather than keep a user nobody can reach.
+            return Err(format!("username {name:?} starts or ends with whitespace"));
+        }
+        Ok(Self(name.to_owned()))
+    }
+
+    /// The name.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Checks a username (see [`Username::parse`]).
 pub fn validate_username(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("username is empty".into());
-    }
-    if name.contains(':') {
-        return Err(format!(
-            "username {name:?} contains a colon, which Basic auth cannot carry"
-        ));
-    }
-    if name.chars().any(char::is_control) {
-        return Err(format!("username {name:?} contains a control character"));
-    }
-    if name.trim() != name {
-        // `alice ` could never be typed by mistake and logged in with
-        // `alice`: refuse it rather than keep a user nobody can reach.
-        return Err(format!("username {name:?} starts or ends with whitespace"));
-    }
-    Ok(())
+    Username::parse(name).map(|_| ())
 }
 
 pub(super) fn from_table(
@@ -39,7 +56,9 @@ pub(super) fn from_table(
         .into_iter()
         .map(|(name, hash)| {
             let key = format!("[users] {name:?}");
-            validate_username(&name).map_err(|m| ConfigError::invalid(path, &key, m))?;
+            let name = Username::parse(&name)
+                .map_err(|m| ConfigError::invalid(path, &key, m))?
+                .into_string();
             let hash =
                 parse_phc(&hash).map_err(|e| ConfigError::invalid(path, &key, e.to_string()))?;
             Ok((name, hash))
@@ -80,8 +99,10 @@ pub(super) fn add_from_file(
             ));
         };
         let key = format!("{at}, user {name:?}");
-        validate_username(name).map_err(|m| ConfigError::invalid(file, &key, m))?;
-        if let Some(first) = seen.get(name) {
+        let name = Username::parse(name)
+            .map_err(|m| ConfigError::invalid(file, &key, m))?
+            .into_string();
+        if let Some(first) = seen.get(&name) {
             let first = match first {
                 None => format!("[users] in {}", config.display()),
                 Some(line) => format!("line {line}"),
@@ -93,8 +114,8 @@ pub(super) fn add_from_file(
             ));
         }
         let hash = parse_phc(hash).map_err(|e| ConfigError::invalid(file, &key, e.to_string()))?;
-        seen.insert(name.to_owned(), Some(index + 1));
-        users.push((name.to_owned(), hash));
+        seen.insert(name.clone(), Some(index + 1));
+        users.push((name, hash));
     }
     Ok(())
 }
