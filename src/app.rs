@@ -315,3 +315,56 @@ fn generate_user(
     );
     Ok((name.to_owned(), hash))
 }
+
+/// Checks what `serve` would check before binding, beyond the config
+/// itself: that the TLS certificate and key load and fit together. (A
+/// self-signed certificate is made only by `serve`; checking writes nothing.)
+pub fn check(config: &Config) -> Result<(), StartError> {
+    if matches!(config.tls, TlsSettings::Files { .. }) {
+        tls::setup(&config.tls, &config.path)?;
+    }
+    Ok(())
+}
+
+/// Runs the server for `config` until `shutdown` resolves. `log` lets a
+/// reload change the log level in place.
+pub async fn serve(
+    config: Config,
+    log: LogLevel,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    Application::build(config, log).await?.run(shutdown).await
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
+/// this is called, not when the future is first polled, so a signal that
+/// arrives while the server is still starting is not lost (nor does it kill
+/// the process with the default action). Call it inside the runtime.
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).ok();
+        let mut int = signal(SignalKind::interrupt()).ok();
+        async move {
+            tokio::select! {
+                () = wait_for(term.as_mut()) => {}
+                () = wait_for(int.as_mut()) => {}
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    async {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+#[cfg(unix)]
+async fn wait_for(signal: Option<&mut tokio::signal::unix::Signal>) {
+    match signal {
+        Some(signal) => {
+            signal.recv().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}

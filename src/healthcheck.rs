@@ -11,7 +11,7 @@ use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{Config, TlsSettings};
+use gatehouse::config::{Config, TlsSettings};
 
 /// Why the server is not healthy.
 #[derive(Debug, thiserror::Error)]
@@ -54,7 +54,7 @@ pub async fn check(addr: SocketAddr, tls: bool, timeout: Duration) -> Result<(),
     let status = tokio::time::timeout(timeout, async {
         let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         if tls {
-            let config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            let config = rustls::ClientConfig::builder_with_provider(gatehouse::tls::provider())
                 .with_safe_default_protocol_versions()
                 .map_err(|e| e.to_string())?
                 .dangerous()
@@ -141,7 +141,7 @@ impl ServerCertVerifier for AnyCertificate {
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        crate::tls::provider()
+        gatehouse::tls::provider()
             .signature_verification_algorithms
             .supported_schemes()
     }

@@ -1,17 +1,16 @@
 //! Gatehouse: an HTTP Basic-auth gate.
 //!
-//! The library holds everything: the tower layer ([`auth::BasicAuthLayer`])
-//! that can be used on its own in any axum app, the argon2 credential store
-//! and verifier ([`credentials`]), the config file ([`config`]), TLS
-//! ([`tls`]) and the server ([`server`], [`startup`]). The `gatehouse`
-//! binary only wires them up from a config file.
+//! The library holds the tower layer ([`auth::BasicAuthLayer`]) that can be
+//! used on its own in any axum app, the argon2 credential store and verifier
+//! ([`credentials`]), the config file ([`config`]), TLS ([`tls`]) and the
+//! whole server as an [`app::Application`]. The `gatehouse` binary parses
+//! the command line and runs an `Application` from a config file.
 
 pub mod access_log;
 pub mod app;
 pub mod auth;
 pub mod config;
 pub mod credentials;
-pub mod healthcheck;
 mod io_watch;
 pub mod limit;
 pub mod logging;
@@ -22,8 +21,7 @@ pub(crate) mod reload;
 pub(crate) mod request_guard;
 pub(crate) mod routes;
 pub mod secret;
-pub mod server;
-pub mod startup;
+pub(crate) mod server;
 pub mod static_files;
 mod sync;
 pub mod tls;

@@ -6,10 +6,11 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::Parser;
 mod cli;
+mod healthcheck;
 
 use cli::{Cli, Command, HashArgs, read_password};
 use gatehouse::config::Config;
-use gatehouse::{credentials, healthcheck, logging, server, startup};
+use gatehouse::{app, credentials, logging};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -40,14 +41,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {
-                let shutdown = server::shutdown_signal();
-                startup::serve(config, level, shutdown).await
+                let shutdown = app::shutdown_signal();
+                app::serve(config, level, shutdown).await
             })?;
             Ok(())
         }
         Some(Command::CheckConfig) => {
             let (config, _) = load_config_and_log(&cli)?;
-            startup::check(&config)?;
+            app::check(&config)?;
             let file = cli.config.display();
             match (&config.auth.generated_user, config.auth.users.len()) {
                 (Some(name), 0) => {

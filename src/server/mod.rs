@@ -11,8 +11,6 @@ mod connection;
 mod per_ip;
 
 use std::future::Future;
-use std::io;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -55,18 +53,6 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds `listen`; with `tls`, every connection must complete a TLS
-    /// handshake first.
-    pub async fn bind(
-        listen: SocketAddr,
-        tls: Option<Arc<ServerConfig>>,
-        app: Router,
-        limits: Limits,
-    ) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen).await?;
-        Ok(Self::from_listener(listener, tls, app, limits))
-    }
-
     /// Serves on an already-bound listener.
     pub fn from_listener(
         listener: TcpListener,
@@ -95,11 +81,6 @@ impl Server {
     pub fn with_trusted_proxies(mut self, proxies: ClientIpResolver) -> Self {
         self.exempt = proxies;
         self
-    }
-
-    /// The bound address (useful when listening on port 0).
-    pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
     }
 
     /// Serves until `shutdown` resolves, then stops accepting, lets in-flight
@@ -186,38 +167,5 @@ struct OpenConnection(Arc<ConnectionCounters>);
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         self.0.open.dec();
-    }
-}
-
-/// Resolves on SIGINT (Ctrl-C) or SIGTERM. The handlers are installed when
-/// this is called, not when the future is first polled, so a signal that
-/// arrives while the server is still starting is not lost (nor does it kill
-/// the process with the default action). Call it inside the runtime.
-pub fn shutdown_signal() -> impl Future<Output = ()> {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).ok();
-        let mut int = signal(SignalKind::interrupt()).ok();
-        async move {
-            tokio::select! {
-                () = wait_for(term.as_mut()) => {}
-                () = wait_for(int.as_mut()) => {}
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    async {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-}
-
-#[cfg(unix)]
-async fn wait_for(signal: Option<&mut tokio::signal::unix::Signal>) {
-    match signal {
-        Some(signal) => {
-            signal.recv().await;
-        }
-        None => std::future::pending::<()>().await,
     }
 }
