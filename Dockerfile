@@ -24,7 +24,9 @@ FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/gatehouse /usr/local/bin/gatehouse
 COPY config/examples/production.toml /etc/gatehouse/gatehouse.toml
 ENV GATEHOUSE_CONFIG=/etc/gatehouse/gatehouse.toml
-USER nonroot:nonroot
+# Numeric, so that Kubernetes can check `runAsNonRoot` (it cannot resolve a
+# user name inside the image): 65532 is distroless's nonroot.
+USER 65532:65532
 EXPOSE 8443
 HEALTHCHECK --interval=30s --timeout=5s --start-period=5s --retries=3 \
     CMD ["/usr/local/bin/gatehouse", "healthcheck", "--timeout", "3s"]

@@ -19,6 +19,12 @@ fn example(name: &str) -> String {
 /// Lays out `config_text` with TLS and a users file the way the image
 /// mounts them, and returns the config path.
 fn mount(dir: &TestDir, config_text: &str) -> PathBuf {
+    mount_in(dir, config_text, "")
+}
+
+/// Like [`mount`], with the config in a subdirectory of /etc/gatehouse
+/// (the Kubernetes manifest mounts the ConfigMap at /etc/gatehouse/config).
+fn mount_in(dir: &TestDir, config_text: &str, config_dir: &str) -> PathBuf {
     let etc = dir.path("etc/gatehouse");
     std::fs::create_dir_all(etc.join("tls")).unwrap();
     std::fs::create_dir_all(etc.join("users")).unwrap();
@@ -30,7 +36,8 @@ fn mount(dir: &TestDir, config_text: &str) -> PathBuf {
     )
     .unwrap();
     let text = config_text.replace("0.0.0.0:8443", "127.0.0.1:0");
-    let path = etc.join("gatehouse.toml");
+    std::fs::create_dir_all(etc.join(config_dir)).unwrap();
+    let path = etc.join(config_dir).join("gatehouse.toml");
     std::fs::write(&path, text).unwrap();
     path
 }
@@ -119,7 +126,7 @@ fn kubernetes_configmap_config_is_valid() {
         .map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l)))
         .collect();
     let dir = TestDir::new();
-    let config = mount(&dir, &embedded);
+    let config = mount_in(&dir, &embedded, "config");
     let output = Command::new(binary())
         .args(["check-config", "--config"])
         .arg(&config)
@@ -129,5 +136,94 @@ fn kubernetes_configmap_config_is_valid() {
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The manifest's documents as JSON, parsed by a real YAML parser (Python's
+/// PyYAML; .ci/run installs it).
+fn manifest_documents() -> Vec<serde_json::Value> {
+    crate::common::require_tool("python3", "--version");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/sidecar.yaml");
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1]))]))",
+        ])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "parsing the manifest needs PyYAML: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn kubernetes_manifest_can_start_and_reload() {
+    let documents = manifest_documents();
+    let pod = documents
+        .iter()
+        .find(|d| d["kind"] == "Pod")
+        .expect("a Pod");
+    let security = &pod["spec"]["securityContext"];
+    assert_eq!(security["runAsNonRoot"], true);
+    assert_eq!(security["runAsUser"], 65532, "numeric, as the image's USER");
+    let gatehouse = pod["spec"]["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "gatehouse")
+        .expect("the gatehouse container");
+    assert_eq!(
+        gatehouse["imagePullPolicy"], "IfNotPresent",
+        "a local image must not be pulled"
+    );
+    let probe = &gatehouse["livenessProbe"];
+    assert!(
+        probe["timeoutSeconds"].as_u64().unwrap_or(1) > 3,
+        "the probe must outlast the healthcheck's own --timeout 3s"
+    );
+    for kind in ["requests", "limits"] {
+        let resources = &gatehouse["resources"][kind];
+        assert!(
+            resources["cpu"].is_string() && resources["memory"].is_string(),
+            "{kind}"
+        );
+    }
+    let mounts = gatehouse["volumeMounts"].as_array().unwrap();
+    assert!(
+        mounts.iter().all(|m| m.get("subPath").is_none()),
+        "subPath mounts never see ConfigMap or Secret updates"
+    );
+    let config_env = gatehouse["env"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "GATEHOUSE_CONFIG")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let config_mount = mounts.iter().find(|m| m["name"] == "config").unwrap()["mountPath"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(config_env, format!("{config_mount}/gatehouse.toml"));
+}
+
+#[test]
+fn the_image_runs_as_a_numeric_user() {
+    let dockerfile =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Dockerfile")).unwrap();
+    let user = dockerfile
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    let (uid, gid) = user.trim().split_once(':').unwrap_or((user.trim(), "0"));
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0) && gid.parse::<u32>().is_ok(),
+        "USER {user}: Kubernetes' runAsNonRoot needs a numeric, non-zero uid"
     );
 }
