@@ -63,6 +63,23 @@ impl Application {
         listener: Option<TcpListener>,
     ) -> Result<Self, StartError> {
         raise_file_limit(&config);
+        // Bind first: a second instance on the same config must fail here,
+        // before it writes anything (a new self-signed certificate would
+        // break the running instance's clients).
+        let bind_error = |addr, io| StartError::Bind {
+            path: config.path.clone(),
+            addr,
+            io,
+        };
+        let listener = match listener {
+            Some(listener) => listener,
+            None => TcpListener::bind(config.server.listen)
+                .await
+                .map_err(|io| bind_error(config.server.listen, io))?,
+        };
+        let addr = listener
+            .local_addr()
+            .map_err(|io| bind_error(config.server.listen, io))?;
         let tls = tls::setup(&config.tls, &config.path)?;
         let layer = auth_layer(&config)?;
         let certificate = match (&config.tls, &tls) {
@@ -92,20 +109,6 @@ impl Application {
             config_path: config.path.clone(),
         };
         let router = routes::app(layer.clone(), &config.backend, options)?;
-        let bind_error = |addr, io| StartError::Bind {
-            path: config.path.clone(),
-            addr,
-            io,
-        };
-        let listener = match listener {
-            Some(listener) => listener,
-            None => TcpListener::bind(config.server.listen)
-                .await
-                .map_err(|io| bind_error(config.server.listen, io))?,
-        };
-        let addr = listener
-            .local_addr()
-            .map_err(|io| bind_error(config.server.listen, io))?;
         let server_config = tls.as_ref().map(|t| Arc::clone(&t.server_config));
         let server = Server::from_listener(listener, server_config, router, config.limits.clone())
             .with_counters(connections)

@@ -26,8 +26,20 @@ pub enum LogFormat {
 pub struct LogFilter(String);
 
 impl LogFilter {
-    /// Parses a directive as tracing-subscriber's `EnvFilter` reads it.
+    /// Parses a directive as tracing-subscriber's `EnvFilter` reads it,
+    /// and more strictly: a bare word must be a level. `EnvFilter` takes
+    /// `verbose` or `warning` for a target name, which silences everything
+    /// else, so the server would start and log nothing at all.
     pub fn parse(text: &str) -> Result<Self, String> {
+        const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+        for directive in text.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+            let bare = !directive.contains(['=', '[', '{']);
+            if bare && !LEVELS.iter().any(|l| l.eq_ignore_ascii_case(directive)) {
+                return Err(format!(
+                    "`{directive}` is not a level (trace, debug, info, warn, error, off); a target needs one too, like `{directive}=debug`"
+                ));
+            }
+        }
         EnvFilter::try_new(text)
             .map(|_| Self(text.to_owned()))
             .map_err(|e| e.to_string())

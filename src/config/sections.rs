@@ -164,11 +164,11 @@ pub(super) fn cache(raw: raw::Cache) -> Result<CachePolicy, KeyError> {
 }
 
 pub(super) fn log(raw: raw::Log) -> Result<LogSettings, KeyError> {
-    let level = LogFilter::parse(&raw.level).map_err(|_| {
+    let level = LogFilter::parse(&raw.level).map_err(|e| {
         KeyError::new(
             "[log] level",
             format!(
-                "`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\"",
+                "`{}` is not a level or filter like \"info\" or \"gatehouse=debug,warn\": {e}",
                 raw.level
             ),
         )

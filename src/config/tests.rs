@@ -381,3 +381,24 @@ fn the_file_defaults_are_the_domain_defaults() {
     let all_on = load(&minimal("[rate_limit]\nper_ip = true\nper_user = true\n")).unwrap();
     assert_eq!(all_on.rate_limit, RateLimitSettings::default());
 }
+
+#[test]
+fn log_levels_that_would_silence_everything_are_refused() {
+    for bad in ["verbose", "warning", "INFO,verbose", "gatehouse"] {
+        let err = error(&minimal(&format!("[log]\nlevel = \"{bad}\"\n")));
+        assert!(
+            err.contains("[log] level") && err.contains("is not a level"),
+            "{bad}: {err}"
+        );
+    }
+    for good in [
+        "info",
+        "WARN",
+        "gatehouse=debug,warn",
+        "off",
+        "gatehouse::access=off,info",
+    ] {
+        let config = load(&minimal(&format!("[log]\nlevel = \"{good}\"\n"))).unwrap();
+        assert_eq!(config.log.level.as_str(), good);
+    }
+}

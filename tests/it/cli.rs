@@ -342,3 +342,48 @@ fn server_addr(config: &str) -> String {
         .map(|l| l.trim_end_matches('"').to_owned())
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_second_instance_fails_to_bind_before_touching_the_certificate() {
+    let dir = TestDir::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = dir.write(
+        "gatehouse.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:{port}\"\n[tls]\nself_signed = true\n[users]\nalice = \"{}\"\n",
+            cheap_hash("secret")
+        ),
+    );
+    let first = Gatehouse::start(&config);
+    let cert_path = dir.path("self-signed-cert.pem");
+    let cert = std::fs::read_to_string(&cert_path).unwrap();
+    let second = Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        stderr(&second).contains("cannot bind"),
+        "{}",
+        stderr(&second)
+    );
+    assert_eq!(
+        std::fs::read_to_string(&cert_path).unwrap(),
+        cert,
+        "the second instance rewrote the running one's certificate"
+    );
+    // The first instance's clients still trust what is on disk.
+    let status = client(&cert)
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    drop(first);
+}
