@@ -59,7 +59,19 @@ pub struct Process {
 }
 
 impl Drop for Process {
+    /// SIGTERM first, so that nginx's master stops its workers (a SIGKILL
+    /// would orphan them); SIGKILL if it has not gone within 2 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
