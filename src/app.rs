@@ -233,7 +233,7 @@ fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
     let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications)
         .with_queue(config.auth.verify_queue, config.auth.verify_timeout);
     let layer = BasicAuthLayer::builder(config.auth.realm.as_str(), verifier)
-        .public_paths(config.auth.public.patterns())
+        .public(config.auth.public.clone())
         .public_upgrades(config.auth.public_upgrades)
         .trusted_proxies(config.server.trusted_proxies.clone())
         .per_ip(config.rate_limit.per_ip)

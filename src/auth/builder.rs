@@ -65,7 +65,8 @@ pub fn validate_realm(realm: &str) -> Result<(), InvalidRealm> {
 pub struct BasicAuthBuilder {
     realm: String,
     verifier: Verifier,
-    public: Vec<String>,
+    /// Parsed as given; a bad pattern is reported by `build`.
+    public: Result<PublicPaths, InvalidPattern>,
     public_upgrades: bool,
     trusted_proxies: Vec<IpNet>,
     per_ip: Option<Rate>,
@@ -81,7 +82,7 @@ impl BasicAuthBuilder {
         Self {
             realm: realm.to_owned(),
             verifier,
-            public: Vec::new(),
+            public: Ok(PublicPaths::default()),
             public_upgrades: false,
             trusted_proxies: Vec::new(),
             per_ip: rates.per_ip,
@@ -105,7 +106,14 @@ impl BasicAuthBuilder {
         I: IntoIterator<Item = P>,
         P: Into<String>,
     {
-        self.public = patterns.into_iter().map(Into::into).collect();
+        self.public = PublicPaths::new(patterns);
+        self
+    }
+
+    /// Paths that skip authentication, already parsed (a config does this
+    /// when it is read, so the patterns are not parsed twice).
+    pub fn public(mut self, paths: PublicPaths) -> Self {
+        self.public = Ok(paths);
         self
     }
 
@@ -162,7 +170,7 @@ impl BasicAuthBuilder {
             shared: Arc::new(Shared {
                 challenge,
                 verifier: self.verifier,
-                public: PublicPaths::new(self.public)?,
+                public: self.public?,
                 public_upgrades: self.public_upgrades,
                 client_ip: ClientIpResolver::new(self.trusted_proxies),
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),

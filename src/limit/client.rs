@@ -46,17 +46,12 @@ impl ClientIpResolver {
         if self.trusted.is_empty() || !self.is_trusted(peer) {
             return canonical(peer);
         }
-        let values: Vec<&[u8]> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .map(|v| v.as_bytes())
-            .collect();
-        if values.is_empty() {
+        if !headers.contains_key("x-forwarded-for") {
             return canonical(peer);
         }
         let mut last_good = None;
-        for value in values.iter().rev() {
-            for part in value.rsplit(|&b| b == b',') {
+        for value in headers.get_all("x-forwarded-for").iter().rev() {
+            for part in value.as_bytes().rsplit(|&b| b == b',') {
                 let Some(ip) = std::str::from_utf8(part)
                     .ok()
                     .and_then(|text| parse_hop(text.trim()))

@@ -2,45 +2,12 @@
 //! normal clients keep being served, idle keep-alive connections close, the
 //! connection cap holds, and oversized heads and bodies are refused.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::common::{Gatehouse, TestDir, client, rustls_client_config};
+use crate::common::{Gatehouse, TestDir, client, closed_within, tls_connect};
 use reqwest::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-type Tls = tokio_rustls::client::TlsStream<TcpStream>;
-
-async fn tls_connect(server: &Gatehouse, cert_pem: &str) -> Tls {
-    let mut config = rustls_client_config(cert_pem, &[&rustls::version::TLS13]);
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(
-            rustls_pki_types::ServerName::try_from("localhost").unwrap(),
-            tcp,
-        )
-        .await
-        .unwrap()
-}
-
-/// True once the server has closed the connection (EOF or an error).
-async fn closed_by_server<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    within: Duration,
-) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = Instant::now() + within;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match tokio::time::timeout(left, stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue, // e.g. a 408 before the close
-            Err(_) => return false,
-        }
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slowloris_connections_are_cut_off_while_others_are_served() {
@@ -54,7 +21,7 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
     // and 20 that never even finish the TLS handshake.
     let mut trickling = Vec::new();
     for _ in 0..20 {
-        let mut stream = tls_connect(&server, &dir.cert_pem).await;
+        let mut stream = tls_connect(&dir, &server, &[b"http/1.1"]).await;
         trickling.push(tokio::spawn(async move {
             for byte in b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Slow: "
                 .iter()
@@ -65,14 +32,14 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            closed_by_server(&mut stream, Duration::from_secs(5)).await
+            closed_within(&mut stream, Duration::from_secs(5)).await
         }));
     }
     let mut silent = Vec::new();
     for _ in 0..20 {
         let mut tcp = TcpStream::connect(server.addr).await.unwrap();
         silent.push(tokio::spawn(async move {
-            closed_by_server(&mut tcp, Duration::from_secs(5)).await
+            closed_within(&mut tcp, Duration::from_secs(5)).await
         }));
     }
 
@@ -105,7 +72,7 @@ async fn slowloris_connections_are_cut_off_while_others_are_served() {
 async fn idle_keep_alive_connections_are_closed() {
     let dir = TestDir::new();
     let server = Gatehouse::in_process(&dir.config("[limits]\nheader_read_timeout = \"1s\"\n"));
-    let mut stream = tls_connect(&server, &dir.cert_pem).await;
+    let mut stream = tls_connect(&dir, &server, &[b"http/1.1"]).await;
     stream
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         .await
@@ -114,7 +81,7 @@ async fn idle_keep_alive_connections_are_closed() {
     let n = stream.read(&mut buf).await.unwrap();
     assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
     // Then silence: the server closes the idle connection.
-    assert!(closed_by_server(&mut stream, Duration::from_secs(5)).await);
+    assert!(closed_within(&mut stream, Duration::from_secs(5)).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -123,7 +90,7 @@ async fn the_connection_cap_holds_and_the_server_stays_responsive() {
     let server = Gatehouse::in_process(&dir.config("[limits]\nmax_connections = 3\n"));
     let mut holders = Vec::new();
     for _ in 0..3 {
-        holders.push(tls_connect(&server, &dir.cert_pem).await);
+        holders.push(tls_connect(&dir, &server, &[b"http/1.1"]).await);
     }
     // A fourth client waits: the server does not take its connection yet.
     let http = client(&dir.cert_pem);

@@ -433,3 +433,35 @@ pub fn slow_hash(password: &str, m_kib: u32, passes: u32) -> String {
     let params = argon2::Params::new(m_kib, passes, 1, None).expect("valid params");
     hash_password(&Password::new(password.to_owned()), params).expect("hashing works")
 }
+
+/// A TLS connection to `server` offering `alpn` (empty: no ALPN at all).
+pub async fn tls_connect(
+    dir: &TestDir,
+    server: &Gatehouse,
+    alpn: &[&[u8]],
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
+    let mut config = rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    connector.connect(name, tcp).await.expect("TLS handshake")
+}
+
+/// Whether the peer closes `stream` within `within` (EOF or an error).
+pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    within: Duration,
+) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, tokio::io::AsyncReadExt::read(stream, &mut buf))
+            .await
+        {
+            Err(_) => return false,
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+        }
+    }
+}

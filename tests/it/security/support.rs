@@ -6,13 +6,12 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
-use crate::common::{Gatehouse, TestDir, require_tool, rustls_client_config};
+use crate::common::{Gatehouse, TestDir, require_tool};
+pub use crate::common::{closed_within, tls_connect};
 
 /// The secret file's content: no test may ever see it without credentials.
 pub const SECRET: &str = "TOP SECRET";
@@ -162,20 +161,6 @@ pub fn curl(dir: &TestDir, url: &str, extra: &[&str]) -> (u16, String) {
     (code.trim().parse().unwrap_or(0), body.to_owned())
 }
 
-/// A TLS connection to `server` offering `alpn` (empty: no ALPN at all).
-pub async fn tls_connect(
-    dir: &TestDir,
-    server: &Gatehouse,
-    alpn: &[&[u8]],
-) -> tokio_rustls::client::TlsStream<TcpStream> {
-    let mut config = rustls_client_config(&dir.cert_pem, &[&rustls::version::TLS13]);
-    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(config));
-    let tcp = TcpStream::connect(server.addr).await.unwrap();
-    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    connector.connect(name, tcp).await.expect("TLS handshake")
-}
-
 /// Sends raw bytes over TLS (HTTP/1.1) and returns everything answered
 /// until the server closes or 5 s pass.
 pub async fn raw_tls(dir: &TestDir, server: &Gatehouse, request: &str) -> String {
@@ -184,22 +169,6 @@ pub async fn raw_tls(dir: &TestDir, server: &Gatehouse, request: &str) -> String
     let mut answer = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut answer)).await;
     String::from_utf8_lossy(&answer).into_owned()
-}
-
-/// Whether the peer closes `stream` within `within` (EOF or an error).
-pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
-    stream: &mut S,
-    within: Duration,
-) -> bool {
-    let mut buf = [0u8; 1024];
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
-            Err(_) => return false,
-            Ok(Ok(0)) | Ok(Err(_)) => return true,
-            Ok(Ok(_)) => continue,
-        }
-    }
 }
 
 /// The address of the separate metrics listener, from the start-up log.
