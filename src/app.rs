@@ -230,8 +230,10 @@ fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
     if !weak.is_empty() {
         tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");
     }
-    let verifier = Verifier::new(Arc::new(store), config.auth.max_concurrent_verifications)
-        .with_queue(config.auth.verify_queue, config.auth.verify_timeout);
+    let verifier = Verifier::builder(Arc::new(store))
+        .max_concurrent(config.auth.max_concurrent_verifications)
+        .queue(config.auth.verify_queue, config.auth.verify_timeout)
+        .build();
     let layer = BasicAuthLayer::builder(config.auth.realm.as_str(), verifier)
         .public(config.auth.public.clone())
         .public_upgrades(config.auth.public_upgrades)

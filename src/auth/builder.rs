@@ -74,6 +74,28 @@ pub struct BasicAuthBuilder {
     max_tracked_keys: usize,
     lockout: LockoutPolicy,
     cache: CachePolicy,
+    without_peer_address: WithoutPeerAddress,
+}
+
+/// What the layer does with a request that carries no client address: the
+/// app was served without `into_make_service_with_connect_info`, so every
+/// request looks as if it came from one client. The layer logs an error on
+/// the first such request whatever the choice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum WithoutPeerAddress {
+    /// Key nothing by address (the default): the per-address rate limit and
+    /// address lockouts are off, since they would throttle and lock out
+    /// every client at once. Failed logins are still counted per username
+    /// (five wrong guesses lock that user, from everywhere, for the lockout
+    /// duration), and the per-user quota, the verification bound and the
+    /// cache still apply.
+    #[default]
+    UserLimitsOnly,
+    /// Treat every request as one client: the per-address limit and
+    /// lockouts apply to all clients together. Right only when one client
+    /// really is all there is (a single upstream proxy that does not send
+    /// `X-Forwarded-For`).
+    OneClient,
 }
 
 impl BasicAuthBuilder {
@@ -90,7 +112,15 @@ impl BasicAuthBuilder {
             max_tracked_keys: rates.max_tracked_keys,
             lockout: LockoutPolicy::default(),
             cache: CachePolicy::default(),
+            without_peer_address: WithoutPeerAddress::default(),
         }
+    }
+
+    /// What to do when requests carry no client address (see
+    /// [`WithoutPeerAddress`]); serving with connect info makes this moot.
+    pub fn without_peer_address(mut self, policy: WithoutPeerAddress) -> Self {
+        self.without_peer_address = policy;
+        self
     }
 
     /// The verified-credentials cache (on by default: 5 min, 10,000 users).
@@ -178,6 +208,8 @@ impl BasicAuthBuilder {
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),
+                without_peer_address: self.without_peer_address,
+                warned_no_peer_address: Default::default(),
             }),
         })
     }

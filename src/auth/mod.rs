@@ -31,7 +31,7 @@
 //! let params = argon2::Params::new(64, 1, 1, None)?; // cheap, for the example only
 //! let hash = parse_phc(&hash_password(&Password::new("secret".into()), params)?)?;
 //! let store = CredentialStore::new([("alice".to_owned(), hash)])?;
-//! let auth = BasicAuthLayer::builder("my app", Verifier::new(Arc::new(store), 2))
+//! let auth = BasicAuthLayer::builder("my app", Verifier::new(Arc::new(store)))
 //!     .public_paths(["/healthz"])
 //!     .build()?;
 //!
@@ -68,7 +68,9 @@ use axum::response::Response;
 use http::{HeaderValue, Request};
 use tower::{Layer, Service};
 
-pub use builder::{BasicAuthBuilder, BuildError, InvalidRealm, Realm, validate_realm};
+pub use builder::{
+    BasicAuthBuilder, BuildError, InvalidRealm, Realm, WithoutPeerAddress, validate_realm,
+};
 pub use cache::{CachePolicy, NoRandomKey};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::AuthenticatedUser;
@@ -100,6 +102,9 @@ struct Shared {
     cache: Option<VerifiedCache>,
     inflight: InFlight,
     counters: Arc<AuthCounters>,
+    without_peer_address: WithoutPeerAddress,
+    /// Set once the missing peer address has been logged.
+    warned_no_peer_address: std::sync::atomic::AtomicBool,
 }
 
 impl BasicAuthLayer {
@@ -198,9 +203,14 @@ where
             // it from the request's and the response's extensions.
             // An outer middleware (the server's) may have resolved it
             // already, so that what runs before the layer agrees.
-            let client = match req.extensions().get::<ClientAddress>() {
-                Some(client) => *client,
-                None => ClientAddress(shared.resolve_client(&req)),
+            // `None`: the peer's address is unknown and address-keyed
+            // limits are off (see `WithoutPeerAddress`).
+            let (client, keyed) = match req.extensions().get::<ClientAddress>() {
+                Some(client) => (*client, Some(ip_key(client.0))),
+                None => match shared.resolve_client(&req) {
+                    Some(ip) => (ClientAddress(ip), Some(ip_key(ip))),
+                    None => (ClientAddress(Ipv4Addr::UNSPECIFIED.into()), None),
+                },
             };
             req.extensions_mut().insert(client);
             let mut response = if let Err(error) = canonicalize_uri(&mut req) {
@@ -208,7 +218,7 @@ where
                 shared.counters.record(Outcome::BadRequest);
                 response::bad_request()
             } else {
-                let decision = match shared.screen(&req, ip_key(client.0)) {
+                let decision = match shared.screen(&req, keyed) {
                     Screened::Decided(decision) => decision,
                     checking => shared.conclude(checking).await,
                 };
@@ -305,22 +315,38 @@ impl Shared {
         )
     }
 
-    /// Steps 1–5: everything that costs no hashing, in a synchronous
-    /// function so the request is not held across an await.
     /// The client: the TCP peer, or behind a trusted proxy the address it
-    /// reports. Without connect info (the layer served by plain
-    /// `axum::serve`) every client shares one key; still safe, but the
-    /// limits then apply to everyone at once.
-    fn resolve_client<B>(&self, req: &Request<B>) -> IpAddr {
+    /// reports; `None` when the request carries no peer address (the layer
+    /// served by plain `axum::serve`) and the builder's
+    /// [`WithoutPeerAddress`] policy says to key nothing by address.
+    fn resolve_client<B>(&self, req: &Request<B>) -> Option<IpAddr> {
         let peer = match req.extensions().get::<ConnectInfo<SocketAddr>>() {
             Some(ConnectInfo(addr)) => addr.ip(),
-            None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            None => {
+                if !self
+                    .warned_no_peer_address
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(
+                        policy = ?self.without_peer_address,
+                        "requests reach the auth layer without the client's address: serve the app with `into_make_service_with_connect_info::<SocketAddr>()` (see BasicAuthBuilder::without_peer_address)"
+                    );
+                }
+                match self.without_peer_address {
+                    WithoutPeerAddress::UserLimitsOnly => return None,
+                    WithoutPeerAddress::OneClient => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                }
+            }
         };
-        self.client_ip.resolve(peer, req.headers())
+        Some(self.client_ip.resolve(peer, req.headers()))
     }
 
-    fn screen<B>(&self, req: &Request<B>, client: IpAddr) -> Screened {
-        if let Some(limit) = &self.rate.per_ip
+    /// Steps 1–5: everything that costs no hashing, in a synchronous
+    /// function so the request is not held across an await. `client` is
+    /// `None` when the client's address is unknown: the address-keyed
+    /// limit and lockout are skipped, the rest applies.
+    fn screen<B>(&self, req: &Request<B>, client: Option<IpAddr>) -> Screened {
+        if let (Some(limit), Some(client)) = (&self.rate.per_ip, client)
             && let Err(wait) = limit.check(&client)
         {
             return Screened::Decided(too_many(wait));
@@ -332,7 +358,9 @@ impl Shared {
         {
             return Screened::Decided(Decision::Public);
         }
-        if let Some(remaining) = self.lockouts.address_locked(client, Instant::now()) {
+        if let Some(client) = client
+            && let Some(remaining) = self.lockouts.address_locked(client, Instant::now())
+        {
             return Screened::Decided(too_many(remaining));
         }
         let credentials = match header::parse_authorization(req.headers()) {
@@ -371,7 +399,13 @@ impl Shared {
             digest = Some(credential);
         }
         // Dropping `leader` on any refusal below releases its followers.
-        let attempt = match self.lockouts.begin(client, &username, Instant::now()) {
+        let began = match client {
+            Some(client) => self.lockouts.begin(client, &username, Instant::now()),
+            None => self
+                .lockouts
+                .begin_unknown_address(&username, Instant::now()),
+        };
+        let attempt = match began {
             Ok(attempt) => attempt,
             Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
             Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
@@ -391,7 +425,7 @@ impl Shared {
             }
         };
         Screened::Verify(Pending {
-            client,
+            client: client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             username,
             password: credentials.password,
             attempt,

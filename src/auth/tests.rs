@@ -27,10 +27,11 @@ fn store() -> Arc<CredentialStore> {
 fn layer(
     adjust: impl FnOnce(super::BasicAuthBuilder) -> super::BasicAuthBuilder,
 ) -> BasicAuthLayer {
-    let builder = BasicAuthLayer::builder("test", Verifier::new(store(), 1))
-        .public_paths(["/healthz", "/pub/*"])
-        .per_ip(None)
-        .per_user(None);
+    let builder =
+        BasicAuthLayer::builder("test", Verifier::builder(store()).max_concurrent(1).build())
+            .public_paths(["/healthz", "/pub/*"])
+            .per_ip(None)
+            .per_user(None);
     adjust(builder).build().unwrap()
 }
 
@@ -197,7 +198,10 @@ async fn a_full_verification_queue_answers_503() {
     let hash = hash_password(&Password::new("slow".into()), params).unwrap();
     let store =
         Arc::new(CredentialStore::new([("slow".to_owned(), parse_phc(&hash).unwrap())]).unwrap());
-    let verifier = Verifier::new(store, 1).with_queue(0, Duration::from_millis(1));
+    let verifier = Verifier::builder(store)
+        .max_concurrent(1)
+        .queue(0, Duration::from_millis(1))
+        .build();
     let layer = BasicAuthLayer::builder("test", verifier)
         .per_ip(None)
         .per_user(None)

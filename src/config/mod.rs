@@ -9,7 +9,7 @@
 mod raw;
 mod sections;
 mod settings;
-mod users;
+pub(crate) mod users;
 mod values;
 
 use std::path::{Path, PathBuf};

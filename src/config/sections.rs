@@ -75,7 +75,7 @@ pub(super) fn auth(
             ));
         }
         Some(n) => n,
-        None => std::thread::available_parallelism().map_or(1, usize::from),
+        None => crate::credentials::available_cores(),
     };
     Ok(AuthSettings {
         realm,

@@ -68,7 +68,7 @@ pub(super) fn from_table(
 
 /// Adds the users listed in `file` to `users`, refusing duplicates within the
 /// file and with the config's `[users]` table.
-pub(super) fn add_from_file(
+pub(crate) fn add_from_file(
     file: &Path,
     users: &mut Vec<(String, PasswordHash)>,
     config: &Path,

@@ -17,7 +17,9 @@ use subtle::ConstantTimeEq;
 
 mod verifier;
 
-pub use verifier::{DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verifier, VerifyError};
+pub use verifier::{
+    DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verifier, VerifierBuilder, VerifyError, available_cores,
+};
 
 /// Why a string is not a usable argon2 hash. The messages never contain the
 /// hash itself.
@@ -102,6 +104,20 @@ pub struct CredentialStore {
 }
 
 impl CredentialStore {
+    /// Loads a store from an htpasswd-style users file: one
+    /// `name:$argon2id$...` line per user (as `gatehouse hash-password`
+    /// prints the hash), `#` comments and blank lines allowed. The error
+    /// names the file, the line and the problem (duplicate users included).
+    pub fn from_users_file(
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, crate::config::ConfigError> {
+        let path = path.as_ref();
+        let mut users = Vec::new();
+        crate::config::users::add_from_file(path, &mut users, path)?;
+        Self::new(users)
+            .map_err(|e| crate::config::ConfigError::invalid(path, "users", e.to_string()))
+    }
+
     /// Builds a store from already-validated `(username, hash)` pairs.
     ///
     /// The dummy hash uses the parameters most users have (ties go to the

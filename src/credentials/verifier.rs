@@ -58,22 +58,73 @@ pub const DEFAULT_QUEUE: usize = 64;
 /// How long one may wait for a slot, unless told otherwise.
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(5);
 
-impl Verifier {
-    /// A verifier over `store` that runs at most `max_concurrent` (at least 1)
-    /// argon2 computations at once, with up to [`DEFAULT_QUEUE`] more waiting
-    /// for at most [`DEFAULT_MAX_WAIT`] (see [`with_queue`](Self::with_queue)).
-    pub fn new(store: Arc<CredentialStore>, max_concurrent: usize) -> Self {
-        Self {
-            store: Arc::new(ArcSwap::new(store)),
-            permits: Arc::new(Semaphore::new(max_concurrent.max(1))),
+/// Builds a [`Verifier`]: every setting has a default.
+#[derive(Clone)]
+pub struct VerifierBuilder {
+    store: Arc<CredentialStore>,
+    max_concurrent: usize,
+    max_waiting: usize,
+    max_wait: Duration,
+}
+
+impl VerifierBuilder {
+    /// How many argon2 computations may run at once (at least 1; default:
+    /// the number of cores). Each one holds a core and its `m_cost` of
+    /// memory for its whole run (19 MiB at OWASP's parameters), so more
+    /// than the cores only adds queueing inside the thread pool.
+    pub fn max_concurrent(mut self, max_concurrent: usize) -> Self {
+        self.max_concurrent = max_concurrent.max(1);
+        self
+    }
+
+    /// How many verifications may wait for a slot (default
+    /// [`DEFAULT_QUEUE`]) and for how long (default [`DEFAULT_MAX_WAIT`]);
+    /// past either, a verification is refused at once (the layer answers
+    /// 503).
+    pub fn queue(mut self, max_waiting: usize, max_wait: Duration) -> Self {
+        self.max_waiting = max_waiting;
+        self.max_wait = max_wait;
+        self
+    }
+
+    /// The verifier.
+    pub fn build(self) -> Verifier {
+        Verifier {
+            store: Arc::new(ArcSwap::new(self.store)),
+            permits: Arc::new(Semaphore::new(self.max_concurrent)),
             memory: Arc::new(std::sync::Mutex::new(Vec::new())),
             waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting: self.max_waiting,
+            max_wait: self.max_wait,
+        }
+    }
+}
+
+/// The number of cores this process may use (1 if that cannot be known).
+pub fn available_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+}
+
+impl Verifier {
+    /// A verifier over `store` with the defaults: as many argon2
+    /// computations at once as there are cores, up to [`DEFAULT_QUEUE`]
+    /// more waiting for at most [`DEFAULT_MAX_WAIT`].
+    pub fn new(store: Arc<CredentialStore>) -> Self {
+        Self::builder(store).build()
+    }
+
+    /// A builder over `store`, to change the defaults of [`new`](Self::new).
+    pub fn builder(store: Arc<CredentialStore>) -> VerifierBuilder {
+        VerifierBuilder {
+            store,
+            max_concurrent: available_cores(),
             max_waiting: DEFAULT_QUEUE,
             max_wait: DEFAULT_MAX_WAIT,
         }
     }
 
-    /// Sets how many verifications may wait for a slot, and for how long.
+    /// This verifier (sharing its slots and queue count) with another queue
+    /// bound and wait.
     pub fn with_queue(mut self, max_waiting: usize, max_wait: Duration) -> Self {
         self.max_waiting = max_waiting;
         self.max_wait = max_wait;
@@ -160,7 +211,9 @@ mod tests {
 
     #[tokio::test]
     async fn verifier_verifies_off_the_runtime() {
-        let verifier = Verifier::new(Arc::new(store_with(&[("alice", "secret")])), 2);
+        let verifier = Verifier::builder(Arc::new(store_with(&[("alice", "secret")])))
+            .max_concurrent(2)
+            .build();
         let ok = verifier
             .verify("alice".into(), Password::new("secret".into()))
             .await;
@@ -178,7 +231,10 @@ mod tests {
         let text = hash_password(&Password::new("pw".into()), slow).unwrap();
         let store =
             CredentialStore::new([("alice".to_owned(), parse_phc(&text).unwrap())]).unwrap();
-        let verifier = Verifier::new(Arc::new(store), 1).with_queue(2, Duration::from_secs(30));
+        let verifier = Verifier::builder(Arc::new(store))
+            .max_concurrent(1)
+            .queue(2, Duration::from_secs(30))
+            .build();
         let tasks: Vec<_> = (0..6)
             .map(|_| {
                 let v = verifier.clone();

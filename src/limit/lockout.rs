@@ -188,9 +188,15 @@ pub struct Lockouts {
 #[derive(Debug)]
 #[must_use = "an attempt must be finished, or its slot stays reserved"]
 pub struct Attempt {
-    address: IpAddr,
+    /// `None` for an attempt whose client address is unknown: it is kept
+    /// out of the per-address table.
+    address: Option<IpAddr>,
     user: u64,
 }
+
+/// The (address, user) key of an attempt from an unknown address: all such
+/// attempts share it, so their records are per user.
+const UNKNOWN_ADDRESS: IpAddr = IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED);
 
 impl Lockouts {
     /// Lockouts under `policy`.
@@ -227,7 +233,10 @@ impl Lockouts {
     pub fn begin(&self, address: IpAddr, username: &str, now: Instant) -> Result<Attempt, Refusal> {
         let user = self.user_hasher.hash_one(username);
         if !self.enabled() {
-            return Ok(Attempt { address, user });
+            return Ok(Attempt {
+                address: Some(address),
+                user,
+            });
         }
         let mut addresses = lock(&self.addresses);
         let mut users = lock(&self.users);
@@ -245,7 +254,36 @@ impl Lockouts {
         // is always counted in both.
         address_record.pending += 1;
         user_record.pending += 1;
-        Ok(Attempt { address, user })
+        Ok(Attempt {
+            address: Some(address),
+            user,
+        })
+    }
+
+    /// Reserves an attempt for `username` when the client's address is not
+    /// known (the layer served without connect info): no address record is
+    /// kept or consulted, since every client would share it, and the
+    /// username's record is shared by every client. That is a per-user
+    /// lockout, which the address-keyed design avoids; it is the better of
+    /// the two evils only because the alternative locks out everyone.
+    pub fn begin_unknown_address(&self, username: &str, now: Instant) -> Result<Attempt, Refusal> {
+        let user = self.user_hasher.hash_one(username);
+        if self.enabled() {
+            let mut users = lock(&self.users);
+            let record = users
+                .entry((UNKNOWN_ADDRESS, user), &self.policy, now)
+                .ok_or(Refusal::Full)?;
+            record.admit(&self.policy, now)?;
+            record.pending += 1;
+        }
+        Ok(Attempt {
+            address: None,
+            user,
+        })
+    }
+
+    fn user_key(attempt: &Attempt) -> (IpAddr, u64) {
+        (attempt.address.unwrap_or(UNKNOWN_ADDRESS), attempt.user)
     }
 
     /// Ends an attempt: a failure counts towards lockouts, a success clears
@@ -256,7 +294,9 @@ impl Lockouts {
             return None;
         }
         let mut address_locked = false;
-        if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
+        if let Some(address) = attempt.address
+            && let Some(record) = lock(&self.addresses).map.get_mut(&address)
+        {
             record.pending = record.pending.saturating_sub(1);
             if !success {
                 address_locked = record.fail(&self.policy, now);
@@ -264,7 +304,7 @@ impl Lockouts {
         }
         let mut user_locked = false;
         let mut users = lock(&self.users);
-        let key = (attempt.address, attempt.user);
+        let key = Self::user_key(&attempt);
         if success {
             users.map.remove(&key);
         } else if let Some(record) = users.map.get_mut(&key) {
@@ -285,13 +325,12 @@ impl Lockouts {
         if !self.enabled() {
             return;
         }
-        if let Some(record) = lock(&self.addresses).map.get_mut(&attempt.address) {
+        if let Some(address) = attempt.address
+            && let Some(record) = lock(&self.addresses).map.get_mut(&address)
+        {
             record.pending = record.pending.saturating_sub(1);
         }
-        if let Some(record) = lock(&self.users)
-            .map
-            .get_mut(&(attempt.address, attempt.user))
-        {
+        if let Some(record) = lock(&self.users).map.get_mut(&Self::user_key(&attempt)) {
             record.pending = record.pending.saturating_sub(1);
         }
     }

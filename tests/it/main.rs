@@ -15,6 +15,7 @@ mod connections;
 mod container;
 mod curl;
 mod flood;
+mod library;
 mod limits;
 mod log_secrecy;
 mod malformed;
