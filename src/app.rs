@@ -185,7 +185,12 @@ impl Application {
                 if let Some(self_signed) = &setup.self_signed {
                     match &self_signed.cert_path {
                         Some(path) => {
-                            tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost written; trust it with `curl --cacert {}`", path.display())
+                            let how = if self_signed.reused {
+                                "reused"
+                            } else {
+                                "written"
+                            };
+                            tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost {how}; trust it with `curl --cacert {}`", path.display())
                         }
                         None => {
                             tracing::warn!(fingerprint = %self_signed.fingerprint, error = self_signed.write_error.as_deref().unwrap_or(""), "self-signed certificate could not be written")

@@ -19,6 +19,10 @@ pub struct Cli {
     /// The config file for `serve` and `check-config`.
     #[arg(long, short, global = true, env = "GATEHOUSE_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
+    /// Listen on this address instead of `[server] listen`, e.g.
+    /// `0.0.0.0:8443` (`healthcheck` asks this address too).
+    #[arg(long, global = true, env = "GATEHOUSE_LISTEN")]
+    pub listen: Option<std::net::SocketAddr>,
     /// Log lines as text or JSON (default: `[log] format`, else text).
     #[arg(long, global = true, env = "GATEHOUSE_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,

@@ -26,7 +26,10 @@ fn main() -> ExitCode {
 /// Logging is set up once the config (which may choose the format and level)
 /// is read; errors before that go to stderr as one plain line.
 fn load_config_and_log(cli: &Cli) -> anyhow::Result<(Config, logging::LogLevel)> {
-    let config = Config::load(&cli.config)?;
+    let mut config = Config::load(&cli.config)?;
+    if let Some(addr) = cli.listen {
+        config.override_listen(addr);
+    }
     let level = logging::init(
         cli.log_format.unwrap_or(config.log.format),
         &config.log.level,

@@ -105,9 +105,12 @@ impl Reloader {
         let path = self.started_with.path.clone();
         let certificate_wanted = self.certificate.is_some();
         let keep_generated = self.running_generated.load(Ordering::Relaxed);
-        let loaded =
-            tokio::task::spawn_blocking(move || load(&path, certificate_wanted, keep_generated))
-                .await
+        let server = &self.started_with.server;
+        let listen_override = server.listen_overridden.then_some(server.listen);
+        let loaded = tokio::task::spawn_blocking(move || {
+            load(&path, certificate_wanted, keep_generated, listen_override)
+        })
+        .await
                 .map_err(|e| ReloadError::Task(e.to_string()))?;
         let loaded = match loaded {
             Ok(loaded) => loaded,
@@ -242,8 +245,12 @@ fn load(
     path: &Path,
     certificate_wanted: bool,
     keep_generated: bool,
+    listen_override: Option<std::net::SocketAddr>,
 ) -> Result<Loaded, ReloadError> {
-    let config = Config::load_for_reload(path)?;
+    let mut config = Config::load_for_reload(path)?;
+    if let Some(addr) = listen_override {
+        config.override_listen(addr);
+    }
     // A server that runs on its generated user, with a config that still
     // lists nobody, keeps that user: a reload must not mint (and print) a
     // new password. In every other case the listed users replace the old

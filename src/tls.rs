@@ -52,6 +52,8 @@ pub struct SelfSigned {
     /// Where the certificate was written, for `curl --cacert`; `None` if the
     /// file could not be written (the fingerprint still identifies it).
     pub cert_path: Option<PathBuf>,
+    /// Whether the certificate and key a previous start wrote were reused.
+    pub reused: bool,
     /// Why the certificate could not be written, if it could not.
     pub write_error: Option<String>,
     /// SHA-256 of the certificate (DER), as colon-separated hex.
@@ -79,50 +81,115 @@ pub fn setup(settings: &TlsSettings, config: &Path) -> Result<Option<TlsSetup>, 
             }))
         }
         TlsSettings::SelfSigned { cert_out } => {
-            let names = vec![
-                "localhost".to_owned(),
-                "127.0.0.1".to_owned(),
-                "::1".to_owned(),
-            ];
-            let generated = rcgen::generate_simple_self_signed(names).map_err(|e| {
-                ConfigError::invalid(
-                    config,
-                    "[tls] self_signed",
-                    format!("cannot generate a certificate: {e}"),
-                )
-            })?;
-            let cert_der = generated.cert.der().clone();
-            let fingerprint = fingerprint(&cert_der);
-            let (cert_path, write_error) = match std::fs::write(cert_out, generated.cert.pem()) {
-                Ok(()) => (Some(cert_out.clone()), None),
-                Err(e) => (
-                    None,
-                    Some(format!("cannot write {}: {e}", cert_out.display())),
-                ),
+            let (certified, written) = match reuse_self_signed(cert_out) {
+                Some(certified) => (certified, Ok(Written::Reused)),
+                None => {
+                    let (certified, written) = generate_self_signed(cert_out, config)?;
+                    (certified, written.map(|()| Written::New))
+                }
             };
-            let key_der =
-                PrivateKeyDer::try_from(generated.signing_key.serialize_der()).map_err(|e| {
-                    ConfigError::invalid(
-                        config,
-                        "[tls] self_signed",
-                        format!("generated key unusable: {e}"),
-                    )
-                })?;
-            let certified = CertifiedKey::from_der(vec![cert_der], key_der, &provider())
-                .map_err(|e| ConfigError::invalid(config, "[tls] self_signed", e.to_string()))?;
+            let fingerprint = fingerprint(certified.end_entity_cert().map_or(&[][..], |c| c));
             let (server_config, certificate) = server_config(certified)
                 .map_err(|e| ConfigError::invalid(config, "[tls] self_signed", e.to_string()))?;
+            let (cert_path, reused, write_error) = match written {
+                Ok(written) => (Some(cert_out.clone()), written == Written::Reused, None),
+                Err(error) => (None, false, Some(error)),
+            };
             Ok(Some(TlsSetup {
                 server_config,
                 certificate,
                 self_signed: Some(SelfSigned {
                     cert_path,
+                    reused,
                     write_error,
                     fingerprint,
                 }),
             }))
         }
     }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Written {
+    New,
+    Reused,
+}
+
+/// Where the self-signed certificate's key is kept: next to the
+/// certificate, as `<name>.key`, readable by the owner only.
+pub fn self_signed_key_path(cert_out: &Path) -> PathBuf {
+    cert_out.with_extension("key")
+}
+
+/// The certificate and key a previous start wrote, if both are there and
+/// belong together: reusing them keeps clients that trusted the file
+/// working across restarts.
+fn reuse_self_signed(cert_out: &Path) -> Option<CertifiedKey> {
+    let key_path = self_signed_key_path(cert_out);
+    let chain = CertificateDer::pem_file_iter(cert_out)
+        .ok()?
+        .collect::<Result<Vec<_>, _>>()
+        .ok()?;
+    let key = PrivateKeyDer::from_pem_file(&key_path).ok()?;
+    match CertifiedKey::from_der(chain, key, &provider()) {
+        Ok(certified) => Some(certified),
+        Err(error) => {
+            tracing::info!(cert = %cert_out.display(), %error, "the saved self-signed certificate does not match its key: making a new one");
+            None
+        }
+    }
+}
+
+/// Makes a certificate for localhost, 127.0.0.1 and ::1 and writes it (and
+/// its key, mode 0600) next to the config; a write failure is reported,
+/// not fatal: the fingerprint still identifies the certificate.
+fn generate_self_signed(
+    cert_out: &Path,
+    config: &Path,
+) -> Result<(CertifiedKey, Result<(), String>), ConfigError> {
+    let names = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let invalid = |m: String| ConfigError::invalid(config, "[tls] self_signed", m);
+    let generated = rcgen::generate_simple_self_signed(names)
+        .map_err(|e| invalid(format!("cannot generate a certificate: {e}")))?;
+    let key_pem = zeroize::Zeroizing::new(generated.signing_key.serialize_pem());
+    let key_path = self_signed_key_path(cert_out);
+    // The key first: a certificate on disk without its key is never reused.
+    let written = write_private(&key_path, key_pem.as_bytes())
+        .and_then(|()| write_replacing(cert_out, generated.cert.pem().as_bytes()))
+        .map_err(|(path, e)| format!("cannot write {}: {e}", path.display()));
+    let key_der = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
+        .map_err(|e| invalid(format!("generated key unusable: {e}")))?;
+    let certified = CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
+        .map_err(|e| invalid(e.to_string()))?;
+    Ok((certified, written))
+}
+
+/// Writes `bytes` to a temporary file beside `path` (mode 0600 on Unix),
+/// then renames it over `path`, so a reader sees the old file or the new.
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let temp = path.with_extension("tmp");
+    let fail = |e| (path.to_owned(), e);
+    let _ = std::fs::remove_file(&temp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options.open(&temp).map_err(fail)?;
+    std::io::Write::write_all(&mut file, bytes).map_err(fail)?;
+    drop(file);
+    std::fs::rename(&temp, path).map_err(fail)
+}
+
+/// Like [`write_private`], for a public file (the certificate).
+fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
+    let temp = path.with_extension("tmp");
+    let fail = |e| (path.to_owned(), e);
+    std::fs::write(&temp, bytes).map_err(fail)?;
+    std::fs::rename(&temp, path).map_err(fail)
 }
 
 /// Reads a PEM chain and key and checks that they belong together.

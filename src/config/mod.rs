@@ -114,6 +114,13 @@ pub struct Config {
 }
 
 impl Config {
+    /// Listens on `addr` instead of `[server] listen` (the `--listen`
+    /// flag); reloads keep it.
+    pub fn override_listen(&mut self, addr: std::net::SocketAddr) {
+        self.server.listen = addr;
+        self.server.listen_overridden = true;
+    }
+
     /// Reads and validates a config file. Relative paths inside it are taken
     /// relative to the file's own directory.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {

@@ -40,6 +40,7 @@ pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
     Ok(ServerSettings {
         listen,
         trusted_proxies,
+        listen_overridden: false,
     })
 }
 

@@ -214,6 +214,9 @@ pub struct ServerSettings {
     pub listen: SocketAddr,
     /// Peers whose `X-Forwarded-For` header is believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// Set when `listen` came from `--listen` (or `GATEHOUSE_LISTEN`), not
+    /// the file: a reload keeps it.
+    pub listen_overridden: bool,
 }
 
 /// `[tls]`: how connections are secured.

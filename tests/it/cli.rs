@@ -386,4 +386,71 @@ async fn a_second_instance_fails_to_bind_before_touching_the_certificate() {
         .status();
     assert_eq!(status, StatusCode::OK);
     drop(first);
+    // A restart reuses the saved certificate and key (0600), so clients
+    // that trusted the file keep working.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let key = dir.path("self-signed-cert.key");
+        let mode = std::fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let restarted = Gatehouse::start(&config);
+    assert_eq!(std::fs::read_to_string(&cert_path).unwrap(), cert);
+    assert!(restarted.logs().contains("certificate for localhost reused"));
+    let status = client(&cert)
+        .get(format!("https://localhost:{port}/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    drop(restarted);
+    // A key that does not match is replaced, with the certificate.
+    std::fs::write(dir.path("self-signed-cert.key"), "junk").unwrap();
+    let regenerated = Gatehouse::start(&config);
+    assert_ne!(std::fs::read_to_string(&cert_path).unwrap(), cert);
+    drop(regenerated);
+}
+
+/// `--listen` (and `GATEHOUSE_LISTEN`) override `[server] listen` without
+/// editing the file; a reload keeps the override.
+#[tokio::test]
+async fn listen_flag_and_env_override_the_config() {
+    let dir = TestDir::new();
+    let config = dir.config("");
+    for use_env in [false, true] {
+        let port = std::net::TcpListener::bind("127.0.0.3:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let addr = format!("127.0.0.3:{port}");
+        let mut command = Command::new(binary());
+        command.args(["serve", "--config"]).arg(&config);
+        if use_env {
+            command.env("GATEHOUSE_LISTEN", &addr);
+        } else {
+            command.args(["--listen", &addr]);
+        }
+        let server = Gatehouse::spawn(command);
+        assert_eq!(server.addr.to_string(), addr);
+        server.signal("HUP");
+        server.wait_for_log("reloaded", 1, Duration::from_secs(10));
+        assert!(
+            !server.logs().contains("only takes effect after a restart"),
+            "{}",
+            server.logs()
+        );
+        let health = Command::new(binary())
+            .args(["healthcheck", "--config"])
+            .arg(&config)
+            .env("GATEHOUSE_LISTEN", &addr)
+            .output()
+            .unwrap();
+        assert!(health.status.success(), "{}", stderr(&health));
+    }
+    let bad = run(&["serve", "--listen", "localhost"], "");
+    assert!(!bad.status.success());
+    assert!(stderr(&bad).contains("--listen"), "{}", stderr(&bad));
 }
