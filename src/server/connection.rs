@@ -45,17 +45,26 @@ pub(super) async fn serve(
     context: ConnectionContext,
 ) {
     let activity = Activity::new();
-    let tcp = ReadTracked::new(tcp, activity.read_clock());
     let limits = &shared.limits;
     match &shared.tls {
-        None => serve_sniffed(&shared, tcp, peer, context, activity).await,
+        None => {
+            let tcp = ReadTracked::new(tcp, activity.read_clock());
+            serve_sniffed(&shared, tcp, peer, context, activity).await
+        }
         Some(acceptor) => {
-            let stream = match tokio::time::timeout(
-                limits.tls_handshake_timeout,
-                acceptor.accept(tcp),
-            )
-            .await
-            {
+            // One deadline for the first byte and the whole handshake.
+            let deadline = tokio::time::Instant::now() + limits.tls_handshake_timeout;
+            let mut first = [0u8; 1];
+            match tokio::time::timeout_at(deadline, tcp.peek(&mut first)).await {
+                Ok(Ok(1)) if first[0].is_ascii_uppercase() => {
+                    return refuse_plain_http(tcp, peer, limits).await;
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => return tracing::debug!(%peer, %error, "connection failed"),
+                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+            }
+            let tcp = ReadTracked::new(tcp, activity.read_clock());
+            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
                 Ok(Ok(stream)) => stream,
                 Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
@@ -72,6 +81,42 @@ pub(super) async fn serve(
             }
         }
     }
+}
+
+/// What a plain-HTTP client on the TLS port is told (nginx does the same),
+/// instead of TLS garbage that curl reports as "HTTP/0.9".
+const PLAIN_HTTP_BODY: &str = "This port speaks HTTPS: use an https:// URL.\n";
+
+/// A client spoke plain HTTP (its first byte is a method's capital letter,
+/// where a TLS ClientHello starts with 0x16): read its request head, within
+/// the header timeout and size limit, so that closing does not reset the
+/// connection before the answer is read, then answer 400 and close.
+async fn refuse_plain_http(mut tcp: TcpStream, peer: SocketAddr, limits: &Limits) {
+    use tokio::io::AsyncWriteExt as _;
+    tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400");
+    let mut head = Vec::with_capacity(1024);
+    let _ = tokio::time::timeout(limits.header_read_timeout, async {
+        let mut chunk = [0u8; 1024];
+        while head.len() < limits.max_header_bytes {
+            match tcp.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => head.extend_from_slice(&chunk[..n]),
+            }
+            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let response = format!(
+        "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{PLAIN_HTTP_BODY}",
+        PLAIN_HTTP_BODY.len()
+    );
+    let _ = tokio::time::timeout(limits.send_timeout, async {
+        tcp.write_all(response.as_bytes()).await?;
+        tcp.shutdown().await
+    })
+    .await;
 }
 
 /// No ALPN: the first bytes tell. They are read (at most the 24 of the

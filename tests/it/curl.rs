@@ -120,3 +120,21 @@ fn curl_tls_versions() {
         .expect("run curl");
     assert!(!old.success(), "a TLS 1.1 handshake must fail");
 }
+
+/// Plain HTTP sent to the TLS port gets a 400 that says why (as nginx
+/// does), not TLS bytes that curl reports as "HTTP/0.9"; the server keeps
+/// serving HTTPS; the refusal is logged at debug.
+#[test]
+fn plain_http_on_the_tls_port_gets_400_saying_so() {
+    let dir = TestDir::new();
+    let server = Gatehouse::start_with_env(&dir.config(""), &[("RUST_LOG", "gatehouse=debug")]);
+    let plain = format!("http://127.0.0.1:{}/healthz", server.addr.port());
+    let (status, body) = curl(&dir, &[&plain]);
+    assert_eq!(status, 400);
+    assert_eq!(body, "This port speaks HTTPS: use an https:// URL.\n");
+    let (status, _) = curl(&dir, &["-X", "POST", "--data", "x=1", &plain]);
+    assert_eq!(status, 400);
+    let (status, _) = curl(&dir, &[&server.url("/healthz")]);
+    assert_eq!(status, 200);
+    server.wait_for_log("plain HTTP on the TLS port", 2, std::time::Duration::from_secs(5));
+}
