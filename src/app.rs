@@ -177,25 +177,19 @@ impl Application {
 
     /// What a user needs to know at start-up: TLS, the backend, the address.
     fn announce(&self) {
-        match &self.tls {
-            None => tracing::warn!(
-                "TLS is disabled ([tls] enabled = false): passwords cross the network in clear text unless a TLS-terminating proxy is in front"
-            ),
-            Some(setup) => {
-                if let Some(self_signed) = &setup.self_signed {
-                    match &self_signed.cert_path {
-                        Some(path) => {
-                            let how = if self_signed.reused {
-                                "reused"
-                            } else {
-                                "written"
-                            };
-                            tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost {how}; trust it with `curl --cacert {}`", path.display())
-                        }
-                        None => {
-                            tracing::warn!(fingerprint = %self_signed.fingerprint, error = self_signed.write_error.as_deref().unwrap_or(""), "self-signed certificate could not be written")
-                        }
-                    }
+        // (TLS being off is one of the config warnings, logged already.)
+        if let Some(self_signed) = self.tls.as_ref().and_then(|t| t.self_signed.as_ref()) {
+            match &self_signed.cert_path {
+                Some(path) => {
+                    let how = if self_signed.reused {
+                        "reused"
+                    } else {
+                        "written"
+                    };
+                    tracing::info!(cert = %path.display(), fingerprint = %self_signed.fingerprint, "self-signed certificate for localhost {how}; trust it with `curl --cacert {}`", path.display())
+                }
+                None => {
+                    tracing::warn!(fingerprint = %self_signed.fingerprint, error = self_signed.write_error.as_deref().unwrap_or(""), "self-signed certificate could not be written")
                 }
             }
         }
@@ -226,15 +220,7 @@ fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
         users.push(generate_user(name)?);
     }
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
-    if store.has_mixed_params() {
-        tracing::warn!(
-            "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters"
-        );
-    }
-    let weak = store.weak_users();
-    if !weak.is_empty() {
-        tracing::warn!(users = ?weak, "argon2 parameters below OWASP's minimum (m=19456, t=2); rehash with `gatehouse hash-password`");
-    }
+    crate::warnings::log(&crate::warnings::config_warnings(config, &store));
     let verifier = Verifier::builder(Arc::new(store))
         .max_concurrent(config.auth.max_concurrent_verifications)
         .queue(config.auth.verify_queue, config.auth.verify_timeout)
@@ -327,13 +313,16 @@ fn generate_user(
 }
 
 /// Checks what `serve` would check before binding, beyond the config
-/// itself: that the TLS certificate and key load and fit together. (A
-/// self-signed certificate is made only by `serve`; checking writes nothing.)
-pub fn check(config: &Config) -> Result<(), StartError> {
+/// itself: that the TLS certificate and key load and fit together (a
+/// self-signed certificate is made only by `serve`; checking writes
+/// nothing). Returns the warnings `serve` would log.
+pub fn check(config: &Config) -> Result<Vec<crate::warnings::ConfigWarning>, StartError> {
     if matches!(config.tls, TlsSettings::Files { .. }) {
         tls::setup(&config.tls, &config.path)?;
     }
-    Ok(())
+    let store = CredentialStore::new(config.auth.users.clone())
+        .map_err(|e| StartError::Generate(e.to_string()))?;
+    Ok(crate::warnings::config_warnings(config, &store))
 }
 
 /// Runs the server for `config` until `shutdown` resolves. `log` lets a

@@ -26,6 +26,7 @@ pub mod static_files;
 mod sync;
 pub mod tls;
 mod tunnel;
+pub mod warnings;
 
 pub use auth::{AuthenticatedUser, BasicAuthLayer};
 pub use config::Config;

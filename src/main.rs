@@ -51,8 +51,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Some(Command::CheckConfig) => {
             let (config, _) = load_config_and_log(&cli)?;
-            app::check(&config)?;
+            let warnings = app::check(&config)?;
             let file = cli.config.display();
+            for warning in &warnings {
+                eprintln!("{file}: warning: {}: {}", warning.key, warning.message);
+            }
             match (&config.auth.generated_user, config.auth.users.len()) {
                 (Some(name), 0) => {
                     println!("{file}: OK (no users: `{name}` gets a random password at start-up)")
@@ -87,8 +90,23 @@ fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 fn hash_password(args: &HashArgs) -> anyhow::Result<()> {
-    let params = argon2::Params::new(args.m_cost, args.t_cost, args.p_cost, None)
-        .map_err(|e| anyhow::anyhow!("invalid argon2 parameters: {e}"))?;
+    let params = argon2::Params::new(args.m_cost, args.t_cost, args.p_cost, None).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid argon2 parameters: {e}; --m-cost is KiB, from 8 × --p-cost to {} (OWASP: {}), --t-cost from 1 (OWASP: {}), --p-cost from 1 to {} (OWASP: {})",
+            argon2::Params::MAX_M_COST,
+            argon2::Params::DEFAULT_M_COST,
+            argon2::Params::DEFAULT_T_COST,
+            argon2::Params::MAX_P_COST,
+            argon2::Params::DEFAULT_P_COST,
+        )
+    })?;
+    if credentials::params_are_weak(&params) {
+        tracing::warn!(
+            m_cost = args.m_cost,
+            t_cost = args.t_cost,
+            "argon2 parameters below OWASP's minimum (m=19456 KiB, t=2): the hash will work, and gatehouse will warn about it at every start"
+        );
+    }
     let password = read_password()?;
     println!("{}", credentials::hash_password(&password, params)?);
     Ok(())

@@ -111,7 +111,7 @@ impl Reloader {
             load(&path, certificate_wanted, keep_generated, listen_override)
         })
         .await
-                .map_err(|e| ReloadError::Task(e.to_string()))?;
+        .map_err(|e| ReloadError::Task(e.to_string()))?;
         let loaded = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
@@ -120,14 +120,8 @@ impl Reloader {
             }
         };
         let users = loaded.store.as_ref().map(CredentialStore::len);
-        if loaded
-            .store
-            .as_ref()
-            .is_some_and(CredentialStore::has_mixed_params)
-        {
-            tracing::warn!(
-                "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters"
-            );
+        if let Some(store) = &loaded.store {
+            crate::warnings::log(&crate::warnings::config_warnings(&loaded.config, store));
         }
         if let Some(store) = loaded.store {
             self.layer.verifier().replace_store(Arc::new(store));

@@ -163,8 +163,9 @@ fn generate_self_signed(
         .map_err(|(path, e)| format!("cannot write {}: {e}", path.display()));
     let key_der = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
         .map_err(|e| invalid(format!("generated key unusable: {e}")))?;
-    let certified = CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
-        .map_err(|e| invalid(e.to_string()))?;
+    let certified =
+        CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
+            .map_err(|e| invalid(e.to_string()))?;
     Ok((certified, written))
 }
 

@@ -132,7 +132,7 @@ fn errors_name_the_file_the_key_and_the_problem() {
         ),
         (
             "[tls]\nself_signed = true\n[users]\nalice = \"plaintext\"\n".into(),
-            "[users] \"alice\": not a valid argon2 PHC string",
+            "[users] \"alice\": looks like a plaintext password, not a hash",
         ),
         (
             "[tls]\nself_signed = true\n[users]\nalice = 42\n".into(),
@@ -202,7 +202,7 @@ fn users_file_errors_name_the_line_and_user() {
         ),
         (
             "bob:$2y$05$abcdefghijklmnopqrstuv\n".to_owned(),
-            "line 1, user \"bob\": not a valid argon2 PHC string",
+            "line 1, user \"bob\": a bcrypt hash: gatehouse verifies argon2 only",
         ),
         (
             format!(":{}\n", hash()),

@@ -34,12 +34,50 @@ pub enum HashError {
     /// An argon2 PHC string whose parameters, salt or output are unusable.
     #[error("argon2 PHC string has invalid parameters ({0})")]
     InvalidParams(String),
+    /// A hash in a scheme htpasswd or crypt(3) uses (bcrypt, apr1, …).
+    #[error(
+        "a {0} hash: gatehouse verifies argon2 only; have the user's password rehashed with `gatehouse hash-password`"
+    )]
+    OtherScheme(&'static str),
+    /// Not a hash at all: most likely the password itself. (The message
+    /// never repeats it.)
+    #[error(
+        "looks like a plaintext password, not a hash: put the output of `gatehouse hash-password` here (and change that password if this file was shared)"
+    )]
+    Plaintext,
+}
+
+/// Names the scheme of a hash that is not a PHC argon2 string, from its
+/// prefix; `None` for an unknown `$…$` prefix.
+fn other_scheme(text: &str) -> Option<HashError> {
+    const SCHEMES: [(&str, &str); 10] = [
+        ("$2a$", "bcrypt"),
+        ("$2b$", "bcrypt"),
+        ("$2x$", "bcrypt"),
+        ("$2y$", "bcrypt"),
+        ("$apr1$", "Apache MD5 (apr1)"),
+        ("$1$", "MD5-crypt"),
+        ("$5$", "SHA-256-crypt"),
+        ("$6$", "SHA-512-crypt"),
+        ("$y$", "yescrypt"),
+        ("{SHA}", "SHA-1 ({SHA})"),
+    ];
+    if let Some((_, name)) = SCHEMES.iter().find(|(prefix, _)| text.starts_with(prefix)) {
+        return Some(HashError::OtherScheme(name));
+    }
+    if !text.starts_with('$') {
+        return Some(HashError::Plaintext);
+    }
+    None
 }
 
 /// Parses and checks an argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`),
 /// so that verification later cannot fail for a reason other than a wrong
 /// password.
 pub fn parse_phc(text: &str) -> Result<PasswordHash, HashError> {
+    if let Some(error) = other_scheme(text) {
+        return Err(error);
+    }
     let hash = PasswordHash::new(text).map_err(|e| HashError::Malformed(e.to_string()))?;
     let algorithm = hash.algorithm.as_str();
     Algorithm::new(algorithm).map_err(|_| HashError::NotArgon2(algorithm.to_owned()))?;
@@ -73,10 +111,13 @@ pub fn hash_password(password: &Password, params: Params) -> Result<String, Hash
 /// Whether `params` are at least as strong as OWASP's minimum for argon2id
 /// (19 MiB with 2 passes); weaker hashes are accepted but warned about.
 pub fn is_weak(hash: &PasswordHash) -> bool {
-    match Params::try_from(hash) {
-        Ok(p) => p.m_cost() < Params::DEFAULT_M_COST || p.t_cost() < Params::DEFAULT_T_COST,
-        Err(_) => true,
-    }
+    Params::try_from(hash).map_or(true, |p| params_are_weak(&p))
+}
+
+/// Whether `params` are below OWASP's minimum for argon2id (19 MiB with 2
+/// passes).
+pub fn params_are_weak(params: &Params) -> bool {
+    params.m_cost() < Params::DEFAULT_M_COST || params.t_cost() < Params::DEFAULT_T_COST
 }
 
 /// A parsed hash and its PHC text; deliberately not `Debug`, so a hash never
@@ -356,9 +397,24 @@ mod tests {
 
     #[test]
     fn parse_phc_errors() {
-        assert!(matches!(parse_phc("secret"), Err(HashError::Malformed(_))));
+        assert_eq!(parse_phc("secret").err(), Some(HashError::Plaintext));
+        assert!(
+            !HashError::Plaintext.to_string().contains("secret"),
+            "the message never repeats the password"
+        );
+        assert_eq!(
+            parse_phc("$2y$10$abcdefghijklmnopqrstuuJ1s0N2H6Hj0cVGm1Ns3e9C1x3rWAjW").err(),
+            Some(HashError::OtherScheme("bcrypt"))
+        );
+        for (hash, scheme) in [
+            ("$apr1$salt$hash", "Apache MD5 (apr1)"),
+            ("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=", "SHA-1 ({SHA})"),
+            ("$6$salt$hash", "SHA-512-crypt"),
+        ] {
+            assert_eq!(parse_phc(hash).err(), Some(HashError::OtherScheme(scheme)));
+        }
         assert!(matches!(
-            parse_phc("$2y$10$abcdefghijklmnopqrstuuJ1s0N2H6Hj0cVGm1Ns3e9C1x3rWAjW"),
+            parse_phc("$nonsense"),
             Err(HashError::Malformed(_) | HashError::NotArgon2(_))
         ));
         assert!(matches!(

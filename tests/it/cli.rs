@@ -397,7 +397,11 @@ async fn a_second_instance_fails_to_bind_before_touching_the_certificate() {
     }
     let restarted = Gatehouse::start(&config);
     assert_eq!(std::fs::read_to_string(&cert_path).unwrap(), cert);
-    assert!(restarted.logs().contains("certificate for localhost reused"));
+    assert!(
+        restarted
+            .logs()
+            .contains("certificate for localhost reused")
+    );
     let status = client(&cert)
         .get(format!("https://localhost:{port}/healthz"))
         .send()
@@ -453,4 +457,98 @@ async fn listen_flag_and_env_override_the_config() {
     let bad = run(&["serve", "--listen", "localhost"], "");
     assert!(!bad.status.success());
     assert!(stderr(&bad).contains("--listen"), "{}", stderr(&bad));
+}
+
+/// check-config prints the warnings serve logs at start-up (weak and mixed
+/// argon2 parameters, a leftover generated_user) and names the scheme of a
+/// hash that is not argon2.
+#[test]
+fn check_config_repeats_serve_warnings_and_names_hash_schemes() {
+    let dir = TestDir::new();
+    let base =
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n";
+    let config = dir.write(
+        "warned.toml",
+        &format!(
+            "{base}[auth]\ngenerated_user = \"admin\"\n[users]\nalice = \"{}\"\nbob = \"{}\"\n",
+            cheap_hash("a"),
+            crate::common::slow_hash("b", 2048, 1)
+        ),
+    );
+    let checked = run(&["check-config", "--config", config.to_str().unwrap()], "");
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let warnings = stderr(&checked);
+    for needle in [
+        "warning: [users]: users' hashes use different argon2 parameters",
+        "warning: [users]: argon2 parameters below OWASP's minimum (m=19456, t=2) for alice, bob",
+        "warning: [auth] generated_user: unused while real users are configured",
+    ] {
+        assert!(
+            warnings.contains(needle),
+            "{needle} missing from: {warnings}"
+        );
+    }
+    let server = Gatehouse::start(&config);
+    for needle in [
+        "users' hashes use different argon2 parameters",
+        "below OWASP's minimum (m=19456, t=2) for alice, bob",
+        "unused while real users are configured",
+    ] {
+        assert!(server.logs().contains(needle), "serve: {needle}");
+    }
+    drop(server);
+    for (hash, says) in [
+        (
+            "$2y$05$abcdefghijklmnopqrstuuJ1s0N2H6Hj0cVGm1Ns3e9C1x3rWAjW",
+            "a bcrypt hash",
+        ),
+        ("$apr1$abc$defghijk", "a Apache MD5 (apr1) hash"),
+        ("hunter2", "looks like a plaintext password"),
+    ] {
+        let config = dir.write("bad.toml", &format!("{base}[users]\ncarol = \"{hash}\"\n"));
+        let output = run(&["check-config", "--config", config.to_str().unwrap()], "");
+        assert!(!output.status.success());
+        let message = stderr(&output);
+        assert!(
+            message.contains("[users] \"carol\"") && message.contains(says),
+            "{message}"
+        );
+        assert!(
+            !message.contains("hunter2"),
+            "the password is never repeated"
+        );
+    }
+}
+
+/// hash-password warns below OWASP's minimum, and a bad cost states the
+/// valid ranges.
+#[test]
+fn hash_password_warns_on_weak_and_explains_bad_costs() {
+    let weak = run(
+        &["hash-password", "--m-cost", "1024", "--t-cost", "1"],
+        "pw\n",
+    );
+    assert!(weak.status.success());
+    assert!(
+        stdout(&weak).starts_with("$argon2id$"),
+        "the hash alone on stdout"
+    );
+    assert!(
+        stderr(&weak).contains("below OWASP's minimum"),
+        "{}",
+        stderr(&weak)
+    );
+    let strong = run(&["hash-password"], "pw\n");
+    assert!(!stderr(&strong).contains("OWASP"), "{}", stderr(&strong));
+    for args in [["--m-cost", "1"], ["--p-cost", "0"]] {
+        let bad = run(&["hash-password", args[0], args[1]], "pw\n");
+        assert!(!bad.status.success());
+        assert!(
+            stderr(&bad)
+                .contains("--m-cost is KiB, from 8 × --p-cost to 4294967295 (OWASP: 19456)")
+                && stderr(&bad).contains("--p-cost from 1 to 16777215"),
+            "{}",
+            stderr(&bad)
+        );
+    }
 }

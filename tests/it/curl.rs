@@ -136,5 +136,9 @@ fn plain_http_on_the_tls_port_gets_400_saying_so() {
     assert_eq!(status, 400);
     let (status, _) = curl(&dir, &[&server.url("/healthz")]);
     assert_eq!(status, 200);
-    server.wait_for_log("plain HTTP on the TLS port", 2, std::time::Duration::from_secs(5));
+    server.wait_for_log(
+        "plain HTTP on the TLS port",
+        2,
+        std::time::Duration::from_secs(5),
+    );
 }

@@ -163,7 +163,11 @@ fn the_readme_example_runs_as_documented() {
         &mut line,
     )
     .unwrap();
-    let url = line.trim().strip_prefix("listening on ").unwrap().to_owned();
+    let url = line
+        .trim()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .to_owned();
     let curl = |args: &[&str], path: &str| {
         let out = std::process::Command::new("curl")
             .args(["-s", "-w", " %{http_code}"])
@@ -206,12 +210,19 @@ fn users_file_loads_and_names_the_bad_line() {
     let dir = crate::common::TestDir::new();
     let good = dir.write(
         "users",
-        &format!("# team\nalice:{}\n\nbob:{}\n", cheap_hash("a"), cheap_hash("b")),
+        &format!(
+            "# team\nalice:{}\n\nbob:{}\n",
+            cheap_hash("a"),
+            cheap_hash("b")
+        ),
     );
     let store = CredentialStore::from_users_file(&good).unwrap();
     assert_eq!(store.len(), 2);
     assert!(store.contains("bob"));
     let bad = dir.write("bad", &format!("alice:{}\nbob:nothash\n", cheap_hash("a")));
-    let error = CredentialStore::from_users_file(&bad).err().unwrap().to_string();
+    let error = CredentialStore::from_users_file(&bad)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(error.contains("bad") && error.contains("line 2"), "{error}");
 }

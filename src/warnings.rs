@@ -1,0 +1,60 @@
+//! What is valid but unwise in a config. One list, so that `check-config`
+//! prints exactly what `serve` logs at start-up.
+
+use crate::config::{Config, TlsSettings};
+use crate::credentials::CredentialStore;
+
+/// One warning: where in the config, and what to do about it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The section or key it is about, as `[section] key`.
+    pub key: &'static str,
+    /// What is wrong and what to do.
+    pub message: String,
+}
+
+/// The warnings for `config`, whose users are in `store`.
+pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWarning> {
+    let mut warnings = Vec::new();
+    let mut warn = |key, message: String| warnings.push(ConfigWarning { key, message });
+    if matches!(config.tls, TlsSettings::Disabled) {
+        warn(
+            "[tls] enabled",
+            "TLS is disabled: passwords cross the network in clear text unless a TLS-terminating proxy is in front".into(),
+        );
+    }
+    if store.has_mixed_params() {
+        warn(
+            "[users]",
+            "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters".into(),
+        );
+    }
+    let weak = store.weak_users();
+    if !weak.is_empty() {
+        warn(
+            "[users]",
+            format!(
+                "argon2 parameters below OWASP's minimum (m=19456, t=2) for {}; rehash with `gatehouse hash-password`",
+                weak.join(", ")
+            ),
+        );
+    }
+    if let Some(name) = &config.auth.generated_user
+        && !config.auth.users.is_empty()
+    {
+        warn(
+            "[auth] generated_user",
+            format!(
+                "unused while real users are configured (`{name}` is not created); remove it, or a config that loses its users would mint a password again"
+            ),
+        );
+    }
+    warnings
+}
+
+/// Logs each warning at `warn` (start-up and reload).
+pub fn log(warnings: &[ConfigWarning]) {
+    for warning in warnings {
+        tracing::warn!(key = warning.key, "{}", warning.message);
+    }
+}
