@@ -135,7 +135,7 @@ impl Proxy {
         if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
             headers.insert(self.settings.user_header.clone(), user);
         }
-        self.set_forwarded(headers, peer, trusted, original_host);
+        self.set_forwarded(headers, peer, trusted, original_host.clone());
         match client.and_then(|c| HeaderValue::from_str(&c.to_string()).ok()) {
             Some(client) => headers.insert(X_REAL_IP, client),
             None => headers.remove(X_REAL_IP),
@@ -144,7 +144,12 @@ impl Proxy {
             headers.insert(header::UPGRADE, protocol);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        headers.remove(header::HOST);
+        // Without a Host header the client sets the upstream's own from the
+        // URI. The client's Host was checked by the request guard already.
+        match original_host {
+            Some(host) if self.settings.preserve_host => headers.insert(header::HOST, host),
+            _ => headers.remove(header::HOST),
+        };
         *req.uri_mut() = uri;
         // The upstream connection is HTTP/1.1 whatever the client spoke.
         *req.version_mut() = Version::HTTP_11;

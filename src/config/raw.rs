@@ -55,6 +55,8 @@ pub(super) struct Upstream {
     pub tunnel_idle_timeout: String,
     #[serde(default)]
     pub underscores_in_headers: bool,
+    #[serde(default)]
+    pub preserve_host: bool,
     pub untrusted_headers: Option<Vec<String>>,
     pub identity_headers: Option<Vec<String>>,
 }

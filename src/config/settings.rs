@@ -61,6 +61,11 @@ pub struct UpstreamSettings {
     /// Whether client headers with `_` in their name reach the upstream
     /// (off: CGI, WSGI and PHP read `X_Forwarded_User` as `X-Forwarded-User`).
     pub underscores_in_headers: bool,
+    /// Whether the upstream gets the client's `Host` (on: apps that build
+    /// absolute URLs from it) instead of its own `host:port` from `url`
+    /// (off, the default: virtual hosts on the upstream see their name).
+    /// `X-Forwarded-Host` carries the client's either way.
+    pub preserve_host: bool,
     /// Headers dropped unless the peer is a trusted proxy: client
     /// addresses, schemes and hosts as proxies report them.
     pub untrusted_headers: Vec<HeaderPattern>,

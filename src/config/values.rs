@@ -134,6 +134,7 @@ pub(super) fn upstream_settings(
             &raw.tunnel_idle_timeout,
         )?,
         underscores_in_headers: raw.underscores_in_headers,
+        preserve_host: raw.preserve_host,
         untrusted_headers,
         identity_headers,
     })

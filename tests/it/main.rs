@@ -11,6 +11,7 @@ mod app;
 mod auth;
 mod cache;
 mod cli;
+mod config_file;
 mod connections;
 mod container;
 mod curl;

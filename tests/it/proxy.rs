@@ -47,6 +47,11 @@ async fn forwards_method_path_query_and_body_with_the_right_headers() {
     );
     assert_eq!(headers["x-forwarded-proto"], "https");
     assert_eq!(headers["x-forwarded-host"], server.addr.to_string());
+    let host = headers["host"].as_str().unwrap();
+    assert!(
+        host.starts_with("127.0.0.1:") && host != server.addr.to_string(),
+        "Host is the upstream's own by default: {host}"
+    );
     assert_eq!(headers["x-custom"], "kept");
     assert!(
         headers.get("authorization").is_none(),
@@ -347,4 +352,27 @@ async fn an_https_upstream_is_verified_against_the_configured_ca() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::BAD_GATEWAY);
+}
+
+/// `[upstream] preserve_host = true`: the upstream sees the client's Host,
+/// over HTTP/1.1 and HTTP/2 (where it comes from `:authority`).
+#[tokio::test]
+async fn preserve_host_passes_the_clients_host() {
+    let (dir, server) = gate_in_front_of_upstream("preserve_host = true\n").await;
+    for http in [
+        client(&dir.cert_pem),
+        crate::common::http1_client(&dir.cert_pem),
+    ] {
+        let seen: Value = http
+            .get(server.url("/h"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(seen["headers"]["host"], server.addr.to_string());
+        assert_eq!(seen["headers"]["x-forwarded-host"], server.addr.to_string());
+    }
 }
