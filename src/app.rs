@@ -16,6 +16,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
@@ -27,7 +28,7 @@ use base64::Engine as _;
 
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
-use crate::logging::LogLevel;
+use crate::logging::{LogFormat, LogLevel};
 use crate::metrics::{self, ConnectionCounters};
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
@@ -81,7 +82,7 @@ impl Application {
             .local_addr()
             .map_err(|io| bind_error(config.server.listen, io))?;
         let tls = tls::setup(&config.tls, &config.path)?;
-        let layer = auth_layer(&config)?;
+        let layer = auth_layer(&config, log.format())?;
         let certificate = match (&config.tls, &tls) {
             (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
             _ => None,
@@ -212,12 +213,12 @@ impl Application {
 
 /// The users (with the generated one when none are listed), their store,
 /// the warnings about them, and the auth layer over them.
-fn auth_layer(config: &Config) -> Result<BasicAuthLayer, StartError> {
+fn auth_layer(config: &Config, format: LogFormat) -> Result<BasicAuthLayer, StartError> {
     let mut users = config.auth.users.clone();
     if users.is_empty()
         && let Some(name) = &config.auth.generated_user
     {
-        users.push(generate_user(name)?);
+        users.push(generate_user(name, config, format)?);
     }
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
     crate::warnings::log(&crate::warnings::config_warnings(config, &store));
@@ -294,10 +295,14 @@ async fn prune_periodically(layer: BasicAuthLayer) {
     }
 }
 
-/// Makes `name` with a random password and prints the password once, on
-/// stderr, outside the log stream.
+/// Makes `name` with a random password and shows the password once: with
+/// text logs, as a banner on stderr outside the log stream; with JSON logs
+/// (collected, shipped and kept by machines), never in the stream: it goes
+/// to a file only its owner can read, and a JSON line says where.
 fn generate_user(
     name: &str,
+    config: &Config,
+    format: LogFormat,
 ) -> Result<(String, argon2::password_hash::phc::PasswordHash), StartError> {
     let mut bytes = [0u8; 18];
     getrandom::fill(&mut bytes).map_err(|e| StartError::Generate(e.to_string()))?;
@@ -305,11 +310,60 @@ fn generate_user(
     let text = credentials::hash_password(&password, credentials::default_params())
         .map_err(|e| StartError::Generate(e.to_string()))?;
     let hash = credentials::parse_phc(&text).map_err(|e| StartError::Generate(e.to_string()))?;
-    eprintln!(
-        "\n  No users are configured, so gatehouse made one for this run only:\n\n    username: {name}\n    password: {}\n\n  It is not saved anywhere. Add real users with `gatehouse hash-password`.\n",
-        password.as_str()
-    );
+    match format {
+        LogFormat::Text => eprintln!(
+            "\n  No users are configured, so gatehouse made one for this run only:\n\n    username: {name}\n    password: {}\n\n  It is not saved anywhere. Add real users with `gatehouse hash-password`.\n",
+            password.as_str()
+        ),
+        LogFormat::Json => {
+            let (file, written) = write_generated_password(config, &password);
+            match written {
+                Ok(()) => tracing::warn!(
+                    user = name,
+                    password_file = %file.display(),
+                    "no users are configured: made a user with a random password for this run only; the password is in password_file (mode 0600); add real users with `gatehouse hash-password`"
+                ),
+                Err(error) => tracing::error!(
+                    user = name,
+                    password_file = %file.display(),
+                    %error,
+                    "no users are configured: made a user with a random password for this run only, but could not write the password file, so nobody can log in; add real users with `gatehouse hash-password`"
+                ),
+            }
+        }
+    }
     Ok((name.to_owned(), hash))
+}
+
+/// Writes the generated password to `generated-password` beside the config
+/// (or, when that directory is read-only, as a ConfigMap is, in the temp
+/// directory), mode 0600, replacing an older one.
+fn write_generated_password(
+    config: &Config,
+    password: &Password,
+) -> (PathBuf, std::io::Result<()>) {
+    let beside = config
+        .path
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("generated-password");
+    let line = format!("{}\n", password.as_str());
+    let write = |path: &std::path::Path| -> std::io::Result<()> {
+        let _ = std::fs::remove_file(path);
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        std::io::Write::write_all(&mut options.open(path)?, line.as_bytes())
+    };
+    match write(&beside) {
+        Ok(()) => (beside, Ok(())),
+        Err(_) => {
+            let temp = std::env::temp_dir().join("gatehouse-generated-password");
+            let result = write(&temp);
+            (temp, result)
+        }
+    }
 }
 
 /// Checks what `serve` would check before binding, beyond the config

@@ -67,12 +67,31 @@ impl Default for LogFilter {
 #[derive(Clone)]
 pub struct LogLevel {
     handle: Option<reload::Handle<EnvFilter, Registry>>,
+    format: LogFormat,
 }
 
 impl LogLevel {
-    /// A level that cannot be changed (logging set up elsewhere).
+    /// A level that cannot be changed (logging set up elsewhere, as text).
     pub fn fixed() -> Self {
-        Self { handle: None }
+        Self {
+            handle: None,
+            format: LogFormat::Text,
+        }
+    }
+
+    /// A level that cannot be changed, for logs in `format` set up
+    /// elsewhere.
+    pub fn fixed_with_format(format: LogFormat) -> Self {
+        Self {
+            handle: None,
+            format,
+        }
+    }
+
+    /// The format log lines are written in: what is shown outside the log
+    /// stream (the generated user's banner) depends on it.
+    pub fn format(&self) -> LogFormat {
+        self.format
     }
 
     /// Applies a filter such as `debug` or `gatehouse=debug,warn`.
@@ -98,7 +117,14 @@ pub fn init(format: LogFormat, level: &LogFilter) -> LogLevel {
     let registry = tracing_subscriber::registry().with(filter);
     let installed = match format {
         LogFormat::Json => registry
-            .with(fmt::layer().json().with_writer(std::io::stderr))
+            // Flattened: `{"level":…,"message":…,"status":200}`, the fields
+            // at the top level where log tools look for them.
+            .with(
+                fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_writer(std::io::stderr),
+            )
             .try_init(),
         LogFormat::Text => registry
             .with(fmt::layer().with_writer(std::io::stderr).with_ansi(
@@ -108,5 +134,6 @@ pub fn init(format: LogFormat, level: &LogFilter) -> LogLevel {
     };
     LogLevel {
         handle: (installed.is_ok() && !env_rules).then_some(handle),
+        format,
     }
 }

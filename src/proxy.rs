@@ -323,6 +323,24 @@ fn error_response(status: StatusCode) -> Response {
     (status, body).into_response()
 }
 
+/// An error and its sources, outermost first ("client error (Connect): tcp
+/// connect error: Connection refused (os error 111)"), so a log line says
+/// what actually went wrong, not only hyper's outermost wrapper. A source
+/// whose text its wrapper already includes is skipped.
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// The axum handler that forwards a request.
 pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Response {
     let upgrade = upgrade_protocol(&req);
@@ -342,8 +360,7 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
     {
         Ok(Ok(response)) => response,
         Ok(Err(error)) => {
-            let cause = std::error::Error::source(&error)
-                .map_or_else(|| error.to_string(), |s| s.to_string());
+            let cause = error_chain(&error);
             tracing::warn!(upstream = %proxy.settings.url, path, error = %cause, "upstream request failed");
             proxy.errors.inc();
             return error_response(StatusCode::BAD_GATEWAY);

@@ -552,3 +552,50 @@ fn hash_password_warns_on_weak_and_explains_bad_costs() {
         );
     }
 }
+
+/// With JSON logs the generated password never enters the log stream: it
+/// is written to a 0600 file that one JSON line points to, and it works.
+#[tokio::test]
+async fn json_logs_point_to_the_generated_password_file() {
+    let dir = TestDir::new();
+    let path = dir.write(
+        "first-run.toml",
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\nself_signed = true\n[auth]\ngenerated_user = \"admin\"\n",
+    );
+    let mut command = Command::new(binary());
+    command
+        .args(["serve", "--log-format", "json", "--config"])
+        .arg(&path);
+    let server = Gatehouse::spawn(command);
+    let logs = server.logs();
+    let lines: Vec<serde_json::Value> = logs
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect();
+    let banner = lines
+        .iter()
+        .find(|l| l["user"] == "admin")
+        .unwrap_or_else(|| panic!("no generated-user line in: {logs}"));
+    let file = std::path::PathBuf::from(banner["password_file"].as_str().unwrap());
+    assert_eq!(file, dir.path("generated-password"));
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+    let password = std::fs::read_to_string(&file).unwrap().trim().to_owned();
+    assert!(password.len() >= 20);
+    assert!(
+        !server.logs().contains(&password),
+        "the password is not in the logs"
+    );
+    let cert = std::fs::read_to_string(dir.path("self-signed-cert.pem")).unwrap();
+    let ok = client(&cert)
+        .get(server.url("/api/whoami"))
+        .basic_auth("admin", Some(&password))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status(), StatusCode::OK);
+}

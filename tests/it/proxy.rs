@@ -198,7 +198,8 @@ async fn refused_upstream_is_a_quick_502_and_a_silent_one_a_504() {
     );
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
-        server.logs().contains("upstream request failed"),
+        server.logs().contains("upstream request failed")
+            && server.logs().contains("Connection refused"),
         "the cause is logged: {}",
         server.logs()
     );
