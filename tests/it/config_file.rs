@@ -11,10 +11,10 @@ use gatehouse::config::Config;
 /// The names serde lists in "unknown field `x`, expected one of `a`, `b`"
 /// (or "expected `a` or `b`") for `toml`.
 fn accepted(toml: &str) -> BTreeSet<String> {
-    let error = Config::from_toml(Path::new("probe.toml"), toml)
-        .err()
-        .expect("an unknown key is an error")
-        .to_string();
+    let Err(error) = Config::from_toml(Path::new("probe.toml"), toml) else {
+        panic!("an unknown key is an error");
+    };
+    let error = error.to_string();
     let expected = error
         .split_once("expected ")
         .unwrap_or_else(|| panic!("no list of keys in: {error}"))
