@@ -29,7 +29,7 @@ use base64::Engine as _;
 use crate::credentials::{self, CredentialStore, Verifier};
 use crate::limit::ClientIpResolver;
 use crate::logging::{LogFormat, LogLevel};
-use crate::metrics::{self, ConnectionCounters};
+use crate::metrics::{self, ConnectionCounters, RequestMetrics};
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
 use crate::secret::Password;
@@ -91,11 +91,17 @@ impl Application {
         // The one registry: each part registers its own metrics, once.
         let connections = Arc::new(ConnectionCounters::default());
         let suppressed_lines = Counter::default();
+        let requests = Arc::new(RequestMetrics::default());
         let mut registry = metrics::registry();
-        layer.counters().register(&mut registry);
-        reloader.counters().register(&mut registry);
-        connections.register(&mut registry);
-        metrics::register_suppressed_lines(&mut registry, &suppressed_lines);
+        {
+            let ours = registry.sub_registry_with_prefix("gatehouse");
+            metrics::exposition::register_build_info(ours);
+            requests.register(ours);
+            metrics::exposition::register_auth(ours, Arc::clone(layer.counters()));
+            reloader.counters().register(ours);
+            connections.register(ours);
+            metrics::register_suppressed_lines(ours, &suppressed_lines);
+        }
         let registry = Arc::new(registry);
         let options = AppOptions {
             max_body_bytes: config.limits.max_body_bytes,
@@ -105,7 +111,7 @@ impl Application {
                 .path
                 .clone()
                 .map(|p| (p, Arc::clone(&registry))),
-            upstream_errors: layer.counters().upstream_errors(),
+            requests,
             tls: tls.is_some(),
             config_path: config.path.clone(),
         };

@@ -22,7 +22,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use crate::auth::AuthenticatedUser;
 use crate::config::{ConfigError, UpstreamSettings};
 use crate::limit::{ClientAddress, ClientIpResolver};
-use prometheus_client::metrics::counter::Counter;
+use crate::metrics::RequestMetrics;
+use crate::metrics::exposition::{UpstreamFailure, status_class};
 
 /// The resolved client address, as nginx's `real_ip` module sets it.
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
@@ -48,20 +49,20 @@ pub struct Proxy {
     clients: ClientIpResolver,
     /// What `X-Forwarded-Proto` says when no trusted proxy already said it.
     scheme: &'static str,
-    /// Requests answered 502 or 504.
-    errors: Counter,
+    /// Times the upstream's answers.
+    metrics: Arc<RequestMetrics>,
 }
 
 impl Proxy {
     /// A proxy to `settings.url`. `tls` tells what scheme clients use to
     /// reach gatehouse; `clients` decides whose forwarding headers are kept;
-    /// `errors` counts the requests answered 502 or 504.
+    /// `metrics` times the upstream's answers.
     pub fn new(
         settings: UpstreamSettings,
         clients: ClientIpResolver,
         tls: bool,
         config: &std::path::Path,
-        errors: Counter,
+        metrics: Arc<RequestMetrics>,
     ) -> Result<Self, ConfigError> {
         let roots = upstream_roots(&settings, config)?;
         let tls_config = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
@@ -86,7 +87,7 @@ impl Proxy {
             settings,
             clients,
             scheme: if tls { "https" } else { "http" },
-            errors,
+            metrics,
         })
     }
 
@@ -315,12 +316,16 @@ fn upgrade_protocol(req: &Request) -> Option<HeaderValue> {
     }
 }
 
+/// The proxy's own 502 or 504, marked as an upstream failure for the
+/// request metrics.
 fn error_response(status: StatusCode) -> Response {
     let body = match status {
         StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
         _ => "502 Bad Gateway\n",
     };
-    (status, body).into_response()
+    let mut response = (status, body).into_response();
+    response.extensions_mut().insert(UpstreamFailure);
+    response
 }
 
 /// An error and its sources, outermost first ("client error (Connect): tcp
@@ -355,19 +360,25 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
         return error_response(StatusCode::BAD_GATEWAY);
     }
     let path = req.uri().path().to_owned();
+    let sent = std::time::Instant::now();
     let mut response = match tokio::time::timeout(proxy.settings.timeout, proxy.client.request(req))
         .await
     {
-        Ok(Ok(response)) => response,
+        Ok(Ok(response)) => {
+            proxy
+                .metrics
+                .record_upstream(status_class(response.status()), sent.elapsed());
+            response
+        }
         Ok(Err(error)) => {
+            proxy.metrics.record_upstream("error", sent.elapsed());
             let cause = error_chain(&error);
             tracing::warn!(upstream = %proxy.settings.url, path, error = %cause, "upstream request failed");
-            proxy.errors.inc();
             return error_response(StatusCode::BAD_GATEWAY);
         }
         Err(_) => {
+            proxy.metrics.record_upstream("timeout", sent.elapsed());
             tracing::warn!(upstream = %proxy.settings.url, path, timeout = ?proxy.settings.timeout, "upstream did not answer in time");
-            proxy.errors.inc();
             return error_response(StatusCode::GATEWAY_TIMEOUT);
         }
     };
@@ -375,7 +386,6 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
         // Nothing asked to switch: a 101 now would turn the client's
         // connection into an unchecked tunnel.
         tracing::warn!(upstream = %proxy.settings.url, path, "upstream switched protocols unasked");
-        proxy.errors.inc();
         return error_response(StatusCode::BAD_GATEWAY);
     }
     if response.status() == StatusCode::SWITCHING_PROTOCOLS

@@ -9,6 +9,7 @@ use axum::response::Response;
 use http::header::{ALLOW, HOST, TRANSFER_ENCODING};
 
 use crate::auth::response::plain;
+use crate::metrics::Outcome;
 use http::uri::Authority;
 use http::{HeaderValue, Method, StatusCode};
 
@@ -27,7 +28,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
         .iter()
         .any(|m| m.eq_ignore_ascii_case(method))
     {
-        let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
+        let mut response = refuse(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(ALLOWED));
@@ -36,7 +37,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return plain(
+        return refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: two Host headers\n",
         );
@@ -48,7 +49,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
     if host.is_some_and(|h| !is_plain_authority(h.as_bytes()))
         || authority.is_some_and(|a| !is_plain_authority(a.as_bytes()))
     {
-        return plain(StatusCode::BAD_REQUEST, "400 Bad Request: malformed Host\n");
+        return refuse(StatusCode::BAD_REQUEST, "400 Bad Request: malformed Host\n");
     }
     // Only `chunked` is a transfer coding gatehouse speaks (RFC 9112 §6.1:
     // an unknown one gets 501); anything else would reach the upstream
@@ -60,7 +61,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     {
-        return plain(
+        return refuse(
             StatusCode::NOT_IMPLEMENTED,
             "501 Not Implemented: only the chunked transfer coding is accepted\n",
         );
@@ -70,7 +71,7 @@ pub async fn guard(req: Request, next: Next) -> Response {
             .as_bytes()
             .eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
-        return plain(
+        return refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: Host does not match the request target\n",
         );
@@ -83,9 +84,16 @@ pub async fn guard(req: Request, next: Next) -> Response {
                 .insert(ALLOW, HeaderValue::from_static(ALLOWED));
             return response;
         }
-        return plain(StatusCode::BAD_REQUEST, "400 Bad Request: malformed path\n");
+        return refuse(StatusCode::BAD_REQUEST, "400 Bad Request: malformed path\n");
     }
     next.run(req).await
+}
+
+/// A refusal, marked as one for the request metrics.
+fn refuse(status: StatusCode, body: &'static str) -> Response {
+    let mut response = plain(status, body);
+    response.extensions_mut().insert(Outcome::BadRequest);
+    response
 }
 
 /// `host` or `host:port`, nothing else: a DNS name or IPv4 address

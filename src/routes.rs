@@ -16,7 +16,7 @@ use tower_http::limit::RequestBodyLimitLayer;
 use crate::access_log::{RefusalSampler, access_log};
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
 use crate::limit::{ClientAddress, ClientIpResolver};
-use crate::metrics::{AuthCounters, CountersSnapshot, Registry};
+use crate::metrics::{AuthCounters, CountersSnapshot, Registry, RequestMetrics};
 use crate::proxy::{self, Proxy};
 use prometheus_client::metrics::counter::Counter;
 
@@ -29,8 +29,8 @@ pub struct AppOptions {
     pub metrics: Option<(String, Arc<Registry>)>,
     /// Counts access-log lines of refused requests left out.
     pub suppressed_log_lines: Counter,
-    /// Counts upstream failures (502, 504) in sidecar mode.
-    pub upstream_errors: Counter,
+    /// Counts and times requests (and the upstream's answers).
+    pub requests: Arc<RequestMetrics>,
     /// Whether clients reach gatehouse over TLS (for `X-Forwarded-Proto`).
     pub tls: bool,
     /// The config file, for errors about the upstream's CA file.
@@ -69,7 +69,7 @@ pub fn app(
                 auth.client_resolver().clone(),
                 options.tls,
                 &options.config_path,
-                options.upstream_errors,
+                Arc::clone(&options.requests),
             )?;
             own_routes()
                 .fallback(proxy::forward)
@@ -93,6 +93,10 @@ pub fn app(
         .layer(middleware::from_fn_with_state(
             Arc::new(RefusalSampler::new(options.suppressed_log_lines)),
             access_log,
+        ))
+        .layer(middleware::from_fn_with_state(
+            options.requests,
+            crate::request_metrics::record,
         ))
         .layer(middleware::from_fn_with_state(resolver, resolve_client)))
 }

@@ -2,7 +2,7 @@
 //! make: no dotfiles (`.git/`, `.env`, `.htpasswd`) and no symlinks that
 //! lead out of the root, unless the config allows them.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use axum::Router;
@@ -12,16 +12,7 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tower_http::services::ServeDir;
 
-/// `[static]`: where the files are and what may be served.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StaticSettings {
-    /// The directory served.
-    pub root: PathBuf,
-    /// Serve files and directories whose name starts with `.`.
-    pub allow_dotfiles: bool,
-    /// Follow symlinks that lead outside `root`.
-    pub follow_symlinks_outside_root: bool,
-}
+pub use crate::config::StaticSettings;
 
 /// A router serving `settings.root` as its fallback.
 pub fn router<S: Clone + Send + Sync + 'static>(

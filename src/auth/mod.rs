@@ -216,15 +216,20 @@ where
             let mut response = if let Err(error) = canonicalize_uri(&mut req) {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
-                response::bad_request()
+                let mut response = response::bad_request();
+                response.extensions_mut().insert(Outcome::BadRequest);
+                response
             } else {
                 let decision = match shared.screen(&req, keyed) {
                     Screened::Decided(decision) => decision,
                     checking => shared.conclude(checking).await,
                 };
                 match decision {
-                    Decision::Refuse(outcome, response) => {
+                    Decision::Refuse(outcome, mut response) => {
                         shared.counters.record(outcome);
+                        // Tells request metrics outside the layer that this
+                        // is a refusal, not the app's own answer.
+                        response.extensions_mut().insert(outcome);
                         response
                     }
                     Decision::Public => {

@@ -19,7 +19,7 @@ use crate::limit::LockoutPolicy;
 
 pub use settings::{
     AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings, ServerSettings,
-    TlsSettings, UpstreamSettings,
+    StaticSettings, TlsSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -140,6 +140,7 @@ impl Config {
     /// Reads a config for a reload: unlike [`load`](Self::load), a config
     /// with no users at all is accepted, because removing every user must
     /// always work as an emergency revocation.
+    #[cfg(feature = "server")]
     pub(crate) fn load_for_reload(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|io| ConfigError::Read {
             path: path.to_owned(),

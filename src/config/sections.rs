@@ -16,7 +16,6 @@ use crate::auth::cache::CachePolicy;
 use crate::auth::{PublicPaths, Realm};
 use crate::limit::LockoutPolicy;
 use crate::logging::LogFilter;
-use crate::static_files::StaticSettings;
 
 pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
     let listen = raw.listen.parse::<SocketAddr>().map_err(|e| {
@@ -240,7 +239,7 @@ pub(super) fn backend(
                     format!("{} is not a directory", root.display()),
                 ));
             }
-            Ok(Backend::Static(StaticSettings {
+            Ok(Backend::Static(super::StaticSettings {
                 root,
                 allow_dotfiles: files.allow_dotfiles,
                 follow_symlinks_outside_root: files.follow_symlinks_outside_root,

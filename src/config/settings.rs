@@ -37,7 +37,7 @@ pub enum Backend {
     /// `[upstream]`: a reverse proxy to an app.
     Upstream(Box<UpstreamSettings>),
     /// `[static]`: files from a directory.
-    Static(crate::static_files::StaticSettings),
+    Static(StaticSettings),
 }
 
 /// `[upstream]`: the app gatehouse forwards authenticated requests to.
@@ -351,4 +351,15 @@ impl Limits {
             ..self.clone()
         }
     }
+}
+
+/// `[static]`: where the files are and what may be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaticSettings {
+    /// The directory served.
+    pub root: PathBuf,
+    /// Serve files and directories whose name starts with `.`.
+    pub allow_dotfiles: bool,
+    /// Follow symlinks that lead outside `root`.
+    pub follow_symlinks_outside_root: bool,
 }

@@ -226,3 +226,62 @@ fn users_file_loads_and_names_the_bad_line() {
         .to_string();
     assert!(error.contains("bad") && error.contains("line 2"), "{error}");
 }
+
+/// `default-features = false` leaves the server's crates out of a library
+/// user's build.
+#[test]
+fn the_layer_alone_does_not_pull_in_the_server() {
+    let tree = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO"))
+            .args([
+                "tree",
+                "--offline",
+                "--locked",
+                "-e",
+                "normal",
+                "--prefix",
+                "none",
+            ])
+            .args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let crates = |text: &str| -> std::collections::BTreeSet<String> {
+        text.lines()
+            .filter_map(|l| l.split_whitespace().next())
+            .map(str::to_owned)
+            .collect()
+    };
+    let full = crates(&tree(&[]));
+    let layer = crates(&tree(&["--no-default-features"]));
+    for server_only in [
+        "clap",
+        "notify",
+        "rcgen",
+        "rpassword",
+        "prometheus-client",
+        "hyper-rustls",
+    ] {
+        assert!(
+            full.contains(server_only),
+            "{server_only} is in the server build"
+        );
+        assert!(
+            !layer.contains(server_only),
+            "{server_only} is in the layer-only build"
+        );
+    }
+    assert!(
+        layer.len() < full.len() * 3 / 4,
+        "{} of {}",
+        layer.len(),
+        full.len()
+    );
+}

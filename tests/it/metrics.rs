@@ -178,4 +178,117 @@ async fn upstream_errors_are_counted() {
         1.0,
         "{text}"
     );
+    assert_eq!(
+        sample(
+            &text,
+            "gatehouse_upstream_duration_seconds_count{result=\"error\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+}
+
+/// What operators expect to find: durations by outcome and status class,
+/// the upstream's latency, 404 and 405 counted as client errors (not ok),
+/// process_* metrics and the build's version.
+#[tokio::test]
+async fn durations_status_classes_process_and_build_info() {
+    let upstream = crate::common::upstream::start().await;
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&dir.config(&format!(
+        "[upstream]\nurl = \"http://{upstream}\"\n[metrics]\npath = \"/metrics\"\n"
+    )));
+    let http = client(&dir.cert_pem);
+    let get = |path: &'static str| {
+        http.get(server.url(path))
+            .basic_auth("alice", Some("secret"))
+            .send()
+    };
+    assert_eq!(get("/fine").await.unwrap().status(), StatusCode::OK);
+    assert_eq!(
+        get("/missing").await.unwrap().status(),
+        StatusCode::NOT_FOUND
+    );
+    let trace = http
+        .request(reqwest::Method::TRACE, server.url("/x"))
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(trace.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let anonymous = http.get(server.url("/fine")).send().await.unwrap();
+    assert_eq!(anonymous.status(), StatusCode::UNAUTHORIZED);
+    let text = get("/metrics").await.unwrap().text().await.unwrap();
+    let count = |labels: &str| {
+        sample(
+            &text,
+            &format!("gatehouse_request_duration_seconds_count{{{labels}}}"),
+        )
+    };
+    assert_eq!(count("outcome=\"ok\",status_class=\"2xx\""), 1.0, "{text}");
+    assert_eq!(
+        count("outcome=\"client_error\",status_class=\"4xx\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("outcome=\"bad_request\",status_class=\"4xx\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        count("outcome=\"unauthorized\",status_class=\"4xx\""),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "gatehouse_requests_total{outcome=\"ok\"}"),
+        1.0,
+        "a 404 is not ok: {text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gatehouse_upstream_duration_seconds_count{result=\"2xx\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "gatehouse_upstream_duration_seconds_count{result=\"4xx\"}"
+        ),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!(
+                "gatehouse_build_info{{version=\"{}\"}}",
+                env!("CARGO_PKG_VERSION")
+            )
+        ),
+        1.0,
+        "{text}"
+    );
+    let rss = sample(&text, "process_resident_memory_bytes");
+    let peak = crate::common::peak_rss_mib(server.pid()) * 1024.0 * 1024.0;
+    assert!(
+        rss > 1e6 && rss <= peak * 1.01,
+        "rss {rss} vs peak {peak}: {text}"
+    );
+    assert!(sample(&text, "process_open_fds") >= 3.0, "{text}");
+    assert!(sample(&text, "process_max_fds") >= 1024.0, "{text}");
+    assert!(sample(&text, "process_cpu_seconds_total") > 0.0, "{text}");
+    let started = sample(&text, "process_start_time_seconds");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!(
+        (now - started).abs() < 120.0,
+        "started {started}, now {now}"
+    );
 }

@@ -23,6 +23,10 @@ pub async fn start() -> SocketAddr {
         .route("/download", get(download))
         .route("/slow", get(slow))
         .route("/ws", get(websocket))
+        .route(
+            "/missing",
+            get(|| async { (http::StatusCode::NOT_FOUND, "no such page\n") }),
+        )
         .fallback(any(echo));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
