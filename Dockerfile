@@ -13,9 +13,14 @@
 FROM rust:1-bookworm AS build
 WORKDIR /src
 # Dependencies first, so a source change does not refetch the registry.
+# Every target Cargo.toml declares must exist for the manifest to load, so
+# the benches, examples and tests come along (tests/it/container.rs checks
+# this stage against Cargo.toml).
 COPY Cargo.toml Cargo.lock ./
-RUN mkdir -p src benches && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
-    && for b in latency flood timing; do echo 'fn main() {}' > benches/$b.rs; done \
+COPY benches ./benches
+COPY examples ./examples
+COPY tests ./tests
+RUN mkdir -p src && echo 'fn main() {}' > src/main.rs && touch src/lib.rs \
     && cargo fetch --locked
 COPY src ./src
 RUN touch src/main.rs src/lib.rs && cargo build --release --locked --bin gatehouse

@@ -48,7 +48,12 @@ pub struct Application {
     reloader: Reloader,
     triggers: Triggers,
     tls: Option<TlsSetup>,
+    /// The generated user's password file (JSON logs), removed at the end.
+    password_file: Option<PathBuf>,
 }
+
+/// A generated user: its name and hash.
+type GeneratedUser = (String, argon2::password_hash::phc::PasswordHash);
 
 impl Application {
     /// Builds everything and binds `[server] listen`.
@@ -82,7 +87,7 @@ impl Application {
             .local_addr()
             .map_err(|io| bind_error(config.server.listen, io))?;
         let tls = tls::setup(&config.tls, &config.path)?;
-        let layer = auth_layer(&config, log.format())?;
+        let (layer, password_file) = auth_layer(&config, log.format())?;
         let certificate = match (&config.tls, &tls) {
             (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
             _ => None,
@@ -148,6 +153,7 @@ impl Application {
             reloader,
             triggers,
             tls,
+            password_file,
         })
     }
 
@@ -178,6 +184,10 @@ impl Application {
         self.server.run(shutdown).await;
         let _ = stop.send(true);
         tasks.shutdown().await;
+        if let Some(file) = &self.password_file {
+            // The password was for this run only.
+            let _ = std::fs::remove_file(file);
+        }
         tracing::info!("stopped");
         Ok(())
     }
@@ -219,12 +229,18 @@ impl Application {
 
 /// The users (with the generated one when none are listed), their store,
 /// the warnings about them, and the auth layer over them.
-fn auth_layer(config: &Config, format: LogFormat) -> Result<BasicAuthLayer, StartError> {
+fn auth_layer(
+    config: &Config,
+    format: LogFormat,
+) -> Result<(BasicAuthLayer, Option<PathBuf>), StartError> {
     let mut users = config.auth.users.clone();
+    let mut password_file = None;
     if users.is_empty()
         && let Some(name) = &config.auth.generated_user
     {
-        users.push(generate_user(name, config, format)?);
+        let (user, file) = generate_user(name, config, format)?;
+        users.push(user);
+        password_file = file;
     }
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
     crate::warnings::log(&crate::warnings::config_warnings(config, &store));
@@ -243,7 +259,7 @@ fn auth_layer(config: &Config, format: LogFormat) -> Result<BasicAuthLayer, Star
         .cache(config.cache)
         .build()
         .map_err(|e| ConfigError::invalid(&config.path, "[auth]", e.to_string()))?;
-    Ok(layer)
+    Ok((layer, password_file))
 }
 
 /// Why the server could not start.
@@ -302,14 +318,14 @@ async fn prune_periodically(layer: BasicAuthLayer) {
 }
 
 /// Makes `name` with a random password and shows the password once: with
-/// text logs, as a banner on stderr outside the log stream; with JSON logs
+/// text logs, as a banner on stderr between log lines, never in one; with JSON logs
 /// (collected, shipped and kept by machines), never in the stream: it goes
 /// to a file only its owner can read, and a JSON line says where.
 fn generate_user(
     name: &str,
     config: &Config,
     format: LogFormat,
-) -> Result<(String, argon2::password_hash::phc::PasswordHash), StartError> {
+) -> Result<(GeneratedUser, Option<PathBuf>), StartError> {
     let mut bytes = [0u8; 18];
     getrandom::fill(&mut bytes).map_err(|e| StartError::Generate(e.to_string()))?;
     let password = Password::new(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
@@ -327,7 +343,7 @@ fn generate_user(
                 Ok(()) => tracing::warn!(
                     user = name,
                     password_file = %file.display(),
-                    "no users are configured: made a user with a random password for this run only; the password is in password_file (mode 0600); add real users with `gatehouse hash-password`"
+                    "no users are configured: made a user with a random password for this run only; the password is in password_file (mode 0600; removed at shutdown); add real users with `gatehouse hash-password`"
                 ),
                 Err(error) => tracing::error!(
                     user = name,
@@ -335,15 +351,17 @@ fn generate_user(
                     %error,
                     "no users are configured: made a user with a random password for this run only, but could not write the password file, so nobody can log in; add real users with `gatehouse hash-password`"
                 ),
-            }
+            };
+            return Ok(((name.to_owned(), hash), Some(file)));
         }
     }
-    Ok((name.to_owned(), hash))
+    Ok(((name.to_owned(), hash), None))
 }
 
 /// Writes the generated password to `generated-password` beside the config
-/// (or, when that directory is read-only, as a ConfigMap is, in the temp
-/// directory), mode 0600, replacing an older one.
+/// (replaced whole, never through a planted file), or where that cannot be
+/// written (a read-only ConfigMap) to a new file with an unguessable name in
+/// the temp directory; mode 0600 either way. `run` removes it at shutdown.
 fn write_generated_password(
     config: &Config,
     password: &Password,
@@ -353,23 +371,16 @@ fn write_generated_password(
         .parent()
         .unwrap_or(std::path::Path::new("."))
         .join("generated-password");
-    let line = format!("{}\n", password.as_str());
-    let write = |path: &std::path::Path| -> std::io::Result<()> {
-        let _ = std::fs::remove_file(path);
-        let mut options = std::fs::OpenOptions::new();
-        options.write(true).create_new(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-        std::io::Write::write_all(&mut options.open(path)?, line.as_bytes())
-    };
-    match write(&beside) {
-        Ok(()) => (beside, Ok(())),
-        Err(_) => {
-            let temp = std::env::temp_dir().join("gatehouse-generated-password");
-            let result = write(&temp);
-            (temp, result)
-        }
+    let line = zeroize::Zeroizing::new(format!("{}\n", password.as_str()));
+    if crate::files::write_atomically(&beside, line.as_bytes(), true).is_ok() {
+        return (beside, Ok(()));
     }
+    let temp = std::env::temp_dir().join(format!(
+        "gatehouse-generated-password-{}",
+        crate::files::random_suffix().unwrap_or_else(|_| std::process::id().to_string())
+    ));
+    let result = crate::files::write_atomically(&temp, line.as_bytes(), true).map_err(|(_, e)| e);
+    (temp, result)
 }
 
 /// Checks what `serve` would check before binding, beyond the config

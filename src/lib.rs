@@ -25,6 +25,8 @@ pub mod access_log;
 #[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "server")]
+mod files;
+#[cfg(feature = "server")]
 mod io_watch;
 #[cfg(feature = "server")]
 pub(crate) mod proxy;

@@ -132,7 +132,10 @@ fn reuse_self_signed(cert_out: &Path) -> Option<CertifiedKey> {
         .ok()?;
     let key = PrivateKeyDer::from_pem_file(&key_path).ok()?;
     match CertifiedKey::from_der(chain, key, &provider()) {
-        Ok(certified) => Some(certified),
+        Ok(certified) => {
+            warn_if_key_readable_by_others(&key_path);
+            Some(certified)
+        }
         Err(error) => {
             tracing::info!(cert = %cert_out.display(), %error, "the saved self-signed certificate does not match its key: making a new one");
             None
@@ -158,8 +161,10 @@ fn generate_self_signed(
     let key_pem = zeroize::Zeroizing::new(generated.signing_key.serialize_pem());
     let key_path = self_signed_key_path(cert_out);
     // The key first: a certificate on disk without its key is never reused.
-    let written = write_private(&key_path, key_pem.as_bytes())
-        .and_then(|()| write_replacing(cert_out, generated.cert.pem().as_bytes()))
+    let written = crate::files::write_atomically(&key_path, key_pem.as_bytes(), true)
+        .and_then(|()| {
+            crate::files::write_atomically(cert_out, generated.cert.pem().as_bytes(), false)
+        })
         .map_err(|(path, e)| format!("cannot write {}: {e}", path.display()));
     let key_der = PrivateKeyDer::try_from(generated.signing_key.serialize_der())
         .map_err(|e| invalid(format!("generated key unusable: {e}")))?;
@@ -167,30 +172,6 @@ fn generate_self_signed(
         CertifiedKey::from_der(vec![generated.cert.der().clone()], key_der, &provider())
             .map_err(|e| invalid(e.to_string()))?;
     Ok((certified, written))
-}
-
-/// Writes `bytes` to a temporary file beside `path` (mode 0600 on Unix),
-/// then renames it over `path`, so a reader sees the old file or the new.
-fn write_private(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
-    let temp = path.with_extension("tmp");
-    let fail = |e| (path.to_owned(), e);
-    let _ = std::fs::remove_file(&temp);
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    let mut file = options.open(&temp).map_err(fail)?;
-    std::io::Write::write_all(&mut file, bytes).map_err(fail)?;
-    drop(file);
-    std::fs::rename(&temp, path).map_err(fail)
-}
-
-/// Like [`write_private`], for a public file (the certificate).
-fn write_replacing(path: &Path, bytes: &[u8]) -> Result<(), (PathBuf, std::io::Error)> {
-    let temp = path.with_extension("tmp");
-    let fail = |e| (path.to_owned(), e);
-    std::fs::write(&temp, bytes).map_err(fail)?;
-    std::fs::rename(&temp, path).map_err(fail)
 }
 
 /// Reads a PEM chain and key and checks that they belong together.

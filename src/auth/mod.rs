@@ -520,6 +520,15 @@ impl Shared {
                     self.counters.record_lockout();
                     let duration = self.lockouts.policy().duration;
                     match locked {
+                        // 0.0.0.0 stands for "no address" (the layer served
+                        // without connect info): the lock is everyone's.
+                        LockedOut::User if client.is_unspecified() => {
+                            tracing::warn!(
+                                user = username.as_str(),
+                                ?duration,
+                                "user locked out for every client after repeated failed logins (no client addresses: see WithoutPeerAddress)"
+                            )
+                        }
                         LockedOut::User => {
                             tracing::warn!(%client, user = username.as_str(), ?duration, "user locked out for this client after repeated failed logins")
                         }

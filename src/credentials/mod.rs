@@ -28,9 +28,15 @@ pub enum HashError {
     /// Not a PHC string at all (`$alg$v=..$params$salt$hash`).
     #[error("not a valid argon2 PHC string ({0}); make one with `gatehouse hash-password`")]
     Malformed(String),
-    /// A PHC string for another algorithm (bcrypt, scrypt, …).
+    /// A PHC string for another known algorithm (scrypt, pbkdf2, …).
     #[error("algorithm `{0}` is not argon2 (expected argon2id, argon2i or argon2d)")]
-    NotArgon2(String),
+    NotArgon2(&'static str),
+    /// A `$…$` string naming no algorithm gatehouse knows. The name is not
+    /// repeated: it may be a password that happens to start with `$`.
+    #[error(
+        "not a hash gatehouse knows (expected an argon2id PHC string): put the output of `gatehouse hash-password` here"
+    )]
+    UnknownScheme,
     /// An argon2 PHC string whose parameters, salt or output are unusable.
     #[error("argon2 PHC string has invalid parameters ({0})")]
     InvalidParams(String),
@@ -50,7 +56,7 @@ pub enum HashError {
 /// Names the scheme of a hash that is not a PHC argon2 string, from its
 /// prefix; `None` for an unknown `$…$` prefix.
 fn other_scheme(text: &str) -> Option<HashError> {
-    const SCHEMES: [(&str, &str); 10] = [
+    const SCHEMES: [(&str, &str); 19] = [
         ("$2a$", "bcrypt"),
         ("$2b$", "bcrypt"),
         ("$2x$", "bcrypt"),
@@ -61,6 +67,15 @@ fn other_scheme(text: &str) -> Option<HashError> {
         ("$6$", "SHA-512-crypt"),
         ("$y$", "yescrypt"),
         ("{SHA}", "SHA-1 ({SHA})"),
+        ("{SSHA}", "salted SHA-1 ({SSHA})"),
+        ("{MD5}", "MD5 ({MD5})"),
+        ("{SMD5}", "salted MD5 ({SMD5})"),
+        ("{CRYPT}", "crypt ({CRYPT})"),
+        ("{SHA256}", "SHA-256 ({SHA256})"),
+        ("{SSHA256}", "salted SHA-256 ({SSHA256})"),
+        ("{SHA512}", "SHA-512 ({SHA512})"),
+        ("{SSHA512}", "salted SHA-512 ({SSHA512})"),
+        ("pbkdf2_sha256$", "Django PBKDF2"),
     ];
     if let Some((_, name)) = SCHEMES.iter().find(|(prefix, _)| text.starts_with(prefix)) {
         return Some(HashError::OtherScheme(name));
@@ -80,7 +95,22 @@ pub fn parse_phc(text: &str) -> Result<PasswordHash, HashError> {
     }
     let hash = PasswordHash::new(text).map_err(|e| HashError::Malformed(e.to_string()))?;
     let algorithm = hash.algorithm.as_str();
-    Algorithm::new(algorithm).map_err(|_| HashError::NotArgon2(algorithm.to_owned()))?;
+    if Algorithm::new(algorithm).is_err() {
+        const KNOWN: [&str; 6] = [
+            "scrypt",
+            "pbkdf2",
+            "pbkdf2-sha256",
+            "pbkdf2-sha512",
+            "balloon",
+            "bcrypt",
+        ];
+        return Err(KNOWN
+            .iter()
+            .find(|known| **known == algorithm)
+            .map_or(HashError::UnknownScheme, |&known| {
+                HashError::NotArgon2(known)
+            }));
+    }
     if let Some(version) = hash.version {
         Version::try_from(version).map_err(|e| HashError::InvalidParams(e.to_string()))?;
     }
@@ -413,10 +443,20 @@ mod tests {
         ] {
             assert_eq!(parse_phc(hash).err(), Some(HashError::OtherScheme(scheme)));
         }
-        assert!(matches!(
-            parse_phc("$nonsense"),
-            Err(HashError::Malformed(_) | HashError::NotArgon2(_))
-        ));
+        // A password that starts with `$` parses as a PHC string naming an
+        // unknown algorithm: the error must not repeat it.
+        for secret in ["$hunter2", "$hunter2$x"] {
+            let error = parse_phc(secret).err().unwrap();
+            assert!(
+                matches!(error, HashError::UnknownScheme | HashError::Malformed(_)),
+                "{error:?}"
+            );
+            assert!(!error.to_string().contains("hunter2"), "{error}");
+        }
+        assert_eq!(
+            parse_phc("{SSHA}abcdefgh").err(),
+            Some(HashError::OtherScheme("salted SHA-1 ({SSHA})"))
+        );
         assert!(matches!(
             parse_phc(
                 "$scrypt$ln=16,r=8,p=1$aM15713r3Xsvxbi31lqr1Q$nFNh2CVHVjNldFVKDHDlm4CbdRSCdEBsjjJxD+iCs5E"

@@ -305,8 +305,15 @@ impl Lockouts {
         let mut user_locked = false;
         let mut users = lock(&self.users);
         let key = Self::user_key(&attempt);
-        if success {
+        if success && attempt.address.is_some() {
             users.map.remove(&key);
+        } else if success {
+            // From an unknown address the record is every client's: one
+            // login must not wipe an attacker's failures (nor lift a lock a
+            // still-running verification started under).
+            if let Some(record) = users.map.get_mut(&key) {
+                record.pending = record.pending.saturating_sub(1);
+            }
         } else if let Some(record) = users.map.get_mut(&key) {
             record.pending = record.pending.saturating_sub(1);
             user_locked = record.fail(&self.policy, now);

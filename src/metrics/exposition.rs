@@ -134,7 +134,7 @@ pub fn outcome_label(response: &axum::response::Response) -> &'static str {
     let status = response.status();
     if status.is_client_error() {
         "client_error"
-    } else if status.is_server_error() {
+    } else if status.as_u16() >= 500 {
         "server_error"
     } else {
         "ok"

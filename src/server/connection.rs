@@ -94,17 +94,27 @@ const PLAIN_HTTP_BODY: &str = "This port speaks HTTPS: use an https:// URL.\n";
 async fn refuse_plain_http(mut tcp: TcpStream, peer: SocketAddr, limits: &Limits) {
     use tokio::io::AsyncWriteExt as _;
     tracing::debug!(%peer, "plain HTTP on the TLS port: answered 400");
-    let mut head = Vec::with_capacity(1024);
+    // Only the last bytes are kept, to spot the blank line that ends the
+    // head (`\r\n\r\n`, or `\n\n` from bare-LF clients) across reads.
     let _ = tokio::time::timeout(limits.header_read_timeout, async {
         let mut chunk = [0u8; 1024];
-        while head.len() < limits.max_header_bytes {
-            match tcp.read(&mut chunk).await {
+        let mut tail = [0u8; 3];
+        let mut read = 0usize;
+        while read < limits.max_header_bytes {
+            let n = match tcp.read(&mut chunk).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => head.extend_from_slice(&chunk[..n]),
-            }
-            if head.windows(4).any(|w| w == b"\r\n\r\n") {
+                Ok(n) => n,
+            };
+            read += n;
+            let mut window = tail.to_vec();
+            window.extend_from_slice(&chunk[..n]);
+            if window.windows(4).any(|w| w == b"\r\n\r\n")
+                || window.windows(2).any(|w| w == b"\n\n")
+            {
                 break;
             }
+            let keep = window.len().saturating_sub(3);
+            tail.copy_from_slice(&window[keep..]);
         }
     })
     .await;

@@ -598,4 +598,13 @@ async fn json_logs_point_to_the_generated_password_file() {
         .await
         .unwrap();
     assert_eq!(ok.status(), StatusCode::OK);
+    // The password was for this run only: the file goes with it.
+    // Off the runtime, which must keep running the client's connection so
+    // that it can close when the server says goodbye.
+    let status = tokio::task::spawn_blocking(move || server.terminate(Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert!(!file.exists(), "{} left behind", file.display());
 }

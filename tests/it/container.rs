@@ -227,3 +227,61 @@ fn the_image_runs_as_a_numeric_user() {
         "USER {user}: Kubernetes' runAsNonRoot needs a numeric, non-zero uid"
     );
 }
+
+/// The Dockerfile's dependency stage (everything up to `cargo fetch`) gives
+/// Cargo a manifest it can load: every bench, example and test target that
+/// Cargo.toml declares is there. Checked without Docker by copying what the
+/// stage copies into an empty directory and running its `RUN` line offline
+/// (every crate is in the local registry cache once this crate built).
+#[test]
+fn dockerfile_dependency_stage_loads_the_manifest() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).unwrap();
+    // Instructions with their continuation lines joined.
+    let instructions = dockerfile.replace("\\\n", " ");
+    let stage: Vec<&str> = instructions
+        .lines()
+        .map(str::trim)
+        .skip_while(|l| !l.starts_with("FROM"))
+        .skip(1)
+        .collect();
+    let work = TestDir::new();
+    let context = work.path("context");
+    std::fs::create_dir_all(&context).unwrap();
+    let mut ran_fetch = false;
+    for line in stage {
+        if let Some(args) = line.strip_prefix("COPY ") {
+            let parts: Vec<&str> = args.split_whitespace().collect();
+            let (sources, dest) = parts.split_at(parts.len() - 1);
+            for source in sources {
+                let status = Command::new("cp")
+                    .arg("-r")
+                    .arg(root.join(source))
+                    .arg(context.join(dest[0]))
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "COPY {source}");
+            }
+        } else if let Some(command) = line.strip_prefix("RUN ") {
+            assert!(
+                command.contains("cargo fetch --locked"),
+                "first RUN is the fetch: {command}"
+            );
+            let command = command.replace("cargo fetch --locked", "cargo fetch --locked --offline");
+            let output = Command::new("bash")
+                .args(["-c", &command])
+                .current_dir(&context)
+                .env("CARGO_TARGET_DIR", work.path("target"))
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "the Dockerfile's dependency stage fails: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            ran_fetch = true;
+            break;
+        }
+    }
+    assert!(ran_fetch, "no RUN line with cargo fetch in the build stage");
+}

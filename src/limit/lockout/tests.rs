@@ -156,3 +156,25 @@ fn a_table_full_of_live_locks_fails_closed_for_new_addresses() {
     l.finish(attempt, false, later);
     assert!(l.address_locked(newcomer, later).is_some());
 }
+
+#[test]
+fn unknown_address_failures_are_per_user_and_a_login_does_not_clear_them() {
+    let l = Lockouts::new(policy(3));
+    let now = Instant::now();
+    let attempt = |user: &str, ok: bool| {
+        let a = l.begin_unknown_address(user, now).unwrap();
+        l.finish(a, ok, now)
+    };
+    assert_eq!(attempt("bob", false), None);
+    assert_eq!(attempt("bob", false), None);
+    // bob's own login, between the attacker's guesses, clears nothing.
+    assert_eq!(attempt("bob", true), None);
+    assert_eq!(attempt("bob", false), Some(LockedOut::User));
+    assert!(matches!(
+        l.begin_unknown_address("bob", now),
+        Err(Refusal::Locked(_))
+    ));
+    // Another user, and the address table, are untouched.
+    assert!(l.begin_unknown_address("alice", now).is_ok());
+    assert_eq!(l.tracked().0, 0);
+}
