@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod path;
 pub mod secret;
 mod sync;
+pub mod tokens;
 pub mod warnings;
 
 #[cfg(feature = "server")]

@@ -38,6 +38,11 @@ impl Username {
     }
 
     /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name.
     pub fn into_string(self) -> String {
         self.0
     }

@@ -1,0 +1,75 @@
+//! Verified tokens, so that a bearer request does not pay a signature check
+//! every time: keyed digest of the token → user, binding, expiry.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+
+use ring::hmac;
+
+use crate::sync::lock;
+
+struct Entry {
+    user: Arc<str>,
+    binding: String,
+    exp: u64,
+}
+
+/// A bounded map of tokens already verified. Keys are HMACs under a random
+/// per-process key, so the map holds no token. An entry is never used past
+/// its token's `exp`; a full map drops expired entries, then everything.
+pub(crate) struct TokenCache {
+    key: hmac::Key,
+    entries: Mutex<HashMap<[u8; 32], Entry>>,
+    max_entries: usize,
+}
+
+impl TokenCache {
+    pub(crate) fn new(max_entries: usize) -> Result<Self, getrandom::Error> {
+        let mut secret = [0u8; 32];
+        getrandom::fill(&mut secret)?;
+        Ok(Self {
+            key: hmac::Key::new(hmac::HMAC_SHA256, &secret),
+            entries: Mutex::new(HashMap::new()),
+            max_entries: max_entries.max(1),
+        })
+    }
+
+    fn digest(&self, token: &str) -> [u8; 32] {
+        let tag = hmac::sign(&self.key, token.as_bytes());
+        let mut out = [0u8; 32];
+        out.copy_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The user and binding of a token verified before and not expired.
+    pub(crate) fn get(&self, token: &str, now: u64) -> Option<(Arc<str>, String)> {
+        let digest = self.digest(token);
+        let entries = lock(&self.entries);
+        let entry = entries.get(&digest)?;
+        (now < entry.exp).then(|| (Arc::clone(&entry.user), entry.binding.clone()))
+    }
+
+    /// Remembers a verified token until `exp`.
+    pub(crate) fn insert(&self, token: &str, user: Arc<str>, binding: String, exp: u64, now: u64) {
+        let digest = self.digest(token);
+        let mut entries = lock(&self.entries);
+        if entries.len() >= self.max_entries {
+            entries.retain(|_, e| e.exp > now);
+            if entries.len() >= self.max_entries {
+                entries.clear();
+            }
+        }
+        entries.insert(digest, Entry { user, binding, exp });
+    }
+
+    /// Forgets everything (a reload).
+    pub(crate) fn clear(&self) {
+        lock(&self.entries).clear();
+    }
+
+    /// How many tokens are remembered.
+    pub(crate) fn len(&self) -> usize {
+        lock(&self.entries).len()
+    }
+}
