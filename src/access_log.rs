@@ -144,10 +144,9 @@ pub async fn access_log(
         (Some(peer), Some(client)) if peer != client => peer.to_string(),
         _ => "-".to_owned(),
     };
-    let user = response
-        .extensions()
-        .get::<AuthenticatedUser>()
-        .map_or("-", AuthenticatedUser::name);
+    let authenticated = response.extensions().get::<AuthenticatedUser>();
+    let user = authenticated.map_or("-", AuthenticatedUser::name);
+    let auth = authenticated.map_or("-", |u| u.method().label());
     tracing::info!(
         target: "gatehouse::access",
         %client,
@@ -156,6 +155,7 @@ pub async fn access_log(
         path = path.as_str(),
         status = status.as_u16(),
         user,
+        auth,
         // A number (to the microsecond), so JSON logs can be summed and
         // compared without parsing strings.
         latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,

@@ -248,7 +248,22 @@ fn auth_layer(
         .max_concurrent(config.auth.max_concurrent_verifications)
         .queue(config.auth.verify_queue, config.auth.verify_timeout)
         .build();
-    let layer = BasicAuthLayer::builder(config.auth.realm.as_str(), verifier)
+    let mut builder = BasicAuthLayer::builder(config.auth.realm.as_str(), verifier);
+    if let Some(settings) = &config.tokens {
+        let tokens = crate::tokens::load(settings, &config.path)?;
+        if tokens.is_ephemeral() {
+            tracing::warn!(
+                kid = tokens.signing_key().verifying().kid(),
+                "tokens are signed with a key made at start-up ([tokens] ephemeral_key): they stop working at restart; for production set signing_key (`gatehouse gen-signing-key`)"
+            );
+        }
+        builder = builder.tokens(tokens, &settings.login_path, settings.cache_max_entries);
+    }
+    if let Some(settings) = &config.api_keys {
+        let keys = crate::tokens::ApiKeys::load(&settings.file)?;
+        builder = builder.api_keys(keys, settings.header.clone());
+    }
+    let layer = builder
         .public(config.auth.public.clone())
         .public_upgrades(config.auth.public_upgrades)
         .trusted_proxies(config.server.trusted_proxies.clone())
@@ -390,6 +405,17 @@ fn write_generated_password(
 pub fn check(config: &Config) -> Result<Vec<crate::warnings::ConfigWarning>, StartError> {
     if matches!(config.tls, TlsSettings::Files { .. }) {
         tls::setup(&config.tls, &config.path)?;
+    }
+    if let Some(settings) = &config.tokens
+        && matches!(
+            settings.signing_key,
+            crate::config::SigningKeySource::File(_)
+        )
+    {
+        crate::tokens::load(settings, &config.path)?;
+    }
+    if let Some(settings) = &config.api_keys {
+        crate::tokens::ApiKeys::load(&settings.file)?;
     }
     let store = CredentialStore::new(config.auth.users.clone())
         .map_err(|e| StartError::Generate(e.to_string()))?;

@@ -38,6 +38,19 @@ pub enum Command {
     HashPassword(HashArgs),
     /// Validate the config file, its users and TLS files, and exit.
     CheckConfig,
+    /// Write a new token signing key (PKCS#8 PEM, mode 0600) for
+    /// `[tokens] signing_key`, and print its key id.
+    GenSigningKey {
+        /// Where to write it; an existing file is never replaced.
+        #[arg(long)]
+        out: PathBuf,
+        /// EdDSA (Ed25519, the default) or ES256.
+        #[arg(long, default_value = "EdDSA")]
+        algorithm: String,
+    },
+    /// Manage API keys.
+    #[command(subcommand)]
+    ApiKey(ApiKeyCommand),
     /// Ask the running server (at the config's listen address, on this host)
     /// whether `/healthz` answers 200; exit 0 if so, 1 if not. For container
     /// health checks.
@@ -45,6 +58,24 @@ pub enum Command {
         /// How long to wait for the answer, e.g. "3s".
         #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
+    },
+}
+
+/// `api-key` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ApiKeyCommand {
+    /// Make a key for a user: append its line (id, user, name, SHA-256 of
+    /// the secret) to the keys file and print the key, once, on stdout.
+    Create {
+        /// The user the key acts as.
+        #[arg(long)]
+        user: String,
+        /// A label for the key (letters, digits, `.`, `_`, `-`).
+        #[arg(long, default_value = "")]
+        name: String,
+        /// The keys file (`[api_keys] file`); made, mode 0600, if missing.
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 

@@ -8,7 +8,7 @@ use clap::Parser;
 mod cli;
 mod healthcheck;
 
-use cli::{Cli, Command, HashArgs, read_password};
+use cli::{ApiKeyCommand, Cli, Command, HashArgs, read_password};
 use gatehouse::config::Config;
 use gatehouse::{app, credentials, logging};
 
@@ -71,6 +71,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             );
             hash_password(args)
         }
+        Some(Command::GenSigningKey {
+            ref out,
+            ref algorithm,
+        }) => gen_signing_key(out, algorithm),
+        Some(Command::ApiKey(ApiKeyCommand::Create {
+            ref user,
+            ref name,
+            ref file,
+        })) => create_api_key(user, name, file),
         Some(Command::Healthcheck { timeout }) => {
             let (config, _) = load_config_and_log(&cli)?;
             let addr = healthcheck::local_addr(&config);
@@ -109,5 +118,62 @@ fn hash_password(args: &HashArgs) -> anyhow::Result<()> {
     }
     let password = read_password()?;
     println!("{}", credentials::hash_password(&password, params)?);
+    Ok(())
+}
+
+/// Writes a new signing key to `out` (created exclusively, mode 0600).
+fn gen_signing_key(out: &std::path::Path, algorithm: &str) -> anyhow::Result<()> {
+    use gatehouse::tokens::{KeyAlgorithm, SigningKey};
+    let algorithm = KeyAlgorithm::parse(algorithm)
+        .ok_or_else(|| anyhow::anyhow!("--algorithm: `{algorithm}` is not EdDSA or ES256"))?;
+    let (key, pem) = SigningKey::generate(algorithm)?;
+    write_new_private(out, pem.as_bytes())
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    println!(
+        "{}: {} signing key, kid {}",
+        out.display(),
+        algorithm.name(),
+        key.verifying().kid()
+    );
+    Ok(())
+}
+
+/// Creates `path` with `bytes`, mode 0600; never replaces a file.
+fn write_new_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    std::io::Write::write_all(&mut options.open(path)?, bytes)
+}
+
+/// Appends a new key's line to `file` and prints the key once.
+fn create_api_key(user: &str, name: &str, file: &std::path::Path) -> anyhow::Result<()> {
+    use gatehouse::config::Username;
+    use gatehouse::tokens::{ApiKeys, NewApiKey};
+    use std::io::Write as _;
+    let user = Username::parse(user).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
+    // The file must parse before and after: a key appended to a broken
+    // file would not load.
+    if file.exists() {
+        ApiKeys::load(file)?;
+    }
+    let made = NewApiKey::generate(&user, name).map_err(|e| anyhow::anyhow!("--name: {e}"))?;
+    let mut options = std::fs::OpenOptions::new();
+    options.append(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut handle = options
+        .open(file)
+        .with_context(|| format!("cannot open {}", file.display()))?;
+    // A file whose last line has no newline would glue the new line on.
+    let needs_newline = std::fs::read(file)
+        .map(|b| b.last().is_some_and(|&c| c != b'\n'))
+        .unwrap_or(false);
+    let line = format!("{}{}\n", if needs_newline { "\n" } else { "" }, made.line);
+    handle
+        .write_all(line.as_bytes())
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    println!("{}", made.key.as_str());
     Ok(())
 }

@@ -51,6 +51,8 @@ pub struct Proxy {
     scheme: &'static str,
     /// Times the upstream's answers.
     metrics: Arc<RequestMetrics>,
+    /// The API-key header, dropped with `Authorization` unless forwarded.
+    api_key_header: Option<http::HeaderName>,
 }
 
 impl Proxy {
@@ -88,7 +90,14 @@ impl Proxy {
             clients,
             scheme: if tls { "https" } else { "http" },
             metrics,
+            api_key_header: None,
         })
+    }
+
+    /// Drops `header` (the API-key header) with `Authorization`.
+    pub fn with_api_key_header(mut self, header: Option<http::HeaderName>) -> Self {
+        self.api_key_header = header;
+        self
     }
 
     /// The upstream URI for a request: the upstream's path prefix, then the
@@ -132,6 +141,9 @@ impl Proxy {
         self.strip_client_claims(headers, trusted);
         if !self.settings.forward_authorization {
             headers.remove(header::AUTHORIZATION);
+            if let Some(key_header) = &self.api_key_header {
+                headers.remove(key_header);
+            }
         }
         if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
             headers.insert(self.settings.user_header.clone(), user);

@@ -90,6 +90,15 @@ impl Reloader {
             files.push(cert.clone());
             files.push(key.clone());
         }
+        if let Some(tokens) = &config.tokens {
+            if let crate::config::SigningKeySource::File(path) = &tokens.signing_key {
+                files.push(path.clone());
+            }
+            files.extend(tokens.previous_keys.iter().cloned());
+        }
+        if let Some(keys) = &config.api_keys {
+            files.push(keys.file.clone());
+        }
         files
     }
 
@@ -132,6 +141,12 @@ impl Reloader {
         }
         if let (Some(slot), Some(certified)) = (&self.certificate, loaded.certified) {
             slot.replace(Arc::new(certified));
+        }
+        if let Some(tokens) = loaded.tokens {
+            self.layer.replace_tokens(tokens);
+        }
+        if let Some(keys) = loaded.api_keys {
+            self.layer.replace_api_keys(keys);
         }
         self.apply_log_level(&loaded.config.log.level);
         for section in needs_restart(&self.started_with, &loaded.config) {
@@ -233,6 +248,8 @@ struct Loaded {
     store: Option<CredentialStore>,
     /// The new certificate, when serving TLS from files.
     certified: Option<rustls::sign::CertifiedKey>,
+    tokens: Option<crate::tokens::Tokens>,
+    api_keys: Option<crate::tokens::ApiKeys>,
 }
 
 fn load(
@@ -261,10 +278,28 @@ fn load(
         }
         _ => None,
     };
+    // Key files are re-read (rotation); an ephemeral key is kept as it is.
+    let tokens = match &config.tokens {
+        Some(settings)
+            if matches!(
+                settings.signing_key,
+                crate::config::SigningKeySource::File(_)
+            ) =>
+        {
+            Some(crate::tokens::load(settings, &config.path)?)
+        }
+        _ => None,
+    };
+    let api_keys = match &config.api_keys {
+        Some(settings) => Some(crate::tokens::ApiKeys::load(&settings.file)?),
+        None => None,
+    };
     Ok(Loaded {
         config,
         store,
         certified,
+        tokens,
+        api_keys,
     })
 }
 
@@ -298,6 +333,19 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check(auth(old) != auth(new), "[auth] (other than users)");
     check(old.limits != new.limits, "[limits]");
+    // Keys and the token policy change live (with a key file); turning
+    // tokens or keys on or off, or moving the login path or the key header,
+    // needs a restart.
+    let token_shape = |c: &Config| {
+        c.tokens
+            .as_ref()
+            .map(|t| (t.login_path.clone(), t.cache_max_entries))
+    };
+    check(token_shape(old) != token_shape(new), "[tokens]");
+    check(
+        old.api_keys.as_ref().map(|k| &k.header) != new.api_keys.as_ref().map(|k| &k.header),
+        "[api_keys]",
+    );
     check(old.rate_limit != new.rate_limit, "[rate_limit]");
     check(old.lockout != new.lockout, "[lockout]");
     check(old.cache != new.cache, "[cache]");

@@ -23,5 +23,11 @@ pub async fn record(
     let start = Instant::now();
     let response = next.run(req).await;
     metrics.record(outcome_label(&response), response.status(), start.elapsed());
+    if let Some(user) = response
+        .extensions()
+        .get::<crate::auth::AuthenticatedUser>()
+    {
+        metrics.record_authenticated(user.method().label());
+    }
     response
 }

@@ -70,7 +70,8 @@ pub fn app(
                 options.tls,
                 &options.config_path,
                 Arc::clone(&options.requests),
-            )?;
+            )?
+            .with_api_key_header(auth.api_key_header().cloned());
             own_routes()
                 .fallback(proxy::forward)
                 .with_state(Arc::new(proxy))

@@ -12,6 +12,7 @@ use super::{BasicAuthLayer, PublicPaths, Shared};
 use crate::credentials::Verifier;
 use crate::limit::{ClientIpResolver, LockoutPolicy, Lockouts, Rate, RateLimits};
 use crate::metrics::AuthCounters;
+use crate::tokens::{ApiKeys, Tokens};
 
 /// The realm could not be put in a `WWW-Authenticate` header.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub struct BasicAuthBuilder {
     lockout: LockoutPolicy,
     cache: CachePolicy,
     without_peer_address: WithoutPeerAddress,
+    tokens: Option<(Tokens, String, usize)>,
+    api_keys: Option<(ApiKeys, http::HeaderName)>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -113,7 +116,26 @@ impl BasicAuthBuilder {
             lockout: LockoutPolicy::default(),
             cache: CachePolicy::default(),
             without_peer_address: WithoutPeerAddress::default(),
+            tokens: None,
+            api_keys: None,
         }
+    }
+
+    /// Turns tokens on: `POST login_path` trades a password (JSON body or
+    /// Basic header) for a token signed by `tokens`, `Authorization: Bearer
+    /// <token>` is accepted, and the public keys are served at
+    /// [`JWKS_PATH`](super::JWKS_PATH). Up to `cache_entries` verified
+    /// tokens are remembered.
+    pub fn tokens(mut self, tokens: Tokens, login_path: &str, cache_entries: usize) -> Self {
+        self.tokens = Some((tokens, login_path.to_owned(), cache_entries));
+        self
+    }
+
+    /// Turns API keys on: accepted as `Authorization: Bearer <key>` and in
+    /// `header`.
+    pub fn api_keys(mut self, keys: ApiKeys, header: http::HeaderName) -> Self {
+        self.api_keys = Some((keys, header));
+        self
     }
 
     /// What to do when requests carry no client address (see
@@ -192,13 +214,40 @@ impl BasicAuthBuilder {
         let challenge =
             HeaderValue::try_from(format!("Basic realm=\"{}\", charset=\"UTF-8\"", self.realm))
                 .map_err(|_| InvalidRealm)?;
+        let bearer = |error: &str| {
+            HeaderValue::try_from(format!("Bearer realm=\"{}\"{error}", self.realm))
+                .map_err(|_| InvalidRealm)
+        };
+        let (challenges, bearer_challenges) = if self.tokens.is_some() || self.api_keys.is_some() {
+            (
+                vec![challenge.clone(), bearer("")?],
+                vec![challenge, bearer(", error=\"invalid_token\"")?],
+            )
+        } else {
+            (vec![challenge.clone()], vec![challenge])
+        };
+        let tokens = match self.tokens {
+            Some((tokens, login_path, entries)) => Some(super::TokenState {
+                tokens: arc_swap::ArcSwap::from_pointee(tokens),
+                cache: crate::tokens::TokenCache::new(entries).map_err(|_| NoRandomKey)?,
+                login_path,
+            }),
+            None => None,
+        };
+        let api_keys = self.api_keys.map(|(keys, header)| super::ApiKeyState {
+            keys: arc_swap::ArcSwap::from_pointee(keys),
+            header,
+        });
         let cache = match self.cache.enabled {
             true => Some(VerifiedCache::new(self.cache)?),
             false => None,
         };
         Ok(BasicAuthLayer {
             shared: Arc::new(Shared {
-                challenge,
+                challenges,
+                bearer_challenges,
+                tokens,
+                api_keys,
                 verifier: self.verifier,
                 public: self.public?,
                 public_upgrades: self.public_upgrades,

@@ -48,10 +48,12 @@
 //! # }
 //! ```
 
+pub mod bearer;
 mod builder;
 pub(crate) mod cache;
 mod coalesce;
 pub mod header;
+mod login;
 mod public;
 pub(crate) mod response;
 mod user;
@@ -73,7 +75,7 @@ pub use builder::{
 };
 pub use cache::{CachePolicy, NoRandomKey};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
-pub use user::AuthenticatedUser;
+pub use user::{AuthMethod, AuthenticatedUser};
 
 use crate::credentials::{Verifier, VerifyError};
 use crate::limit::{
@@ -81,6 +83,8 @@ use crate::limit::{
 };
 use crate::metrics::{AuthCounters, Outcome};
 use crate::secret::Password;
+use crate::tokens::{ApiKeys, Tokens};
+use bearer::{Presented, PresentedError};
 use cache::{CredentialDigest, VerifiedCache};
 use coalesce::{InFlight, Join, Leader};
 
@@ -92,7 +96,15 @@ pub struct BasicAuthLayer {
 }
 
 struct Shared {
-    challenge: HeaderValue,
+    /// `WWW-Authenticate` values on a 401: Basic, and Bearer when tokens
+    /// or API keys are on.
+    challenges: Vec<HeaderValue>,
+    /// The challenges for a refused bearer credential (`error="invalid_token"`).
+    bearer_challenges: Vec<HeaderValue>,
+    /// Issued tokens: set when tokens are on.
+    tokens: Option<TokenState>,
+    /// API keys: set when they are on.
+    api_keys: Option<ApiKeyState>,
     verifier: Verifier,
     public: PublicPaths,
     public_upgrades: bool,
@@ -106,6 +118,26 @@ struct Shared {
     /// Set once the missing peer address has been logged.
     warned_no_peer_address: std::sync::atomic::AtomicBool,
 }
+
+/// Tokens as the layer holds them: swapped whole on reload (key rotation).
+struct TokenState {
+    tokens: arc_swap::ArcSwap<Tokens>,
+    cache: crate::tokens::TokenCache,
+    login_path: String,
+}
+
+/// API keys as the layer holds them.
+struct ApiKeyState {
+    keys: arc_swap::ArcSwap<ApiKeys>,
+    header: http::HeaderName,
+}
+
+/// Where the layer serves the public keys that verify its tokens.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
+
+/// The (address, user) lockout record that failed bearer credentials count
+/// against: no username can contain a NUL.
+const BEARER_RECORD: &str = "\0bearer";
 
 impl BasicAuthLayer {
     /// A layer with the default limits (20 requests/s per address with a
@@ -138,10 +170,13 @@ impl BasicAuthLayer {
         }
     }
 
-    /// Forgets every cached credential (after the users changed).
+    /// Forgets every cached credential and token (after the users changed).
     pub fn clear_cache(&self) {
         if let Some(cache) = &self.shared.cache {
             cache.clear();
+        }
+        if let Some(tokens) = &self.shared.tokens {
+            tokens.cache.clear();
         }
     }
 
@@ -153,6 +188,33 @@ impl BasicAuthLayer {
     /// The verifier, e.g. to replace its users on reload.
     pub fn verifier(&self) -> &Verifier {
         &self.shared.verifier
+    }
+
+    /// The tokens in force, when tokens are on.
+    pub fn tokens(&self) -> Option<Arc<Tokens>> {
+        self.shared.tokens.as_ref().map(|t| t.tokens.load_full())
+    }
+
+    /// Replaces the token keys and policy (a reload: key rotation); tokens
+    /// already verified are forgotten. No effect when tokens are off.
+    pub fn replace_tokens(&self, tokens: Tokens) {
+        if let Some(state) = &self.shared.tokens {
+            state.tokens.store(Arc::new(tokens));
+            state.cache.clear();
+        }
+    }
+
+    /// Replaces the API keys (a reload: a deleted line is a revoked key).
+    /// No effect when API keys are off.
+    pub fn replace_api_keys(&self, keys: ApiKeys) {
+        if let Some(state) = &self.shared.api_keys {
+            state.keys.store(Arc::new(keys));
+        }
+    }
+
+    /// The API-key header, when API keys are on.
+    pub fn api_key_header(&self) -> Option<&http::HeaderName> {
+        self.shared.api_keys.as_ref().map(|k| &k.header)
     }
 
     /// How many verified credentials are cached.
@@ -183,7 +245,8 @@ impl<S, B> Service<Request<B>> for BasicAuth<S>
 where
     S: Service<Request<B>, Response = Response> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
+    B: axum::body::HttpBody<Data = axum::body::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
 {
     type Response = Response;
     type Error = S::Error;
@@ -213,11 +276,27 @@ where
                 },
             };
             req.extensions_mut().insert(client);
+            let is_login = shared
+                .tokens
+                .as_ref()
+                .is_some_and(|t| req.uri().path() == t.login_path);
             let mut response = if let Err(error) = canonicalize_uri(&mut req) {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
                 let mut response = response::bad_request();
                 response.extensions_mut().insert(Outcome::BadRequest);
+                response
+            } else if is_login || (shared.tokens.is_some() && req.uri().path() == JWKS_PATH) {
+                // Answered by the layer itself, for library users too.
+                let (outcome, mut response) = if is_login {
+                    login::login(&shared, req, keyed).await
+                } else {
+                    login::jwks(&shared, &req, keyed)
+                };
+                shared.counters.record(outcome);
+                if outcome != Outcome::Allowed {
+                    response.extensions_mut().insert(outcome);
+                }
                 response
             } else {
                 let decision = match shared.screen(&req, keyed) {
@@ -316,7 +395,105 @@ impl Shared {
     fn refuse_unauthorized(&self) -> Decision {
         Decision::Refuse(
             Outcome::Unauthorized,
-            response::unauthorized(&self.challenge),
+            response::unauthorized(&self.challenges),
+        )
+    }
+
+    /// A bearer credential (a token, or an API key as `Bearer` or in the
+    /// key header): checked without argon2, so the whole check is here.
+    fn screen_bearer(&self, client: Option<IpAddr>, value: &str, key_header: bool) -> Decision {
+        let user = if key_header || crate::tokens::api_keys::looks_like_key(value) {
+            self.check_api_key(value)
+        } else {
+            self.check_token(value)
+        };
+        match user {
+            Some(user) => self.per_user_quota(user),
+            None => self.bearer_failure(client),
+        }
+    }
+
+    /// The user of a valid API key whose user still exists.
+    fn check_api_key(&self, key: &str) -> Option<AuthenticatedUser> {
+        let state = self.api_keys.as_ref()?;
+        let user = state.keys.load().verify(key)?;
+        if !self.verifier.current_store().contains(&user) {
+            tracing::debug!(user = &*user, "API key refused: its user is gone");
+            return None;
+        }
+        Some(AuthenticatedUser::with_method(user, AuthMethod::ApiKey))
+    }
+
+    /// The user of a valid token whose user and password are unchanged
+    /// since it was issued. A token verified before skips the signature
+    /// check (the cache never outlives `exp`); the binding is checked every
+    /// time, so a reload revokes at once.
+    fn check_token(&self, token: &str) -> Option<AuthenticatedUser> {
+        let state = self.tokens.as_ref()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let (user, binding) = match state.cache.get(token, now) {
+            Some(hit) => hit,
+            None => {
+                let claims = match state.tokens.load().verify(token) {
+                    Ok(claims) => claims,
+                    Err(error) => {
+                        tracing::debug!(%error, "token refused");
+                        return None;
+                    }
+                };
+                let user: Arc<str> = Arc::from(claims.sub);
+                state.cache.insert(
+                    token,
+                    Arc::clone(&user),
+                    claims.pwh.clone(),
+                    claims.exp,
+                    now,
+                );
+                (user, claims.pwh)
+            }
+        };
+        let store = self.verifier.current_store();
+        let (name, fingerprint) = store.stored_hash(&user)?;
+        let current = crate::tokens::password_binding(fingerprint);
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(current.as_bytes(), binding.as_bytes()).into();
+        if !same {
+            tracing::debug!(
+                user = &*user,
+                "token refused: the password changed since it was issued"
+            );
+            return None;
+        }
+        Some(AuthenticatedUser::with_method(
+            Arc::clone(name),
+            AuthMethod::Bearer,
+        ))
+    }
+
+    /// A refused bearer credential: 401 with `error="invalid_token"`, and a
+    /// failure against the address (an id or token probe must cost what a
+    /// password guess costs in lockouts).
+    fn bearer_failure(&self, client: Option<IpAddr>) -> Decision {
+        if let Some(client) = client {
+            let now = Instant::now();
+            match self.lockouts.begin(client, BEARER_RECORD, now) {
+                Ok(attempt) => {
+                    if self.lockouts.finish(attempt, false, now).is_some() {
+                        self.counters.record_lockout();
+                        let duration = self.lockouts.policy().duration;
+                        tracing::warn!(%client, ?duration, "client locked out after repeated bad bearer credentials");
+                    }
+                }
+                Err(Refusal::Locked(remaining)) => return too_many(remaining),
+                Err(Refusal::Busy) => return too_many(Duration::from_secs(1)),
+                Err(Refusal::Full) => return too_many(Duration::from_secs(60)),
+            }
+        }
+        Decision::Refuse(
+            Outcome::Unauthorized,
+            response::unauthorized(&self.bearer_challenges),
         )
     }
 
@@ -350,11 +527,27 @@ impl Shared {
     /// function so the request is not held across an await. `client` is
     /// `None` when the client's address is unknown: the address-keyed
     /// limit and lockout are skipped, the rest applies.
-    fn screen<B>(&self, req: &Request<B>, client: Option<IpAddr>) -> Screened {
+    /// Step 2: the per-address rate limit.
+    fn rate_limited(&self, client: Option<IpAddr>) -> Option<Decision> {
         if let (Some(limit), Some(client)) = (&self.rate.per_ip, client)
             && let Err(wait) = limit.check(&client)
         {
-            return Screened::Decided(too_many(wait));
+            return Some(too_many(wait));
+        }
+        None
+    }
+
+    /// Step 3: the address lockout.
+    fn address_locked(&self, client: Option<IpAddr>) -> Option<Decision> {
+        let client = client?;
+        self.lockouts
+            .address_locked(client, Instant::now())
+            .map(too_many)
+    }
+
+    fn screen<B>(&self, req: &Request<B>, client: Option<IpAddr>) -> Screened {
+        if let Some(decision) = self.rate_limited(client) {
+            return Screened::Decided(decision);
         }
         // An upgrade becomes a tunnel no later check sees: authenticate it
         // even on a public path unless the operator allowed otherwise.
@@ -363,19 +556,46 @@ impl Shared {
         {
             return Screened::Decided(Decision::Public);
         }
-        if let Some(client) = client
-            && let Some(remaining) = self.lockouts.address_locked(client, Instant::now())
-        {
-            return Screened::Decided(too_many(remaining));
+        if let Some(decision) = self.address_locked(client) {
+            return Screened::Decided(decision);
         }
-        let credentials = match header::parse_authorization(req.headers()) {
-            Ok(credentials) => credentials,
-            Err(reason) => {
-                tracing::debug!(%reason, "authorization header refused");
+        let key_header = self.api_keys.as_ref().map(|k| &k.header);
+        let bearer_on = self.tokens.is_some() || self.api_keys.is_some();
+        let credentials = match bearer::presented(req.headers(), key_header) {
+            Ok(Presented::Basic(value)) => match header::parse_basic(value) {
+                Ok(credentials) => credentials,
+                Err(reason) => {
+                    tracing::debug!(%reason, "authorization header refused");
+                    return Screened::Decided(self.refuse_unauthorized());
+                }
+            },
+            Ok(Presented::Bearer(value)) if bearer_on => {
+                return Screened::Decided(self.screen_bearer(client, value, false));
+            }
+            Ok(Presented::ApiKey(value)) => {
+                return Screened::Decided(self.screen_bearer(client, value, true));
+            }
+            Err(PresentedError::Malformed) if bearer_on => {
+                tracing::debug!("bearer credential refused: malformed");
+                return Screened::Decided(self.bearer_failure(client));
+            }
+            Ok(Presented::Bearer(_)) | Err(_) => {
+                tracing::debug!("authorization refused: missing, duplicated or not Basic");
                 return Screened::Decided(self.refuse_unauthorized());
             }
         };
-        let username = credentials.username;
+        self.screen_password(client, credentials.username, credentials.password)
+    }
+
+    /// Steps 5–6 for a username and password (from a Basic header or the
+    /// login endpoint's body): the cache, coalescing, the (address, user)
+    /// lockout and the in-flight bound.
+    fn screen_password(
+        &self,
+        client: Option<IpAddr>,
+        username: String,
+        password: Password,
+    ) -> Screened {
         let mut digest = None;
         let mut leader = None;
         if let Some(cache) = &self.cache {
@@ -386,11 +606,7 @@ impl Shared {
             // or not the user exists. Only successes enter the cache, so an
             // unknown user is never found there.
             let stored = store.fingerprint_or_dummy(&username);
-            let credential = cache.digest(
-                &username,
-                credentials.password.as_bytes(),
-                stored.as_slice(),
-            );
+            let credential = cache.digest(&username, password.as_bytes(), stored.as_slice());
             if cache.contains(&username, &credential, Instant::now())
                 && let Some((name, _)) = store.stored_hash(&username)
             {
@@ -432,7 +648,7 @@ impl Shared {
         Screened::Verify(Pending {
             client: client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
             username,
-            password: credentials.password,
+            password,
             attempt,
             digest,
             leader,

@@ -19,12 +19,14 @@ pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response {
     response
 }
 
-/// 401 with the `WWW-Authenticate` challenge.
-pub(super) fn unauthorized(challenge: &HeaderValue) -> Response {
+/// 401 with a `WWW-Authenticate` header per challenge.
+pub(super) fn unauthorized(challenges: &[HeaderValue]) -> Response {
     let mut response = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");
-    response
-        .headers_mut()
-        .insert(WWW_AUTHENTICATE, challenge.clone());
+    for challenge in challenges {
+        response
+            .headers_mut()
+            .append(WWW_AUTHENTICATE, challenge.clone());
+    }
     response
 }
 

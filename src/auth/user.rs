@@ -12,23 +12,61 @@ use http::request::Parts;
 /// an axum extractor. A handler that takes it on a route outside the layer
 /// answers 401 rather than running without a user.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuthenticatedUser(Arc<str>);
+pub struct AuthenticatedUser {
+    name: Arc<str>,
+    method: AuthMethod,
+}
+
+/// How a user proved who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// A password, with `Authorization: Basic`.
+    Basic,
+    /// A token gatehouse issued, with `Authorization: Bearer`.
+    Bearer,
+    /// An API key, as `Authorization: Bearer` or in the API-key header.
+    ApiKey,
+}
+
+impl AuthMethod {
+    /// `basic`, `bearer` or `api_key`: for logs and metric labels.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Basic => "basic",
+            Self::Bearer => "bearer",
+            Self::ApiKey => "api_key",
+        }
+    }
+}
 
 impl AuthenticatedUser {
-    /// Wraps a verified username. Crate-private: only the layer, after a
-    /// verification, may say who the user is.
+    /// Wraps a username verified by password. Crate-private: only the
+    /// layer, after a verification, may say who the user is.
     pub(crate) fn new(name: impl Into<Arc<str>>) -> Self {
-        Self(name.into())
+        Self::with_method(name, AuthMethod::Basic)
+    }
+
+    /// Wraps a username verified by `method`.
+    pub(crate) fn with_method(name: impl Into<Arc<str>>, method: AuthMethod) -> Self {
+        Self {
+            name: name.into(),
+            method,
+        }
     }
 
     /// The username.
     pub fn name(&self) -> &str {
-        &self.0
+        &self.name
     }
 
     /// The username as a shared string (cloning it copies no text).
     pub fn shared_name(&self) -> &Arc<str> {
-        &self.0
+        &self.name
+    }
+
+    /// How the user authenticated.
+    pub fn method(&self) -> AuthMethod {
+        self.method
     }
 }
 

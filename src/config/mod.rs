@@ -18,8 +18,8 @@ use crate::auth::cache::CachePolicy;
 use crate::limit::LockoutPolicy;
 
 pub use settings::{
-    AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings, ServerSettings,
-    StaticSettings, TlsSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings,
+    ServerSettings, SigningKeySource, StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -111,6 +111,10 @@ pub struct Config {
     pub log: LogSettings,
     /// `[metrics]`: where the Prometheus text is served (off by default).
     pub metrics: MetricsSettings,
+    /// `[tokens]`: `None` unless enabled.
+    pub tokens: Option<TokenSettings>,
+    /// `[api_keys]`: `None` unless set.
+    pub api_keys: Option<ApiKeySettings>,
 }
 
 impl Config {
@@ -174,6 +178,8 @@ impl Config {
             cache: sections::cache(raw.cache).map_err(in_file)?,
             log: sections::log(raw.log).map_err(in_file)?,
             metrics: sections::metrics(raw.metrics).map_err(in_file)?,
+            tokens: sections::tokens(raw.tokens, &resolve).map_err(in_file)?,
+            api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
         })
     }
 }

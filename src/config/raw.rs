@@ -36,6 +36,58 @@ pub(super) struct File {
     pub upstream: Option<Upstream>,
     #[serde(rename = "static")]
     pub static_files: Option<StaticFiles>,
+    #[serde(default)]
+    pub tokens: Tokens,
+    pub api_keys: Option<ApiKeys>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct Tokens {
+    pub enabled: bool,
+    pub signing_key: Option<PathBuf>,
+    pub ephemeral_key: bool,
+    pub algorithm: String,
+    pub previous_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub audience: String,
+    pub ttl: String,
+    pub leeway: String,
+    pub login_path: String,
+    pub cache_max_entries: usize,
+}
+
+impl Default for Tokens {
+    fn default() -> Self {
+        let policy = crate::tokens::TokenPolicy::default();
+        Self {
+            enabled: false,
+            signing_key: None,
+            ephemeral_key: false,
+            algorithm: "EdDSA".into(),
+            previous_keys: Vec::new(),
+            issuer: policy.issuer,
+            audience: policy.audience,
+            ttl: text(policy.ttl),
+            leeway: text(policy.leeway),
+            login_path: "/api/auth/jwt".into(),
+            cache_max_entries: 10_000,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApiKeys {
+    pub file: PathBuf,
+    #[serde(default = "ApiKeys::default_header")]
+    pub header: String,
+}
+
+impl ApiKeys {
+    fn default_header() -> String {
+        "X-API-Key".into()
+    }
 }
 
 #[derive(Deserialize)]

@@ -248,3 +248,100 @@ pub(super) fn backend(
         (None, None) => Ok(Backend::Api),
     }
 }
+
+/// `[tokens]`: `None` unless enabled; a signing key (a file, or an
+/// ephemeral one for development) is required.
+pub(super) fn tokens(
+    raw: raw::Tokens,
+    resolve: &impl Fn(&Path) -> PathBuf,
+) -> Result<Option<super::TokenSettings>, KeyError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    let algorithm = crate::tokens::KeyAlgorithm::parse(&raw.algorithm).ok_or_else(|| {
+        KeyError::new(
+            "[tokens] algorithm",
+            format!("`{}` is not EdDSA or ES256", raw.algorithm),
+        )
+    })?;
+    let signing_key = match (raw.signing_key, raw.ephemeral_key) {
+        (Some(path), false) => super::SigningKeySource::File(resolve(&path)),
+        (None, true) => super::SigningKeySource::Ephemeral(algorithm),
+        (Some(_), true) => {
+            return Err(KeyError::new(
+                "[tokens] ephemeral_key",
+                "set signing_key or ephemeral_key, not both",
+            ));
+        }
+        (None, false) => {
+            return Err(KeyError::new(
+                "[tokens] signing_key",
+                "tokens are enabled but no signing key is set: make one with `gatehouse gen-signing-key --out tokens/signing-key.pem` and set signing_key, or set ephemeral_key = true for development",
+            ));
+        }
+    };
+    let login_path = raw.login_path;
+    let canonical = crate::path::canonicalize(&login_path).map_err(|_| {
+        KeyError::new(
+            "[tokens] login_path",
+            format!("`{login_path}` is not a path"),
+        )
+    })?;
+    if canonical != login_path.as_str() || login_path.contains(['*', ';', '?']) {
+        return Err(KeyError::new(
+            "[tokens] login_path",
+            format!(
+                "`{login_path}` must be a canonical path starting with / (no dot segments, //, escapes, *, ; or ?)"
+            ),
+        ));
+    }
+    if login_path == crate::auth::JWKS_PATH {
+        return Err(KeyError::new("[tokens] login_path", "is the JWKS path"));
+    }
+    let text = |s: &str| s.trim().to_owned();
+    if text(&raw.issuer).is_empty() || text(&raw.audience).is_empty() {
+        return Err(KeyError::new(
+            "[tokens] issuer",
+            "issuer and audience must not be empty",
+        ));
+    }
+    Ok(Some(super::TokenSettings {
+        signing_key,
+        previous_keys: raw.previous_keys.iter().map(|p| resolve(p)).collect(),
+        policy: crate::tokens::TokenPolicy {
+            issuer: raw.issuer,
+            audience: raw.audience,
+            ttl: nonzero_duration("[tokens] ttl", &raw.ttl)?,
+            leeway: humantime::parse_duration(&raw.leeway)
+                .map_err(|e| KeyError::new("[tokens] leeway", format!("`{}`: {e}", raw.leeway)))?,
+        },
+        login_path,
+        cache_max_entries: raw.cache_max_entries.max(1),
+    }))
+}
+
+/// `[api_keys]`: the keys file and the header.
+pub(super) fn api_keys(
+    raw: Option<raw::ApiKeys>,
+    resolve: &impl Fn(&Path) -> PathBuf,
+) -> Result<Option<super::ApiKeySettings>, KeyError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let header = http::HeaderName::try_from(raw.header.as_str()).map_err(|_| {
+        KeyError::new(
+            "[api_keys] header",
+            format!("`{}` is not a header name", raw.header),
+        )
+    })?;
+    if header == http::header::AUTHORIZATION || header.as_str().contains('_') {
+        return Err(KeyError::new(
+            "[api_keys] header",
+            "must not be Authorization (keys are accepted there already) nor contain `_`",
+        ));
+    }
+    Ok(Some(super::ApiKeySettings {
+        file: resolve(&raw.file),
+        header,
+    }))
+}

@@ -363,3 +363,36 @@ pub struct StaticSettings {
     /// Follow symlinks that lead outside `root`.
     pub follow_symlinks_outside_root: bool,
 }
+
+/// Where the token signing key comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SigningKeySource {
+    /// A PKCS#8 PEM file (`gatehouse gen-signing-key` writes one).
+    File(PathBuf),
+    /// Development: a key generated at start-up, lost at exit.
+    Ephemeral(crate::tokens::KeyAlgorithm),
+}
+
+/// `[tokens]`, when enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenSettings {
+    /// The signing key.
+    pub signing_key: SigningKeySource,
+    /// Public (or private) key files whose tokens are still accepted.
+    pub previous_keys: Vec<PathBuf>,
+    /// Issuer, audience, lifetime, leeway.
+    pub policy: crate::tokens::TokenPolicy,
+    /// Where `POST` trades a password for a token.
+    pub login_path: String,
+    /// How many verified tokens are remembered.
+    pub cache_max_entries: usize,
+}
+
+/// `[api_keys]`, when set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeySettings {
+    /// The keys file (`gatehouse api-key create` appends to it).
+    pub file: PathBuf,
+    /// The header that may carry a key (besides `Authorization: Bearer`).
+    pub header: http::HeaderName,
+}

@@ -161,6 +161,7 @@ pub fn status_class(status: StatusCode) -> &'static str {
 #[derive(Debug)]
 pub struct RequestMetrics {
     requests: Labelled,
+    authenticated: Labelled,
     duration: Histograms,
     upstream: Histograms,
 }
@@ -188,8 +189,13 @@ impl Default for RequestMetrics {
         for outcome in OUTCOMES {
             let _ = requests.get_or_create(&vec![("outcome", outcome)]);
         }
+        let authenticated = Labelled::default();
+        for method in ["basic", "bearer", "api_key"] {
+            let _ = authenticated.get_or_create(&vec![("method", method)]);
+        }
         Self {
             requests,
+            authenticated,
             duration: Family::new_with_constructor(duration_histogram),
             upstream: Family::new_with_constructor(duration_histogram),
         }
@@ -211,6 +217,13 @@ impl RequestMetrics {
             .observe(took.as_secs_f64());
     }
 
+    /// Counts a request let in by `method` (`basic`, `bearer`, `api_key`).
+    pub fn record_authenticated(&self, method: &'static str) {
+        self.authenticated
+            .get_or_create(&vec![("method", method)])
+            .inc();
+    }
+
     /// Times one upstream exchange up to its answer's head; `result` is the
     /// status class, or `error` / `timeout`.
     pub fn record_upstream(&self, result: &'static str, took: Duration) {
@@ -222,6 +235,11 @@ impl RequestMetrics {
     /// Registers these metrics (once, at start-up).
     pub fn register(&self, registry: &mut Registry) {
         registry.register("requests", "Requests by outcome", self.requests.clone());
+        registry.register(
+            "authenticated_requests",
+            "Authenticated requests by how the user authenticated",
+            self.authenticated.clone(),
+        );
         registry.register(
             "request_duration_seconds",
             "Time from a request's arrival to its answer's head, by outcome and status class",

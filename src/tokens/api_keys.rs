@@ -150,14 +150,18 @@ impl ApiKeys {
             let bad = |m: &str| ConfigError::invalid(path, &at, m);
             let fields: Vec<&str> = line.split(':').collect();
             let [id, user, name, digest] = fields[..] else {
-                return Err(bad("expected `id:user:name:sha256` (made by `gatehouse api-key create`)"));
+                return Err(bad(
+                    "expected `id:user:name:sha256` (made by `gatehouse api-key create`)",
+                ));
             };
             if id.len() != ID_LEN || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad("the id is not 16 hex digits"));
             }
             let user = Username::parse(user).map_err(|m| bad(&m))?;
             if !valid_name(name) {
-                return Err(bad("the name is not up to 64 letters, digits, `.`, `_` or `-`"));
+                return Err(bad(
+                    "the name is not up to 64 letters, digits, `.`, `_` or `-`",
+                ));
             }
             let digest = unhex(digest).ok_or_else(|| bad("the digest is not 64 hex digits"))?;
             let stored = StoredKey {
@@ -214,7 +218,10 @@ mod tests {
         assert_eq!(keys.verify(&wrong), None);
         assert_eq!(keys.verify("gh_0000000000000000_x"), None);
         assert_eq!(keys.verify(""), None);
-        assert!(!made.line.contains(&made.key[20..]), "the secret is not stored");
+        assert!(
+            !made.line.contains(&made.key[20..]),
+            "the secret is not stored"
+        );
     }
 
     #[test]
@@ -222,9 +229,19 @@ mod tests {
         for (text, want) in [
             ("abc\n", "line 1"),
             ("\n\nzz:alice:n:00\n", "line 3"),
-            (&format!("0123456789abcdef:a:b:{}\n0123456789abcdef:a:c:{}\n", "0".repeat(64), "1".repeat(64))[..], "duplicate"),
+            (
+                &format!(
+                    "0123456789abcdef:a:b:{}\n0123456789abcdef:a:c:{}\n",
+                    "0".repeat(64),
+                    "1".repeat(64)
+                )[..],
+                "duplicate",
+            ),
         ] {
-            let error = ApiKeys::parse(Path::new("keys"), text).err().unwrap().to_string();
+            let error = ApiKeys::parse(Path::new("keys"), text)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(error.contains(want), "{error}");
         }
     }

@@ -67,9 +67,4 @@ impl TokenCache {
     pub(crate) fn clear(&self) {
         lock(&self.entries).clear();
     }
-
-    /// How many tokens are remembered.
-    pub(crate) fn len(&self) -> usize {
-        lock(&self.entries).len()
-    }
 }

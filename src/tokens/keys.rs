@@ -212,7 +212,8 @@ impl SigningKey {
 
     fn from_pkcs8(der: &[u8]) -> Result<Self, KeyError> {
         if let Ok(pair) = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der) {
-            let verifying = VerifyingKey::from_raw(KeyAlgorithm::EdDsa, pair.public_key().as_ref())?;
+            let verifying =
+                VerifyingKey::from_raw(KeyAlgorithm::EdDsa, pair.public_key().as_ref())?;
             return Ok(Self {
                 encoding: EncodingKey::from_ed_der(der),
                 verifying,
@@ -220,7 +221,8 @@ impl SigningKey {
         }
         let rng = SystemRandom::new();
         if let Ok(pair) = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, der, &rng) {
-            let verifying = VerifyingKey::from_raw(KeyAlgorithm::Es256, pair.public_key().as_ref())?;
+            let verifying =
+                VerifyingKey::from_raw(KeyAlgorithm::Es256, pair.public_key().as_ref())?;
             return Ok(Self {
                 encoding: EncodingKey::from_ec_der(der),
                 verifying,
@@ -230,11 +232,15 @@ impl SigningKey {
     }
 
     /// A new random key, and its PKCS#8 PEM (to write to a 0600 file).
-    pub fn generate(algorithm: KeyAlgorithm) -> Result<(Self, zeroize::Zeroizing<String>), KeyError> {
+    pub fn generate(
+        algorithm: KeyAlgorithm,
+    ) -> Result<(Self, zeroize::Zeroizing<String>), KeyError> {
         let rng = SystemRandom::new();
         let der = match algorithm {
             KeyAlgorithm::EdDsa => Ed25519KeyPair::generate_pkcs8(&rng),
-            KeyAlgorithm::Es256 => EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng),
+            KeyAlgorithm::Es256 => {
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
+            }
         }
         .map_err(|_| KeyError::Random)?;
         let key = Self::from_pkcs8(der.as_ref())?;

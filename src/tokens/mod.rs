@@ -229,6 +229,68 @@ impl Tokens {
     }
 }
 
+/// Builds the tokens `settings` describe: reads the signing key (or makes
+/// an ephemeral one) and the previous keys. Errors name the config file,
+/// the key and the problem, never key material.
+pub fn load(
+    settings: &crate::config::TokenSettings,
+    config: &std::path::Path,
+) -> Result<Tokens, crate::config::ConfigError> {
+    use crate::config::{ConfigError, SigningKeySource};
+    let read = |path: &std::path::Path, key: &str| {
+        warn_if_readable_by_others(path);
+        std::fs::read_to_string(path)
+            .map(zeroize::Zeroizing::new)
+            .map_err(|e| {
+                ConfigError::invalid(config, key, format!("cannot read {}: {e}", path.display()))
+            })
+    };
+    let (signing, ephemeral) = match &settings.signing_key {
+        SigningKeySource::File(path) => {
+            let text = read(path, "[tokens] signing_key")?;
+            let key = SigningKey::from_pem(&text).map_err(|e| {
+                ConfigError::invalid(
+                    config,
+                    "[tokens] signing_key",
+                    format!("{}: {e}", path.display()),
+                )
+            })?;
+            (key, false)
+        }
+        SigningKeySource::Ephemeral(algorithm) => {
+            let (key, _) = SigningKey::generate(*algorithm).map_err(|e| {
+                ConfigError::invalid(config, "[tokens] ephemeral_key", e.to_string())
+            })?;
+            (key, true)
+        }
+    };
+    let mut previous = Vec::new();
+    for path in &settings.previous_keys {
+        let text = read(path, "[tokens] previous_keys")?;
+        previous.push(VerifyingKey::from_pem(&text).map_err(|e| {
+            ConfigError::invalid(
+                config,
+                "[tokens] previous_keys",
+                format!("{}: {e}", path.display()),
+            )
+        })?);
+    }
+    Ok(Tokens::new(settings.policy.clone(), signing, previous).with_ephemeral(ephemeral))
+}
+
+/// Warns when a key file can be read by its group or by everyone.
+fn warn_if_readable_by_others(path: &std::path::Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            tracing::warn!(key = %path.display(), "a token key file is readable by its group or by everyone: `chmod 600` it");
+        }
+    }
+}
+
 /// The name of a `jsonwebtoken` error's kind, for debug logs (no token
 /// text).
 trait KindName {

@@ -14,7 +14,10 @@ fn issued_tokens_verify_with_both_algorithms() {
         assert_eq!((claims.sub.as_str(), claims.pwh.as_str()), ("alice", "b"));
         assert_eq!(claims.exp - claims.iat, 900);
         let header = jsonwebtoken::decode_header(&issued.access_token).unwrap();
-        assert_eq!(header.kid.as_deref(), Some(t.signing_key().verifying().kid()));
+        assert_eq!(
+            header.kid.as_deref(),
+            Some(t.signing_key().verifying().kid())
+        );
     }
 }
 
@@ -28,7 +31,10 @@ fn another_key_and_tampering_are_refused() {
     let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
     let forged = serde_json::json!({"iss":"gatehouse","aud":"gatehouse","sub":"root","iat":1,"nbf":1,"exp":u64::MAX / 2,"jti":"j","pwh":"x"});
     parts[1] = URL_SAFE_NO_PAD.encode(forged.to_string());
-    assert!(matches!(a.verify(&parts.join(".")), Err(TokenError::Invalid(_))));
+    assert!(matches!(
+        a.verify(&parts.join(".")),
+        Err(TokenError::Invalid(_))
+    ));
 }
 
 #[test]

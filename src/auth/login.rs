@@ -1,0 +1,214 @@
+//! What the layer answers itself when tokens are on: the login endpoint,
+//! which trades a password for a token through the same pipeline as Basic
+//! (per-address limit, lockouts, cache, coalescing, the verification
+//! queue, the dummy hash), and the JWKS document.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::response::Response;
+use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use http::{HeaderValue, Method, Request, StatusCode};
+use serde::Deserialize;
+
+use super::bearer::{self, Presented};
+use super::response::plain;
+use super::{Decision, Shared, header};
+use crate::metrics::Outcome;
+use crate::secret::Password;
+
+/// The largest login body read (a username and a password in JSON).
+pub const MAX_LOGIN_BODY: usize = 8 * 1024;
+/// How long the login body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `{"username": …, "password": …}`; other fields are ignored.
+#[derive(Deserialize)]
+struct LoginBody {
+    username: String,
+    password: String,
+}
+
+fn refused(outcome: Outcome, status: StatusCode, body: &'static str) -> (Outcome, Response) {
+    (outcome, plain(status, body))
+}
+
+/// `POST <login_path>`: credentials from a Basic header or a JSON body;
+/// 200 with the token, or exactly what Basic would have answered.
+pub(super) async fn login<B>(
+    shared: &Arc<Shared>,
+    req: Request<B>,
+    client: Option<IpAddr>,
+) -> (Outcome, Response)
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    if let Some(decision) = shared
+        .rate_limited(client)
+        .or_else(|| shared.address_locked(client))
+    {
+        return finish(shared, decision);
+    }
+    if req.method() != Method::POST {
+        let (outcome, mut response) = refused(
+            Outcome::BadRequest,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed: POST credentials here\n",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("POST"));
+        return (outcome, response);
+    }
+    let (username, password) = match bearer::presented(req.headers(), None) {
+        Ok(Presented::Basic(value)) => match header::parse_basic(value) {
+            Ok(credentials) => (credentials.username, credentials.password),
+            Err(reason) => {
+                tracing::debug!(%reason, "login: authorization header refused");
+                return finish(shared, shared.refuse_unauthorized());
+            }
+        },
+        Ok(_) | Err(bearer::PresentedError::Ambiguous | bearer::PresentedError::Malformed) => {
+            return finish(shared, shared.refuse_unauthorized());
+        }
+        Err(bearer::PresentedError::Missing) => match read_body(req).await {
+            Ok(credentials) => credentials,
+            Err(answer) => return answer,
+        },
+    };
+    let screened = shared.screen_password(client, username, password);
+    let decision = shared.conclude(screened).await;
+    let Decision::Authenticated(user) = decision else {
+        return finish(shared, decision);
+    };
+    let Some(state) = &shared.tokens else {
+        return finish(shared, shared.refuse_unauthorized());
+    };
+    let store = shared.verifier.current_store();
+    let Some((_, fingerprint)) = store.stored_hash(user.name()) else {
+        return finish(shared, shared.refuse_unauthorized());
+    };
+    let binding = crate::tokens::password_binding(fingerprint);
+    drop(store);
+    match state.tokens.load().issue(user.name(), binding) {
+        Ok(issued) => {
+            tracing::debug!(user = user.name(), "token issued");
+            let body = serde_json::to_string(&issued).unwrap_or_default();
+            let mut response = Response::new(Body::from(body));
+            let headers = response.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+            response.extensions_mut().insert(user);
+            (Outcome::Allowed, response)
+        }
+        Err(error) => {
+            tracing::error!(%error, "cannot issue a token");
+            refused(
+                Outcome::Overloaded,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "500 Internal Server Error\n",
+            )
+        }
+    }
+}
+
+fn finish(_shared: &Shared, decision: Decision) -> (Outcome, Response) {
+    match decision {
+        Decision::Refuse(outcome, response) => (outcome, response),
+        // Not reached: a login answers with a token, never hands on.
+        Decision::Public | Decision::Authenticated(_) => refused(
+            Outcome::BadRequest,
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request\n",
+        ),
+    }
+}
+
+/// The JSON body's credentials, or the answer to a body that has none:
+/// 415 (not JSON), 413 (too large), 408 (too slow), 400 (malformed).
+async fn read_body<B>(req: Request<B>) -> Result<(String, Password), (Outcome, Response)>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let is_json = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if !is_json {
+        return Err(refused(
+            Outcome::BadRequest,
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "415 Unsupported Media Type: send application/json, or a Basic header\n",
+        ));
+    }
+    let body = Body::new(req.into_body());
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_LOGIN_BODY))
+        .await
+    {
+        Ok(Ok(bytes)) => zeroize::Zeroizing::new(bytes.to_vec()),
+        Ok(Err(_)) => {
+            return Err(refused(
+                Outcome::BadRequest,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large\n",
+            ));
+        }
+        Err(_) => {
+            return Err(refused(
+                Outcome::BadRequest,
+                StatusCode::REQUEST_TIMEOUT,
+                "408 Request Timeout\n",
+            ));
+        }
+    };
+    match serde_json::from_slice::<LoginBody>(&bytes) {
+        Ok(LoginBody { username, password }) => Ok((username, Password::new(password))),
+        Err(_) => Err(refused(
+            Outcome::BadRequest,
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: expected {\"username\": \"...\", \"password\": \"...\"}\n",
+        )),
+    }
+}
+
+/// `GET /.well-known/jwks.json`: the public keys, without authentication
+/// (still rate limited).
+pub(super) fn jwks<B>(
+    shared: &Shared,
+    req: &Request<B>,
+    client: Option<IpAddr>,
+) -> (Outcome, Response) {
+    if let Some(decision) = shared.rate_limited(client) {
+        return finish(shared, decision);
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let (outcome, mut response) = refused(
+            Outcome::BadRequest,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed\n",
+        );
+        response
+            .headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return (outcome, response);
+    }
+    let Some(state) = &shared.tokens else {
+        return refused(
+            Outcome::BadRequest,
+            StatusCode::NOT_FOUND,
+            "404 Not Found\n",
+        );
+    };
+    let mut response = Response::new(Body::from(state.tokens.load().jwks()));
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
+    (Outcome::Allowed, response)
+}
