@@ -185,6 +185,28 @@ impl VerifyingKey {
     }
 }
 
+/// ring writes Ed25519 keys as PKCS#8 v2 (RFC 5958, the public key
+/// included), which OpenSSL-based tools (Python's `cryptography`, `openssl
+/// pkey`) refuse; v1 (RFC 8410) is what `openssl genpkey` writes and what
+/// every tool reads. Both hold the same 32-byte seed.
+fn ed25519_v1(v2: &[u8]) -> Option<Vec<u8>> {
+    // SEQUENCE (any length), version 1, the Ed25519 OID, the seed.
+    const V2_BODY: &[u8] = &[
+        0x02, 0x01, 0x01, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+    ];
+    const V1_PREFIX: &[u8] = &[
+        0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04,
+        0x20,
+    ];
+    if v2.first() != Some(&0x30) {
+        return None;
+    }
+    let seed = v2.get(2..)?.strip_prefix(V2_BODY)?.get(..32)?;
+    let mut v1 = V1_PREFIX.to_vec();
+    v1.extend_from_slice(seed);
+    Some(v1)
+}
+
 /// A private key that signs tokens; deliberately not `Debug` beyond its id.
 pub struct SigningKey {
     encoding: EncodingKey,
@@ -243,8 +265,13 @@ impl SigningKey {
             }
         }
         .map_err(|_| KeyError::Random)?;
-        let key = Self::from_pkcs8(der.as_ref())?;
-        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.as_ref().to_vec()));
+        let der = match algorithm {
+            KeyAlgorithm::EdDsa => ed25519_v1(der.as_ref()).ok_or(KeyError::Unsupported)?,
+            KeyAlgorithm::Es256 => der.as_ref().to_vec(),
+        };
+        let der = zeroize::Zeroizing::new(der);
+        let key = Self::from_pkcs8(&der)?;
+        let pem = pem::encode(&pem::Pem::new("PRIVATE KEY", der.to_vec()));
         Ok((key, zeroize::Zeroizing::new(pem)))
     }
 

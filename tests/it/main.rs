@@ -27,3 +27,4 @@ mod reload;
 mod security;
 mod shutdown;
 mod static_files;
+mod tokens;
