@@ -133,6 +133,39 @@ curl -sfk -H "$AUTH" https://127.0.0.1:18443/api/whoami >/dev/null
 run_pair gatehouse-tls-public https://127.0.0.1:18443/healthz gatehouse-tls-auth https://127.0.0.1:18443/api/whoami "$AUTH"
 stop_last
 
+echo "gatehouse: Basic (cached) vs bearer JWT vs API key, and login (HTTP)" >&2
+config=$(gatehouse_config 18086 false)
+API_KEY=$("$GATEHOUSE" api-key create --user bench --name bench --file "$WORK/api-keys")
+printf '[tokens]\nenabled = true\nephemeral_key = true\n[api_keys]\nfile = "%s"\n' "$WORK/api-keys" >>"$config"
+RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+PIDS+=($!)
+wait_port 18086
+LOGIN_BODY="{\"username\":\"bench\",\"password\":\"$PASSWORD\"}"
+TOKEN=$(curl -sf -H 'Content-Type: application/json' -d "$LOGIN_BODY" http://127.0.0.1:18086/api/auth/jwt | sed 's/.*"access_token":"\([^"]*\)".*/\1/')
+for header in "$AUTH" "Authorization: Bearer $TOKEN" "Authorization: Bearer $API_KEY"; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "$header" http://127.0.0.1:18086/api/whoami)" = 200 ] || { echo "a credential was refused" >&2; exit 1; }
+done
+r_public="" r_basic="" r_bearer="" r_key=""
+for _ in $(seq 1 "$ROUNDS"); do
+  r_public+="$(wrk_once http://127.0.0.1:18086/healthz)"$'\n'
+  r_basic+="$(wrk_once http://127.0.0.1:18086/api/whoami -H "$AUTH")"$'\n'
+  r_bearer+="$(wrk_once http://127.0.0.1:18086/api/whoami -H "Authorization: Bearer $TOKEN")"$'\n'
+  r_key+="$(wrk_once http://127.0.0.1:18086/api/whoami -H "Authorization: Bearer $API_KEY")"$'\n'
+done
+record tokens-public <<<"${r_public%$'\n'}"
+record tokens-basic-cached <<<"${r_basic%$'\n'}"
+record tokens-bearer-jwt <<<"${r_bearer%$'\n'}"
+record tokens-api-key <<<"${r_key%$'\n'}"
+# Login: a correct password (the verified-credentials cache answers it, as
+# for a client that logs in again) and a freshly signed token per request.
+cat >"$WORK/login.lua" <<LUA
+wrk.method = "POST"
+wrk.body = '$LOGIN_BODY'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+record tokens-login <<<"$(wrk_once http://127.0.0.1:18086/api/auth/jwt -s "$WORK/login.lua")"
+stop_last
+
 echo "gatehouse: cold-start burst ($CONNECTIONS connections, empty cache)" >&2
 start_gatehouse 18081 false
 SAVED_SLICE=$SLICE SLICE=2s
@@ -241,7 +274,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -253,6 +286,9 @@ echo "gatehouse-auth / gatehouse-public (TLS):   $(ratio gatehouse-tls-auth gate
 echo "p99 auth / p99 public (TLS):               $(p99ratio gatehouse-tls-auth gatehouse-tls-public)   (target <= 1.10)"
 echo "gatehouse-auth / caddy-auth (HTTP):        $(ratio gatehouse-http-auth caddy-auth)   (target >= 2.5)"
 echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth nginx-auth)"
+echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
+echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"
+echo "login p50 / p99 (ms):                      ${P50[tokens-login]:-n/a} / ${P99[tokens-login]:-n/a}"
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
 if [ -n "${RPS[upstream-direct]:-}" ]; then
   echo "proxy: through gatehouse / direct:         $(ratio gatehouse-proxy-auth upstream-direct)"
