@@ -248,6 +248,7 @@ fn auth_layer(
         .max_concurrent(config.auth.max_concurrent_verifications)
         .queue(config.auth.verify_queue, config.auth.verify_timeout)
         .build();
+    let users_now = verifier.store();
     let mut builder = BasicAuthLayer::builder(config.auth.realm.as_str(), verifier);
     if let Some(settings) = &config.tokens {
         let tokens = crate::tokens::load(settings, &config.path)?;
@@ -261,6 +262,14 @@ fn auth_layer(
     }
     if let Some(settings) = &config.api_keys {
         let keys = crate::tokens::ApiKeys::load(&settings.file)?;
+        let orphans: Vec<&str> = keys
+            .users()
+            .into_iter()
+            .filter(|user| !users_now.contains(user))
+            .collect();
+        if !orphans.is_empty() {
+            tracing::warn!(users = ?orphans, file = %settings.file.display(), "API keys for users that are not configured: those keys are refused until the users exist");
+        }
         builder = builder.api_keys(keys, settings.header.clone());
     }
     let layer = builder

@@ -153,8 +153,8 @@ fn create_api_key(user: &str, name: &str, file: &std::path::Path) -> anyhow::Res
     use gatehouse::tokens::{ApiKeys, NewApiKey};
     use std::io::Write as _;
     let user = Username::parse(user).map_err(|m| anyhow::anyhow!("--user: {m}"))?;
-    // The file must parse before and after: a key appended to a broken
-    // file would not load.
+    // The file must parse before the line is added: a key appended to a
+    // broken file would never load.
     if file.exists() {
         ApiKeys::load(file)?;
     }

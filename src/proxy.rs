@@ -175,8 +175,10 @@ impl Proxy {
     /// `identity_headers` from everyone, and, from a peer that is not a
     /// trusted proxy, the `untrusted_headers`.
     fn strip_client_claims(&self, headers: &mut HeaderMap, trusted: bool) {
+        let key_header = self.api_key_header.as_ref().map_or("", HeaderName::as_str);
         let ours = [
             self.settings.user_header.as_str(),
+            key_header,
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",

@@ -145,8 +145,16 @@ impl Reloader {
         if let Some(tokens) = loaded.tokens {
             self.layer.replace_tokens(tokens);
         }
-        if let Some(keys) = loaded.api_keys {
-            self.layer.replace_api_keys(keys);
+        // Turning tokens or keys off revokes at once; the rest of the
+        // change (the login path, the challenges) waits for a restart.
+        if loaded.config.tokens.is_none() {
+            self.layer.revoke_all_tokens();
+        }
+        match loaded.api_keys {
+            Some(keys) => self.layer.replace_api_keys(keys),
+            None => self
+                .layer
+                .replace_api_keys(crate::tokens::ApiKeys::default()),
         }
         self.apply_log_level(&loaded.config.log.level);
         for section in needs_restart(&self.started_with, &loaded.config) {
@@ -337,9 +345,15 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     // tokens or keys on or off, or moving the login path or the key header,
     // needs a restart.
     let token_shape = |c: &Config| {
-        c.tokens
-            .as_ref()
-            .map(|t| (t.login_path.clone(), t.cache_max_entries))
+        c.tokens.as_ref().map(|t| {
+            // An ephemeral key is kept on reload, and its policy with it.
+            let ephemeral = matches!(t.signing_key, crate::config::SigningKeySource::Ephemeral(_));
+            (
+                t.login_path.clone(),
+                t.cache_max_entries,
+                ephemeral.then(|| t.policy.clone()),
+            )
+        })
     };
     check(token_shape(old) != token_shape(new), "[tokens]");
     check(

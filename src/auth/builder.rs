@@ -228,7 +228,8 @@ impl BasicAuthBuilder {
         };
         let tokens = match self.tokens {
             Some((tokens, login_path, entries)) => Some(super::TokenState {
-                tokens: arc_swap::ArcSwap::from_pointee(tokens),
+                tokens: arc_swap::ArcSwapOption::from_pointee(tokens),
+                generation: std::sync::atomic::AtomicU64::new(0),
                 cache: crate::tokens::TokenCache::new(entries).map_err(|_| NoRandomKey)?,
                 login_path,
             }),
@@ -254,6 +255,7 @@ impl BasicAuthBuilder {
                 client_ip: ClientIpResolver::new(self.trusted_proxies),
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
                 lockouts: Lockouts::new(self.lockout),
+                bearer_lockouts: Lockouts::new(self.lockout),
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

@@ -52,6 +52,21 @@ where
     {
         return finish(shared, decision);
     }
+    let Some(state) = &shared.tokens else {
+        return refused(
+            Outcome::BadRequest,
+            StatusCode::NOT_FOUND,
+            "404 Not Found\n",
+        );
+    };
+    let Some(tokens) = state.tokens.load_full() else {
+        // Turned off by a reload.
+        return refused(
+            Outcome::BadRequest,
+            StatusCode::NOT_FOUND,
+            "404 Not Found\n",
+        );
+    };
     if req.method() != Method::POST {
         let (outcome, mut response) = refused(
             Outcome::BadRequest,
@@ -79,21 +94,41 @@ where
             Err(answer) => return answer,
         },
     };
+    // The same checks a Basic user-id gets (header::parse_basic): a JSON
+    // body must not reach names a header cannot carry.
+    if username.is_empty()
+        || username.len() > header::MAX_HEADER_LEN
+        || username.contains(':')
+        || username.chars().any(char::is_control)
+    {
+        return finish(shared, shared.refuse_unauthorized());
+    }
+    // The hash the password is about to be checked against: the token is
+    // bound to it, and refused if a reload replaced it meanwhile (the old
+    // password must not buy a token for the new hash).
+    let before = shared
+        .verifier
+        .current_store()
+        .stored_hash(&username)
+        .map(|(_, fingerprint)| *fingerprint);
     let screened = shared.screen_password(client, username, password);
     let decision = shared.conclude(screened).await;
     let Decision::Authenticated(user) = decision else {
         return finish(shared, decision);
     };
-    let Some(state) = &shared.tokens else {
+    let now = shared
+        .verifier
+        .current_store()
+        .stored_hash(user.name())
+        .map(|(_, fingerprint)| *fingerprint);
+    let (Some(before), Some(now)) = (before, now) else {
         return finish(shared, shared.refuse_unauthorized());
     };
-    let store = shared.verifier.current_store();
-    let Some((_, fingerprint)) = store.stored_hash(user.name()) else {
+    if before != now {
         return finish(shared, shared.refuse_unauthorized());
-    };
-    let binding = crate::tokens::password_binding(fingerprint);
-    drop(store);
-    match state.tokens.load().issue(user.name(), binding) {
+    }
+    let binding = crate::tokens::password_binding(&now);
+    match tokens.issue(user.name(), binding) {
         Ok(issued) => {
             tracing::debug!(user = user.name(), "token issued");
             let body = serde_json::to_string(&issued).unwrap_or_default();
@@ -153,12 +188,25 @@ where
         .await
     {
         Ok(Ok(bytes)) => zeroize::Zeroizing::new(bytes.to_vec()),
-        Ok(Err(_)) => {
-            return Err(refused(
-                Outcome::BadRequest,
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "413 Payload Too Large\n",
-            ));
+        Ok(Err(error)) => {
+            // http-body-util's LengthLimitError says "length limit
+            // exceeded"; anything else (a reset, bad chunking) is a 400.
+            let too_large =
+                std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
+                    .any(|e| e.to_string().contains("length limit exceeded"));
+            return Err(if too_large {
+                refused(
+                    Outcome::BadRequest,
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "413 Payload Too Large\n",
+                )
+            } else {
+                refused(
+                    Outcome::BadRequest,
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the body could not be read\n",
+                )
+            });
         }
         Err(_) => {
             return Err(refused(
@@ -206,7 +254,14 @@ pub(super) fn jwks<B>(
             "404 Not Found\n",
         );
     };
-    let mut response = Response::new(Body::from(state.tokens.load().jwks()));
+    let Some(tokens) = state.tokens.load_full() else {
+        return refused(
+            Outcome::BadRequest,
+            StatusCode::NOT_FOUND,
+            "404 Not Found\n",
+        );
+    };
+    let mut response = Response::new(Body::from(tokens.jwks()));
     let headers = response.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));

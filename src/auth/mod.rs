@@ -83,7 +83,7 @@ use crate::limit::{
 };
 use crate::metrics::{AuthCounters, Outcome};
 use crate::secret::Password;
-use crate::tokens::{ApiKeys, Tokens};
+use crate::tokens::{ApiKeys, TokenError, Tokens};
 use bearer::{Presented, PresentedError};
 use cache::{CredentialDigest, VerifiedCache};
 use coalesce::{InFlight, Join, Leader};
@@ -105,6 +105,8 @@ struct Shared {
     tokens: Option<TokenState>,
     /// API keys: set when they are on.
     api_keys: Option<ApiKeyState>,
+    /// Failures of bearer credentials that may be guesses, per address.
+    bearer_lockouts: Lockouts,
     verifier: Verifier,
     public: PublicPaths,
     public_upgrades: bool,
@@ -121,9 +123,26 @@ struct Shared {
 
 /// Tokens as the layer holds them: swapped whole on reload (key rotation).
 struct TokenState {
-    tokens: arc_swap::ArcSwap<Tokens>,
+    /// `None` once a reload turned tokens off: every token is refused.
+    tokens: arc_swap::ArcSwapOption<Tokens>,
     cache: crate::tokens::TokenCache,
+    /// Bumped whenever the keys change: a cache entry made under another
+    /// generation is never used, so a verification that raced a rotation
+    /// cannot keep a removed key's token alive.
+    generation: std::sync::atomic::AtomicU64,
     login_path: String,
+}
+
+impl TokenState {
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn forget(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.cache.clear();
+    }
 }
 
 /// API keys as the layer holds them.
@@ -176,7 +195,7 @@ impl BasicAuthLayer {
             cache.clear();
         }
         if let Some(tokens) = &self.shared.tokens {
-            tokens.cache.clear();
+            tokens.forget();
         }
     }
 
@@ -192,15 +211,27 @@ impl BasicAuthLayer {
 
     /// The tokens in force, when tokens are on.
     pub fn tokens(&self) -> Option<Arc<Tokens>> {
-        self.shared.tokens.as_ref().map(|t| t.tokens.load_full())
+        self.shared
+            .tokens
+            .as_ref()
+            .and_then(|t| t.tokens.load_full())
     }
 
     /// Replaces the token keys and policy (a reload: key rotation); tokens
     /// already verified are forgotten. No effect when tokens are off.
     pub fn replace_tokens(&self, tokens: Tokens) {
         if let Some(state) = &self.shared.tokens {
-            state.tokens.store(Arc::new(tokens));
-            state.cache.clear();
+            state.tokens.store(Some(Arc::new(tokens)));
+            state.forget();
+        }
+    }
+
+    /// Refuses every token from now on, and the login path (a reload that
+    /// turned tokens off: revocation must not wait for a restart).
+    pub fn revoke_all_tokens(&self) {
+        if let Some(state) = &self.shared.tokens {
+            state.tokens.store(None);
+            state.forget();
         }
     }
 
@@ -276,11 +307,15 @@ where
                 },
             };
             req.extensions_mut().insert(client);
-            let is_login = shared
-                .tokens
-                .as_ref()
-                .is_some_and(|t| req.uri().path() == t.login_path);
-            let mut response = if let Err(error) = canonicalize_uri(&mut req) {
+            let canonical = canonicalize_uri(&mut req);
+            // Matched on the canonical path, like everything after it:
+            // `/api//auth/jwt` is the login path too, not a way past it.
+            let is_login = canonical.is_ok()
+                && shared
+                    .tokens
+                    .as_ref()
+                    .is_some_and(|t| req.uri().path() == t.login_path);
+            let mut response = if let Err(error) = canonical {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
                 let mut response = response::bad_request();
@@ -329,6 +364,17 @@ where
             Ok(response)
         })
     }
+}
+
+/// What checking a bearer credential found.
+enum BearerCheck {
+    Valid(AuthenticatedUser),
+    /// Refused, and possibly a guess (bad signature, unknown key or id,
+    /// wrong secret): counts against the address.
+    Guess,
+    /// Refused, but issued by us once (expired, revoked, user or password
+    /// changed): a client's normal life, not counted.
+    Revoked,
 }
 
 enum Decision {
@@ -402,60 +448,95 @@ impl Shared {
     /// A bearer credential (a token, or an API key as `Bearer` or in the
     /// key header): checked without argon2, so the whole check is here.
     fn screen_bearer(&self, client: Option<IpAddr>, value: &str, key_header: bool) -> Decision {
-        let user = if key_header || crate::tokens::api_keys::looks_like_key(value) {
+        if let Some(decision) = self.bearer_locked(client) {
+            return decision;
+        }
+        let checked = if key_header || crate::tokens::api_keys::looks_like_key(value) {
             self.check_api_key(value)
         } else {
             self.check_token(value)
         };
-        match user {
-            Some(user) => self.per_user_quota(user),
-            None => self.bearer_failure(client),
+        match checked {
+            BearerCheck::Valid(user) => self.per_user_quota(user),
+            BearerCheck::Guess => self.bearer_failure(client),
+            BearerCheck::Revoked => Decision::Refuse(
+                Outcome::Unauthorized,
+                response::unauthorized(&self.bearer_challenges),
+            ),
         }
     }
 
     /// The user of a valid API key whose user still exists.
-    fn check_api_key(&self, key: &str) -> Option<AuthenticatedUser> {
-        let state = self.api_keys.as_ref()?;
-        let user = state.keys.load().verify(key)?;
+    fn check_api_key(&self, key: &str) -> BearerCheck {
+        let Some(state) = self.api_keys.as_ref() else {
+            return BearerCheck::Guess;
+        };
+        // An unknown id or a wrong secret (a deleted line included) counts.
+        let Some(user) = state.keys.load().verify(key) else {
+            return BearerCheck::Guess;
+        };
         if !self.verifier.current_store().contains(&user) {
             tracing::debug!(user = &*user, "API key refused: its user is gone");
-            return None;
+            return BearerCheck::Revoked;
         }
-        Some(AuthenticatedUser::with_method(user, AuthMethod::ApiKey))
+        BearerCheck::Valid(AuthenticatedUser::with_method(user, AuthMethod::ApiKey))
     }
 
     /// The user of a valid token whose user and password are unchanged
     /// since it was issued. A token verified before skips the signature
     /// check (the cache never outlives `exp`); the binding is checked every
     /// time, so a reload revokes at once.
-    fn check_token(&self, token: &str) -> Option<AuthenticatedUser> {
-        let state = self.tokens.as_ref()?;
+    fn check_token(&self, token: &str) -> BearerCheck {
+        let Some(state) = self.tokens.as_ref() else {
+            return BearerCheck::Guess;
+        };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        let (user, binding) = match state.cache.get(token, now) {
+        // The generation first, then the keys: see `TokenState::generation`.
+        let generation = state.generation();
+        let (user, binding) = match state.cache.get(token, now, generation) {
             Some(hit) => hit,
             None => {
-                let claims = match state.tokens.load().verify(token) {
+                let Some(tokens) = state.tokens.load_full() else {
+                    return BearerCheck::Revoked;
+                };
+                let claims = match tokens.verify(token) {
                     Ok(claims) => claims,
                     Err(error) => {
                         tracing::debug!(%error, "token refused");
-                        return None;
+                        // A bad signature or a header no key of ours
+                        // matches is a guess; anything refused after the
+                        // signature checked out (expired, not yet valid,
+                        // another audience) is not.
+                        return match error {
+                            TokenError::Signed(_) => BearerCheck::Revoked,
+                            _ => BearerCheck::Guess,
+                        };
                     }
                 };
+                // Never remembered past the lifetime this server gives
+                // tokens, whatever `exp` a token claims.
+                let until = claims
+                    .exp
+                    .min(now.saturating_add(tokens.policy().ttl.as_secs()));
                 let user: Arc<str> = Arc::from(claims.sub);
                 state.cache.insert(
                     token,
                     Arc::clone(&user),
                     claims.pwh.clone(),
-                    claims.exp,
+                    until,
                     now,
+                    generation,
                 );
                 (user, claims.pwh)
             }
         };
         let store = self.verifier.current_store();
-        let (name, fingerprint) = store.stored_hash(&user)?;
+        let Some((name, fingerprint)) = store.stored_hash(&user) else {
+            tracing::debug!(user = &*user, "token refused: its user is gone");
+            return BearerCheck::Revoked;
+        };
         let current = crate::tokens::password_binding(fingerprint);
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(current.as_bytes(), binding.as_bytes()).into();
@@ -464,31 +545,45 @@ impl Shared {
                 user = &*user,
                 "token refused: the password changed since it was issued"
             );
-            return None;
+            return BearerCheck::Revoked;
         }
-        Some(AuthenticatedUser::with_method(
+        BearerCheck::Valid(AuthenticatedUser::with_method(
             Arc::clone(name),
             AuthMethod::Bearer,
         ))
     }
 
-    /// A refused bearer credential: 401 with `error="invalid_token"`, and a
-    /// failure against the address (an id or token probe must cost what a
-    /// password guess costs in lockouts).
+    /// Whether bad bearer credentials from this address locked it out of
+    /// bearer authentication (passwords are not affected).
+    fn bearer_locked(&self, client: Option<IpAddr>) -> Option<Decision> {
+        let client = client?;
+        self.bearer_lockouts
+            .address_locked(client, Instant::now())
+            .map(too_many)
+    }
+
+    /// A refused bearer credential that may be a guess: 401 with
+    /// `error="invalid_token"`, and a failure against the address in the
+    /// bearer lockouts (a table of their own: cheap probes can neither fill
+    /// the password lockout table nor lock an address out of password
+    /// logins). When that table is full the failure is not recorded: the
+    /// secrets are unguessable, so nothing is lost but the 429.
     fn bearer_failure(&self, client: Option<IpAddr>) -> Decision {
         if let Some(client) = client {
             let now = Instant::now();
-            match self.lockouts.begin(client, BEARER_RECORD, now) {
+            match self.bearer_lockouts.begin(client, BEARER_RECORD, now) {
                 Ok(attempt) => {
-                    if self.lockouts.finish(attempt, false, now).is_some() {
+                    if self.bearer_lockouts.finish(attempt, false, now).is_some() {
                         self.counters.record_lockout();
-                        let duration = self.lockouts.policy().duration;
-                        tracing::warn!(%client, ?duration, "client locked out after repeated bad bearer credentials");
+                        let duration = self.bearer_lockouts.policy().duration;
+                        tracing::warn!(%client, ?duration, "client locked out of bearer authentication after repeated bad tokens or API keys");
                     }
                 }
                 Err(Refusal::Locked(remaining)) => return too_many(remaining),
                 Err(Refusal::Busy) => return too_many(Duration::from_secs(1)),
-                Err(Refusal::Full) => return too_many(Duration::from_secs(60)),
+                Err(Refusal::Full) => {
+                    self.counters.record_lockout_table_full();
+                }
             }
         }
         Decision::Refuse(
@@ -577,7 +672,10 @@ impl Shared {
             }
             Err(PresentedError::Malformed) if bearer_on => {
                 tracing::debug!("bearer credential refused: malformed");
-                return Screened::Decided(self.bearer_failure(client));
+                let decision = self
+                    .bearer_locked(client)
+                    .unwrap_or_else(|| self.bearer_failure(client));
+                return Screened::Decided(decision);
             }
             Ok(Presented::Bearer(_)) | Err(_) => {
                 tracing::debug!("authorization refused: missing, duplicated or not Basic");

@@ -165,7 +165,7 @@ impl Config {
         if let Some(file) = &users_file {
             users::add_from_file(file, &mut users, path)?;
         }
-        Ok(Self {
+        Self {
             path: path.to_owned(),
             server: sections::server(raw.server).map_err(in_file)?,
             tls: tls_settings(raw.tls, &resolve).map_err(in_file)?,
@@ -180,7 +180,22 @@ impl Config {
             metrics: sections::metrics(raw.metrics).map_err(in_file)?,
             tokens: sections::tokens(raw.tokens, &resolve).map_err(in_file)?,
             api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
-        })
+        }
+        .checked()
+    }
+
+    /// Checks across sections.
+    fn checked(self) -> Result<Self, ConfigError> {
+        if let (Some(keys), Backend::Upstream(upstream)) = (&self.api_keys, &self.backend)
+            && keys.header == upstream.user_header
+        {
+            return Err(ConfigError::invalid(
+                &self.path,
+                "[api_keys] header",
+                "is [upstream] user_header: the header that tells the upstream who the user is cannot carry keys",
+            ));
+        }
+        Ok(self)
     }
 }
 

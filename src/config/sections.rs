@@ -311,9 +311,20 @@ pub(super) fn tokens(
         policy: crate::tokens::TokenPolicy {
             issuer: raw.issuer,
             audience: raw.audience,
-            ttl: nonzero_duration("[tokens] ttl", &raw.ttl)?,
-            leeway: humantime::parse_duration(&raw.leeway)
-                .map_err(|e| KeyError::new("[tokens] leeway", format!("`{}`: {e}", raw.leeway)))?,
+            ttl: at_most(
+                "[tokens] ttl",
+                nonzero_duration("[tokens] ttl", &raw.ttl)?,
+                std::time::Duration::from_secs(24 * 3600),
+                "1 day (apps that verify tokens themselves cannot see a revocation)",
+            )?,
+            leeway: at_most(
+                "[tokens] leeway",
+                humantime::parse_duration(&raw.leeway).map_err(|e| {
+                    KeyError::new("[tokens] leeway", format!("`{}`: {e}", raw.leeway))
+                })?,
+                std::time::Duration::from_secs(300),
+                "5 minutes (it lengthens every token's life)",
+            )?,
         },
         login_path,
         cache_max_entries: raw.cache_max_entries.max(1),
@@ -334,14 +345,55 @@ pub(super) fn api_keys(
             format!("`{}` is not a header name", raw.header),
         )
     })?;
-    if header == http::header::AUTHORIZATION || header.as_str().contains('_') {
+    // Headers that mean something else to HTTP, to proxies or to
+    // gatehouse: a key there would be misread, dropped or forwarded.
+    const RESERVED: [&str; 17] = [
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "host",
+        "connection",
+        "keep-alive",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-type",
+        "forwarded",
+        "x-real-ip",
+        "x-forwarded-for",
+        "x-forwarded-user",
+        "www-authenticate",
+    ];
+    let name = header.as_str();
+    if RESERVED.contains(&name)
+        || name.contains('_')
+        || name.starts_with("x-forwarded-")
+        || name.starts_with("proxy-")
+    {
         return Err(KeyError::new(
             "[api_keys] header",
-            "must not be Authorization (keys are accepted there already) nor contain `_`",
+            format!(
+                "`{}` is reserved (Authorization, hop-by-hop, forwarding and cookie headers) or has `_`: use e.g. X-API-Key",
+                raw.header
+            ),
         ));
     }
     Ok(Some(super::ApiKeySettings {
         file: resolve(&raw.file),
         header,
     }))
+}
+
+fn at_most(
+    key: &str,
+    value: std::time::Duration,
+    max: std::time::Duration,
+    why: &str,
+) -> Result<std::time::Duration, KeyError> {
+    if value > max {
+        return Err(KeyError::new(key, format!("may be at most {why}")));
+    }
+    Ok(value)
 }

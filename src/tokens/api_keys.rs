@@ -175,6 +175,11 @@ impl ApiKeys {
         Ok(Self { keys })
     }
 
+    /// The users the keys belong to (once each).
+    pub fn users(&self) -> std::collections::BTreeSet<&str> {
+        self.keys.values().map(|k| &*k.user).collect()
+    }
+
     /// How many keys there are.
     pub fn len(&self) -> usize {
         self.keys.len()

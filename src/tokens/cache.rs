@@ -13,6 +13,7 @@ struct Entry {
     user: Arc<str>,
     binding: String,
     exp: u64,
+    generation: u64,
 }
 
 /// A bounded map of tokens already verified. Keys are HMACs under a random
@@ -43,15 +44,24 @@ impl TokenCache {
     }
 
     /// The user and binding of a token verified before and not expired.
-    pub(crate) fn get(&self, token: &str, now: u64) -> Option<(Arc<str>, String)> {
+    pub(crate) fn get(&self, token: &str, now: u64, generation: u64) -> Option<(Arc<str>, String)> {
         let digest = self.digest(token);
         let entries = lock(&self.entries);
         let entry = entries.get(&digest)?;
-        (now < entry.exp).then(|| (Arc::clone(&entry.user), entry.binding.clone()))
+        (now < entry.exp && entry.generation == generation)
+            .then(|| (Arc::clone(&entry.user), entry.binding.clone()))
     }
 
-    /// Remembers a verified token until `exp`.
-    pub(crate) fn insert(&self, token: &str, user: Arc<str>, binding: String, exp: u64, now: u64) {
+    /// Remembers a verified token until `exp`, for key `generation`.
+    pub(crate) fn insert(
+        &self,
+        token: &str,
+        user: Arc<str>,
+        binding: String,
+        exp: u64,
+        now: u64,
+        generation: u64,
+    ) {
         let digest = self.digest(token);
         let mut entries = lock(&self.entries);
         if entries.len() >= self.max_entries {
@@ -60,7 +70,15 @@ impl TokenCache {
                 entries.clear();
             }
         }
-        entries.insert(digest, Entry { user, binding, exp });
+        entries.insert(
+            digest,
+            Entry {
+                user,
+                binding,
+                exp,
+                generation,
+            },
+        );
     }
 
     /// Forgets everything (a reload).

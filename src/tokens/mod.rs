@@ -89,9 +89,13 @@ pub enum TokenError {
     /// another algorithm than the key's).
     #[error("token header refused")]
     Header,
-    /// The signature or a claim did not check out.
+    /// The signature did not check out, or the token is malformed.
     #[error("token refused: {0}")]
     Invalid(String),
+    /// Signed by one of our keys, but refused on a claim (expired, not yet
+    /// valid, another issuer or audience, a claim missing).
+    #[error("token refused: {0}")]
+    Signed(String),
     /// Signing failed.
     #[error("cannot sign a token: {0}")]
     Sign(String),
@@ -219,7 +223,18 @@ impl Tokens {
         validation.leeway = self.policy.leeway.as_secs();
         jsonwebtoken::decode::<Claims>(token, key.decoding(), &validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenError::Invalid(e.kind_name()))
+            .map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                match e.kind() {
+                    // Checked after the signature, which therefore held.
+                    ErrorKind::ExpiredSignature
+                    | ErrorKind::ImmatureSignature
+                    | ErrorKind::InvalidAudience
+                    | ErrorKind::InvalidIssuer
+                    | ErrorKind::MissingRequiredClaim(_) => TokenError::Signed(e.kind_name()),
+                    _ => TokenError::Invalid(e.kind_name()),
+                }
+            })
     }
 
     /// The JWK set of every verifying key, for `/.well-known/jwks.json`.

@@ -97,7 +97,7 @@ pub async fn login(server: &Gatehouse, dir: &TestDir, user: &str, password: &str
 #[tokio::test]
 async fn the_python_requests_flows_work_as_written() {
     let dir = TestDir::new();
-    let (server, api_key) = start(&dir, "");
+    let (server, api_key) = start(&dir, "[metrics]\npath = \"/metrics\"\n");
     let script = r#"
 import sys, requests
 from requests.auth import HTTPBasicAuth
@@ -149,6 +149,25 @@ print(token)
     }
     for secret in [token.as_str(), api_key.as_str(), &api_key[20..], "secret\""] {
         assert!(!logs.contains(secret), "a secret reached the log");
+    }
+    let metrics = client(&dir.cert_pem)
+        .get(server.url("/metrics"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (method, at_least) in [("basic", 1), ("bearer", 2), ("api_key", 2)] {
+        let line = format!("gatehouse_authenticated_requests_total{{method=\"{method}\"}} ");
+        let count: u64 = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&line))
+            .unwrap_or_else(|| panic!("{line} missing: {metrics}"))
+            .parse()
+            .unwrap();
+        assert!(count >= at_least, "{method}: {count}");
     }
 }
 
@@ -311,4 +330,43 @@ async fn reload_revokes_and_rotates() {
     );
     assert_eq!(status(fresh).await, StatusCode::OK);
     assert!(Path::new(&dir.path("old.pem")).exists());
+}
+
+/// Turning tokens and API keys off in the config revokes them at the next
+/// reload, not at the next restart.
+#[tokio::test]
+async fn turning_tokens_off_by_reload_revokes_at_once() {
+    let dir = TestDir::new();
+    let (server, api_key) = start(&dir, "");
+    let token = login(&server, &dir, "alice", "secret").await;
+    let config = dir.path("gatehouse.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let off = text
+        .replace(
+            "[tokens]\nenabled = true\nsigning_key = \"signing.pem\"\n",
+            "",
+        )
+        .replace("[api_keys]\nfile = \"api-keys\"\n", "");
+    assert_ne!(off, text);
+    std::fs::write(&config, off).unwrap();
+    reload(&server).await;
+    let http = client(&dir.cert_pem);
+    for credential in [&token, &api_key] {
+        let status = http
+            .get(server.url("/api/whoami"))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+    }
+    let login = http
+        .post(server.url("/api/auth/jwt"))
+        .json(&serde_json::json!({"username": "alice", "password": "secret"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), StatusCode::NOT_FOUND);
+    assert!(server.logs().contains("only takes effect after a restart"));
 }

@@ -179,19 +179,62 @@ async fn bearer_probes_are_locked_out() {
         );
     }
     assert_eq!(statuses, vec![401, 401, 401, 429, 429]);
-    // Another address is not affected.
+    // Bearer probes lock bearer credentials only: the prober's password
+    // still works, and another address is not affected.
+    let basic = prober
+        .get(&url)
+        .basic_auth("alice", Some("secret"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(basic.status(), StatusCode::OK);
     let token = login(&server, &dir, "alice", "secret").await;
     let other = client_from(&dir.cert_pem, "127.0.0.42");
     assert_eq!(
         other
             .get(&url)
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .send()
             .await
             .unwrap()
             .status(),
         StatusCode::OK
     );
+    // Tokens that were ours (expired, another audience) are a client's
+    // normal life, not guesses: refused every time, never locked out.
+    let kid = {
+        let header = token.split('.').next().unwrap();
+        let bytes =
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&bytes).unwrap()["kid"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    super::gen_key(&dir, "other.pem", "EdDSA");
+    let forged: serde_json::Value = serde_json::from_str(&python(
+        FORGE,
+        &[
+            dir.path("signing.pem").to_str().unwrap(),
+            dir.path("other.pem").to_str().unwrap(),
+            &kid,
+            &token,
+        ],
+    ))
+    .unwrap();
+    let client = client_from(&dir.cert_pem, "127.0.0.45");
+    for what in ["expired", "wrong audience", "not yet valid"] {
+        for _ in 0..5 {
+            let response = client
+                .get(&url)
+                .bearer_auth(forged[what].as_str().unwrap())
+                .send()
+                .await
+                .unwrap();
+            assert_bearer_refusal(&response, what);
+        }
+    }
 }
 
 /// The login endpoint answers what Basic answers, and a flood of wrong
@@ -227,6 +270,30 @@ async fn login_refusals_and_flood() {
     for (request, want) in cases {
         assert_eq!(request.send().await.unwrap().status().as_u16(), want);
     }
+    // The login path is matched on the canonical path: these spellings are
+    // the login, not a way past it to the backend.
+    for spelling in ["/api//auth/jwt", "/api/auth/%6Awt", "/api/x/../auth/jwt"] {
+        let response = client(&dir.cert_pem)
+            .post(server.url(spelling))
+            .json(&serde_json::json!({"username": "bob", "password": "pässwörd"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{spelling}");
+        assert!(response.text().await.unwrap().contains("access_token"));
+    }
+    // A JSON user-id that a Basic header could not carry is refused alike.
+    for name in ["", "a:b", "a\\u0000bearer", "\\u001b[31m"] {
+        let body = format!("{{\"username\":\"{name}\",\"password\":\"x\"}}");
+        let response = client(&dir.cert_pem)
+            .post(&url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{name:?}");
+    }
     let attacker = client_from(&dir.cert_pem, "127.0.0.44");
     let mut answers = Vec::new();
     for _ in 0..20 {
@@ -253,5 +320,10 @@ async fn login_refusals_and_flood() {
     );
     assert!(answers[3..].iter().all(|&s| s == 429), "{answers:?}");
     let stats = crate::common::stats(&server, &dir.cert_pem).await;
-    assert!(stats["verifications"].as_u64().unwrap() <= 4, "{stats}");
+    // The flood's 20 wrong passwords cost max_failures (3) verifications.
+    assert_eq!(
+        stats["failed_verifications"].as_u64().unwrap(),
+        3,
+        "{stats}"
+    );
 }
