@@ -31,6 +31,19 @@ struct LoginBody {
     password: String,
 }
 
+fn not_found() -> (Outcome, Response) {
+    refused(
+        Outcome::BadRequest,
+        StatusCode::NOT_FOUND,
+        "404 Not Found\n",
+    )
+}
+
+/// The tokens in force, unless tokens are off (or turned off by a reload).
+fn current_tokens(shared: &Shared) -> Option<Arc<crate::tokens::Tokens>> {
+    shared.tokens.as_ref()?.tokens.load_full()
+}
+
 fn refused(outcome: Outcome, status: StatusCode, body: &'static str) -> (Outcome, Response) {
     (outcome, plain(status, body))
 }
@@ -52,20 +65,9 @@ where
     {
         return finish(shared, decision);
     }
-    let Some(state) = &shared.tokens else {
-        return refused(
-            Outcome::BadRequest,
-            StatusCode::NOT_FOUND,
-            "404 Not Found\n",
-        );
-    };
-    let Some(tokens) = state.tokens.load_full() else {
-        // Turned off by a reload.
-        return refused(
-            Outcome::BadRequest,
-            StatusCode::NOT_FOUND,
-            "404 Not Found\n",
-        );
+    // Tokens turned off by a reload: the login is gone.
+    let Some(tokens) = current_tokens(shared) else {
+        return not_found();
     };
     if req.method() != Method::POST {
         let (outcome, mut response) = refused(
@@ -247,19 +249,8 @@ pub(super) fn jwks<B>(
             .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         return (outcome, response);
     }
-    let Some(state) = &shared.tokens else {
-        return refused(
-            Outcome::BadRequest,
-            StatusCode::NOT_FOUND,
-            "404 Not Found\n",
-        );
-    };
-    let Some(tokens) = state.tokens.load_full() else {
-        return refused(
-            Outcome::BadRequest,
-            StatusCode::NOT_FOUND,
-            "404 Not Found\n",
-        );
+    let Some(tokens) = current_tokens(shared) else {
+        return not_found();
     };
     let mut response = Response::new(Body::from(tokens.jwks()));
     let headers = response.headers_mut();

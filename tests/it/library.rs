@@ -152,22 +152,10 @@ fn the_readme_example_runs_as_documented() {
             .unwrap();
         assert!(status.success());
     }
-    let mut child = std::process::Command::new(&example)
-        .env("LISTEN", "127.0.0.1:0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let url = line
-        .trim()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .to_owned();
+    let (mut child, line) = crate::common::spawn_and_read_line(
+        std::process::Command::new(&example).env("LISTEN", "127.0.0.1:0"),
+    );
+    let url = line.strip_prefix("listening on ").unwrap().to_owned();
     let curl = |args: &[&str], path: &str| {
         let out = std::process::Command::new("curl")
             .args(["-s", "-w", " %{http_code}"])

@@ -465,3 +465,19 @@ pub async fn closed_within<S: tokio::io::AsyncRead + Unpin>(
         }
     }
 }
+
+/// Spawns `command` with stdout piped and returns it with the first line it
+/// printed (a server saying where it listens), trimmed.
+pub fn spawn_and_read_line(command: &mut Command) -> (Child, String) {
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut BufReader::new(child.stdout.take().expect("stdout")),
+        &mut line,
+    )
+    .expect("a first line");
+    (child, line.trim().to_owned())
+}

@@ -202,20 +202,13 @@ srv.serve_forever()
         .unwrap()
         .port();
     let jwks = format!("https://localhost:{port}/.well-known/jwks.json");
-    let mut child = Command::new("python3")
-        .arg("-c")
-        .arg(upstream)
-        .arg(&jwks)
-        .arg(dir.path("cert.pem"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
+    let (mut child, line) = crate::common::spawn_and_read_line(
+        Command::new("python3")
+            .arg("-c")
+            .arg(upstream)
+            .arg(&jwks)
+            .arg(dir.path("cert.pem")),
+    );
     let upstream_port: u16 = line.trim().parse().unwrap();
     gen_key(&dir, "signing.pem", "ES256");
     let config = dir.config_with_server(
