@@ -1,8 +1,9 @@
 //! Bearer tokens: JWTs that gatehouse issues at its login path and
 //! verifies in the auth layer, and API keys ([`api_keys`]).
 //!
-//! Tokens are signed with Ed25519 (or ES256) by the `jsonwebtoken` crate on
-//! its pure-Rust backend; keys are parsed and generated with ring
+//! Tokens are encoded, decoded and validated by the `jsonwebtoken` crate;
+//! the Ed25519 (or ES256) signatures are ring's, through a crypto provider
+//! of our own (`ring_provider`), and ring parses and generates the keys
 //! ([`keys`]). Every key pins its algorithm: a token whose header names
 //! another algorithm, no `kid`, or an unknown `kid` is refused before any
 //! signature check, so `alg: none` and HS256-signed-with-the-public-key
@@ -13,6 +14,7 @@
 pub mod api_keys;
 mod cache;
 pub mod keys;
+mod ring_provider;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -139,6 +141,7 @@ pub fn password_binding(stored_fingerprint: &[u8; 32]) -> String {
 impl Tokens {
     /// Signs with `signing`; also accepts tokens from `previous` keys.
     pub fn new(policy: TokenPolicy, signing: SigningKey, previous: Vec<VerifyingKey>) -> Self {
+        ring_provider::install();
         let mut verifying = vec![signing.verifying().clone()];
         for key in previous {
             if verifying.iter().all(|k| k.kid() != key.kid()) {
