@@ -271,6 +271,8 @@ async fn reload_revokes_and_rotates() {
     };
     let alice_token = login(&server, &dir, "alice", "secret").await;
     let bob_token = login(&server, &dir, "bob", "pässwörd").await;
+    let carol_token = login(&server, &dir, "carol", "p:ss:w0rd").await;
+    assert_eq!(status(carol_token.clone()).await, StatusCode::OK);
     assert_eq!(status(alice_token.clone()).await, StatusCode::OK);
     assert_eq!(status(api_key.clone()).await, StatusCode::OK);
     // alice gets a new password; her API key line is deleted; the key is
@@ -285,10 +287,18 @@ async fn reload_revokes_and_rotates() {
     let new_alice = format!("alice = \"{}\"", crate::common::cheap_hash("new secret"));
     std::fs::rename(dir.path("signing.pem"), dir.path("old.pem")).unwrap();
     gen_key(&dir, "signing.pem", "EdDSA");
-    let rotated = text.replace(&old_alice, &new_alice).replace(
-        "signing_key = \"signing.pem\"",
-        "signing_key = \"signing.pem\"\nprevious_keys = [\"old.pem\"]",
-    );
+    let old_carol = text
+        .lines()
+        .find(|l| l.starts_with("carol = "))
+        .unwrap()
+        .to_owned();
+    let rotated = text
+        .replace(&old_alice, &new_alice)
+        .replace(&old_carol, "")
+        .replace(
+            "signing_key = \"signing.pem\"",
+            "signing_key = \"signing.pem\"\nprevious_keys = [\"old.pem\"]",
+        );
     std::fs::write(dir.path("api-keys"), "").unwrap();
     std::fs::write(&config, &rotated).unwrap();
     reload(&server).await;
@@ -296,6 +306,11 @@ async fn reload_revokes_and_rotates() {
         status(alice_token).await,
         StatusCode::UNAUTHORIZED,
         "password changed"
+    );
+    assert_eq!(
+        status(carol_token).await,
+        StatusCode::UNAUTHORIZED,
+        "user removed"
     );
     assert_eq!(
         status(api_key).await,
