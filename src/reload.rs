@@ -114,10 +114,17 @@ impl Reloader {
         let path = self.started_with.path.clone();
         let certificate_wanted = self.certificate.is_some();
         let keep_generated = self.running_generated.load(Ordering::Relaxed);
+        let tokens_off = self.layer.tokens().is_none();
         let server = &self.started_with.server;
         let listen_override = server.listen_overridden.then_some(server.listen);
         let loaded = tokio::task::spawn_blocking(move || {
-            load(&path, certificate_wanted, keep_generated, listen_override)
+            load(
+                &path,
+                certificate_wanted,
+                keep_generated,
+                listen_override,
+                tokens_off,
+            )
         })
         .await
         .map_err(|e| ReloadError::Task(e.to_string()))?;
@@ -147,8 +154,11 @@ impl Reloader {
         }
         // Turning tokens or keys off revokes at once; the rest of the
         // change (the login path, the challenges) waits for a restart.
-        if loaded.config.tokens.is_none() {
+        if loaded.config.tokens.is_none() && self.layer.tokens().is_some() {
             self.layer.revoke_all_tokens();
+            tracing::warn!(
+                "[tokens] turned off: every token is refused, and the login path answers 404, from now on"
+            );
         }
         match loaded.api_keys {
             Some(keys) => self.layer.replace_api_keys(keys),
@@ -265,6 +275,7 @@ fn load(
     certificate_wanted: bool,
     keep_generated: bool,
     listen_override: Option<std::net::SocketAddr>,
+    tokens_off: bool,
 ) -> Result<Loaded, ReloadError> {
     let mut config = Config::load_for_reload(path)?;
     if let Some(addr) = listen_override {
@@ -286,13 +297,15 @@ fn load(
         }
         _ => None,
     };
-    // Key files are re-read (rotation); an ephemeral key is kept as it is.
+    // Key files are re-read (rotation); an ephemeral key is kept as it is,
+    // unless tokens were turned off and are on again (then a new one).
     let tokens = match &config.tokens {
         Some(settings)
-            if matches!(
-                settings.signing_key,
-                crate::config::SigningKeySource::File(_)
-            ) =>
+            if tokens_off
+                || matches!(
+                    settings.signing_key,
+                    crate::config::SigningKeySource::File(_)
+                ) =>
         {
             Some(crate::tokens::load(settings, &config.path)?)
         }

@@ -130,6 +130,12 @@ where
         return finish(shared, shared.refuse_unauthorized());
     }
     let binding = crate::tokens::password_binding(&now);
+    // The keys now, not those from before the wait: a reload may have
+    // rotated them or turned tokens off meanwhile.
+    drop(tokens);
+    let Some(tokens) = current_tokens(shared) else {
+        return not_found();
+    };
     match tokens.issue(user.name(), binding) {
         Ok(issued) => {
             tracing::debug!(user = user.name(), "token issued");

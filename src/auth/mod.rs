@@ -184,6 +184,7 @@ impl BasicAuthLayer {
         let now = Instant::now();
         self.shared.rate.prune();
         self.shared.lockouts.prune(now);
+        self.shared.bearer_lockouts.prune(now);
         if let Some(cache) = &self.shared.cache {
             cache.prune(now);
         }
@@ -505,12 +506,14 @@ impl Shared {
                     Ok(claims) => claims,
                     Err(error) => {
                         tracing::debug!(%error, "token refused");
-                        // A bad signature or a header no key of ours
-                        // matches is a guess; anything refused after the
-                        // signature checked out (expired, not yet valid,
-                        // another audience) is not.
+                        // A bad signature or a malformed token is a guess;
+                        // anything refused after the signature checked out
+                        // (expired, not yet valid, another audience) is not.
+                        // An unknown `kid` is a removed key's token or an
+                        // ephemeral key's from before a restart: a stale
+                        // client, which guessing cannot turn into a pass.
                         return match error {
-                            TokenError::Signed(_) => BearerCheck::Revoked,
+                            TokenError::Signed(_) | TokenError::UnknownKey => BearerCheck::Revoked,
                             _ => BearerCheck::Guess,
                         };
                     }

@@ -313,7 +313,7 @@ pub(super) fn tokens(
             audience: raw.audience,
             ttl: at_most(
                 "[tokens] ttl",
-                nonzero_duration("[tokens] ttl", &raw.ttl)?,
+                at_least_a_second("[tokens] ttl", nonzero_duration("[tokens] ttl", &raw.ttl)?)?,
                 std::time::Duration::from_secs(24 * 3600),
                 "1 day (apps that verify tokens themselves cannot see a revocation)",
             )?,
@@ -394,6 +394,17 @@ fn at_most(
 ) -> Result<std::time::Duration, KeyError> {
     if value > max {
         return Err(KeyError::new(key, format!("may be at most {why}")));
+    }
+    Ok(value)
+}
+
+/// Token times are whole seconds (`exp`, `expires_in`).
+fn at_least_a_second(
+    key: &str,
+    value: std::time::Duration,
+) -> Result<std::time::Duration, KeyError> {
+    if value < std::time::Duration::from_secs(1) {
+        return Err(KeyError::new(key, "must be at least 1s"));
     }
     Ok(value)
 }

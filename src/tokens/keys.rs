@@ -1,15 +1,15 @@
 //! Token signing and verifying keys: PKCS#8 PEM files, their public halves
 //! as JWKs, and their RFC 7638 thumbprints as key ids.
 //!
-//! ring parses and generates the keys (it is already the TLS crypto); the
-//! JWT crate only signs and verifies with them.
+//! ring parses, generates, signs and verifies (it is already the TLS
+//! crypto).
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey};
 use ring::rand::SystemRandom;
 use ring::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
+    ECDSA_P256_SHA256_FIXED, ECDSA_P256_SHA256_FIXED_SIGNING, ED25519, EcdsaKeyPair,
+    Ed25519KeyPair, KeyPair as _, UnparsedPublicKey,
 };
 
 /// The signature algorithms gatehouse signs with.
@@ -40,11 +40,10 @@ impl KeyAlgorithm {
         }
     }
 
-    pub(crate) fn jwt(self) -> Algorithm {
-        match self {
-            Self::EdDsa => Algorithm::EdDSA,
-            Self::Es256 => Algorithm::ES256,
-        }
+    /// How long a signature is: both are fixed-size (ES256 as JWS wants
+    /// it, `r || s`, 64 bytes).
+    pub(crate) fn signature_len(self) -> usize {
+        64
     }
 }
 
@@ -72,7 +71,8 @@ pub enum KeyError {
 pub struct VerifyingKey {
     algorithm: KeyAlgorithm,
     kid: String,
-    decoding: DecodingKey,
+    /// 32 bytes (Ed25519) or a 65-byte uncompressed P-256 point.
+    public: Vec<u8>,
     jwk: serde_json::Value,
 }
 
@@ -120,14 +120,10 @@ impl VerifyingKey {
             object.insert("alg".into(), algorithm.name().into());
             object.insert("use".into(), "sig".into());
         }
-        let decoding = match algorithm {
-            KeyAlgorithm::EdDsa => DecodingKey::from_ed_der(public),
-            KeyAlgorithm::Es256 => DecodingKey::from_ec_der(public),
-        };
         Ok(Self {
             algorithm,
             kid,
-            decoding,
+            public: public.to_vec(),
             jwk,
         })
     }
@@ -180,8 +176,15 @@ impl VerifyingKey {
         &self.jwk
     }
 
-    pub(crate) fn decoding(&self) -> &DecodingKey {
-        &self.decoding
+    /// Whether `signature` is this key's over `message`.
+    pub(crate) fn verifies(&self, message: &[u8], signature: &[u8]) -> bool {
+        let algorithm: &'static dyn ring::signature::VerificationAlgorithm = match self.algorithm {
+            KeyAlgorithm::EdDsa => &ED25519,
+            KeyAlgorithm::Es256 => &ECDSA_P256_SHA256_FIXED,
+        };
+        UnparsedPublicKey::new(algorithm, &self.public)
+            .verify(message, signature)
+            .is_ok()
     }
 }
 
@@ -209,8 +212,13 @@ fn ed25519_v1(v2: &[u8]) -> Option<Vec<u8>> {
 
 /// A private key that signs tokens; deliberately not `Debug` beyond its id.
 pub struct SigningKey {
-    encoding: EncodingKey,
+    pair: KeyPair,
     verifying: VerifyingKey,
+}
+
+enum KeyPair {
+    Ed25519(Ed25519KeyPair),
+    Es256(EcdsaKeyPair, SystemRandom),
 }
 
 impl std::fmt::Debug for SigningKey {
@@ -237,7 +245,7 @@ impl SigningKey {
             let verifying =
                 VerifyingKey::from_raw(KeyAlgorithm::EdDsa, pair.public_key().as_ref())?;
             return Ok(Self {
-                encoding: EncodingKey::from_ed_der(der),
+                pair: KeyPair::Ed25519(pair),
                 verifying,
             });
         }
@@ -246,7 +254,7 @@ impl SigningKey {
             let verifying =
                 VerifyingKey::from_raw(KeyAlgorithm::Es256, pair.public_key().as_ref())?;
             return Ok(Self {
-                encoding: EncodingKey::from_ec_der(der),
+                pair: KeyPair::Es256(pair, rng),
                 verifying,
             });
         }
@@ -280,7 +288,14 @@ impl SigningKey {
         &self.verifying
     }
 
-    pub(crate) fn encoding(&self) -> &EncodingKey {
-        &self.encoding
+    /// Signs `message`.
+    pub(crate) fn sign(&self, message: &[u8]) -> Result<Vec<u8>, KeyError> {
+        match &self.pair {
+            KeyPair::Ed25519(pair) => Ok(pair.sign(message).as_ref().to_vec()),
+            KeyPair::Es256(pair, rng) => pair
+                .sign(rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .map_err(|_| KeyError::Random),
+        }
     }
 }

@@ -1,10 +1,15 @@
 //! Bearer tokens: JWTs that gatehouse issues at its login path and
 //! verifies in the auth layer, and API keys ([`api_keys`]).
 //!
-//! Tokens are encoded, decoded and validated by the `jsonwebtoken` crate;
-//! the Ed25519 (or ES256) signatures are ring's, through a crypto provider
-//! of our own (`ring_provider`), and ring parses and generates the keys
-//! ([`keys`]). Every key pins its algorithm: a token whose header names
+//! Tokens are compact JWS (RFC 7515): `base64url(header) "."
+//! base64url(claims) "." base64url(signature)`, signed and verified by ring
+//! with Ed25519 (or ES256), the crypto library rustls already uses. No JWT
+//! crate: jsonwebtoken, the obvious one, routes signatures through a
+//! process-wide crypto provider, which a library must not claim inside its
+//! host's process, and its own backends would add RSA and ~45 crates. The
+//! form is small; what matters is checked here in one place, in order:
+//! three canonical base64url parts, a header with a known `kid` and that
+//! key's `alg` (and no `crit`), the signature, then the claims. Every key pins its algorithm: a token whose header names
 //! another algorithm, no `kid`, or an unknown `kid` is refused before any
 //! signature check, so `alg: none` and HS256-signed-with-the-public-key
 //! cannot work. A token also carries a short digest of its user's stored
@@ -14,13 +19,11 @@
 pub mod api_keys;
 mod cache;
 pub mod keys;
-mod ring_provider;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::{Header, Validation};
 use serde::{Deserialize, Serialize};
 
 pub use api_keys::{ApiKeyError, ApiKeys, NewApiKey};
@@ -87,10 +90,14 @@ pub struct Issued {
 /// Why a token is refused. The client only ever hears `invalid_token`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TokenError {
-    /// Not a JWT whose header gatehouse accepts (no `kid`, unknown `kid`,
-    /// another algorithm than the key's).
+    /// Not a JWS whose header gatehouse accepts: not three base64url
+    /// parts, no `kid`, another algorithm than the key's, `crit`.
     #[error("token header refused")]
     Header,
+    /// A `kid` no key of ours has: signed by a key removed since, or by
+    /// an ephemeral key before a restart, or by someone else.
+    #[error("token signed by an unknown key")]
+    UnknownKey,
     /// The signature did not check out, or the token is malformed.
     #[error("token refused: {0}")]
     Invalid(String),
@@ -141,7 +148,6 @@ pub fn password_binding(stored_fingerprint: &[u8; 32]) -> String {
 impl Tokens {
     /// Signs with `signing`; also accepts tokens from `previous` keys.
     pub fn new(policy: TokenPolicy, signing: SigningKey, previous: Vec<VerifyingKey>) -> Self {
-        ring_provider::install();
         let mut verifying = vec![signing.verifying().clone()];
         for key in previous {
             if verifying.iter().all(|k| k.kid() != key.kid()) {
@@ -189,15 +195,26 @@ impl Tokens {
             sub: user.to_owned(),
             iat: now,
             nbf: now,
-            exp: now + ttl,
+            exp: now.saturating_add(ttl),
             jti: URL_SAFE_NO_PAD.encode(jti),
             pwh: binding,
         };
         let key = self.signing.verifying();
-        let mut header = Header::new(key.algorithm().jwt());
-        header.kid = Some(key.kid().to_owned());
-        let token = jsonwebtoken::encode(&header, &claims, self.signing.encoding())
+        let header = serde_json::json!({
+            "alg": key.algorithm().name(),
+            "typ": "JWT",
+            "kid": key.kid(),
+        });
+        let claims = serde_json::to_vec(&claims).map_err(|e| TokenError::Sign(e.to_string()))?;
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(claims));
+        let signature = self
+            .signing
+            .sign(token.as_bytes())
             .map_err(|e| TokenError::Sign(e.to_string()))?;
+        token.push('.');
+        token.push_str(&URL_SAFE_NO_PAD.encode(signature));
         Ok(Issued {
             access_token: token,
             token_type: "Bearer",
@@ -205,39 +222,63 @@ impl Tokens {
         })
     }
 
-    /// Checks a token: its header (a known `kid`, that key's algorithm),
-    /// its signature, then `iss`, `aud`, `exp` and `nbf` (with the leeway).
+    /// Checks a token, in this order: three canonical base64url parts; a
+    /// header naming a key of ours (`kid`) and that key's algorithm, with
+    /// no `crit`; the signature; then, the signature being ours, the
+    /// claims: `iss`, `aud`, `exp` and `nbf` (with the leeway).
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Header)?;
+        self.verify_at(token, unix_now())
+    }
+
+    fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Header);
+        };
+        let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Header);
+        let header: Header =
+            serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Header)?;
+        if header.crit.is_some() {
+            return Err(TokenError::Header);
+        }
         let kid = header.kid.as_deref().ok_or(TokenError::Header)?;
         let key = self
             .verifying
             .iter()
             .find(|k| k.kid() == kid)
-            .ok_or(TokenError::Header)?;
-        if header.alg != key.algorithm().jwt() {
+            .ok_or(TokenError::UnknownKey)?;
+        if header.alg != key.algorithm().name() {
             return Err(TokenError::Header);
         }
-        let mut validation = Validation::new(key.algorithm().jwt());
-        validation.set_issuer(&[&self.policy.issuer]);
-        validation.set_audience(&[&self.policy.audience]);
-        validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        validation.validate_nbf = true;
-        validation.leeway = self.policy.leeway.as_secs();
-        jsonwebtoken::decode::<Claims>(token, key.decoding(), &validation)
-            .map(|data| data.claims)
-            .map_err(|e| {
-                use jsonwebtoken::errors::ErrorKind;
-                match e.kind() {
-                    // Checked after the signature, which therefore held.
-                    ErrorKind::ExpiredSignature
-                    | ErrorKind::ImmatureSignature
-                    | ErrorKind::InvalidAudience
-                    | ErrorKind::InvalidIssuer
-                    | ErrorKind::MissingRequiredClaim(_) => TokenError::Signed(e.kind_name()),
-                    _ => TokenError::Invalid(e.kind_name()),
-                }
-            })
+        let signature = decode(signature)?;
+        let signed_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
+        if signature.len() != key.algorithm().signature_len()
+            || !key.verifies(&token.as_bytes()[..signed_len], &signature)
+        {
+            return Err(TokenError::Invalid("bad signature".into()));
+        }
+        // The signature is ours: whatever is wrong from here on is a token
+        // we issued (or a key we hold signed), not a guess.
+        let claims: Claims = serde_json::from_slice(
+            &decode(payload).map_err(|_| TokenError::Signed("claims not base64url".into()))?,
+        )
+        .map_err(|_| TokenError::Signed("claims malformed".into()))?;
+        let leeway = self.policy.leeway.as_secs();
+        if claims.iss != self.policy.issuer {
+            return Err(TokenError::Signed("wrong issuer".into()));
+        }
+        if claims.aud != self.policy.audience {
+            return Err(TokenError::Signed("wrong audience".into()));
+        }
+        if now >= claims.exp.saturating_add(leeway) {
+            return Err(TokenError::Signed("expired".into()));
+        }
+        if now.saturating_add(leeway) < claims.nbf {
+            return Err(TokenError::Signed("not yet valid".into()));
+        }
+        Ok(claims)
     }
 
     /// The JWK set of every verifying key, for `/.well-known/jwks.json`.
@@ -309,25 +350,13 @@ fn warn_if_readable_by_others(path: &std::path::Path) {
     }
 }
 
-/// The name of a `jsonwebtoken` error's kind, for debug logs (no token
-/// text).
-trait KindName {
-    fn kind_name(&self) -> String;
-}
-
-impl KindName for jsonwebtoken::errors::Error {
-    fn kind_name(&self) -> String {
-        use jsonwebtoken::errors::ErrorKind;
-        match self.kind() {
-            ErrorKind::ExpiredSignature => "expired".into(),
-            ErrorKind::ImmatureSignature => "not yet valid".into(),
-            ErrorKind::InvalidSignature => "bad signature".into(),
-            ErrorKind::InvalidAudience => "wrong audience".into(),
-            ErrorKind::InvalidIssuer => "wrong issuer".into(),
-            ErrorKind::MissingRequiredClaim(claim) => format!("missing {claim}"),
-            _ => "malformed".into(),
-        }
-    }
+/// A JOSE header as gatehouse reads it; other members are ignored, except
+/// `crit`, which names extensions the reader must understand (none here).
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<serde_json::Value>,
 }
 
 #[cfg(test)]
