@@ -138,3 +138,80 @@ async fn json_logs_at_debug_never_hold_secrets() {
     );
     assert_no_secrets(&logs, &hashes_in(&config));
 }
+
+/// Tokens, API keys, login bodies and the signing key never reach the log,
+/// at debug, in text and in JSON.
+#[tokio::test]
+async fn token_and_api_key_paths_at_debug_never_hold_secrets() {
+    for format in ["text", "json"] {
+        let dir = TestDir::new();
+        let (server, api_key) =
+            crate::tokens::start(&dir, &format!("[log]\nformat = \"{format}\"\n"));
+        let http = client(&dir.cert_pem);
+        let url = server.url("/api/whoami");
+        let token = crate::tokens::login(&server, &dir, "alice", "secret").await;
+        let wrong_login = http
+            .post(server.url("/api/auth/jwt"))
+            .json(&serde_json::json!({"username": "alice", "password": WRONG}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(wrong_login.status(), 401);
+        let mut wrong_key = api_key.clone();
+        wrong_key.replace_range(30..31, if &api_key[30..31] == "Z" { "Y" } else { "Z" });
+        let tampered = format!("{}x", &token[..token.len() - 1]);
+        for (credential, want) in [
+            (&token, 200),
+            (&api_key, 200),
+            (&wrong_key, 401),
+            (&tampered, 401),
+        ] {
+            let status = http
+                .get(&url)
+                .bearer_auth(credential)
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, want);
+            let status = http
+                .get(&url)
+                .header("x-api-key", credential.as_str())
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(status == 200 || status == 401);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let logs = server.logs();
+        let key_file = std::fs::read_to_string(dir.path("signing.pem")).unwrap();
+        let key_body: String = key_file
+            .lines()
+            .filter(|l| !l.starts_with("-----"))
+            .collect();
+        let digest_line = std::fs::read_to_string(dir.path("api-keys")).unwrap();
+        let digest = digest_line.trim().rsplit(':').next().unwrap().to_owned();
+        let payload = token.split('.').nth(1).unwrap().to_owned();
+        for secret in [
+            token.as_str(),
+            payload.as_str(),
+            &token[token.len() - 20..],
+            api_key.as_str(),
+            &api_key[20..],
+            &wrong_key[20..],
+            &tampered[tampered.len() - 20..],
+            key_body.as_str(),
+            digest.as_str(),
+            WRONG,
+            "\"secret\"",
+        ] {
+            assert!(
+                !logs.contains(secret),
+                "{format} logs contain a secret ({}…)",
+                &secret[..8.min(secret.len())]
+            );
+        }
+        assert_no_secrets(&logs, &hashes_in(&dir.path("gatehouse.toml")));
+    }
+}
