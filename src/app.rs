@@ -242,6 +242,7 @@ fn auth_layer(
         users.push(user);
         password_file = file;
     }
+    users.extend(config.client_secrets());
     let store = CredentialStore::new(users).map_err(|e| StartError::Generate(e.to_string()))?;
     crate::warnings::log(&crate::warnings::config_warnings(config, &store));
     let verifier = Verifier::builder(Arc::new(store))
@@ -271,6 +272,9 @@ fn auth_layer(
             tracing::warn!(users = ?orphans, file = %settings.file.display(), "API keys for users that are not configured: those keys are refused until the users exist");
         }
         builder = builder.api_keys(keys, settings.header.clone());
+    }
+    if let Some(oauth) = &config.oauth {
+        builder = builder.oauth(oauth.clients.clone());
     }
     let layer = builder
         .public(config.auth.public.clone())

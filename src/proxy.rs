@@ -42,6 +42,9 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+/// The OAuth scopes of the request's token, for the upstream.
+const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+
 /// An upstream and the client that talks to it.
 pub struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Body>,
@@ -145,6 +148,15 @@ impl Proxy {
                 headers.remove(key_header);
             }
         }
+        // Set by gatehouse alone: a client's own is dropped.
+        headers.remove(X_FORWARDED_SCOPES);
+        if let Some(scopes) = user
+            .as_ref()
+            .and_then(|u| u.scopes())
+            .and_then(|s| HeaderValue::from_str(s).ok())
+        {
+            headers.insert(X_FORWARDED_SCOPES, scopes);
+        }
         if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
             headers.insert(self.settings.user_header.clone(), user);
         }
@@ -179,6 +191,7 @@ impl Proxy {
         let ours = [
             self.settings.user_header.as_str(),
             key_header,
+            "x-forwarded-scopes",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",

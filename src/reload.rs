@@ -160,6 +160,12 @@ impl Reloader {
                 "[tokens] turned off: every token is refused, and the login path answers 404, from now on"
             );
         }
+        if let Some(oauth) = &loaded.config.oauth {
+            self.layer.replace_oauth_clients(oauth.clients.clone());
+        } else {
+            // Turning OAuth off revokes every client at once.
+            self.layer.replace_oauth_clients(Vec::new());
+        }
         match loaded.api_keys {
             Some(keys) => self.layer.replace_api_keys(keys),
             None => self
@@ -289,7 +295,11 @@ fn load(
         config.auth.users.is_empty() && keep_generated && config.auth.generated_user.is_some();
     let store = match keep {
         true => None,
-        false => Some(CredentialStore::new(config.auth.users.clone())?),
+        false => {
+            let mut entries = config.auth.users.clone();
+            entries.extend(config.client_secrets());
+            Some(CredentialStore::new(entries)?)
+        }
     };
     let certified = match (&config.tls, certificate_wanted) {
         (TlsSettings::Files { cert, key }, true) => {
@@ -372,6 +382,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     check(
         old.api_keys.as_ref().map(|k| &k.header) != new.api_keys.as_ref().map(|k| &k.header),
         "[api_keys]",
+    );
+    check(
+        old.oauth.is_some() != new.oauth.is_some(),
+        "[oauth] enabled",
     );
     check(old.rate_limit != new.rate_limit, "[rate_limit]");
     check(old.lockout != new.lockout, "[lockout]");

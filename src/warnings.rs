@@ -29,7 +29,16 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters".into(),
         );
     }
-    let weak = store.weak_users();
+    let weak: Vec<String> = store
+        .weak_users()
+        .into_iter()
+        .map(
+            |name| match name.strip_prefix(crate::tokens::CLIENT_PREFIX) {
+                Some(client) => format!("client {client}"),
+                None => name.to_owned(),
+            },
+        )
+        .collect();
     if !weak.is_empty() {
         warn(
             "[users]",

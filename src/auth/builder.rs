@@ -78,6 +78,7 @@ pub struct BasicAuthBuilder {
     without_peer_address: WithoutPeerAddress,
     tokens: Option<(Tokens, String, usize)>,
     api_keys: Option<(ApiKeys, http::HeaderName)>,
+    oauth: Option<Vec<crate::config::OAuthClient>>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -118,7 +119,17 @@ impl BasicAuthBuilder {
             without_peer_address: WithoutPeerAddress::default(),
             tokens: None,
             api_keys: None,
+            oauth: None,
         }
+    }
+
+    /// Turns the OAuth 2.0 token endpoint on for `clients` (their secrets
+    /// must be in the verifier's store under
+    /// [`client_key`](crate::tokens::client_key)); needs
+    /// [`tokens`](Self::tokens).
+    pub fn oauth(mut self, clients: Vec<crate::config::OAuthClient>) -> Self {
+        self.oauth = Some(clients);
+        self
     }
 
     /// Turns tokens on: `POST login_path` trades a password (JSON body or
@@ -256,6 +267,7 @@ impl BasicAuthBuilder {
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
                 lockouts: Lockouts::new(self.lockout),
                 bearer_lockouts: Lockouts::new(self.lockout),
+                oauth: self.oauth.map(super::oauth::OAuthState::new),
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

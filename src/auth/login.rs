@@ -40,7 +40,7 @@ fn not_found() -> (Outcome, Response) {
 }
 
 /// The tokens in force, unless tokens are off (or turned off by a reload).
-fn current_tokens(shared: &Shared) -> Option<Arc<crate::tokens::Tokens>> {
+pub(super) fn current_tokens(shared: &Shared) -> Option<Arc<crate::tokens::Tokens>> {
     shared.tokens.as_ref()?.tokens.load_full()
 }
 
@@ -159,7 +159,7 @@ where
     }
 }
 
-fn finish(_shared: &Shared, decision: Decision) -> (Outcome, Response) {
+pub(super) fn finish(_shared: &Shared, decision: Decision) -> (Outcome, Response) {
     match decision {
         Decision::Refuse(outcome, response) => (outcome, response),
         // Not reached: a login answers with a token, never hands on.

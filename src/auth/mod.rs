@@ -54,6 +54,7 @@ pub(crate) mod cache;
 mod coalesce;
 pub mod header;
 mod login;
+pub mod oauth;
 mod public;
 pub(crate) mod response;
 mod user;
@@ -107,6 +108,8 @@ struct Shared {
     api_keys: Option<ApiKeyState>,
     /// Failures of bearer credentials that may be guesses, per address.
     bearer_lockouts: Lockouts,
+    /// OAuth clients: set when OAuth is on.
+    oauth: Option<oauth::OAuthState>,
     verifier: Verifier,
     public: PublicPaths,
     public_upgrades: bool,
@@ -244,6 +247,13 @@ impl BasicAuthLayer {
         }
     }
 
+    /// Replaces the OAuth clients (a reload). No effect when OAuth is off.
+    pub fn replace_oauth_clients(&self, clients: Vec<crate::config::OAuthClient>) {
+        if let Some(state) = &self.shared.oauth {
+            state.clients.store(Arc::new(oauth::index(clients)));
+        }
+    }
+
     /// The API-key header, when API keys are on.
     pub fn api_key_header(&self) -> Option<&http::HeaderName> {
         self.shared.api_keys.as_ref().map(|k| &k.header)
@@ -316,16 +326,27 @@ where
                     .tokens
                     .as_ref()
                     .is_some_and(|t| req.uri().path() == t.login_path);
+            let oauth_path = (canonical.is_ok() && shared.oauth.is_some())
+                .then(|| req.uri().path())
+                .filter(|p| *p == oauth::TOKEN_PATH || *p == oauth::METADATA_PATH)
+                .map(str::to_owned);
             let mut response = if let Err(error) = canonical {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
                 let mut response = response::bad_request();
                 response.extensions_mut().insert(Outcome::BadRequest);
                 response
-            } else if is_login || (shared.tokens.is_some() && req.uri().path() == JWKS_PATH) {
+            } else if is_login
+                || oauth_path.is_some()
+                || (shared.tokens.is_some() && req.uri().path() == JWKS_PATH)
+            {
                 // Answered by the layer itself, for library users too.
                 let (outcome, mut response) = if is_login {
                     login::login(&shared, req, keyed).await
+                } else if oauth_path.as_deref() == Some(oauth::TOKEN_PATH) {
+                    oauth::token(&shared, req, keyed).await
+                } else if oauth_path.is_some() {
+                    oauth::metadata(&shared, &req, keyed)
                 } else {
                     login::jwks(&shared, &req, keyed)
                 };
@@ -496,7 +517,7 @@ impl Shared {
             .map_or(0, |d| d.as_secs());
         // The generation first, then the keys: see `TokenState::generation`.
         let generation = state.generation();
-        let (user, binding) = match state.cache.get(token, now, generation) {
+        let cached = match state.cache.get(token, now, generation) {
             Some(hit) => hit,
             None => {
                 let Some(tokens) = state.tokens.load_full() else {
@@ -523,37 +544,41 @@ impl Shared {
                 let until = claims
                     .exp
                     .min(now.saturating_add(tokens.policy().ttl.as_secs()));
-                let user: Arc<str> = Arc::from(claims.sub);
-                state.cache.insert(
-                    token,
-                    Arc::clone(&user),
-                    claims.pwh.clone(),
-                    until,
-                    now,
-                    generation,
-                );
-                (user, claims.pwh)
+                let store_name = match claims.sub_type.as_deref() {
+                    Some("client") => crate::tokens::client_key(&claims.sub),
+                    _ => claims.sub,
+                };
+                let cached = crate::tokens::Cached {
+                    user: Arc::from(store_name),
+                    scope: claims.scope.map(Arc::from),
+                    binding: claims.pwh,
+                };
+                state
+                    .cache
+                    .insert(token, cached.clone(), until, now, generation);
+                cached
             }
         };
         let store = self.verifier.current_store();
-        let Some((name, fingerprint)) = store.stored_hash(&user) else {
-            tracing::debug!(user = &*user, "token refused: its user is gone");
+        let Some((name, fingerprint)) = store.stored_hash(&cached.user) else {
+            tracing::debug!("token refused: its user or client is gone");
             return BearerCheck::Revoked;
         };
         let current = crate::tokens::password_binding(fingerprint);
         let same: bool =
-            subtle::ConstantTimeEq::ct_eq(current.as_bytes(), binding.as_bytes()).into();
+            subtle::ConstantTimeEq::ct_eq(current.as_bytes(), cached.binding.as_bytes()).into();
         if !same {
-            tracing::debug!(
-                user = &*user,
-                "token refused: the password changed since it was issued"
-            );
+            tracing::debug!("token refused: the password or secret changed since it was issued");
             return BearerCheck::Revoked;
         }
-        BearerCheck::Valid(AuthenticatedUser::with_method(
-            Arc::clone(name),
-            AuthMethod::Bearer,
-        ))
+        // A client's token names the client, without the store's prefix.
+        let name = match name.strip_prefix(crate::tokens::CLIENT_PREFIX) {
+            Some(client) => Arc::from(client),
+            None => Arc::clone(name),
+        };
+        BearerCheck::Valid(
+            AuthenticatedUser::with_method(name, AuthMethod::Bearer).with_scopes(cached.scope),
+        )
     }
 
     /// Whether bad bearer credentials from this address locked it out of

@@ -15,6 +15,7 @@ use http::request::Parts;
 pub struct AuthenticatedUser {
     name: Arc<str>,
     method: AuthMethod,
+    scopes: Option<Arc<str>>,
 }
 
 /// How a user proved who they are.
@@ -51,7 +52,21 @@ impl AuthenticatedUser {
         Self {
             name: name.into(),
             method,
+            scopes: None,
         }
+    }
+
+    /// The same user, with the OAuth scopes a token granted.
+    pub(crate) fn with_scopes(mut self, scopes: Option<Arc<str>>) -> Self {
+        self.scopes = scopes;
+        self
+    }
+
+    /// The OAuth scopes the request's token carries (space-separated), if
+    /// it came from an OAuth grant; `None` for passwords, API keys and
+    /// login tokens, which are not limited to scopes.
+    pub fn scopes(&self) -> Option<&str> {
+        self.scopes.as_deref()
     }
 
     /// The username.

@@ -17,9 +17,11 @@ use std::path::{Path, PathBuf};
 use crate::auth::cache::CachePolicy;
 use crate::limit::LockoutPolicy;
 
+pub(crate) use sections::is_scope_token;
 pub use settings::{
-    ApiKeySettings, AuthSettings, Backend, Limits, LogSettings, MetricsSettings, RateLimitSettings,
-    ServerSettings, SigningKeySource, StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, Backend, GrantType, Limits, LogSettings, MetricsSettings,
+    OAuthClient, OAuthSettings, RateLimitSettings, ServerSettings, SigningKeySource,
+    StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -115,6 +117,8 @@ pub struct Config {
     pub tokens: Option<TokenSettings>,
     /// `[api_keys]`: `None` unless set.
     pub api_keys: Option<ApiKeySettings>,
+    /// `[oauth]`: `None` unless enabled.
+    pub oauth: Option<OAuthSettings>,
 }
 
 impl Config {
@@ -155,6 +159,7 @@ impl Config {
 
     fn from_toml_with(path: &Path, text: &str, allow_no_users: bool) -> Result<Self, ConfigError> {
         let raw = raw::parse(path, text)?;
+        let raw_tokens_on = raw.tokens.enabled;
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &Path| base.join(p);
         // Each section reports the key; the file is attached here, once.
@@ -180,8 +185,23 @@ impl Config {
             metrics: sections::metrics(raw.metrics).map_err(in_file)?,
             tokens: sections::tokens(raw.tokens, &resolve).map_err(in_file)?,
             api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
+            oauth: sections::oauth(raw.oauth, raw_tokens_on).map_err(in_file)?,
         }
         .checked()
+    }
+
+    /// The OAuth clients' secrets as credential-store entries, named by
+    /// [`client_key`](crate::tokens::client_key): they go through the same
+    /// brute-force pipeline as passwords.
+    pub fn client_secrets(&self) -> Vec<(String, argon2::password_hash::phc::PasswordHash)> {
+        self.oauth
+            .iter()
+            .flat_map(|o| &o.clients)
+            .filter_map(|c| {
+                let hash = crate::credentials::parse_phc(c.secret.as_deref()?).ok()?;
+                Some((crate::tokens::client_key(&c.id), hash))
+            })
+            .collect()
     }
 
     /// Checks across sections.

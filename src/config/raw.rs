@@ -39,6 +39,41 @@ pub(super) struct File {
     #[serde(default)]
     pub tokens: Tokens,
     pub api_keys: Option<ApiKeys>,
+    #[serde(default)]
+    pub oauth: OAuth,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct OAuth {
+    pub enabled: bool,
+    pub code_ttl: String,
+    pub refresh_ttl: String,
+    pub clients: BTreeMap<String, OAuthClient>,
+}
+
+impl Default for OAuth {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            code_ttl: "60s".into(),
+            refresh_ttl: "30d".into(),
+            clients: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct OAuthClient {
+    pub name: Option<String>,
+    pub secret: Option<String>,
+    #[serde(default)]
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub auto_approve: bool,
 }
 
 #[derive(Deserialize)]

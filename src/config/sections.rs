@@ -408,3 +408,115 @@ fn at_least_a_second(
     }
     Ok(value)
 }
+
+/// RFC 6749 §3.3 scope-token: `%x21 / %x23-5B / %x5D-7E`, at least one.
+pub(crate) fn is_scope_token(scope: &str) -> bool {
+    !scope.is_empty()
+        && scope
+            .bytes()
+            .all(|b| b == 0x21 || (0x23..=0x5b).contains(&b) || (0x5d..=0x7e).contains(&b))
+}
+
+/// `[oauth]`: `None` unless enabled; needs `[tokens]` (the signer).
+pub(super) fn oauth(
+    raw: raw::OAuth,
+    tokens_on: bool,
+) -> Result<Option<super::OAuthSettings>, KeyError> {
+    if !raw.enabled {
+        return Ok(None);
+    }
+    if !tokens_on {
+        return Err(KeyError::new(
+            "[oauth] enabled",
+            "OAuth issues tokens with the [tokens] signer: enable [tokens] too",
+        ));
+    }
+    let mut clients = Vec::new();
+    for (id, client) in raw.clients {
+        let key = |field: &str| format!("[oauth.clients.{id}] {field}");
+        if id.is_empty()
+            || id.len() > 128
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(KeyError::new(
+                format!("[oauth.clients.{id:?}]"),
+                "a client id is 1 to 128 letters, digits, `.`, `_` or `-`",
+            ));
+        }
+        if let Some(secret) = &client.secret {
+            crate::credentials::parse_phc(secret)
+                .map_err(|e| KeyError::new(key("secret"), e.to_string()))?;
+        }
+        let mut grant_types = Vec::new();
+        for name in &client.grant_types {
+            let grant = super::GrantType::parse(name).ok_or_else(|| {
+                KeyError::new(
+                    key("grant_types"),
+                    format!(
+                        "`{name}` is not authorization_code, refresh_token or client_credentials"
+                    ),
+                )
+            })?;
+            if grant == super::GrantType::ClientCredentials && client.secret.is_none() {
+                return Err(KeyError::new(
+                    key("grant_types"),
+                    "client_credentials needs a secret: a public client cannot authenticate",
+                ));
+            }
+            if !grant_types.contains(&grant) {
+                grant_types.push(grant);
+            }
+        }
+        if grant_types.is_empty() {
+            return Err(KeyError::new(
+                key("grant_types"),
+                "name at least one grant type",
+            ));
+        }
+        if grant_types.contains(&super::GrantType::AuthorizationCode)
+            && client.redirect_uris.is_empty()
+        {
+            return Err(KeyError::new(
+                key("redirect_uris"),
+                "authorization_code needs at least one redirect URI",
+            ));
+        }
+        for uri in &client.redirect_uris {
+            let oob = uri == "urn:ietf:wg:oauth:2.0:oob";
+            let parsed = uri.parse::<http::Uri>().ok();
+            let absolute = parsed.as_ref().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+            });
+            if !oob && (!absolute || uri.contains('#')) {
+                return Err(KeyError::new(
+                    key("redirect_uris"),
+                    format!(
+                        "`{uri}` is not urn:ietf:wg:oauth:2.0:oob or an absolute http(s) URL without a fragment"
+                    ),
+                ));
+            }
+        }
+        if let Some(bad) = client.scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(KeyError::new(
+                key("scopes"),
+                format!("`{bad}` is not a scope token"),
+            ));
+        }
+        clients.push(super::OAuthClient {
+            name: client.name.unwrap_or_else(|| id.clone()),
+            id,
+            secret: client.secret,
+            redirect_uris: client.redirect_uris,
+            grant_types,
+            scopes: client.scopes,
+            auto_approve: client.auto_approve,
+        });
+    }
+    Ok(Some(super::OAuthSettings {
+        code_ttl: nonzero_duration("[oauth] code_ttl", &raw.code_ttl)?,
+        refresh_ttl: nonzero_duration("[oauth] refresh_ttl", &raw.refresh_ttl)?,
+        clients,
+    }))
+}

@@ -396,3 +396,65 @@ pub struct ApiKeySettings {
     /// The header that may carry a key (besides `Authorization: Bearer`).
     pub header: http::HeaderName,
 }
+
+/// `[oauth]`, when enabled: gatehouse as an OAuth 2.0 authorization server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthSettings {
+    /// How long an authorization code may wait to be redeemed.
+    pub code_ttl: std::time::Duration,
+    /// How long a refresh token lives.
+    pub refresh_ttl: std::time::Duration,
+    /// The registered clients.
+    pub clients: Vec<OAuthClient>,
+}
+
+/// A grant type a client may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum GrantType {
+    /// `authorization_code` (RFC 6749 §4.1, with PKCE).
+    AuthorizationCode,
+    /// `refresh_token` (§6).
+    RefreshToken,
+    /// `client_credentials` (§4.4): the client acts for itself.
+    ClientCredentials,
+}
+
+impl GrantType {
+    /// Parses the RFC 6749 name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "authorization_code" => Some(Self::AuthorizationCode),
+            "refresh_token" => Some(Self::RefreshToken),
+            "client_credentials" => Some(Self::ClientCredentials),
+            _ => None,
+        }
+    }
+
+    /// The RFC 6749 name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AuthorizationCode => "authorization_code",
+            Self::RefreshToken => "refresh_token",
+            Self::ClientCredentials => "client_credentials",
+        }
+    }
+}
+
+/// One registered client (`[oauth.clients.<id>]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClient {
+    /// The `client_id`.
+    pub id: String,
+    /// What the consent page calls it.
+    pub name: String,
+    /// The secret's argon2 PHC string; `None` for a public client (PKCE).
+    pub secret: Option<String>,
+    /// Redirect URIs, matched exactly.
+    pub redirect_uris: Vec<String>,
+    /// The grants it may use.
+    pub grant_types: Vec<GrantType>,
+    /// The scopes it may ask for.
+    pub scopes: Vec<String>,
+    /// Skip the consent page.
+    pub auto_approve: bool,
+}

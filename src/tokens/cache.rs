@@ -10,10 +10,21 @@ use ring::hmac;
 use crate::sync::lock;
 
 struct Entry {
+    /// The credential-store name (a user, or a client's key).
     user: Arc<str>,
+    scope: Option<Arc<str>>,
     binding: String,
     exp: u64,
     generation: u64,
+}
+
+/// What a verified token said.
+#[derive(Clone)]
+pub(crate) struct Cached {
+    /// The credential-store name (a user, or a client's key).
+    pub(crate) user: Arc<str>,
+    pub(crate) scope: Option<Arc<str>>,
+    pub(crate) binding: String,
 }
 
 /// A bounded map of tokens already verified. Keys are HMACs under a random
@@ -44,24 +55,19 @@ impl TokenCache {
     }
 
     /// The user and binding of a token verified before and not expired.
-    pub(crate) fn get(&self, token: &str, now: u64, generation: u64) -> Option<(Arc<str>, String)> {
+    pub(crate) fn get(&self, token: &str, now: u64, generation: u64) -> Option<Cached> {
         let digest = self.digest(token);
         let entries = lock(&self.entries);
         let entry = entries.get(&digest)?;
-        (now < entry.exp && entry.generation == generation)
-            .then(|| (Arc::clone(&entry.user), entry.binding.clone()))
+        (now < entry.exp && entry.generation == generation).then(|| Cached {
+            user: Arc::clone(&entry.user),
+            scope: entry.scope.clone(),
+            binding: entry.binding.clone(),
+        })
     }
 
     /// Remembers a verified token until `exp`, for key `generation`.
-    pub(crate) fn insert(
-        &self,
-        token: &str,
-        user: Arc<str>,
-        binding: String,
-        exp: u64,
-        now: u64,
-        generation: u64,
-    ) {
+    pub(crate) fn insert(&self, token: &str, cached: Cached, exp: u64, now: u64, generation: u64) {
         let digest = self.digest(token);
         let mut entries = lock(&self.entries);
         if entries.len() >= self.max_entries {
@@ -73,8 +79,9 @@ impl TokenCache {
         entries.insert(
             digest,
             Entry {
-                user,
-                binding,
+                user: cached.user,
+                scope: cached.scope,
+                binding: cached.binding,
                 exp,
                 generation,
             },

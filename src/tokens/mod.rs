@@ -27,7 +27,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
 pub use api_keys::{ApiKeyError, ApiKeys, NewApiKey};
-pub(crate) use cache::TokenCache;
+pub(crate) use cache::{Cached, TokenCache};
 pub use keys::{KeyAlgorithm, KeyError, SigningKey, VerifyingKey};
 
 /// What tokens say and how long they last.
@@ -74,7 +74,35 @@ pub struct Claims {
     /// A digest of the user's stored password hash when the token was
     /// issued: the token dies with the user or the password.
     pub pwh: String,
+    /// OAuth scopes, space-separated (RFC 8693 §4.2), when granted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+    /// `client` when `sub` is an OAuth client acting for itself (client
+    /// credentials), not a user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_type: Option<String>,
 }
+
+/// Who a token is for: a user, or an OAuth client acting for itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subject {
+    /// The username or client id.
+    pub name: String,
+    /// Whether `name` is a client.
+    pub client: bool,
+    /// The scopes granted, space-separated.
+    pub scope: Option<String>,
+}
+
+/// The credential-store name of an OAuth client's secret: no user can be
+/// called this (a NUL never passes the user-id checks), so clients and
+/// users share the brute-force pipeline without sharing names.
+pub fn client_key(id: &str) -> String {
+    format!("{CLIENT_PREFIX}{id}")
+}
+
+/// See [`client_key`].
+pub const CLIENT_PREFIX: &str = "\0client:";
 
 /// A token just issued, as the login endpoint returns it.
 #[derive(Debug, Clone, Serialize)]
@@ -85,6 +113,9 @@ pub struct Issued {
     pub token_type: &'static str,
     /// Seconds until it expires.
     pub expires_in: u64,
+    /// The scopes granted (OAuth), when any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 /// Why a token is refused. The client only ever hears `invalid_token`.
@@ -185,6 +216,19 @@ impl Tokens {
 
     /// A new token for `user`, bound to their stored hash.
     pub fn issue(&self, user: &str, binding: String) -> Result<Issued, TokenError> {
+        self.issue_for(
+            &Subject {
+                name: user.to_owned(),
+                client: false,
+                scope: None,
+            },
+            binding,
+        )
+    }
+
+    /// A new token for `subject`, bound to its stored secret's digest.
+    pub fn issue_for(&self, subject: &Subject, binding: String) -> Result<Issued, TokenError> {
+        let user = subject.name.as_str();
         let now = unix_now();
         let ttl = self.policy.ttl.as_secs();
         let mut jti = [0u8; 16];
@@ -198,6 +242,8 @@ impl Tokens {
             exp: now.saturating_add(ttl),
             jti: URL_SAFE_NO_PAD.encode(jti),
             pwh: binding,
+            scope: subject.scope.clone(),
+            sub_type: subject.client.then(|| "client".to_owned()),
         };
         let key = self.signing.verifying();
         let header = serde_json::json!({
@@ -219,6 +265,7 @@ impl Tokens {
             access_token: token,
             token_type: "Bearer",
             expires_in: ttl,
+            scope: subject.scope.clone(),
         })
     }
 

@@ -21,6 +21,7 @@ mod limits;
 mod log_secrecy;
 mod malformed;
 mod metrics;
+mod oauth;
 mod proxy;
 mod python_requests;
 mod reload;
