@@ -137,6 +137,8 @@ echo "gatehouse: Basic (cached) vs bearer JWT vs API key, and login (HTTP)" >&2
 config=$(gatehouse_config 18086 false)
 API_KEY=$("$GATEHOUSE" api-key create --user bench --name bench --file "$WORK/api-keys")
 printf '[tokens]\nenabled = true\nephemeral_key = true\n[api_keys]\nfile = "%s"\n' "$WORK/api-keys" >>"$config"
+# An OAuth client whose secret is the bench password (same hash).
+printf '[oauth]\nenabled = true\n[oauth.clients.bench-client]\nsecret = "%s"\ngrant_types = ["client_credentials"]\nscopes = ["read"]\n' "$HASH" >>"$config"
 RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
 PIDS+=($!)
 wait_port 18086
@@ -164,6 +166,17 @@ wrk.body = '$LOGIN_BODY'
 wrk.headers["Content-Type"] = "application/json"
 LUA
 record tokens-login <<<"$(wrk_once http://127.0.0.1:18086/api/auth/jwt -s "$WORK/login.lua")"
+# OAuth client credentials: the secret cached after the first request, a
+# freshly signed token each time.
+cat >"$WORK/oauth.lua" <<LUA
+wrk.method = "POST"
+wrk.body = "grant_type=client_credentials"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(printf 'bench-client:%s' "$PASSWORD" | base64 -w0)"
+LUA
+curl -sf -H "Authorization: Basic $(printf 'bench-client:%s' "$PASSWORD" | base64 -w0)" -d grant_type=client_credentials http://127.0.0.1:18086/oauth/token >/dev/null \
+  || { echo "the OAuth client was refused" >&2; exit 1; }
+record tokens-oauth-cc <<<"$(wrk_once http://127.0.0.1:18086/oauth/token -s "$WORK/oauth.lua")"
 stop_last
 
 echo "gatehouse: cold-start burst ($CONNECTIONS connections, empty cache)" >&2
@@ -274,7 +287,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -289,6 +302,7 @@ echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth ngi
 echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
 echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"
 echo "login p50 / p99 (ms):                      ${P50[tokens-login]:-n/a} / ${P99[tokens-login]:-n/a}"
+echo "OAuth client credentials / Basic cached:   $(ratio tokens-oauth-cc tokens-basic-cached)   (p50 / p99 ms: ${P50[tokens-oauth-cc]:-n/a} / ${P99[tokens-oauth-cc]:-n/a})"
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
 if [ -n "${RPS[upstream-direct]:-}" ]; then
   echo "proxy: through gatehouse / direct:         $(ratio gatehouse-proxy-auth upstream-direct)"
