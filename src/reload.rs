@@ -135,7 +135,17 @@ impl Reloader {
                 return Err(error);
             }
         };
-        let users = loaded.store.as_ref().map(CredentialStore::len);
+        // Users alone: OAuth clients share the store, but "no users left"
+        // must still be said when only clients remain.
+        let users = loaded
+            .store
+            .as_ref()
+            .map(|_| loaded.config.auth.users.len());
+        if loaded.store.is_none() && loaded.config.oauth.is_some() {
+            tracing::warn!(
+                "running on a generated user: changes to [oauth] clients take effect after a restart"
+            );
+        }
         if let Some(store) = &loaded.store {
             crate::warnings::log(&crate::warnings::config_warnings(&loaded.config, store));
         }

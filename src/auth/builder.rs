@@ -31,6 +31,9 @@ pub enum BuildError {
     /// A public path pattern cannot be matched as written.
     #[error(transparent)]
     PublicPath(#[from] InvalidPattern),
+    /// OAuth issues tokens: it needs `tokens`.
+    #[error("OAuth needs tokens: call `tokens` as well as `oauth`")]
+    OAuthWithoutTokens,
 }
 
 /// A realm that can stand inside the challenge's quoted string.
@@ -237,6 +240,9 @@ impl BasicAuthBuilder {
         } else {
             (vec![challenge.clone()], vec![challenge])
         };
+        if self.oauth.is_some() && self.tokens.is_none() {
+            return Err(BuildError::OAuthWithoutTokens);
+        }
         let tokens = match self.tokens {
             Some((tokens, login_path, entries)) => Some(super::TokenState {
                 tokens: arc_swap::ArcSwapOption::from_pointee(tokens),

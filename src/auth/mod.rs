@@ -564,7 +564,22 @@ impl Shared {
             tracing::debug!("token refused: its user or client is gone");
             return BearerCheck::Revoked;
         };
-        let current = crate::tokens::password_binding(fingerprint);
+        let client_id = name.strip_prefix(crate::tokens::CLIENT_PREFIX);
+        let current = match client_id {
+            // A client's binding covers its scopes and grants too; a client
+            // no longer registered has none.
+            Some(id) => {
+                let Some(client) = self
+                    .oauth
+                    .as_ref()
+                    .and_then(|o| o.clients.load().get(id).cloned())
+                else {
+                    return BearerCheck::Revoked;
+                };
+                oauth::binding(&client, fingerprint)
+            }
+            None => crate::tokens::password_binding(fingerprint),
+        };
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(current.as_bytes(), cached.binding.as_bytes()).into();
         if !same {
@@ -572,13 +587,11 @@ impl Shared {
             return BearerCheck::Revoked;
         }
         // A client's token names the client, without the store's prefix.
-        let name = match name.strip_prefix(crate::tokens::CLIENT_PREFIX) {
-            Some(client) => Arc::from(client),
-            None => Arc::clone(name),
+        let (name, method) = match client_id {
+            Some(client) => (Arc::from(client), AuthMethod::OAuthClient),
+            None => (Arc::clone(name), AuthMethod::Bearer),
         };
-        BearerCheck::Valid(
-            AuthenticatedUser::with_method(name, AuthMethod::Bearer).with_scopes(cached.scope),
-        )
+        BearerCheck::Valid(AuthenticatedUser::with_method(name, method).with_scopes(cached.scope))
     }
 
     /// Whether bad bearer credentials from this address locked it out of
@@ -588,6 +601,20 @@ impl Shared {
         self.bearer_lockouts
             .address_locked(client, Instant::now())
             .map(too_many)
+    }
+
+    /// Whether `password` for the store name `username` is in the
+    /// verified-credentials cache (no argon2, nothing recorded).
+    fn is_cached(&self, username: &str, password: &Password) -> bool {
+        let Some(cache) = &self.cache else {
+            return false;
+        };
+        let store = self.verifier.current_store();
+        let Some((_, fingerprint)) = store.stored_hash(username) else {
+            return false;
+        };
+        let digest = cache.digest(username, password.as_bytes(), fingerprint.as_slice());
+        cache.contains(username, &digest, Instant::now())
     }
 
     /// A refused bearer credential that may be a guess: 401 with

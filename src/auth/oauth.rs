@@ -31,6 +31,8 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 /// The largest token request read.
 const MAX_BODY: usize = 8 * 1024;
+/// How long its body may take to arrive.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The registered clients, swapped whole on reload.
 pub(super) struct OAuthState {
@@ -67,12 +69,19 @@ fn error(code: &'static str, description: &'static str) -> OAuthError {
     }
 }
 
-fn invalid_client(challenge: bool) -> OAuthError {
+/// §5.2: a 401 with the Basic challenge when the client tried Basic; a 400
+/// otherwise (a 401 must carry a challenge, and there is none for
+/// credentials in the body).
+fn invalid_client(tried_basic: bool) -> OAuthError {
     OAuthError {
         code: "invalid_client",
         description: "client authentication failed",
-        status: StatusCode::UNAUTHORIZED,
-        challenge,
+        status: if tried_basic {
+            StatusCode::UNAUTHORIZED
+        } else {
+            StatusCode::BAD_REQUEST
+        },
+        challenge: tried_basic,
     }
 }
 
@@ -97,7 +106,7 @@ impl OAuthError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, basic.clone());
         }
-        let outcome = if self.status == StatusCode::UNAUTHORIZED {
+        let outcome = if self.code == "invalid_client" {
             Outcome::Unauthorized
         } else {
             Outcome::BadRequest
@@ -117,8 +126,11 @@ fn form_decode(text: &str) -> Option<String> {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' => {
-                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
+                let hex = bytes.get(i + 1..i + 3)?;
+                if !hex.iter().all(u8::is_ascii_hexdigit) {
+                    return None;
+                }
+                out.push(u8::from_str_radix(std::str::from_utf8(hex).ok()?, 16).ok()?);
                 i += 2;
             }
             b => out.push(b),
@@ -197,23 +209,29 @@ where
         }
         Err(bearer::PresentedError::Missing) => None,
     };
-    let body = axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY)
-        .await
-        .map_err(|_| {
-            error(
-                "invalid_request",
-                "the body is too large or could not be read",
-            )
-        })?;
+    let body = tokio::time::timeout(
+        BODY_TIMEOUT,
+        axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY),
+    )
+    .await
+    .map_err(|_| error("invalid_request", "the body took too long"))?
+    .map_err(|_| {
+        error(
+            "invalid_request",
+            "the body is too large or could not be read",
+        )
+    })?;
     let body = zeroize::Zeroizing::new(body.to_vec());
     let mut params: HashMap<String, String> = HashMap::new();
+    let mut seen = std::collections::HashSet::new();
     for (name, value) in form_urlencoded::parse(&body) {
         // §3.2: parameters must not be included more than once.
-        if params
-            .insert(name.into_owned(), value.into_owned())
-            .is_some()
-        {
+        if !seen.insert(name.clone().into_owned()) {
             return Err(error("invalid_request", "a parameter is repeated"));
+        }
+        // §3.1: a parameter without a value is as if omitted.
+        if !value.is_empty() {
+            params.insert(name.into_owned(), value.into_owned());
         }
     }
     let grant = match params.get("grant_type").map(String::as_str) {
@@ -277,12 +295,19 @@ where
     // common clients (requests' HTTPBasicAuth, so requests-oauthlib) send
     // it as is: the secret as sent is tried first, then its form-decoded
     // reading when that differs. Each try is a verification that counts.
+    // A candidate already verified goes first and alone, so a client that
+    // form-encodes pays one failed try per cache lifetime, not per request.
     let mut candidates = vec![secret];
     if used_basic
         && let Some(decoded) = form_decode(candidates[0].as_str())
         && decoded != candidates[0].as_str()
     {
-        candidates.push(Password::new(decoded));
+        let decoded = Password::new(decoded);
+        if shared.is_cached(&key, &decoded) {
+            candidates = vec![decoded];
+        } else if !shared.is_cached(&key, &candidates[0]) {
+            candidates.push(decoded);
+        }
     }
     let mut authenticated = false;
     for candidate in candidates {
@@ -344,7 +369,7 @@ where
         scope: (!scope.is_empty()).then_some(scope),
     };
     let issued = tokens
-        .issue_for(&subject, crate::tokens::password_binding(&now))
+        .issue_for(&subject, binding(&client, &now))
         .map_err(|_| OAuthError {
             code: "server_error",
             description: "the token could not be signed",
@@ -382,20 +407,14 @@ pub(super) fn metadata<B>(
         .and_then(|h| h.to_str().ok())
         .or_else(|| req.uri().authority().map(|a| a.as_str()))
         .unwrap_or("localhost");
-    let issuer = format!("https://{host}");
-    let mut scopes: Vec<String> = shared
-        .oauth
-        .as_ref()
-        .map(|o| {
-            o.clients
-                .load()
-                .values()
-                .flat_map(|c| c.scopes.clone())
-                .collect()
-        })
-        .unwrap_or_default();
-    scopes.sort();
-    scopes.dedup();
+    // The tokens' `iss` when it is a URL (RFC 8414 §3.3 wants them equal:
+    // set `[tokens] issuer` to the public URL); otherwise this request's.
+    let issuer = match super::login::current_tokens(shared).map(|t| t.policy().issuer.clone()) {
+        Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+            url.trim_end_matches('/').to_owned()
+        }
+        _ => format!("https://{host}"),
+    };
     let body = serde_json::json!({
         "issuer": issuer,
         "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
@@ -403,13 +422,18 @@ pub(super) fn metadata<B>(
         "grant_types_supported": ["client_credentials"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "response_types_supported": [],
-        "scopes_supported": scopes,
     });
     let mut response = json(StatusCode::OK, body.to_string());
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
     (Outcome::Allowed, response)
+}
+
+/// The binding of a client's tokens (see [`crate::tokens::client_binding`]).
+pub(super) fn binding(client: &OAuthClient, fingerprint: &[u8; 32]) -> String {
+    let grants: Vec<&str> = client.grant_types.iter().map(|g| g.name()).collect();
+    crate::tokens::client_binding(fingerprint, &client.scopes, &grants)
 }
 
 #[cfg(test)]
@@ -421,6 +445,7 @@ mod tests {
         assert_eq!(form_decode("a+b%2Bc%3A").as_deref(), Some("a b+c:"));
         assert_eq!(form_decode("%zz"), None);
         assert_eq!(form_decode("%4"), None);
+        assert_eq!(form_decode("%+F"), None, "a sign is not a hex digit");
         assert_eq!(form_decode("%ff"), None, "not UTF-8");
         assert_eq!(form_decode("plain").as_deref(), Some("plain"));
     }

@@ -27,6 +27,9 @@ pub enum AuthMethod {
     Bearer,
     /// An API key, as `Authorization: Bearer` or in the API-key header.
     ApiKey,
+    /// A token an OAuth client got for itself (client credentials): the
+    /// "user" is the client.
+    OAuthClient,
 }
 
 impl AuthMethod {
@@ -36,6 +39,7 @@ impl AuthMethod {
             Self::Basic => "basic",
             Self::Bearer => "bearer",
             Self::ApiKey => "api_key",
+            Self::OAuthClient => "oauth_client",
         }
     }
 }

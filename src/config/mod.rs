@@ -206,6 +206,34 @@ impl Config {
 
     /// Checks across sections.
     fn checked(self) -> Result<Self, ConfigError> {
+        if let Some(oauth) = &self.oauth {
+            for client in &oauth.clients {
+                // A client's token names the client where a user's names the
+                // user: the two must never be the same name.
+                let taken = self.auth.users.iter().any(|(name, _)| *name == client.id)
+                    || self.auth.generated_user.as_deref() == Some(client.id.as_str());
+                if taken {
+                    return Err(ConfigError::invalid(
+                        &self.path,
+                        format!("[oauth.clients.{}]", client.id),
+                        "a user has this name: a client id must not be a username",
+                    ));
+                }
+            }
+            if let Some(tokens) = &self.tokens
+                && [
+                    crate::auth::oauth::TOKEN_PATH,
+                    crate::auth::oauth::METADATA_PATH,
+                ]
+                .contains(&tokens.login_path.as_str())
+            {
+                return Err(ConfigError::invalid(
+                    &self.path,
+                    "[tokens] login_path",
+                    "is an OAuth endpoint's path",
+                ));
+            }
+        }
         if let (Some(keys), Backend::Upstream(upstream)) = (&self.api_keys, &self.backend)
             && keys.header == upstream.user_header
         {

@@ -498,6 +498,12 @@ pub(super) fn oauth(
                 ));
             }
         }
+        if client.scopes.is_empty() {
+            return Err(KeyError::new(
+                key("scopes"),
+                "name at least one scope: a token without scopes would look unrestricted",
+            ));
+        }
         if let Some(bad) = client.scopes.iter().find(|s| !is_scope_token(s)) {
             return Err(KeyError::new(
                 key("scopes"),

@@ -440,8 +440,9 @@ impl GrantType {
     }
 }
 
-/// One registered client (`[oauth.clients.<id>]`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One registered client (`[oauth.clients.<id>]`). Its `Debug` leaves the
+/// secret's hash out: hashes are secrets too.
+#[derive(Clone, PartialEq, Eq)]
 pub struct OAuthClient {
     /// The `client_id`.
     pub id: String,
@@ -457,4 +458,15 @@ pub struct OAuthClient {
     pub scopes: Vec<String>,
     /// Skip the consent page.
     pub auto_approve: bool,
+}
+
+impl std::fmt::Debug for OAuthClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OAuthClient")
+            .field("id", &self.id)
+            .field("confidential", &self.secret.is_some())
+            .field("grant_types", &self.grant_types)
+            .field("scopes", &self.scopes)
+            .finish_non_exhaustive()
+    }
 }

@@ -176,6 +176,21 @@ pub fn password_binding(stored_fingerprint: &[u8; 32]) -> String {
     URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16])
 }
 
+/// The `pwh` claim of a client's token: bound to its secret's hash and to
+/// what it may do, so a reload that changes the secret, or narrows the
+/// client's scopes or grants, revokes tokens issued before.
+pub fn client_binding(stored_fingerprint: &[u8; 32], scopes: &[String], grants: &[&str]) -> String {
+    let mut input = stored_fingerprint.to_vec();
+    input.push(0);
+    input.extend_from_slice(scopes.join(" ").as_bytes());
+    input.push(0);
+    input.extend_from_slice(grants.join(" ").as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut fingerprint = [0u8; 32];
+    fingerprint.copy_from_slice(digest.as_ref());
+    password_binding(&fingerprint)
+}
+
 impl Tokens {
     /// Signs with `signing`; also accepts tokens from `previous` keys.
     pub fn new(policy: TokenPolicy, signing: SigningKey, previous: Vec<VerifyingKey>) -> Self {

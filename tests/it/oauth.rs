@@ -169,7 +169,7 @@ async fn token_endpoint_errors_follow_rfc_6749_section_5_2() {
                 ("client_id", "ci-bot"),
                 ("client_secret", "wrong"),
             ],
-            401,
+            400,
             "invalid_client",
             false,
         ),
@@ -180,7 +180,7 @@ async fn token_endpoint_errors_follow_rfc_6749_section_5_2() {
             "invalid_client",
             true,
         ),
-        (None, cc.to_vec(), 401, "invalid_client", false),
+        (None, cc.to_vec(), 400, "invalid_client", false),
         (
             Some(("web", "web-secret")),
             cc.to_vec(),
@@ -229,6 +229,18 @@ async fn token_endpoint_errors_follow_rfc_6749_section_5_2() {
             "{basic:?} {form:?}: {challenge:?}"
         );
     }
+    // An empty parameter is as if omitted: all the client's scopes.
+    let (status, _, body) = token_request(
+        &http,
+        &server,
+        Some(("ci-bot", SECRET)),
+        &[("grant_type", "client_credentials"), ("scope", "")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["scope"].as_str()),
+        (StatusCode::OK, Some("read write"))
+    );
     let not_form = http
         .post(server.url("/oauth/token"))
         .json(&serde_json::json!({"grant_type": "client_credentials"}))
@@ -324,6 +336,31 @@ async fn scopes_reach_the_upstream_and_a_new_secret_revokes() {
         .unwrap();
     assert_eq!(seen["headers"]["x-forwarded-user"], "ci-bot");
     assert_eq!(seen["headers"]["x-forwarded-scopes"], "write");
+    // Narrower scopes: tokens issued before die at the reload.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replacen("scopes = [\"read\", \"write\"]", "scopes = [\"read\"]", 1),
+    )
+    .unwrap();
+    reload(&server).await;
+    let status = http
+        .get(server.url("/app"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "scopes narrowed");
+    let (_, _, body) = token_request(
+        &http,
+        &server,
+        Some(("ci-bot", SECRET)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(body["scope"], "read");
+    let token = body["access_token"].as_str().unwrap().to_owned();
     // A new secret: the old token dies at the reload.
     let text = std::fs::read_to_string(&config).unwrap();
     let old = text
@@ -345,4 +382,23 @@ async fn scopes_reach_the_upstream_and_a_new_secret_revokes() {
         .unwrap()
         .status();
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+/// A client id that is a username is refused: the upstream could not tell
+/// the client's requests from the user's.
+#[test]
+fn a_client_may_not_be_named_like_a_user() {
+    let dir = TestDir::new();
+    gen_key(&dir, "signing.pem", "EdDSA");
+    let config = dir.config(&format!(
+        "[tokens]\nenabled = true\nsigning_key = \"signing.pem\"\n[oauth]\nenabled = true\n[oauth.clients.alice]\nsecret = \"{}\"\ngrant_types = [\"client_credentials\"]\nscopes = [\"read\"]\n",
+        cheap_hash("x")
+    ));
+    let Err(error) = gatehouse::config::Config::load(&config) else {
+        panic!("accepted a client named like a user");
+    };
+    assert!(
+        error.to_string().contains("[oauth.clients.alice]"),
+        "{error}"
+    );
 }
