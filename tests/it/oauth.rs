@@ -344,13 +344,7 @@ async fn scopes_reach_the_upstream_and_a_new_secret_revokes() {
     )
     .unwrap();
     reload(&server).await;
-    let status = http
-        .get(server.url("/app"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = app_status(&http, &server, &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED, "scopes narrowed");
     let (_, _, body) = token_request(
         &http,
@@ -374,13 +368,7 @@ async fn scopes_reach_the_upstream_and_a_new_secret_revokes() {
     )
     .unwrap();
     reload(&server).await;
-    let status = http
-        .get(server.url("/app"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap()
-        .status();
+    let status = app_status(&http, &server, &token).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
 }
 
@@ -401,4 +389,14 @@ fn a_client_may_not_be_named_like_a_user() {
         error.to_string().contains("[oauth.clients.alice]"),
         "{error}"
     );
+}
+
+/// The status of `GET /app` with `token`.
+async fn app_status(http: &reqwest::Client, server: &Gatehouse, token: &str) -> StatusCode {
+    http.get(server.url("/app"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
 }
