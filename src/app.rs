@@ -430,8 +430,9 @@ pub fn check(config: &Config) -> Result<Vec<crate::warnings::ConfigWarning>, Sta
     if let Some(settings) = &config.api_keys {
         crate::tokens::ApiKeys::load(&settings.file)?;
     }
-    let store = CredentialStore::new(config.auth.users.clone())
-        .map_err(|e| StartError::Generate(e.to_string()))?;
+    let mut entries = config.auth.users.clone();
+    entries.extend(config.client_secrets());
+    let store = CredentialStore::new(entries).map_err(|e| StartError::Generate(e.to_string()))?;
     Ok(crate::warnings::config_warnings(config, &store))
 }
 

@@ -80,15 +80,6 @@ impl LogLevel {
         }
     }
 
-    /// A level that cannot be changed, for logs in `format` set up
-    /// elsewhere.
-    pub fn fixed_with_format(format: LogFormat) -> Self {
-        Self {
-            handle: None,
-            format,
-        }
-    }
-
     /// The format log lines are written in: what is shown outside the log
     /// stream (the generated user's banner) depends on it.
     pub fn format(&self) -> LogFormat {

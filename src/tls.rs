@@ -133,7 +133,7 @@ fn reuse_self_signed(cert_out: &Path) -> Option<CertifiedKey> {
     let key = PrivateKeyDer::from_pem_file(&key_path).ok()?;
     match CertifiedKey::from_der(chain, key, &provider()) {
         Ok(certified) => {
-            warn_if_key_readable_by_others(&key_path);
+            crate::key_file::warn_if_readable_by_others(&key_path, "the TLS private key");
             Some(certified)
         }
         Err(error) => {
@@ -182,7 +182,7 @@ pub fn load_certified_key(
 ) -> Result<CertifiedKey, ConfigError> {
     let chain = read_certificates(cert, config, "[tls] cert")?;
     let key_der = read_key(key, config)?;
-    warn_if_key_readable_by_others(key);
+    crate::key_file::warn_if_readable_by_others(key, "the TLS private key");
     CertifiedKey::from_der(chain, key_der, &provider()).map_err(|e| {
         ConfigError::invalid(
             config,
@@ -245,25 +245,6 @@ fn read_key(path: &Path, config: &Path) -> Result<PrivateKeyDer<'static>, Config
         };
         ConfigError::invalid(config, "[tls] key", message)
     })
-}
-
-/// Warns (at start-up and on every reload, since both read the key here)
-/// when the private key file can be read by its group or by everyone.
-fn warn_if_key_readable_by_others(key: &Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(key) {
-            let mode = meta.permissions().mode() & 0o777;
-            if mode & 0o077 != 0 {
-                tracing::warn!(
-                    key = %key.display(),
-                    mode = format_args!("{mode:o}"),
-                    "the TLS private key is readable by its group or by everyone: `chmod 600` it"
-                );
-            }
-        }
-    }
 }
 
 /// SHA-256 of a DER certificate as `AB:CD:...`, the form browsers show.

@@ -5,24 +5,19 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
 use http::{HeaderValue, Method, Request, StatusCode};
 use serde::Deserialize;
 
 use super::bearer::{self, Presented};
-use super::response::plain;
+use super::body::BodyError;
+use super::response::{method_not_allowed, plain};
 use super::{Decision, Shared, header};
 use crate::metrics::Outcome;
 use crate::secret::Password;
-
-/// The largest login body read (a username and a password in JSON).
-pub const MAX_LOGIN_BODY: usize = 8 * 1024;
-/// How long the login body may take to arrive.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `{"username": …, "password": …}`; other fields are ignored.
 #[derive(Deserialize)]
@@ -63,33 +58,28 @@ where
         .rate_limited(client)
         .or_else(|| shared.address_locked(client))
     {
-        return finish(shared, decision);
+        return finish(decision);
     }
     // Tokens turned off by a reload: the login is gone.
     let Some(tokens) = current_tokens(shared) else {
         return not_found();
     };
     if req.method() != Method::POST {
-        let (outcome, mut response) = refused(
+        return (
             Outcome::BadRequest,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "405 Method Not Allowed: POST credentials here\n",
+            method_not_allowed("POST", "405 Method Not Allowed: POST credentials here\n"),
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return (outcome, response);
     }
     let (username, password) = match bearer::presented(req.headers(), None) {
         Ok(Presented::Basic(value)) => match header::parse_basic(value) {
             Ok(credentials) => (credentials.username, credentials.password),
             Err(reason) => {
                 tracing::debug!(%reason, "login: authorization header refused");
-                return finish(shared, shared.refuse_unauthorized());
+                return finish(shared.refuse_unauthorized());
             }
         },
         Ok(_) | Err(bearer::PresentedError::Ambiguous | bearer::PresentedError::Malformed) => {
-            return finish(shared, shared.refuse_unauthorized());
+            return finish(shared.refuse_unauthorized());
         }
         Err(bearer::PresentedError::Missing) => match read_body(req).await {
             Ok(credentials) => credentials,
@@ -103,31 +93,23 @@ where
         || username.contains(':')
         || username.chars().any(char::is_control)
     {
-        return finish(shared, shared.refuse_unauthorized());
+        return finish(shared.refuse_unauthorized());
     }
     // The hash the password is about to be checked against: the token is
     // bound to it, and refused if a reload replaced it meanwhile (the old
     // password must not buy a token for the new hash).
-    let before = shared
-        .verifier
-        .current_store()
-        .stored_hash(&username)
-        .map(|(_, fingerprint)| *fingerprint);
+    let before = shared.stored_fingerprint(&username);
     let screened = shared.screen_password(client, username, password);
     let decision = shared.conclude(screened).await;
     let Decision::Authenticated(user) = decision else {
-        return finish(shared, decision);
+        return finish(decision);
     };
-    let now = shared
-        .verifier
-        .current_store()
-        .stored_hash(user.name())
-        .map(|(_, fingerprint)| *fingerprint);
+    let now = shared.stored_fingerprint(user.name());
     let (Some(before), Some(now)) = (before, now) else {
-        return finish(shared, shared.refuse_unauthorized());
+        return finish(shared.refuse_unauthorized());
     };
     if before != now {
-        return finish(shared, shared.refuse_unauthorized());
+        return finish(shared.refuse_unauthorized());
     }
     let binding = crate::tokens::password_binding(&now);
     // The keys now, not those from before the wait: a reload may have
@@ -159,7 +141,7 @@ where
     }
 }
 
-pub(super) fn finish(_shared: &Shared, decision: Decision) -> (Outcome, Response) {
+pub(super) fn finish(decision: Decision) -> (Outcome, Response) {
     match decision {
         Decision::Refuse(outcome, response) => (outcome, response),
         // Not reached: a login answers with a token, never hands on.
@@ -191,32 +173,23 @@ where
             "415 Unsupported Media Type: send application/json, or a Basic header\n",
         ));
     }
-    let body = Body::new(req.into_body());
-    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_LOGIN_BODY))
-        .await
-    {
-        Ok(Ok(bytes)) => zeroize::Zeroizing::new(bytes.to_vec()),
-        Ok(Err(error)) => {
-            // http-body-util's LengthLimitError says "length limit
-            // exceeded"; anything else (a reset, bad chunking) is a 400.
-            let too_large =
-                std::iter::successors(Some(&error as &dyn std::error::Error), |e| e.source())
-                    .any(|e| e.to_string().contains("length limit exceeded"));
-            return Err(if too_large {
-                refused(
-                    Outcome::BadRequest,
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "413 Payload Too Large\n",
-                )
-            } else {
-                refused(
-                    Outcome::BadRequest,
-                    StatusCode::BAD_REQUEST,
-                    "400 Bad Request: the body could not be read\n",
-                )
-            });
+    let bytes = match super::body::read(req.into_body()).await {
+        Ok(bytes) => bytes,
+        Err(BodyError::TooLarge) => {
+            return Err(refused(
+                Outcome::BadRequest,
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "413 Payload Too Large\n",
+            ));
         }
-        Err(_) => {
+        Err(BodyError::Unreadable) => {
+            return Err(refused(
+                Outcome::BadRequest,
+                StatusCode::BAD_REQUEST,
+                "400 Bad Request: the body could not be read\n",
+            ));
+        }
+        Err(BodyError::TooSlow) => {
             return Err(refused(
                 Outcome::BadRequest,
                 StatusCode::REQUEST_TIMEOUT,
@@ -242,18 +215,13 @@ pub(super) fn jwks<B>(
     client: Option<IpAddr>,
 ) -> (Outcome, Response) {
     if let Some(decision) = shared.rate_limited(client) {
-        return finish(shared, decision);
+        return finish(decision);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let (outcome, mut response) = refused(
+        return (
             Outcome::BadRequest,
-            StatusCode::METHOD_NOT_ALLOWED,
-            "405 Method Not Allowed\n",
+            method_not_allowed("GET, HEAD", "405 Method Not Allowed\n"),
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (outcome, response);
     }
     let Some(tokens) = current_tokens(shared) else {
         return not_found();

@@ -49,6 +49,7 @@
 //! ```
 
 pub mod bearer;
+mod body;
 mod builder;
 pub(crate) mod cache;
 mod coalesce;
@@ -321,34 +322,23 @@ where
             let canonical = canonicalize_uri(&mut req);
             // Matched on the canonical path, like everything after it:
             // `/api//auth/jwt` is the login path too, not a way past it.
-            let is_login = canonical.is_ok()
-                && shared
-                    .tokens
-                    .as_ref()
-                    .is_some_and(|t| req.uri().path() == t.login_path);
-            let oauth_path = (canonical.is_ok() && shared.oauth.is_some())
-                .then(|| req.uri().path())
-                .filter(|p| *p == oauth::TOKEN_PATH || *p == oauth::METADATA_PATH)
-                .map(str::to_owned);
+            let endpoint = canonical
+                .is_ok()
+                .then(|| shared.own_endpoint(req.uri().path()))
+                .flatten();
             let mut response = if let Err(error) = canonical {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
                 let mut response = response::bad_request();
                 response.extensions_mut().insert(Outcome::BadRequest);
                 response
-            } else if is_login
-                || oauth_path.is_some()
-                || (shared.tokens.is_some() && req.uri().path() == JWKS_PATH)
-            {
+            } else if let Some(endpoint) = endpoint {
                 // Answered by the layer itself, for library users too.
-                let (outcome, mut response) = if is_login {
-                    login::login(&shared, req, keyed).await
-                } else if oauth_path.as_deref() == Some(oauth::TOKEN_PATH) {
-                    oauth::token(&shared, req, keyed).await
-                } else if oauth_path.is_some() {
-                    oauth::metadata(&shared, &req, keyed)
-                } else {
-                    login::jwks(&shared, &req, keyed)
+                let (outcome, mut response) = match endpoint {
+                    OwnEndpoint::Login => login::login(&shared, req, keyed).await,
+                    OwnEndpoint::Jwks => login::jwks(&shared, &req, keyed),
+                    OwnEndpoint::OAuthToken => oauth::token(&shared, req, keyed).await,
+                    OwnEndpoint::OAuthMetadata => oauth::metadata(&shared, &req, keyed),
                 };
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
@@ -386,6 +376,15 @@ where
             Ok(response)
         })
     }
+}
+
+/// The paths the layer answers itself, when their feature is on.
+#[derive(Clone, Copy)]
+enum OwnEndpoint {
+    Login,
+    Jwks,
+    OAuthToken,
+    OAuthMetadata,
 }
 
 /// What checking a bearer credential found.
@@ -569,14 +568,11 @@ impl Shared {
             // A client's binding covers its scopes and grants too; a client
             // no longer registered has none.
             Some(id) => {
-                let Some(client) = self
-                    .oauth
-                    .as_ref()
-                    .and_then(|o| o.clients.load().get(id).cloned())
-                else {
-                    return BearerCheck::Revoked;
-                };
-                oauth::binding(&client, fingerprint)
+                let clients = self.oauth.as_ref().map(|o| o.clients.load());
+                match clients.as_ref().and_then(|c| c.get(id)) {
+                    Some(client) => oauth::binding(client, fingerprint),
+                    None => return BearerCheck::Revoked,
+                }
             }
             None => crate::tokens::password_binding(fingerprint),
         };
@@ -601,6 +597,32 @@ impl Shared {
         self.bearer_lockouts
             .address_locked(client, Instant::now())
             .map(too_many)
+    }
+
+    /// Which of the layer's own endpoints the canonical `path` is, if any.
+    fn own_endpoint(&self, path: &str) -> Option<OwnEndpoint> {
+        let tokens = self.tokens.as_ref()?;
+        if path == tokens.login_path {
+            return Some(OwnEndpoint::Login);
+        }
+        if path == JWKS_PATH {
+            return Some(OwnEndpoint::Jwks);
+        }
+        self.oauth.as_ref()?;
+        match path {
+            oauth::TOKEN_PATH => Some(OwnEndpoint::OAuthToken),
+            oauth::METADATA_PATH => Some(OwnEndpoint::OAuthMetadata),
+            _ => None,
+        }
+    }
+
+    /// The fingerprint of the hash stored for `name` now (a user, or a
+    /// client's key), to bind a token to what was verified.
+    fn stored_fingerprint(&self, name: &str) -> Option<[u8; 32]> {
+        self.verifier
+            .current_store()
+            .stored_hash(name)
+            .map(|(_, fingerprint)| *fingerprint)
     }
 
     /// Whether `password` for the store name `username` is in the

@@ -14,10 +14,11 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
-use http::header::{ALLOW, CACHE_CONTROL, CONTENT_TYPE, HOST, PRAGMA, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
 
 use super::bearer::{self, Presented};
+use super::response::method_not_allowed;
 use super::{Decision, Shared, header};
 use crate::config::{GrantType, OAuthClient};
 use crate::metrics::Outcome;
@@ -28,11 +29,6 @@ use crate::tokens::Subject;
 pub const TOKEN_PATH: &str = "/oauth/token";
 /// RFC 8414 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
-
-/// The largest token request read.
-const MAX_BODY: usize = 8 * 1024;
-/// How long its body may take to arrive.
-const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// The registered clients, swapped whole on reload.
 pub(super) struct OAuthState {
@@ -154,17 +150,16 @@ where
         .rate_limited(client_ip)
         .or_else(|| shared.address_locked(client_ip))
     {
-        return super::login::finish(shared, decision);
+        return super::login::finish(decision);
     }
     if req.method() != Method::POST {
-        let mut response = super::response::plain(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "405 Method Not Allowed: POST form-encoded parameters here\n",
+        return (
+            Outcome::BadRequest,
+            method_not_allowed(
+                "POST",
+                "405 Method Not Allowed: POST form-encoded parameters here\n",
+            ),
         );
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("POST"));
-        return (Outcome::BadRequest, response);
     }
     match grant(shared, req, client_ip).await {
         Ok(answer) => answer,
@@ -209,19 +204,12 @@ where
         }
         Err(bearer::PresentedError::Missing) => None,
     };
-    let body = tokio::time::timeout(
-        BODY_TIMEOUT,
-        axum::body::to_bytes(Body::new(req.into_body()), MAX_BODY),
-    )
-    .await
-    .map_err(|_| error("invalid_request", "the body took too long"))?
-    .map_err(|_| {
+    let body = super::body::read(req.into_body()).await.map_err(|_| {
         error(
             "invalid_request",
-            "the body is too large or could not be read",
+            "the body is too large, too slow or unreadable",
         )
     })?;
-    let body = zeroize::Zeroizing::new(body.to_vec());
     let mut params: HashMap<String, String> = HashMap::new();
     let mut seen = std::collections::HashSet::new();
     for (name, value) in form_urlencoded::parse(&body) {
@@ -283,11 +271,7 @@ where
         .as_ref()
         .and_then(|o| o.clients.load().get(&id).cloned());
     let key = crate::tokens::client_key(&id);
-    let before = shared
-        .verifier
-        .current_store()
-        .stored_hash(&key)
-        .map(|(_, f)| *f);
+    let before = shared.stored_fingerprint(&key);
     // Unknown clients, and public ones, are checked against the dummy hash
     // like unknown users: the answer and its cost are the same.
     //
@@ -327,11 +311,7 @@ where
     let Some(client) = client else {
         return Err(invalid_client(used_basic));
     };
-    let now = shared
-        .verifier
-        .current_store()
-        .stored_hash(&key)
-        .map(|(_, f)| *f);
+    let now = shared.stored_fingerprint(&key);
     let (Some(before), Some(now)) = (before, now) else {
         return Err(invalid_client(used_basic));
     };
@@ -391,15 +371,13 @@ pub(super) fn metadata<B>(
     client_ip: Option<IpAddr>,
 ) -> (Outcome, Response) {
     if let Some(decision) = shared.rate_limited(client_ip) {
-        return super::login::finish(shared, decision);
+        return super::login::finish(decision);
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response =
-            super::response::plain(StatusCode::METHOD_NOT_ALLOWED, "405 Method Not Allowed\n");
-        response
-            .headers_mut()
-            .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return (Outcome::BadRequest, response);
+        return (
+            Outcome::BadRequest,
+            method_not_allowed("GET, HEAD", "405 Method Not Allowed\n"),
+        );
     }
     let host = req
         .headers()

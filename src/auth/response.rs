@@ -30,6 +30,15 @@ pub(super) fn unauthorized(challenges: &[HeaderValue]) -> Response {
     response
 }
 
+/// 405 with `Allow`: the layer's own endpoints take only `allow`.
+pub(super) fn method_not_allowed(allow: &'static str, body: &'static str) -> Response {
+    let mut response = plain(StatusCode::METHOD_NOT_ALLOWED, body);
+    response
+        .headers_mut()
+        .insert(http::header::ALLOW, HeaderValue::from_static(allow));
+    response
+}
+
 /// 429 with `Retry-After` in whole seconds (rounded up, at least 1).
 pub(super) fn too_many_requests(wait: Duration) -> Response {
     let mut response = plain(StatusCode::TOO_MANY_REQUESTS, "429 Too Many Requests\n");

@@ -294,14 +294,16 @@ impl Tokens {
 
     fn verify_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) =
+        let (Some(header_part), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenError::Header);
         };
+        // What the signature covers: `header "." payload`.
+        let signed = &token.as_bytes()[..header_part.len() + 1 + payload.len()];
         let decode = |part: &str| URL_SAFE_NO_PAD.decode(part).map_err(|_| TokenError::Header);
         let header: Header =
-            serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Header)?;
+            serde_json::from_slice(&decode(header_part)?).map_err(|_| TokenError::Header)?;
         if header.crit.is_some() {
             return Err(TokenError::Header);
         }
@@ -315,10 +317,7 @@ impl Tokens {
             return Err(TokenError::Header);
         }
         let signature = decode(signature)?;
-        let signed_len = token.len() - token.rsplit('.').next().map_or(0, str::len) - 1;
-        if signature.len() != key.algorithm().signature_len()
-            || !key.verifies(&token.as_bytes()[..signed_len], &signature)
-        {
+        if signature.len() != key.algorithm().signature_len() || !key.verifies(signed, &signature) {
             return Err(TokenError::Invalid("bad signature".into()));
         }
         // The signature is ours: whatever is wrong from here on is a token
@@ -359,7 +358,7 @@ pub fn load(
 ) -> Result<Tokens, crate::config::ConfigError> {
     use crate::config::{ConfigError, SigningKeySource};
     let read = |path: &std::path::Path, key: &str| {
-        warn_if_readable_by_others(path);
+        crate::key_file::warn_if_readable_by_others(path, "a token key file");
         std::fs::read_to_string(path)
             .map(zeroize::Zeroizing::new)
             .map_err(|e| {
@@ -397,19 +396,6 @@ pub fn load(
         })?);
     }
     Ok(Tokens::new(settings.policy.clone(), signing, previous).with_ephemeral(ephemeral))
-}
-
-/// Warns when a key file can be read by its group or by everyone.
-fn warn_if_readable_by_others(path: &std::path::Path) {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(path)
-            && meta.permissions().mode() & 0o077 != 0
-        {
-            tracing::warn!(key = %path.display(), "a token key file is readable by its group or by everyone: `chmod 600` it");
-        }
-    }
 }
 
 /// A JOSE header as gatehouse reads it; other members are ignored, except
