@@ -274,7 +274,7 @@ fn auth_layer(
         builder = builder.api_keys(keys, settings.header.clone());
     }
     if let Some(oauth) = &config.oauth {
-        builder = builder.oauth(oauth.clients.clone());
+        builder = builder.oauth(oauth.clone());
     }
     let layer = builder
         .public(config.auth.public.clone())

@@ -81,7 +81,7 @@ pub struct BasicAuthBuilder {
     without_peer_address: WithoutPeerAddress,
     tokens: Option<(Tokens, String, usize)>,
     api_keys: Option<(ApiKeys, http::HeaderName)>,
-    oauth: Option<Vec<crate::config::OAuthClient>>,
+    oauth: Option<crate::config::OAuthSettings>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -126,12 +126,12 @@ impl BasicAuthBuilder {
         }
     }
 
-    /// Turns the OAuth 2.0 token endpoint on for `clients` (their secrets
-    /// must be in the verifier's store under
+    /// Turns the OAuth 2.0 authorization server on for `settings`' clients
+    /// (their secrets must be in the verifier's store under
     /// [`client_key`](crate::tokens::client_key)); needs
     /// [`tokens`](Self::tokens).
-    pub fn oauth(mut self, clients: Vec<crate::config::OAuthClient>) -> Self {
-        self.oauth = Some(clients);
+    pub fn oauth(mut self, settings: crate::config::OAuthSettings) -> Self {
+        self.oauth = Some(settings);
         self
     }
 
@@ -243,6 +243,13 @@ impl BasicAuthBuilder {
         if self.oauth.is_some() && self.tokens.is_none() {
             return Err(BuildError::OAuthWithoutTokens);
         }
+        let oauth = match (self.oauth, &self.tokens) {
+            (Some(settings), Some((tokens, _, _))) => Some(
+                super::oauth::OAuthState::new(settings, tokens.policy().ttl)
+                    .map_err(|_| NoRandomKey)?,
+            ),
+            _ => None,
+        };
         let tokens = match self.tokens {
             Some((tokens, login_path, entries)) => Some(super::TokenState {
                 tokens: arc_swap::ArcSwapOption::from_pointee(tokens),
@@ -273,7 +280,7 @@ impl BasicAuthBuilder {
                 rate: RateLimits::new(self.per_ip, self.per_user, self.max_tracked_keys),
                 lockouts: Lockouts::new(self.lockout),
                 bearer_lockouts: Lockouts::new(self.lockout),
-                oauth: self.oauth.map(super::oauth::OAuthState::new),
+                oauth,
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

@@ -192,6 +192,9 @@ impl BasicAuthLayer {
         if let Some(cache) = &self.shared.cache {
             cache.prune(now);
         }
+        if let Some(oauth) = &self.shared.oauth {
+            oauth.prune();
+        }
     }
 
     /// Forgets every cached credential and token (after the users changed).
@@ -339,6 +342,8 @@ where
                     OwnEndpoint::Jwks => login::jwks(&shared, &req, keyed),
                     OwnEndpoint::OAuthToken => oauth::token(&shared, req, keyed).await,
                     OwnEndpoint::OAuthMetadata => oauth::metadata(&shared, &req, keyed),
+                    OwnEndpoint::OAuthAuthorize => oauth::authorize(&shared, req, keyed).await,
+                    OwnEndpoint::OAuthRevoke => oauth::revoke(&shared, req, keyed).await,
                 };
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
@@ -385,6 +390,8 @@ enum OwnEndpoint {
     Jwks,
     OAuthToken,
     OAuthMetadata,
+    OAuthAuthorize,
+    OAuthRevoke,
 }
 
 /// What checking a bearer credential found.
@@ -551,6 +558,8 @@ impl Shared {
                     user: Arc::from(store_name),
                     scope: claims.scope.map(Arc::from),
                     binding: claims.pwh,
+                    client: claims.client_id.map(Arc::from),
+                    family: claims.fam.map(Arc::from),
                 };
                 state
                     .cache
@@ -582,6 +591,25 @@ impl Shared {
             tracing::debug!("token refused: the password or secret changed since it was issued");
             return BearerCheck::Revoked;
         }
+        // A user's token from an OAuth grant lives as long as its client
+        // stays registered and its family is not revoked (a replayed code
+        // or refresh token, or RFC 7009 revocation).
+        if cached.client.is_some() || cached.family.is_some() {
+            let Some(oauth) = self.oauth.as_ref() else {
+                return BearerCheck::Revoked;
+            };
+            if let Some(client) = &cached.client
+                && !oauth.clients.load().contains_key(&**client)
+            {
+                return BearerCheck::Revoked;
+            }
+            if let Some(family) = &cached.family
+                && oauth.grants.is_revoked(family, now)
+            {
+                tracing::debug!("token refused: its grant was revoked");
+                return BearerCheck::Revoked;
+            }
+        }
         // A client's token names the client, without the store's prefix.
         let (name, method) = match client_id {
             Some(client) => (Arc::from(client), AuthMethod::OAuthClient),
@@ -612,6 +640,8 @@ impl Shared {
         match path {
             oauth::TOKEN_PATH => Some(OwnEndpoint::OAuthToken),
             oauth::METADATA_PATH => Some(OwnEndpoint::OAuthMetadata),
+            oauth::AUTHORIZE_PATH => Some(OwnEndpoint::OAuthAuthorize),
+            oauth::REVOKE_PATH => Some(OwnEndpoint::OAuthRevoke),
             _ => None,
         }
     }

@@ -486,14 +486,16 @@ pub(super) fn oauth(
         for uri in &client.redirect_uris {
             let oob = uri == "urn:ietf:wg:oauth:2.0:oob";
             let parsed = uri.parse::<http::Uri>().ok();
+            // No user-info: `https://good@evil/` reads like `good`.
             let absolute = parsed.as_ref().is_some_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+                matches!(u.scheme_str(), Some("http" | "https"))
+                    && u.authority().is_some_and(|a| !a.as_str().contains('@'))
             });
             if !oob && (!absolute || uri.contains('#')) {
                 return Err(KeyError::new(
                     key("redirect_uris"),
                     format!(
-                        "`{uri}` is not urn:ietf:wg:oauth:2.0:oob or an absolute http(s) URL without a fragment"
+                        "`{uri}` is not urn:ietf:wg:oauth:2.0:oob or an absolute http(s) URL without user-info or a fragment"
                     ),
                 ));
             }

@@ -10,10 +10,7 @@ use ring::hmac;
 use crate::sync::lock;
 
 struct Entry {
-    /// The credential-store name (a user, or a client's key).
-    user: Arc<str>,
-    scope: Option<Arc<str>>,
-    binding: String,
+    cached: Cached,
     exp: u64,
     generation: u64,
 }
@@ -25,6 +22,10 @@ pub(crate) struct Cached {
     pub(crate) user: Arc<str>,
     pub(crate) scope: Option<Arc<str>>,
     pub(crate) binding: String,
+    /// The OAuth client a user's token was issued to.
+    pub(crate) client: Option<Arc<str>>,
+    /// The OAuth grant family, checked against revocations every time.
+    pub(crate) family: Option<Arc<str>>,
 }
 
 /// A bounded map of tokens already verified. Keys are HMACs under a random
@@ -59,11 +60,7 @@ impl TokenCache {
         let digest = self.digest(token);
         let entries = lock(&self.entries);
         let entry = entries.get(&digest)?;
-        (now < entry.exp && entry.generation == generation).then(|| Cached {
-            user: Arc::clone(&entry.user),
-            scope: entry.scope.clone(),
-            binding: entry.binding.clone(),
-        })
+        (now < entry.exp && entry.generation == generation).then(|| entry.cached.clone())
     }
 
     /// Remembers a verified token until `exp`, for key `generation`.
@@ -79,9 +76,7 @@ impl TokenCache {
         entries.insert(
             digest,
             Entry {
-                user: cached.user,
-                scope: cached.scope,
-                binding: cached.binding,
+                cached,
                 exp,
                 generation,
             },

@@ -81,6 +81,13 @@ pub struct Claims {
     /// credentials), not a user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_type: Option<String>,
+    /// The OAuth client a user's token was issued to (RFC 9068 §2.2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
+    /// The grant family (one approval, its refresh tokens and their access
+    /// tokens): revoking the family revokes the token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fam: Option<String>,
 }
 
 /// Who a token is for: a user, or an OAuth client acting for itself.
@@ -92,6 +99,23 @@ pub struct Subject {
     pub client: bool,
     /// The scopes granted, space-separated.
     pub scope: Option<String>,
+    /// The OAuth client a user's token is issued to.
+    pub client_id: Option<String>,
+    /// The grant family (see [`Claims::fam`]).
+    pub family: Option<String>,
+}
+
+impl Subject {
+    /// A user, with no OAuth grant behind the token.
+    pub fn user(name: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            client: false,
+            scope: None,
+            client_id: None,
+            family: None,
+        }
+    }
 }
 
 /// The credential-store name of an OAuth client's secret: no user can be
@@ -116,6 +140,9 @@ pub struct Issued {
     /// The scopes granted (OAuth), when any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scope: Option<String>,
+    /// An OAuth refresh token, when the grant gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
 }
 
 /// Why a token is refused. The client only ever hears `invalid_token`.
@@ -231,14 +258,7 @@ impl Tokens {
 
     /// A new token for `user`, bound to their stored hash.
     pub fn issue(&self, user: &str, binding: String) -> Result<Issued, TokenError> {
-        self.issue_for(
-            &Subject {
-                name: user.to_owned(),
-                client: false,
-                scope: None,
-            },
-            binding,
-        )
+        self.issue_for(&Subject::user(user), binding)
     }
 
     /// A new token for `subject`, bound to its stored secret's digest.
@@ -259,6 +279,8 @@ impl Tokens {
             pwh: binding,
             scope: subject.scope.clone(),
             sub_type: subject.client.then(|| "client".to_owned()),
+            client_id: subject.client_id.clone(),
+            fam: subject.family.clone(),
         };
         let key = self.signing.verifying();
         let header = serde_json::json!({
@@ -281,6 +303,7 @@ impl Tokens {
             token_type: "Bearer",
             expires_in: ttl,
             scope: subject.scope.clone(),
+            refresh_token: None,
         })
     }
 

@@ -1,45 +1,101 @@
-//! The OAuth 2.0 token endpoint (RFC 6749 §3.2, §4.4) and the
-//! authorization-server metadata (RFC 8414), answered by the layer itself.
+//! gatehouse as an OAuth 2.0 authorization server, answered by the layer
+//! itself: the authorization endpoint and its consent page
+//! ([`authorize`]), the token endpoint for the authorization-code (with
+//! PKCE), refresh-token and client-credentials grants ([`token`]),
+//! revocation ([`revoke`], RFC 7009) and the metadata (RFC 8414).
 //!
 //! Client secrets are argon2 hashes in the same credential store as the
 //! users' passwords (under [`client_key`](crate::tokens::client_key)), so a
 //! client's secret goes through exactly the brute-force pipeline a password
 //! does: per-address limit, address and (address, client) lockouts, the
 //! verified-credentials cache, coalescing, the bounded queue, the dummy
-//! hash for unknown clients.
+//! hash for unknown clients. Codes and refresh tokens live in a
+//! [`grants::GrantStore`].
+
+mod authorize;
+mod consent;
+mod grants;
+mod revoke;
+mod token;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, PRAGMA, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
 
 use super::bearer::{self, Presented};
 use super::response::method_not_allowed;
 use super::{Decision, Shared, header};
-use crate::config::{GrantType, OAuthClient};
+use crate::config::{OAuthClient, OAuthSettings};
 use crate::metrics::Outcome;
 use crate::secret::Password;
-use crate::tokens::Subject;
 
+pub(super) use authorize::authorize;
+pub(super) use revoke::revoke;
+pub(super) use token::token;
+
+/// Where the resource owner approves a client.
+pub const AUTHORIZE_PATH: &str = "/oauth/authorize";
 /// Where clients trade a grant for a token.
 pub const TOKEN_PATH: &str = "/oauth/token";
+/// Where clients revoke a refresh token (RFC 7009).
+pub const REVOKE_PATH: &str = "/oauth/revoke";
 /// RFC 8414 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
-/// The registered clients, swapped whole on reload.
+/// The most live authorization codes held at once.
+const MAX_CODES: usize = 100_000;
+/// The most refresh tokens (live or spent) held at once.
+const MAX_REFRESH_TOKENS: usize = 200_000;
+
+/// OAuth as the layer holds it.
 pub(super) struct OAuthState {
+    /// The registered clients, swapped whole on reload.
     pub(super) clients: arc_swap::ArcSwap<HashMap<String, OAuthClient>>,
+    /// Codes, refresh tokens, revoked families.
+    pub(super) grants: Box<dyn grants::GrantStore>,
+    code_ttl: Duration,
+    refresh_ttl: Duration,
+    forms: consent::FormTokens,
 }
 
 impl OAuthState {
-    pub(super) fn new(clients: Vec<OAuthClient>) -> Self {
-        Self {
-            clients: arc_swap::ArcSwap::from_pointee(index(clients)),
-        }
+    /// `access_ttl`: how long the signer's tokens live (a revoked family
+    /// is remembered past the last of them).
+    pub(super) fn new(
+        settings: OAuthSettings,
+        access_ttl: Duration,
+    ) -> Result<Self, getrandom::Error> {
+        let limits = grants::MemoryLimits {
+            codes: MAX_CODES,
+            refresh_tokens: MAX_REFRESH_TOKENS,
+            revoked_for: settings
+                .refresh_ttl
+                .max(access_ttl)
+                .as_secs()
+                .saturating_add(120),
+            spent_code_for: 3600,
+        };
+        Ok(Self {
+            clients: arc_swap::ArcSwap::from_pointee(index(settings.clients)),
+            grants: Box::new(grants::MemoryGrants::new(limits)),
+            code_ttl: settings.code_ttl,
+            refresh_ttl: settings.refresh_ttl,
+            forms: consent::FormTokens::new()?,
+        })
+    }
+
+    /// Drops expired codes, refresh tokens and spent form tokens.
+    pub(super) fn prune(&self) {
+        self.grants.prune(unix_now());
+        self.forms.prune(unix_now());
     }
 }
 
@@ -47,7 +103,33 @@ pub(super) fn index(clients: Vec<OAuthClient>) -> HashMap<String, OAuthClient> {
     clients.into_iter().map(|c| (c.id.clone(), c)).collect()
 }
 
+/// Unix seconds now.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A new secret of `N` random bytes, base64url (a code, a refresh token,
+/// a family id).
+fn random_secret<const N: usize>() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; N];
+    getrandom::fill(&mut bytes)?;
+    Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// What the grant store keys a code or refresh token by: never the secret.
+fn digest(secret: &str) -> [u8; 32] {
+    let mut input = b"gatehouse oauth grant\0".to_vec();
+    input.extend_from_slice(secret.as_bytes());
+    let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
+}
+
 /// An RFC 6749 §5.2 error: its code, a description, and its status.
+#[derive(Debug)]
 struct OAuthError {
     code: &'static str,
     description: &'static str,
@@ -136,42 +218,86 @@ fn form_decode(text: &str) -> Option<String> {
     String::from_utf8(out).ok()
 }
 
-/// `POST /oauth/token`.
-pub(super) async fn token<B>(
-    shared: &Arc<Shared>,
-    req: Request<B>,
-    client_ip: Option<IpAddr>,
-) -> (Outcome, Response)
-where
-    B: HttpBody<Data = Bytes> + Send + 'static,
-    B::Error: Into<axum::BoxError>,
-{
-    if let Some(decision) = shared
-        .rate_limited(client_ip)
-        .or_else(|| shared.address_locked(client_ip))
-    {
-        return super::login::finish(decision);
-    }
-    if req.method() != Method::POST {
-        return (
-            Outcome::BadRequest,
-            method_not_allowed(
-                "POST",
-                "405 Method Not Allowed: POST form-encoded parameters here\n",
-            ),
-        );
-    }
-    match grant(shared, req, client_ip).await {
-        Ok(answer) => answer,
-        Err(error) => error.respond(shared),
+/// A refusal: an RFC 6749 §5.2 error, or the pipeline's own answer (429
+/// from a limit or lockout, 503 when verification is saturated).
+enum Refused {
+    OAuth(OAuthError),
+    Answer(Outcome, Box<Response>),
+}
+
+impl From<OAuthError> for Refused {
+    fn from(error: OAuthError) -> Self {
+        Self::OAuth(error)
     }
 }
 
-async fn grant<B>(
-    shared: &Arc<Shared>,
-    req: Request<B>,
-    client_ip: Option<IpAddr>,
-) -> Result<(Outcome, Response), OAuthError>
+impl Refused {
+    fn respond(self, shared: &Shared) -> (Outcome, Response) {
+        match self {
+            Self::OAuth(error) => error.respond(shared),
+            Self::Answer(outcome, response) => (outcome, *response),
+        }
+    }
+}
+
+/// 503 with `Retry-After`: the grant store is full right now.
+fn unavailable() -> OAuthError {
+    OAuthError {
+        code: "temporarily_unavailable",
+        description: "try again shortly",
+        status: StatusCode::SERVICE_UNAVAILABLE,
+        challenge: false,
+    }
+}
+
+fn server_error() -> OAuthError {
+    OAuthError {
+        code: "server_error",
+        description: "the token could not be made",
+        status: StatusCode::INTERNAL_SERVER_ERROR,
+        challenge: false,
+    }
+}
+
+/// A form posted to the token or revocation endpoint: each parameter once
+/// (§3.2), empty values as if omitted (§3.1).
+struct Params(HashMap<String, String>);
+
+impl Params {
+    fn parse(body: &[u8]) -> Result<Self, OAuthError> {
+        let mut params = HashMap::new();
+        let mut seen = std::collections::HashSet::new();
+        for (name, value) in form_urlencoded::parse(body) {
+            if !seen.insert(name.clone().into_owned()) {
+                return Err(error("invalid_request", "a parameter is repeated"));
+            }
+            if !value.is_empty() {
+                params.insert(name.into_owned(), value.into_owned());
+            }
+        }
+        Ok(Self(params))
+    }
+
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    fn take(&mut self, name: &str) -> Option<String> {
+        self.0.remove(name)
+    }
+}
+
+/// The client's credentials as presented: Basic (`client_secret_basic`),
+/// in the body (`client_secret_post`), or its id alone (a public client).
+struct Presenting {
+    id: String,
+    secret: Option<Password>,
+    basic: bool,
+}
+
+/// Reads a form request to the token or revocation endpoint: its Basic
+/// client credentials, if any, and its parameters.
+async fn read_form<B>(req: Request<B>) -> Result<(Presenting, Params), OAuthError>
 where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
@@ -210,32 +336,9 @@ where
             "the body is too large, too slow or unreadable",
         )
     })?;
-    let mut params: HashMap<String, String> = HashMap::new();
-    let mut seen = std::collections::HashSet::new();
-    for (name, value) in form_urlencoded::parse(&body) {
-        // §3.2: parameters must not be included more than once.
-        if !seen.insert(name.clone().into_owned()) {
-            return Err(error("invalid_request", "a parameter is repeated"));
-        }
-        // §3.1: a parameter without a value is as if omitted.
-        if !value.is_empty() {
-            params.insert(name.into_owned(), value.into_owned());
-        }
-    }
-    let grant = match params.get("grant_type").map(String::as_str) {
-        None => return Err(error("invalid_request", "grant_type is missing")),
-        Some("client_credentials") => GrantType::ClientCredentials,
-        Some(_) => {
-            return Err(error(
-                "unsupported_grant_type",
-                "this server issues tokens for client_credentials",
-            ));
-        }
-    };
-    // The client: Basic (client_secret_basic) or the body
-    // (client_secret_post), never both.
-    let used_basic = basic.is_some();
-    let (id, secret) = match (basic, params.remove("client_secret")) {
+    let mut params = Params::parse(&body)?;
+    // Basic or the body, never both.
+    let presenting = match (basic, params.take("client_secret")) {
         (Some(_), Some(_)) => {
             return Err(error(
                 "invalid_request",
@@ -243,33 +346,68 @@ where
             ));
         }
         (Some((id, secret)), None) => {
-            if params
-                .get("client_id")
-                .is_some_and(|body_id| *body_id != id)
-            {
+            if params.get("client_id").is_some_and(|body_id| body_id != id) {
                 return Err(error(
                     "invalid_request",
                     "client_id differs from the Basic user-id",
                 ));
             }
-            (id, secret)
+            Presenting {
+                id,
+                secret: Some(secret),
+                basic: true,
+            }
         }
-        (None, Some(secret)) => {
-            let id = params
+        (None, secret) => Presenting {
+            id: params
                 .get("client_id")
-                .cloned()
-                .ok_or(invalid_client(false))?;
-            (id, Password::new(secret))
-        }
-        (None, None) => return Err(invalid_client(false)),
+                .ok_or(invalid_client(false))?
+                .to_owned(),
+            secret: secret.map(Password::new),
+            basic: false,
+        },
     };
-    if id.is_empty() || id.len() > header::MAX_HEADER_LEN || id.chars().any(char::is_control) {
-        return Err(invalid_client(used_basic));
+    if presenting.id.is_empty()
+        || presenting.id.len() > header::MAX_HEADER_LEN
+        || presenting.id.chars().any(char::is_control)
+    {
+        return Err(invalid_client(presenting.basic));
     }
+    Ok((presenting, params))
+}
+
+/// A client that proved who it is.
+struct Authenticated {
+    client: OAuthClient,
+    /// Its secret's stored fingerprint (confidential clients).
+    fingerprint: Option<[u8; 32]>,
+    basic: bool,
+}
+
+/// Authenticates the client: a confidential client by its secret, through
+/// the password pipeline; a public client by its id alone (it holds no
+/// secret, and proves itself with PKCE instead).
+async fn authenticate_client(
+    shared: &Arc<Shared>,
+    presenting: Presenting,
+    client_ip: Option<IpAddr>,
+) -> Result<Authenticated, Refused> {
+    let Presenting { id, secret, basic } = presenting;
     let client = shared
         .oauth
         .as_ref()
         .and_then(|o| o.clients.load().get(&id).cloned());
+    let Some(secret) = secret else {
+        // Only a public client may come without a secret.
+        return match client {
+            Some(client) if client.secret.is_none() => Ok(Authenticated {
+                client,
+                fingerprint: None,
+                basic,
+            }),
+            _ => Err(invalid_client(basic).into()),
+        };
+    };
     let key = crate::tokens::client_key(&id);
     let before = shared.stored_fingerprint(&key);
     // Unknown clients, and public ones, are checked against the dummy hash
@@ -282,7 +420,7 @@ where
     // A candidate already verified goes first and alone, so a client that
     // form-encodes pays one failed try per cache lifetime, not per request.
     let mut candidates = vec![secret];
-    if used_basic
+    if basic
         && let Some(decoded) = form_decode(candidates[0].as_str())
         && decoded != candidates[0].as_str()
     {
@@ -302,66 +440,44 @@ where
                 break;
             }
             Decision::Refuse(Outcome::Unauthorized, _) | Decision::Public => {}
-            Decision::Refuse(outcome, response) => return Ok((outcome, response)),
-        }
-    }
-    if !authenticated {
-        return Err(invalid_client(used_basic));
-    }
-    let Some(client) = client else {
-        return Err(invalid_client(used_basic));
-    };
-    let now = shared.stored_fingerprint(&key);
-    let (Some(before), Some(now)) = (before, now) else {
-        return Err(invalid_client(used_basic));
-    };
-    if before != now {
-        return Err(invalid_client(used_basic));
-    }
-    if !client.grant_types.contains(&grant) {
-        return Err(error(
-            "unauthorized_client",
-            "this client may not use this grant type",
-        ));
-    }
-    let scope = match params.get("scope") {
-        None => client.scopes.join(" "),
-        Some(asked) => {
-            let asked: Vec<&str> = asked.split(' ').collect();
-            if asked
-                .iter()
-                .any(|s| !crate::config::is_scope_token(s) || !client.scopes.iter().any(|c| c == s))
-            {
-                return Err(error(
-                    "invalid_scope",
-                    "a scope is not one this client may have",
-                ));
+            Decision::Refuse(outcome, response) => {
+                return Err(Refused::Answer(outcome, Box::new(response)));
             }
-            asked.join(" ")
         }
-    };
-    let Some(tokens) = super::login::current_tokens(shared) else {
-        return Err(error("invalid_request", "tokens are turned off"));
-    };
-    let subject = Subject {
-        name: client.id.clone(),
-        client: true,
-        scope: (!scope.is_empty()).then_some(scope),
-    };
-    let issued = tokens
-        .issue_for(&subject, binding(&client, &now))
-        .map_err(|_| OAuthError {
-            code: "server_error",
-            description: "the token could not be signed",
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            challenge: false,
-        })?;
-    tracing::debug!(
-        client = client.id.as_str(),
-        "client credentials token issued"
-    );
-    let body = serde_json::to_string(&issued).unwrap_or_default();
-    Ok((Outcome::Allowed, json(StatusCode::OK, body)))
+    }
+    let now = shared.stored_fingerprint(&key);
+    match (authenticated, client, before, now) {
+        // The secret verified is the one stored now: a reload in between
+        // must not let the old secret through.
+        (true, Some(client), Some(before), Some(now)) if before == now => Ok(Authenticated {
+            client,
+            fingerprint: Some(now),
+            basic,
+        }),
+        _ => Err(invalid_client(basic).into()),
+    }
+}
+
+/// Answers a refused bearer-like guess (an unknown code or refresh token)
+/// the way the layer answers a bad token: counted against the address in
+/// the bearer lockouts, so codes cannot be guessed at line rate.
+fn count_guess(shared: &Shared, client_ip: Option<IpAddr>) -> Option<Refused> {
+    match shared.bearer_failure(client_ip) {
+        Decision::Refuse(Outcome::RateLimited, response) => {
+            Some(Refused::Answer(Outcome::RateLimited, Box::new(response)))
+        }
+        _ => None,
+    }
+}
+
+/// 429 when bad codes or refresh tokens from this address locked it out.
+fn guesses_locked(shared: &Shared, client_ip: Option<IpAddr>) -> Result<(), Refused> {
+    match shared.bearer_locked(client_ip) {
+        Some(Decision::Refuse(outcome, response)) => {
+            Err(Refused::Answer(outcome, Box::new(response)))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414).
@@ -395,17 +511,41 @@ pub(super) fn metadata<B>(
     };
     let body = serde_json::json!({
         "issuer": issuer,
+        "authorization_endpoint": format!("{issuer}{AUTHORIZE_PATH}"),
         "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
+        "revocation_endpoint": format!("{issuer}{REVOKE_PATH}"),
         "jwks_uri": format!("{issuer}{}", super::JWKS_PATH),
-        "grant_types_supported": ["client_credentials"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
-        "response_types_supported": [],
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query"],
+        "grant_types_supported": ["authorization_code", "refresh_token", "client_credentials"],
+        "code_challenge_methods_supported": ["S256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+        "scopes_supported": scopes_supported(shared),
     });
     let mut response = json(StatusCode::OK, body.to_string());
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("max-age=300"));
     (Outcome::Allowed, response)
+}
+
+/// Every scope some client may ask for, sorted.
+fn scopes_supported(shared: &Shared) -> Vec<String> {
+    let mut scopes: Vec<String> = shared
+        .oauth
+        .as_ref()
+        .map(|o| {
+            o.clients
+                .load()
+                .values()
+                .flat_map(|c| c.scopes.iter().cloned())
+                .collect()
+        })
+        .unwrap_or_default();
+    scopes.sort();
+    scopes.dedup();
+    scopes
 }
 
 /// The binding of a client's tokens (see [`crate::tokens::client_binding`]).

@@ -1,0 +1,106 @@
+//! `POST /oauth/revoke` (RFC 7009): a client revokes one of its refresh
+//! tokens, or an access token from one of its grants; either way the whole
+//! family goes (§2.1 allows it, and a half-revoked grant would be a
+//! surprise).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes, HttpBody};
+use axum::response::Response;
+use http::header::{CACHE_CONTROL, PRAGMA};
+use http::{HeaderValue, Method, Request};
+
+use super::{Refused, authenticate_client, digest, error, method_not_allowed, read_form, unix_now};
+use crate::auth::Shared;
+use crate::metrics::Outcome;
+
+/// `POST /oauth/revoke`.
+pub(in crate::auth) async fn revoke<B>(
+    shared: &Arc<Shared>,
+    req: Request<B>,
+    client_ip: Option<IpAddr>,
+) -> (Outcome, Response)
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    if let Some(decision) = shared
+        .rate_limited(client_ip)
+        .or_else(|| shared.address_locked(client_ip))
+    {
+        return crate::auth::login::finish(decision);
+    }
+    if req.method() != Method::POST {
+        return (
+            Outcome::BadRequest,
+            method_not_allowed(
+                "POST",
+                "405 Method Not Allowed: POST form-encoded parameters here\n",
+            ),
+        );
+    }
+    match revoke_token(shared, req, client_ip).await {
+        // §2.2: 200 whether or not the token was valid: a client learns
+        // nothing about tokens that are not its own.
+        Ok(()) => {
+            let mut response = Response::new(Body::empty());
+            response
+                .headers_mut()
+                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            response
+                .headers_mut()
+                .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+            (Outcome::Allowed, response)
+        }
+        Err(refused) => refused.respond(shared),
+    }
+}
+
+async fn revoke_token<B>(
+    shared: &Arc<Shared>,
+    req: Request<B>,
+    client_ip: Option<IpAddr>,
+) -> Result<(), Refused>
+where
+    B: HttpBody<Data = Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    let (presenting, params) = read_form(req).await?;
+    let token = params
+        .get("token")
+        .ok_or_else(|| error("invalid_request", "token is missing"))?;
+    let client = authenticate_client(shared, presenting, client_ip).await?;
+    let Some(oauth) = shared.oauth.as_ref() else {
+        return Ok(());
+    };
+    let now = unix_now();
+    // `token_type_hint` only says where to look first (§2.1); both places
+    // are cheap, so both are looked in.
+    let family = match oauth
+        .grants
+        .refresh_family(&digest(token), &client.client.id)
+    {
+        Some(family) => Some(family),
+        None => access_token_family(shared, token, &client.client.id),
+    };
+    if let Some(family) = family {
+        oauth.grants.revoke_family(&family, now);
+        tracing::debug!(
+            client = client.client.id.as_str(),
+            "grant revoked at the client's request"
+        );
+    }
+    Ok(())
+}
+
+/// The family of an access token issued to `client_id` for a user, when
+/// the token is one of ours and still verifies.
+fn access_token_family(shared: &Shared, token: &str, client_id: &str) -> Option<String> {
+    let tokens = crate::auth::login::current_tokens(shared)?;
+    let claims = tokens.verify(token).ok()?;
+    if claims.client_id.as_deref() != Some(client_id) {
+        return None;
+    }
+    claims.fam
+}
