@@ -130,10 +130,17 @@ async fn healthz() -> &'static str {
 #[derive(serde::Serialize)]
 struct WhoAmI<'a> {
     user: &'a str,
+    /// The OAuth scopes of the request's token, when it has some.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scopes: Option<&'a str>,
 }
 
 async fn whoami(user: AuthenticatedUser) -> Response {
-    Json(WhoAmI { user: user.name() }).into_response()
+    Json(WhoAmI {
+        user: user.name(),
+        scopes: user.scopes(),
+    })
+    .into_response()
 }
 
 /// The auth layer's counters, for operators (behind authentication).

@@ -208,6 +208,36 @@ async fn token_endpoint_errors_follow_rfc_6749_section_5_2() {
             "invalid_request",
             false,
         ),
+        // The other grants' §5.2 errors (the flows themselves are in
+        // oauth_code.rs).
+        (
+            Some(("ci-bot", SECRET)),
+            vec![("grant_type", "authorization_code"), ("code", "x")],
+            400,
+            "unauthorized_client",
+            false,
+        ),
+        (
+            Some(("web", "web-secret")),
+            vec![("grant_type", "authorization_code")],
+            400,
+            "invalid_request",
+            false,
+        ),
+        (
+            Some(("web", "web-secret")),
+            vec![("grant_type", "authorization_code"), ("code", "made-up")],
+            400,
+            "invalid_grant",
+            false,
+        ),
+        (
+            Some(("web", "web-secret")),
+            vec![("grant_type", "refresh_token"), ("refresh_token", "x")],
+            400,
+            "unauthorized_client",
+            false,
+        ),
         (
             Some(("ci-bot", SECRET)),
             vec![
@@ -271,7 +301,7 @@ async fn token_endpoint_errors_follow_rfc_6749_section_5_2() {
     );
     assert_eq!(
         metadata["grant_types_supported"],
-        serde_json::json!(["client_credentials"])
+        serde_json::json!(["authorization_code", "refresh_token", "client_credentials"])
     );
     // No secret in the log.
     tokio::time::sleep(Duration::from_millis(200)).await;
