@@ -58,22 +58,6 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             ),
         );
     }
-    for client in config.oauth.iter().flat_map(|o| &o.clients) {
-        for uri in &client.redirect_uris {
-            let loopback = ["http://127.", "http://[::1]"]
-                .iter()
-                .any(|p| uri.starts_with(p));
-            if uri.starts_with("http://") && !loopback {
-                warn(
-                    "[oauth.clients] redirect_uris",
-                    format!(
-                        "client {}: `{uri}` is plain http on a host other than loopback: codes would cross the network in clear text (RFC 9700 §2.6); use https",
-                        client.id
-                    ),
-                );
-            }
-        }
-    }
     warnings
 }
 

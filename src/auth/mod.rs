@@ -598,10 +598,23 @@ impl Shared {
             let Some(oauth) = self.oauth.as_ref() else {
                 return BearerCheck::Revoked;
             };
-            if let Some(client) = &cached.client
-                && !oauth.clients.load().contains_key(&**client)
-            {
-                return BearerCheck::Revoked;
+            // The client must still be registered, and still allowed every
+            // scope the token carries (a reload may have narrowed them).
+            if let Some(client) = &cached.client {
+                let clients = oauth.clients.load();
+                let allowed = clients.get(&**client).is_some_and(|c| {
+                    cached
+                        .scope
+                        .as_deref()
+                        .unwrap_or("")
+                        .split(' ')
+                        .filter(|s| !s.is_empty())
+                        .all(|s| c.scopes.iter().any(|allowed| allowed == s))
+                });
+                if !allowed {
+                    tracing::debug!("token refused: its client is gone or lost a scope");
+                    return BearerCheck::Revoked;
+                }
             }
             if let Some(family) = &cached.family
                 && oauth.grants.is_revoked(family, now)

@@ -499,6 +499,18 @@ pub(super) fn oauth(
                     ),
                 ));
             }
+            // RFC 9700 §2.6: a code must not cross the network in clear;
+            // plain http only to the user's own machine (RFC 8252 §7.3).
+            let host = parsed.as_ref().and_then(|u| u.host()).unwrap_or("");
+            let loopback = host == "127.0.0.1" || host == "[::1]";
+            if uri.starts_with("http://") && !loopback {
+                return Err(KeyError::new(
+                    key("redirect_uris"),
+                    format!(
+                        "`{uri}`: plain http is only for loopback (http://127.0.0.1 or http://[::1]); use https, or codes cross the network in clear"
+                    ),
+                ));
+            }
         }
         if client.scopes.is_empty() {
             return Err(KeyError::new(
@@ -510,6 +522,14 @@ pub(super) fn oauth(
             return Err(KeyError::new(
                 key("scopes"),
                 format!("`{bad}` is not a scope token"),
+            ));
+        }
+        // RFC 8252 §8.6: anyone can claim a public client's id, so
+        // approving without asking would hand codes to impostors.
+        if client.auto_approve && client.secret.is_none() {
+            return Err(KeyError::new(
+                key("auto_approve"),
+                "a public client (no secret) cannot be auto-approved: anyone can claim its id; keep the consent page",
             ));
         }
         clients.push(super::OAuthClient {

@@ -402,3 +402,43 @@ fn log_levels_that_would_silence_everything_are_refused() {
         assert_eq!(config.log.level.as_str(), good);
     }
 }
+
+#[test]
+fn oauth_redirect_uris_and_public_clients_are_checked() {
+    let client = |redirects: &str, extra: &str| {
+        minimal(&format!(
+            "[tokens]\nenabled = true\nephemeral_key = true\n[oauth]\nenabled = true\n\
+             [oauth.clients.app]\nredirect_uris = [{redirects}]\n\
+             grant_types = [\"authorization_code\"]\nscopes = [\"read\"]\n{extra}"
+        ))
+    };
+    for good in [
+        "\"urn:ietf:wg:oauth:2.0:oob\"",
+        "\"http://127.0.0.1/callback\"",
+        "\"http://[::1]:8080/cb\"",
+        "\"https://app.example/cb?x=1\"",
+    ] {
+        load(&client(good, "")).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for (bad, why) in [
+        (
+            "\"http://app.example/cb\"",
+            "plain http is only for loopback",
+        ),
+        ("\"http://localhost/cb\"", "plain http is only for loopback"),
+        ("\"https://good@evil.example/cb\"", "without user-info"),
+        ("\"https://app.example/cb#x\"", "or a fragment"),
+        ("\"/cb\"", "absolute http(s) URL"),
+    ] {
+        let message = error(&client(bad, ""));
+        assert!(
+            message.contains("[oauth.clients.app] redirect_uris") && message.contains(why),
+            "{bad}: {message}"
+        );
+    }
+    let message = error(&client("\"http://127.0.0.1/cb\"", "auto_approve = true"));
+    assert!(
+        message.contains("[oauth.clients.app] auto_approve") && message.contains("public client"),
+        "{message}"
+    );
+}

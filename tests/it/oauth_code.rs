@@ -29,8 +29,9 @@ impl FormBody for reqwest::RequestBuilder {
 const CLI_SECRET: &str = "cli secret:+%";
 
 /// `[tokens]` and `[oauth]` with `cli-tool` (confidential, as in the
-/// issue), `desktop` (public, PKCE, auto-approved, loopback redirect) and
-/// `other` (confidential, auto-approved, to steal codes with).
+/// issue), `desktop` (public, PKCE, loopback redirect; a public client is
+/// never auto-approved) and `other` (confidential, auto-approved, to steal
+/// codes with).
 fn config(dir: &TestDir, code_ttl: &str) -> std::path::PathBuf {
     gen_key(dir, "signing.pem", "EdDSA");
     dir.config(&format!(
@@ -41,7 +42,7 @@ fn config(dir: &TestDir, code_ttl: &str) -> std::path::PathBuf {
          grant_types = [\"authorization_code\", \"refresh_token\", \"client_credentials\"]\n\
          scopes = [\"read\", \"read-write\"]\nauto_approve = false\n\
          [oauth.clients.desktop]\nredirect_uris = [\"http://127.0.0.1/callback\"]\n\
-         grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"read\"]\nauto_approve = true\n\
+         grant_types = [\"authorization_code\", \"refresh_token\"]\nscopes = [\"read\"]\n\
          [oauth.clients.other]\nsecret = \"{}\"\nredirect_uris = [\"https://other.example/cb\"]\n\
          grant_types = [\"authorization_code\"]\nscopes = [\"read\"]\nauto_approve = true\n",
         cheap_hash(CLI_SECRET),
@@ -115,7 +116,7 @@ async fn requests_oauthlib_public_client_with_pkce_and_refresh() {
     let dir = TestDir::new();
     let server = Gatehouse::start(&config(&dir, "60s"));
     let script = r#"
-import os, sys, requests
+import os, re, sys, requests
 # The redirect URI is plain http on loopback, as native apps use (RFC 8252).
 os.environ["OAUTHLIB_INSECURE_TRANSPORT"] = "1"
 from requests_oauthlib import OAuth2Session
@@ -123,9 +124,12 @@ base, cacert, client_id, user, password = sys.argv[1:6]
 token_url = f"{base}/oauth/token"
 s = OAuth2Session(client_id, redirect_uri="http://127.0.0.1:8765/callback", scope=["read"], pkce="S256")
 authorization_url, state = s.authorization_url(f"{base}/oauth/authorize")
-# The browser: Basic login; the client is auto-approved, so a redirect.
-r = requests.get(authorization_url, auth=(user, password), verify=cacert, allow_redirects=False)
-assert r.status_code == 302, r.status_code
+# The browser: Basic login, the consent page, Approve, the redirect.
+page = requests.get(authorization_url, auth=(user, password), verify=cacert)
+fields = dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.text))
+fields["decision"] = "approve"
+r = requests.post(f"{base}/oauth/authorize", data=fields, auth=(user, password), verify=cacert, allow_redirects=False)
+assert r.status_code == 303, r.status_code
 token = s.fetch_token(token_url, authorization_response=r.headers["Location"], include_client_id=True, verify=cacert)
 first = s.get(f"{base}/api/whoami", verify=cacert)
 spent = token["refresh_token"]
@@ -198,7 +202,18 @@ fn challenge(verifier: &str) -> String {
 
 const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-0123";
 
-/// A code for `desktop` (public, auto-approved) with PKCE.
+/// The consent form's fields in `page`.
+fn form_fields(page: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for part in page.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = part.split_once("\" value=\"").unwrap();
+        let (value, _) = rest.split_once('"').unwrap();
+        fields.push((name.to_owned(), value.to_owned()));
+    }
+    fields
+}
+
+/// A code for `desktop` (public) with PKCE: the consent page, Approve.
 async fn desktop_code(http: &reqwest::Client, server: &Gatehouse) -> String {
     let challenge = challenge(VERIFIER);
     let response = authorize(
@@ -215,7 +230,17 @@ async fn desktop_code(http: &reqwest::Client, server: &Gatehouse) -> String {
         Some(ALICE),
     )
     .await;
-    assert_eq!(response.status(), StatusCode::FOUND);
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut fields = form_fields(&response.text().await.unwrap());
+    fields.push(("decision".into(), "approve".into()));
+    let response = http
+        .post(server.url("/oauth/authorize"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .form_body(&fields)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
     let location = response.headers()["location"].to_str().unwrap();
     assert!(
         location.starts_with("http://127.0.0.1:9/callback?code="),
@@ -394,6 +419,17 @@ async fn authorization_requests_are_checked_before_anything_redirects() {
                 .starts_with("Basic realm=")
         );
     }
+    // HEAD has no side effects to offer: an auto-approved GET issues a code.
+    let head = http
+        .head(server.url(
+            "/oauth/authorize?client_id=other&redirect_uri=https://other.example/cb&response_type=code",
+        ))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(head.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(head.headers().get("location").is_none());
     // The metadata names the endpoints and methods.
     let metadata: Value = http
         .get(server.url("/.well-known/oauth-authorization-server"))
@@ -608,15 +644,7 @@ async fn the_consent_form_resists_csrf() {
         ("scope", "read"),
         ("state", "st"),
     ];
-    let fields = |page: &str| -> Vec<(String, String)> {
-        let mut fields = Vec::new();
-        for part in page.split("<input type=\"hidden\" name=\"").skip(1) {
-            let (name, rest) = part.split_once("\" value=\"").unwrap();
-            let (value, _) = rest.split_once('"').unwrap();
-            fields.push((name.to_owned(), value.to_owned()));
-        }
-        fields
-    };
+    let fields = form_fields;
     let consent = |user: (&'static str, &'static str)| {
         let http = http.clone();
         let server = &server;

@@ -157,15 +157,21 @@ fn validate(oauth: &OAuthState, params: &Params) -> Result<AuthRequest, Invalid>
         },
     };
     let state = params.get("state").map(str::to_owned);
+    if state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
+        // Not echoed: the client sent something no client needs.
+        return Err(Invalid::Redirect {
+            redirect_uri,
+            state: None,
+            error: "invalid_request",
+            description: "state is too long",
+        });
+    }
     let redirect = |error, description| Invalid::Redirect {
         redirect_uri: redirect_uri.clone(),
         state: state.clone(),
         error,
         description,
     };
-    if state.as_ref().is_some_and(|s| s.len() > MAX_STATE) {
-        return Err(redirect("invalid_request", "state is too long"));
-    }
     if !client.grant_types.contains(&GrantType::AuthorizationCode) {
         return Err(redirect(
             "unauthorized_client",
@@ -307,16 +313,15 @@ where
             consent::error_page(StatusCode::NOT_FOUND, "OAuth is off."),
         );
     };
+    // Not HEAD: for an auto-approved client a GET issues a code, and a
+    // HEAD must not have that effect.
     let post = match *req.method() {
-        Method::GET | Method::HEAD => false,
+        Method::GET => false,
         Method::POST => true,
         _ => {
             return (
                 Outcome::BadRequest,
-                crate::auth::response::method_not_allowed(
-                    "GET, HEAD, POST",
-                    "405 Method Not Allowed\n",
-                ),
+                crate::auth::response::method_not_allowed("GET, POST", "405 Method Not Allowed\n"),
             );
         }
     };
@@ -463,17 +468,13 @@ fn show_consent(
         fields.push(("code_challenge_method", "S256"));
     }
     fields.push(("form_token", &token));
-    let target = consent::origin(&request.redirect_uri);
-    let page = consent::consent_page(
-        &Consent {
-            user: user.name(),
-            client_name: &request.client.name,
-            scopes: &request.scope,
-            redirect_uri: &request.redirect_uri,
-            fields,
-        },
-        target.as_deref(),
-    );
+    let page = consent::consent_page(&Consent {
+        user: user.name(),
+        client_name: &request.client.name,
+        scopes: &request.scope,
+        redirect_uri: &request.redirect_uri,
+        fields,
+    });
     (Outcome::Allowed, page)
 }
 
@@ -485,14 +486,14 @@ fn approve(
     binding: String,
     after_post: bool,
 ) -> (Outcome, Response) {
-    let secrets = random_secret::<32>().and_then(|code| Ok((code, random_secret::<16>()?)));
-    let Ok((code, family)) = secrets else {
+    let Ok(code) = random_secret::<32>() else {
         return (
             Outcome::Overloaded,
             consent::error_page(StatusCode::INTERNAL_SERVER_ERROR, "Try again."),
         );
     };
     let ttl = oauth.code_ttl.as_secs().max(1);
+    let now = unix_now();
     let grant = CodeGrant {
         client_id: request.client.id.clone(),
         redirect_uri: request.redirect_uri.clone(),
@@ -501,17 +502,20 @@ fn approve(
         user: user.name().to_owned(),
         binding,
         scope: request.scope.clone(),
-        family,
-        expires: unix_now().saturating_add(ttl),
+        expires: now.saturating_add(ttl),
     };
-    if oauth.grants.put_code(digest(&code), grant).is_err() {
-        let mut response = consent::error_page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "Too many authorizations are waiting to be redeemed: try again shortly.",
+    if oauth.grants.put_code(digest(&code), grant, now).is_err() {
+        tracing::warn!("authorization code refused: the grant store is full");
+        // §4.1.2.1: `temporarily_unavailable`, to the client (or shown).
+        let (_, response) = refuse(
+            Invalid::Redirect {
+                redirect_uri: request.redirect_uri.clone(),
+                state: request.state.clone(),
+                error: "temporarily_unavailable",
+                description: "too many authorizations are waiting to be redeemed: try again shortly",
+            },
+            after_post,
         );
-        response
-            .headers_mut()
-            .insert(http::header::RETRY_AFTER, HeaderValue::from_static("5"));
         return (Outcome::Overloaded, response);
     }
     tracing::debug!(

@@ -23,8 +23,10 @@ use crate::sync::lock;
 
 /// How long a consent form may be left open before it is submitted.
 pub(super) const FORM_TTL: u64 = 600;
-/// The most spent form tokens remembered (they expire after `FORM_TTL`).
-const MAX_SPENT: usize = 100_000;
+/// The most spent form tokens remembered (they expire after `FORM_TTL`):
+/// about 40 MB at most, and 800 submissions a second, sustained, by
+/// signed-in users, to fill.
+const MAX_SPENT: usize = 500_000;
 const NONCE: usize = 16;
 const TAG: usize = 32;
 
@@ -157,26 +159,33 @@ pub(super) fn escape(text: &str) -> String {
     out
 }
 
-/// The origin of a redirect URI (`scheme://host[:port]`), for the CSP's
-/// `form-action`: browsers apply it to the redirect that follows the
-/// consent form. `None` when it has characters a CSP source must not.
-pub(super) fn origin(uri: &str) -> Option<String> {
-    let parsed: http::Uri = uri.parse().ok()?;
+/// The CSP `form-action` sources for a consent form whose approval
+/// redirects to `redirect_uri`: `'self'` and the redirect's origin, since
+/// browsers apply `form-action` to the redirect that follows a submission.
+/// `None` when the origin cannot be written as a CSP source (an IPv6
+/// literal such as `[::1]`, which CSP host-sources do not accept): the
+/// directive is then left out, or the redirect would be blocked. The page
+/// has no script and every value is escaped, so no other form can appear.
+pub(super) fn form_action(redirect_uri: &str) -> Option<String> {
+    if redirect_uri == super::authorize::OOB {
+        return Some("'self'".into());
+    }
+    let parsed: http::Uri = redirect_uri.parse().ok()?;
     let scheme = parsed.scheme_str()?;
     let authority = parsed.authority()?.as_str();
     authority
         .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b".-:[]".contains(&b))
-        .then(|| format!("{scheme}://{authority}"))
+        .all(|b| b.is_ascii_alphanumeric() || b".-:".contains(&b))
+        .then(|| format!("'self' {scheme}://{authority}"))
 }
 
-/// An HTML page with the security headers. `form_target`: an origin the
-/// page's form may lead to besides this one.
+/// An HTML page with the security headers. `form_action`: the CSP's
+/// `form-action` sources; `None` leaves the directive out.
 pub(super) fn page(
     status: StatusCode,
     title: &str,
     body: &str,
-    form_target: Option<&str>,
+    form_action: Option<&str>,
 ) -> Response {
     let html = format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -187,8 +196,10 @@ pub(super) fn page(
     let mut response = Response::new(Body::from(html));
     *response.status_mut() = status;
     let csp = format!(
-        "default-src 'none'; form-action 'self'{}; frame-ancestors 'none'; base-uri 'none'",
-        form_target.map(|o| format!(" {o}")).unwrap_or_default()
+        "default-src 'none';{} frame-ancestors 'none'; base-uri 'none'",
+        form_action
+            .map(|sources| format!(" form-action {sources};"))
+            .unwrap_or_default()
     );
     let headers = response.headers_mut();
     headers.insert(
@@ -231,7 +242,7 @@ pub(super) struct Consent<'a> {
 }
 
 /// The consent page: who asks, for what, Approve or Deny.
-pub(super) fn consent_page(consent: &Consent<'_>, form_target: Option<&str>) -> Response {
+pub(super) fn consent_page(consent: &Consent<'_>) -> Response {
     let client = escape(consent.client_name);
     let mut body = format!(
         "<h1>Authorize {client}?</h1>\n<p>You are signed in as <strong>{}</strong>. \
@@ -263,7 +274,7 @@ pub(super) fn consent_page(consent: &Consent<'_>, form_target: Option<&str>) -> 
         StatusCode::OK,
         &format!("Authorize {}", consent.client_name),
         &body,
-        form_target,
+        form_action(consent.redirect_uri).as_deref(),
     )
 }
 
@@ -276,7 +287,7 @@ pub(super) fn code_page(client_name: &str, code: &str, ttl: u64) -> Response {
         escape(client_name),
         escape(code)
     );
-    page(StatusCode::OK, "Authorization code", &body, None)
+    page(StatusCode::OK, "Authorization code", &body, Some("'self'"))
 }
 
 /// An error shown to the person, never sent to the client's redirect URI.
@@ -285,7 +296,7 @@ pub(super) fn error_page(status: StatusCode, message: &str) -> Response {
         "<h1>This authorization request cannot go on</h1>\n<p>{}</p>\n",
         escape(message)
     );
-    page(status, "Authorization error", &body, None)
+    page(status, "Authorization error", &body, Some("'self'"))
 }
 
 #[cfg(test)]
@@ -331,15 +342,19 @@ mod tests {
     }
 
     #[test]
-    fn origins_are_scheme_and_authority() {
+    fn form_action_allows_the_redirect_origin() {
         assert_eq!(
-            origin("http://127.0.0.1:8080/cb?x=1").as_deref(),
-            Some("http://127.0.0.1:8080")
+            form_action("http://127.0.0.1:8080/cb?x=1").as_deref(),
+            Some("'self' http://127.0.0.1:8080")
         );
         assert_eq!(
-            origin("https://app.example/cb").as_deref(),
-            Some("https://app.example")
+            form_action("https://app.example/cb").as_deref(),
+            Some("'self' https://app.example")
         );
-        assert_eq!(origin("urn:ietf:wg:oauth:2.0:oob"), None);
+        assert_eq!(
+            form_action("urn:ietf:wg:oauth:2.0:oob").as_deref(),
+            Some("'self'")
+        );
+        assert_eq!(form_action("http://[::1]:8080/cb"), None);
     }
 }

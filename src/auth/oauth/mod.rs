@@ -50,10 +50,14 @@ pub const REVOKE_PATH: &str = "/oauth/revoke";
 /// RFC 8414 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
-/// The most live authorization codes held at once.
+/// The most authorization codes (waiting or spent) held at once.
 const MAX_CODES: usize = 100_000;
-/// The most refresh tokens (live or spent) held at once.
-const MAX_REFRESH_TOKENS: usize = 200_000;
+/// The most grant families (one per approval) held at once.
+const MAX_FAMILIES: usize = 200_000;
+/// The most grant families one user holds: the oldest is revoked beyond.
+const MAX_FAMILIES_PER_USER: usize = 100;
+/// What refresh tokens start with (secret scanners can spot them).
+const REFRESH_PREFIX: &str = "ghr_";
 
 /// OAuth as the layer holds it.
 pub(super) struct OAuthState {
@@ -75,12 +79,11 @@ impl OAuthState {
     ) -> Result<Self, getrandom::Error> {
         let limits = grants::MemoryLimits {
             codes: MAX_CODES,
-            refresh_tokens: MAX_REFRESH_TOKENS,
-            revoked_for: settings
-                .refresh_ttl
-                .max(access_ttl)
-                .as_secs()
-                .saturating_add(120),
+            families: MAX_FAMILIES,
+            per_user: MAX_FAMILIES_PER_USER,
+            // The token lifetime, the verifier's leeway (at most 5 min) and
+            // a margin for clocks.
+            access_keep: access_ttl.as_secs().saturating_add(600),
             spent_code_for: 3600,
         };
         Ok(Self {
@@ -116,6 +119,51 @@ fn random_secret<const N: usize>() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; N];
     getrandom::fill(&mut bytes)?;
     Ok(URL_SAFE_NO_PAD.encode(bytes))
+}
+
+/// A grant family's secret id and its public handle (the `fam` claim, and
+/// the store's key). The id travels only inside refresh tokens.
+struct FamilyId {
+    secret: [u8; 16],
+    handle: String,
+}
+
+impl FamilyId {
+    fn new() -> Result<Self, getrandom::Error> {
+        let mut secret = [0u8; 16];
+        getrandom::fill(&mut secret)?;
+        Ok(Self::from_secret(secret))
+    }
+
+    fn from_secret(secret: [u8; 16]) -> Self {
+        let mut input = b"gatehouse grant family\0".to_vec();
+        input.extend_from_slice(&secret);
+        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
+        Self {
+            secret,
+            handle: URL_SAFE_NO_PAD.encode(&digest.as_ref()[..16]),
+        }
+    }
+
+    /// A new refresh token of this family: `ghr_` and the base64url of
+    /// the family's secret id and 256 random bits.
+    fn refresh_token(&self) -> Result<String, getrandom::Error> {
+        let mut bytes = [0u8; 48];
+        bytes[..16].copy_from_slice(&self.secret);
+        getrandom::fill(&mut bytes[16..])?;
+        Ok(format!("{REFRESH_PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes)))
+    }
+
+    /// The family a refresh token claims to be of (not yet checked).
+    fn of_refresh_token(token: &str) -> Option<Self> {
+        let encoded = token.strip_prefix(REFRESH_PREFIX)?;
+        if encoded.len() != 64 {
+            return None;
+        }
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+        let secret: [u8; 16] = bytes.get(..16)?.try_into().ok()?;
+        Some(Self::from_secret(secret))
+    }
 }
 
 /// What the grant store keys a code or refresh token by: never the secret.

@@ -11,7 +11,7 @@ use axum::response::Response;
 use http::header::{CACHE_CONTROL, PRAGMA};
 use http::{HeaderValue, Method, Request};
 
-use super::{Refused, authenticate_client, digest, error, method_not_allowed, read_form, unix_now};
+use super::{Refused, authenticate_client, error, method_not_allowed, read_form, unix_now};
 use crate::auth::Shared;
 use crate::metrics::Outcome;
 
@@ -77,11 +77,11 @@ where
     let now = unix_now();
     // `token_type_hint` only says where to look first (§2.1); both places
     // are cheap, so both are looked in.
-    let family = match oauth
-        .grants
-        .refresh_family(&digest(token), &client.client.id)
-    {
-        Some(family) => Some(family),
+    let family = match super::FamilyId::of_refresh_token(token) {
+        Some(family) => oauth
+            .grants
+            .owns_family(&family.handle, &client.client.id)
+            .then_some(family.handle),
         None => access_token_family(shared, token, &client.client.id),
     };
     if let Some(family) = family {

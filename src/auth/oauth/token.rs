@@ -11,10 +11,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, Request, StatusCode};
 
-use super::grants::{RefreshGrant, Taken};
+use super::grants::{FamilyGrant, Taken};
 use super::{
-    Authenticated, OAuthError, Params, Refused, authenticate_client, count_guess, digest, error,
-    json, method_not_allowed, read_form, server_error, unavailable, unix_now,
+    Authenticated, FamilyId, OAuthError, Params, Refused, authenticate_client, count_guess, digest,
+    error, json, method_not_allowed, read_form, server_error, unavailable, unix_now,
 };
 use crate::auth::Shared;
 use crate::config::GrantType;
@@ -173,11 +173,13 @@ fn authorization_code(
         .take("code")
         .ok_or_else(|| error("invalid_request", "code is missing"))?;
     super::guesses_locked(shared, client_ip)?;
+    let family = FamilyId::new().map_err(|_| server_error())?;
     let now = unix_now();
-    let grant = match oauth
+    let taken = oauth
         .grants
-        .take_code(&digest(&code), &client.client.id, now)
-    {
+        .take_code(&digest(&code), &client.client.id, &family.handle, now)
+        .map_err(|_| unavailable())?;
+    let grant = match taken {
         Taken::Fresh(grant) => grant,
         Taken::Spent { family } => {
             // A replay: whoever holds the code now, the tokens issued from
@@ -222,19 +224,32 @@ fn authorization_code(
         }
         (None, None) => {}
     }
-    issue_for_user(
-        shared,
-        client,
-        UserGrant {
-            user: &grant.user,
-            binding: &grant.binding,
-            scope: &grant.scope,
-            family: &grant.family,
-        },
-    )
+    let family_grant = FamilyGrant {
+        client_id: client.client.id.clone(),
+        user: grant.user,
+        binding: grant.binding,
+        scope: grant.scope,
+        confidential: client.fingerprint.is_some(),
+    };
+    let mut issued = issue_for_user(shared, client, &family_grant, &family_grant.scope, &family)?;
+    let mut refresh = None;
+    if client.client.grant_types.contains(&GrantType::RefreshToken) {
+        let token = family.refresh_token().map_err(|_| server_error())?;
+        refresh = Some((digest(&token), refresh_expiry(oauth, now)));
+        issued.refresh_token = Some(token);
+    }
+    oauth
+        .grants
+        .start_family(&family.handle, family_grant, refresh, now);
+    Ok(issued)
 }
 
-/// §6: a refresh token, once; its reuse revokes its family.
+fn refresh_expiry(oauth: &super::OAuthState, now: u64) -> u64 {
+    now.saturating_add(oauth.refresh_ttl.as_secs())
+}
+
+/// §6: a refresh token, once, replaced by a new one; presenting one that
+/// was replaced revokes its family.
 fn refresh(
     shared: &Shared,
     client: &Authenticated,
@@ -246,30 +261,42 @@ fn refresh(
         .get("refresh_token")
         .ok_or_else(|| error("invalid_request", "refresh_token is missing"))?;
     super::guesses_locked(shared, client_ip)?;
+    let unknown = |shared: &Shared| {
+        if let Some(refused) = count_guess(shared, client_ip) {
+            return refused;
+        }
+        invalid_grant("the refresh token is unknown, expired or revoked")
+    };
+    let Some(family) = FamilyId::of_refresh_token(token) else {
+        return Err(unknown(shared));
+    };
     let now = unix_now();
-    let grant: RefreshGrant =
-        match oauth
-            .grants
-            .take_refresh(&digest(token), &client.client.id, now)
-        {
-            Taken::Fresh(grant) => grant,
-            Taken::Spent { family } => {
-                oauth.grants.revoke_family(&family, now);
-                tracing::warn!(
-                    client = client.client.id.as_str(),
-                    "refresh token used twice: its whole family is revoked"
-                );
-                return Err(invalid_grant("the refresh token was used already"));
-            }
-            Taken::OtherClient | Taken::Unknown => {
-                if let Some(refused) = count_guess(shared, client_ip) {
-                    return Err(refused);
-                }
-                return Err(invalid_grant(
-                    "the refresh token is unknown, expired or revoked",
-                ));
-            }
-        };
+    let next = family.refresh_token().map_err(|_| server_error())?;
+    let taken = oauth.grants.rotate_refresh(
+        &family.handle,
+        &digest(token),
+        &client.client.id,
+        (digest(&next), refresh_expiry(oauth, now)),
+        now,
+    );
+    let grant = match taken {
+        Taken::Fresh(grant) => grant,
+        Taken::Spent { family } => {
+            oauth.grants.revoke_family(&family, now);
+            tracing::warn!(
+                client = client.client.id.as_str(),
+                "refresh token used twice: its whole family is revoked"
+            );
+            return Err(invalid_grant("the refresh token was used already"));
+        }
+        Taken::OtherClient | Taken::Unknown => return Err(unknown(shared)),
+    };
+    // A family a confidential client started cannot be refreshed by the
+    // client's id alone (the client was made public since).
+    if grant.confidential && client.fingerprint.is_none() {
+        oauth.grants.revoke_family(&family.handle, now);
+        return Err(invalid_grant("this grant needs the client's secret"));
+    }
     // §6: the scope may narrow, never widen; and the client must still be
     // allowed what it was granted.
     let granted: Vec<&str> = grant.scope.split(' ').filter(|s| !s.is_empty()).collect();
@@ -282,37 +309,24 @@ fn refresh(
         ));
     }
     let scope = scopes(params.get("scope"), &granted)?;
-    issue_for_user(
-        shared,
-        client,
-        UserGrant {
-            user: &grant.user,
-            binding: &grant.binding,
-            scope: &scope,
-            family: &grant.family,
-        },
-    )
+    let mut issued = issue_for_user(shared, client, &grant, &scope, &family)?;
+    // The client may refresh (the grant type was checked): the token
+    // that replaced the one presented.
+    issued.refresh_token = Some(next);
+    Ok(issued)
 }
 
-/// What a code or refresh token grants.
-struct UserGrant<'a> {
-    user: &'a str,
-    binding: &'a str,
-    scope: &'a str,
-    family: &'a str,
-}
-
-/// An access token for the user (and a new refresh token in the same
-/// family when the client may refresh), if the user's password is still
+/// An access token for the family's user, if the user's password is still
 /// the one they approved with.
 fn issue_for_user(
     shared: &Shared,
     client: &Authenticated,
-    grant: UserGrant<'_>,
+    grant: &FamilyGrant,
+    scope: &str,
+    family: &FamilyId,
 ) -> Result<crate::tokens::Issued, Refused> {
-    let oauth = shared.oauth.as_ref().ok_or_else(server_error)?;
     let current = shared
-        .stored_fingerprint(grant.user)
+        .stored_fingerprint(&grant.user)
         .map(|fingerprint| crate::tokens::password_binding(&fingerprint));
     let same = current.is_some_and(|current| {
         subtle::ConstantTimeEq::ct_eq(current.as_bytes(), grant.binding.as_bytes()).into()
@@ -325,34 +339,18 @@ fn issue_for_user(
     let tokens = crate::auth::login::current_tokens(shared)
         .ok_or_else(|| error("invalid_request", "tokens are turned off"))?;
     let subject = Subject {
-        name: grant.user.to_owned(),
+        name: grant.user.clone(),
         client: false,
-        scope: Some(grant.scope.to_owned()),
+        scope: Some(scope.to_owned()),
         client_id: Some(client.client.id.clone()),
-        family: Some(grant.family.to_owned()),
+        family: Some(family.handle.clone()),
     };
-    let mut issued = tokens
-        .issue_for(&subject, grant.binding.to_owned())
+    let issued = tokens
+        .issue_for(&subject, grant.binding.clone())
         .map_err(|_| server_error())?;
-    if client.client.grant_types.contains(&GrantType::RefreshToken) {
-        let refresh = super::random_secret::<32>().map_err(|_| server_error())?;
-        let stored = RefreshGrant {
-            client_id: client.client.id.clone(),
-            user: grant.user.to_owned(),
-            binding: grant.binding.to_owned(),
-            scope: grant.scope.to_owned(),
-            family: grant.family.to_owned(),
-            expires: unix_now().saturating_add(oauth.refresh_ttl.as_secs()),
-        };
-        oauth
-            .grants
-            .put_refresh(digest(&refresh), stored)
-            .map_err(|_| unavailable())?;
-        issued.refresh_token = Some(refresh);
-    }
     tracing::debug!(
         client = client.client.id.as_str(),
-        user = grant.user,
+        user = grant.user.as_str(),
         "token issued for an OAuth grant"
     );
     Ok(issued)
