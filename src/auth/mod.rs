@@ -228,6 +228,12 @@ impl BasicAuthLayer {
     /// Replaces the token keys and policy (a reload: key rotation); tokens
     /// already verified are forgotten. No effect when tokens are off.
     pub fn replace_tokens(&self, tokens: Tokens) {
+        if let Some(oauth) = &self.shared.oauth {
+            // A longer token lifetime: revoked grants are remembered longer.
+            oauth
+                .grants
+                .keep_revoked_for(oauth::access_keep(tokens.policy().ttl));
+        }
         if let Some(state) = &self.shared.tokens {
             state.tokens.store(Some(Arc::new(tokens)));
             state.forget();

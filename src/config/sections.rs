@@ -503,7 +503,11 @@ pub(super) fn oauth(
             // plain http only to the user's own machine (RFC 8252 §7.3).
             let host = parsed.as_ref().and_then(|u| u.host()).unwrap_or("");
             let loopback = host == "127.0.0.1" || host == "[::1]";
-            if uri.starts_with("http://") && !loopback {
+            let plain = parsed
+                .as_ref()
+                .and_then(|u| u.scheme_str())
+                .is_some_and(|s| s.eq_ignore_ascii_case("http"));
+            if plain && !loopback {
                 return Err(KeyError::new(
                     key("redirect_uris"),
                     format!(

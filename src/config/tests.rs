@@ -426,6 +426,10 @@ fn oauth_redirect_uris_and_public_clients_are_checked() {
             "plain http is only for loopback",
         ),
         ("\"http://localhost/cb\"", "plain http is only for loopback"),
+        (
+            "\"HTTP://app.example/cb\"",
+            "plain http is only for loopback",
+        ),
         ("\"https://good@evil.example/cb\"", "without user-info"),
         ("\"https://app.example/cb#x\"", "or a fragment"),
         ("\"/cb\"", "absolute http(s) URL"),

@@ -9,20 +9,27 @@
 //! token. A refresh token carries its family's secret id, so presenting an
 //! older token of a live family is recognised in one lookup, without a
 //! marker per rotation: that is reuse, and the caller revokes the family
-//! (RFC 9700 §4.14.2). A code works once; a second use finds a spent
-//! marker naming the family the first use started, which the caller
-//! revokes too (RFC 6749 §4.1.2).
+//! (RFC 9700 §4.14.2). A code works once; taking it creates the family as
+//! *pending* under the same lock, so a second use at any moment after finds
+//! a spent marker naming a family that exists, and revoking it stops the
+//! first redemption from being activated (RFC 6749 §4.1.2).
+//!
+//! Every step that changes state is one atomic operation a shared store can
+//! also do (a take, a compare-and-swap of the current refresh token, a
+//! state change), and checks run between a *peek* and the *commit*, so a
+//! request refused by a check spends nothing it should not.
 //!
 //! Secrets are never stored: codes and refresh tokens by SHA-256 digest,
 //! families by a handle derived from their secret id. Everything is
-//! bounded: room for a family is reserved before a code is spent, a full
-//! store refuses new grants (the client gets a 503 and tries again) rather
-//! than evict live ones, each user holds at most a fixed number of
-//! families (the oldest is revoked to make room), and expired entries are
-//! pruned. Revoking is O(1) and never refused.
+//! bounded: a user holds at most [`MemoryLimits::codes_per_user`] waiting
+//! codes and [`MemoryLimits::per_user`] live families (a new one revokes
+//! their oldest), a full store refuses new grants (the client gets a 503
+//! and tries again) rather than evict live ones, and expired entries are
+//! pruned. Revoking is one lookup and never refused.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::sync::lock;
 
@@ -57,23 +64,25 @@ pub(crate) struct FamilyGrant {
     pub(crate) confidential: bool,
 }
 
-/// The answer to a take.
+/// The answer to a take or a peek.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Taken<T> {
-    /// Valid until now, and now spent (or rotated).
+    /// Valid (and, for a code, now spent).
     Fresh(T),
     /// Used before: the family (by handle) should be revoked.
     Spent { family: String },
+    /// Issued by us, but revoked or expired: a stale client, not a guess.
+    Revoked,
     /// Issued to another client: left as it is.
     OtherClient,
-    /// Unknown, expired, or of a revoked family.
+    /// Unknown.
     Unknown,
 }
 
 /// Why the store could not do what was asked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum StoreError {
-    /// The store is full of live entries.
+    /// The store, or the user's share of it, is full of live entries.
     #[error("the grant store is full")]
     Full,
 }
@@ -83,38 +92,42 @@ pub(crate) enum StoreError {
 pub(crate) trait GrantStore: Send + Sync {
     /// Stores a new code.
     fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError>;
-    /// Takes a code for `client_id`, once. The family its redemption will
-    /// start is named now (`family`), so that a replay can revoke it; room
-    /// for that family is reserved, and `Err(Full)` leaves the code as it
-    /// was.
+    /// Takes a code for `client_id`, once, and creates its family as
+    /// pending, named `family` (a replay from now on revokes it).
+    /// `Err(Full)` leaves the code as it was.
     fn take_code(
         &self,
         digest: &[u8; 32],
         client_id: &str,
+        confidential: bool,
         family: &str,
         now: u64,
     ) -> Result<Taken<CodeGrant>, StoreError>;
-    /// Starts the family a code's redemption named, with its first refresh
-    /// token (digest, expiry) when the client may refresh. Never refused:
-    /// `take_code` reserved the room.
-    fn start_family(
-        &self,
-        family: &str,
-        grant: FamilyGrant,
-        refresh: Option<([u8; 32], u64)>,
-        now: u64,
-    );
-    /// Replaces the family's current refresh token `presented` with `next`
-    /// (digest, expiry), atomically. An older token of the family is
-    /// `Spent`.
-    fn rotate_refresh(
+    /// Drops a pending family whose redemption failed a check.
+    fn abandon_family(&self, family: &str);
+    /// Makes a pending family live, with its first refresh token (digest,
+    /// expiry) when the client may refresh. `false` when it was revoked
+    /// meanwhile (the code was replayed): the tokens must not be given.
+    fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool;
+    /// What the family's refresh token `presented` grants, without
+    /// changing anything. An older token of a live family is `Spent`.
+    fn peek_refresh(
         &self,
         family: &str,
         presented: &[u8; 32],
         client_id: &str,
-        next: ([u8; 32], u64),
         now: u64,
     ) -> Taken<FamilyGrant>;
+    /// Replaces `presented` with `next` (digest, expiry) if it is still the
+    /// current token (a compare-and-swap); `false` if another request
+    /// rotated it first, or the family was revoked.
+    fn commit_refresh(
+        &self,
+        family: &str,
+        presented: &[u8; 32],
+        next: ([u8; 32], u64),
+        now: u64,
+    ) -> bool;
     /// Whether `family` exists and belongs to `client_id` (revocation).
     fn owns_family(&self, family: &str, client_id: &str) -> bool;
     /// Revokes a family: its refresh tokens stop at once, and so do its
@@ -122,6 +135,9 @@ pub(crate) trait GrantStore: Send + Sync {
     fn revoke_family(&self, family: &str, now: u64);
     /// Whether a family was revoked.
     fn is_revoked(&self, family: &str, now: u64) -> bool;
+    /// Makes revoked families remembered for at least `seconds` (access
+    /// tokens may live longer after a reload raised `[tokens] ttl`).
+    fn keep_revoked_for(&self, seconds: u64);
     /// Drops what has expired.
     fn prune(&self, now: u64);
 }
@@ -131,13 +147,16 @@ pub(crate) trait GrantStore: Send + Sync {
 pub(crate) struct MemoryLimits {
     /// Codes (waiting or spent) at most.
     pub(crate) codes: usize,
+    /// Waiting codes per user at most.
+    pub(crate) codes_per_user: usize,
     /// Families at most.
     pub(crate) families: usize,
-    /// Families per user at most.
+    /// Live families per user at most (a new one revokes the oldest);
+    /// twice as many records, counting revoked ones still remembered.
     pub(crate) per_user: usize,
-    /// How long an access token can still be used after it is issued
-    /// (its lifetime and the leeway): a family is remembered that long
-    /// after its last token, so that revoking it still reaches them.
+    /// How long an access token can still be used after it is issued (its
+    /// lifetime, the leeway, a margin): a revoked family is remembered that
+    /// long. Raised by [`GrantStore::keep_revoked_for`].
     pub(crate) access_keep: u64,
     /// How long a spent code is remembered, to recognise a replay.
     pub(crate) spent_code_for: u64,
@@ -154,43 +173,108 @@ struct CodeEntry {
     until: u64,
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FamilyState {
+    /// Its code was taken; its tokens are not given yet.
+    Pending,
+    Active,
+    Revoked,
+}
+
 struct Family {
     grant: FamilyGrant,
+    state: FamilyState,
     /// The digest and expiry of the one refresh token that works now.
     current: Option<([u8; 32], u64)>,
-    revoked: bool,
     /// Unix seconds after which the record is dropped.
     until: u64,
-    /// Unix seconds: the oldest goes first when a user has too many.
-    started: u64,
+}
+
+/// One user's families, oldest first, and how many are live.
+#[derive(Default)]
+struct UserFamilies {
+    handles: Vec<String>,
+    live: usize,
 }
 
 #[derive(Default)]
 struct Inner {
     codes: HashMap<[u8; 32], CodeEntry>,
+    /// Waiting codes per user.
+    codes_per_user: HashMap<String, usize>,
     families: HashMap<String, Family>,
-    /// Families per user, to bound what one user can hold.
-    per_user: HashMap<String, usize>,
+    per_user: HashMap<String, UserFamilies>,
+}
+
+fn is_live(state: FamilyState) -> bool {
+    state != FamilyState::Revoked
 }
 
 impl Inner {
-    fn remove_family(&mut self, family: &str) {
-        if let Some(record) = self.families.remove(family) {
-            self.uncount(&record.grant.user);
+    fn uncount_code(&mut self, user: &str) {
+        if let Some(count) = self.codes_per_user.get_mut(user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.codes_per_user.remove(user);
+            }
         }
     }
 
-    fn uncount(&mut self, user: &str) {
-        if let Some(count) = self.per_user.get_mut(user) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+    fn prune_codes(&mut self, now: u64) {
+        let expired: Vec<[u8; 32]> = self
+            .codes
+            .iter()
+            .filter(|(_, e)| e.until <= now)
+            .map(|(k, _)| *k)
+            .collect();
+        for digest in expired {
+            if let Some(CodeEntry {
+                slot: CodeSlot::Live(grant),
+                ..
+            }) = self.codes.remove(&digest)
+            {
+                self.uncount_code(&grant.user);
+            }
+        }
+    }
+
+    fn remove_family(&mut self, family: &str) {
+        let Some(record) = self.families.remove(family) else {
+            return;
+        };
+        let user = &record.grant.user;
+        if let Some(mine) = self.per_user.get_mut(user) {
+            mine.handles.retain(|h| h != family);
+            if is_live(record.state) {
+                mine.live = mine.live.saturating_sub(1);
+            }
+            if mine.handles.is_empty() {
                 self.per_user.remove(user);
             }
         }
     }
 
-    fn prune(&mut self, now: u64) {
-        self.codes.retain(|_, e| e.until > now);
+    fn set_state(&mut self, family: &str, state: FamilyState, until: Option<u64>) {
+        let Some(record) = self.families.get_mut(family) else {
+            return;
+        };
+        let was_live = is_live(record.state);
+        record.state = state;
+        if let Some(until) = until {
+            record.until = until;
+        }
+        if state == FamilyState::Revoked {
+            record.current = None;
+        }
+        if was_live && !is_live(state) {
+            let user = record.grant.user.clone();
+            if let Some(mine) = self.per_user.get_mut(&user) {
+                mine.live = mine.live.saturating_sub(1);
+            }
+        }
+    }
+
+    fn prune_families(&mut self, now: u64) {
         let expired: Vec<String> = self
             .families
             .iter()
@@ -202,24 +286,36 @@ impl Inner {
         }
     }
 
-    /// Whether a family for `user` can start: room overall, and room for
-    /// the user once their oldest live family is revoked.
-    fn family_room(&mut self, user: &str, limits: &MemoryLimits, now: u64) -> bool {
+    /// Room for one more family of `user`: revokes their oldest live one
+    /// when they are at the cap. `false` when there is no room.
+    fn make_family_room(&mut self, user: &str, limits: &MemoryLimits, keep: u64, now: u64) -> bool {
         if self.families.len() >= limits.families {
-            self.prune(now);
+            self.prune_families(now);
+            if self.families.len() >= limits.families {
+                return false;
+            }
         }
-        if self.families.len() >= limits.families {
+        let (records, live) = self
+            .per_user
+            .get(user)
+            .map_or((0, 0), |m| (m.handles.len(), m.live));
+        if records >= limits.per_user.saturating_mul(2) {
+            // Revoked families still remembered fill the user's share: it
+            // frees itself as they expire.
             return false;
         }
-        // Below the cap; or below twice the cap (revoked families are kept
-        // a while) with a live family to revoke for room.
-        let count = self.per_user.get(user).copied().unwrap_or(0);
-        count < limits.per_user
-            || (count < limits.per_user.saturating_mul(2)
-                && self
-                    .families
-                    .values()
-                    .any(|f| f.grant.user == user && !f.revoked))
+        if live >= limits.per_user {
+            let oldest = self.per_user.get(user).and_then(|m| {
+                m.handles
+                    .iter()
+                    .find(|h| self.families.get(*h).is_some_and(|f| is_live(f.state)))
+                    .cloned()
+            });
+            if let Some(oldest) = oldest {
+                self.set_state(&oldest, FamilyState::Revoked, Some(keep));
+            }
+        }
+        true
     }
 }
 
@@ -228,6 +324,7 @@ impl Inner {
 /// issue (Redis) lifts that.
 pub(crate) struct MemoryGrants {
     limits: MemoryLimits,
+    access_keep: AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -235,16 +332,22 @@ impl MemoryGrants {
     pub(crate) fn new(limits: MemoryLimits) -> Self {
         Self {
             limits,
+            access_keep: AtomicU64::new(limits.access_keep),
             inner: Mutex::default(),
         }
+    }
+
+    fn keep_until(&self, now: u64) -> u64 {
+        now.saturating_add(self.access_keep.load(Ordering::Relaxed))
     }
 }
 
 impl GrantStore for MemoryGrants {
     fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner);
-        if inner.codes.len() >= self.limits.codes {
-            inner.codes.retain(|_, e| e.until > now);
+        let mine = inner.codes_per_user.get(&grant.user).copied().unwrap_or(0);
+        if inner.codes.len() >= self.limits.codes || mine >= self.limits.codes_per_user {
+            inner.prune_codes(now);
         }
         if inner.codes.len() >= self.limits.codes {
             // Spent markers only detect replays: they go before live codes.
@@ -252,9 +355,11 @@ impl GrantStore for MemoryGrants {
                 .codes
                 .retain(|_, e| matches!(e.slot, CodeSlot::Live(_)));
         }
-        if inner.codes.len() >= self.limits.codes {
+        let mine = inner.codes_per_user.get(&grant.user).copied().unwrap_or(0);
+        if inner.codes.len() >= self.limits.codes || mine >= self.limits.codes_per_user {
             return Err(StoreError::Full);
         }
+        *inner.codes_per_user.entry(grant.user.clone()).or_default() += 1;
         let until = grant.expires;
         inner.codes.insert(
             digest,
@@ -270,14 +375,23 @@ impl GrantStore for MemoryGrants {
         &self,
         digest: &[u8; 32],
         client_id: &str,
+        confidential: bool,
         family: &str,
         now: u64,
     ) -> Result<Taken<CodeGrant>, StoreError> {
+        let keep = self.keep_until(now);
         let mut inner = lock(&self.inner);
         let user = match inner.codes.get(digest) {
             None => return Ok(Taken::Unknown),
             Some(entry) if entry.until <= now => {
-                inner.codes.remove(digest);
+                if let Some(CodeEntry {
+                    slot: CodeSlot::Live(grant),
+                    ..
+                }) = inner.codes.remove(digest)
+                {
+                    inner.uncount_code(&grant.user);
+                    return Ok(Taken::Revoked);
+                }
                 return Ok(Taken::Unknown);
             }
             Some(CodeEntry {
@@ -306,99 +420,121 @@ impl GrantStore for MemoryGrants {
                 grant.user.clone()
             }
         };
-        if !inner.family_room(&user, &self.limits, now) {
+        if !inner.make_family_room(&user, &self.limits, keep, now) {
             return Err(StoreError::Full);
         }
-        let spent_until = now.saturating_add(self.limits.spent_code_for);
         let Some(entry) = inner.codes.get_mut(digest) else {
             return Ok(Taken::Unknown);
         };
-        entry.until = spent_until;
+        entry.until = now.saturating_add(self.limits.spent_code_for);
         let spent = CodeSlot::Spent {
             client_id: client_id.to_owned(),
             family: family.to_owned(),
         };
-        Ok(match std::mem::replace(&mut entry.slot, spent) {
-            CodeSlot::Live(grant) => Taken::Fresh(grant),
-            CodeSlot::Spent { .. } => Taken::Unknown,
-        })
-    }
-
-    fn start_family(
-        &self,
-        family: &str,
-        grant: FamilyGrant,
-        refresh: Option<([u8; 32], u64)>,
-        now: u64,
-    ) {
-        let mut inner = lock(&self.inner);
-        let keep = now.saturating_add(self.limits.access_keep);
-        // The user's oldest live family makes room when they are at the cap.
-        if inner.per_user.get(&grant.user).copied().unwrap_or(0) >= self.limits.per_user {
-            let oldest = inner
-                .families
-                .iter_mut()
-                .filter(|(_, f)| f.grant.user == grant.user && !f.revoked)
-                .min_by_key(|(_, f)| f.started);
-            if let Some((_, oldest)) = oldest {
-                oldest.revoked = true;
-                oldest.current = None;
-                oldest.until = keep;
-            }
-        }
-        *inner.per_user.entry(grant.user.clone()).or_default() += 1;
-        let until = refresh.map_or(keep, |(_, expires)| expires.max(keep));
-        let previous = inner.families.insert(
-            family.to_owned(),
-            Family {
-                grant,
-                current: refresh,
-                revoked: false,
-                until,
-                started: now,
+        let CodeSlot::Live(grant) = std::mem::replace(&mut entry.slot, spent) else {
+            return Ok(Taken::Unknown);
+        };
+        inner.uncount_code(&grant.user);
+        let record = Family {
+            grant: FamilyGrant {
+                client_id: client_id.to_owned(),
+                user: grant.user.clone(),
+                binding: grant.binding.clone(),
+                scope: grant.scope.clone(),
+                confidential,
             },
-        );
-        // Handles are random: a collision is not expected, but the count
-        // must stay right if one happens.
-        if let Some(previous) = previous {
-            inner.uncount(&previous.grant.user);
+            state: FamilyState::Pending,
+            current: None,
+            until: keep,
+        };
+        // Handles are random: a collision is not expected; if one happens
+        // the old record goes properly (counts included).
+        inner.remove_family(family);
+        inner.families.insert(family.to_owned(), record);
+        let mine = inner.per_user.entry(grant.user.clone()).or_default();
+        mine.handles.push(family.to_owned());
+        mine.live += 1;
+        Ok(Taken::Fresh(grant))
+    }
+
+    fn abandon_family(&self, family: &str) {
+        let mut inner = lock(&self.inner);
+        if inner
+            .families
+            .get(family)
+            .is_some_and(|f| f.state == FamilyState::Pending)
+        {
+            inner.remove_family(family);
         }
     }
 
-    fn rotate_refresh(
+    fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool {
+        let keep = self.keep_until(now);
+        let mut inner = lock(&self.inner);
+        let Some(record) = inner.families.get_mut(family) else {
+            return false;
+        };
+        if record.state != FamilyState::Pending {
+            return false;
+        }
+        record.state = FamilyState::Active;
+        record.current = refresh;
+        record.until = refresh.map_or(keep, |(_, expires)| expires.max(keep));
+        true
+    }
+
+    fn peek_refresh(
         &self,
         family: &str,
         presented: &[u8; 32],
         client_id: &str,
-        next: ([u8; 32], u64),
         now: u64,
     ) -> Taken<FamilyGrant> {
-        let keep = now.saturating_add(self.limits.access_keep);
-        let mut inner = lock(&self.inner);
-        let Some(record) = inner.families.get_mut(family) else {
+        let inner = lock(&self.inner);
+        let Some(record) = inner.families.get(family) else {
             return Taken::Unknown;
         };
-        if record.until <= now || record.revoked {
-            return Taken::Unknown;
-        }
         if record.grant.client_id != client_id {
             return Taken::OtherClient;
         }
-        match record.current {
-            Some((current, expires)) if current == *presented => {
+        match (record.state, record.current) {
+            (FamilyState::Active, _) if record.until <= now => Taken::Revoked,
+            (FamilyState::Active, Some((current, expires))) if current == *presented => {
                 if expires <= now {
-                    return Taken::Unknown;
+                    Taken::Revoked
+                } else {
+                    Taken::Fresh(record.grant.clone())
                 }
-                record.current = Some(next);
-                record.until = next.1.max(keep);
-                Taken::Fresh(record.grant.clone())
             }
-            // A token of this family, but not the current one: it was
+            // A token of this live family, but not the current one: it was
             // rotated away, so someone used it before.
-            _ => Taken::Spent {
+            (FamilyState::Active, _) => Taken::Spent {
                 family: family.to_owned(),
             },
+            (FamilyState::Revoked, _) => Taken::Revoked,
+            (FamilyState::Pending, _) => Taken::Unknown,
         }
+    }
+
+    fn commit_refresh(
+        &self,
+        family: &str,
+        presented: &[u8; 32],
+        next: ([u8; 32], u64),
+        now: u64,
+    ) -> bool {
+        let keep = self.keep_until(now);
+        let mut inner = lock(&self.inner);
+        let Some(record) = inner.families.get_mut(family) else {
+            return false;
+        };
+        let current = record.current.map(|(digest, _)| digest);
+        if record.state != FamilyState::Active || current != Some(*presented) {
+            return false;
+        }
+        record.current = Some(next);
+        record.until = next.1.max(keep);
+        true
     }
 
     fn owns_family(&self, family: &str, client_id: &str) -> bool {
@@ -409,19 +545,15 @@ impl GrantStore for MemoryGrants {
     }
 
     fn revoke_family(&self, family: &str, now: u64) {
-        let keep = now.saturating_add(self.limits.access_keep);
+        let keep = self.keep_until(now);
         let mut inner = lock(&self.inner);
-        match inner.families.get_mut(family) {
-            Some(record) if record.revoked => {}
-            Some(record) => {
-                record.revoked = true;
-                record.current = None;
-                // Long enough for every access token issued from it.
-                record.until = keep;
-            }
-            // A replayed code whose redemption never started a family
-            // (it failed a check): nothing was issued, nothing to revoke.
-            None => {}
+        let revoked = inner
+            .families
+            .get(family)
+            .is_some_and(|f| f.state == FamilyState::Revoked);
+        if !revoked {
+            // Long enough for every access token issued from it.
+            inner.set_state(family, FamilyState::Revoked, Some(keep));
         }
     }
 
@@ -429,11 +561,17 @@ impl GrantStore for MemoryGrants {
         lock(&self.inner)
             .families
             .get(family)
-            .is_some_and(|f| f.revoked && f.until > now)
+            .is_some_and(|f| f.state == FamilyState::Revoked && f.until > now)
+    }
+
+    fn keep_revoked_for(&self, seconds: u64) {
+        self.access_keep.fetch_max(seconds, Ordering::Relaxed);
     }
 
     fn prune(&self, now: u64) {
-        lock(&self.inner).prune(now);
+        let mut inner = lock(&self.inner);
+        inner.prune_codes(now);
+        inner.prune_families(now);
     }
 }
 
@@ -444,6 +582,7 @@ mod tests {
     fn store(codes: usize, families: usize, per_user: usize) -> MemoryGrants {
         MemoryGrants::new(MemoryLimits {
             codes,
+            codes_per_user: 3,
             families,
             per_user,
             access_keep: 100,
@@ -464,14 +603,14 @@ mod tests {
         }
     }
 
-    fn grant(user: &str) -> FamilyGrant {
-        FamilyGrant {
-            client_id: "app".into(),
-            user: user.into(),
-            binding: "b".into(),
-            scope: "read".into(),
-            confidential: false,
-        }
+    /// A live family `f` of `user`, with refresh token digest `[1; 32]`.
+    fn family(s: &MemoryGrants, digest: u8, f: &str, user: &str, now: u64) {
+        s.put_code([digest; 32], code(user, now + 60), now).unwrap();
+        assert!(matches!(
+            s.take_code(&[digest; 32], "app", false, f, now),
+            Ok(Taken::Fresh(_))
+        ));
+        assert!(s.activate_family(f, Some(([1; 32], now + 1000)), now));
     }
 
     #[test]
@@ -479,23 +618,46 @@ mod tests {
         let s = store(8, 8, 8);
         s.put_code([1; 32], code("alice", 60), 0).unwrap();
         assert_eq!(
-            s.take_code(&[1; 32], "other", "f1", 10),
+            s.take_code(&[1; 32], "other", false, "f1", 10),
             Ok(Taken::OtherClient)
         );
         assert!(matches!(
-            s.take_code(&[1; 32], "app", "f1", 10),
+            s.take_code(&[1; 32], "app", false, "f1", 10),
             Ok(Taken::Fresh(_))
         ));
         assert_eq!(
-            s.take_code(&[1; 32], "app", "f2", 11),
+            s.take_code(&[1; 32], "app", false, "f2", 11),
             Ok(Taken::Spent {
                 family: "f1".into()
             })
         );
-        assert_eq!(s.take_code(&[2; 32], "app", "f3", 11), Ok(Taken::Unknown));
-        // Expired.
+        assert_eq!(
+            s.take_code(&[2; 32], "app", false, "f3", 11),
+            Ok(Taken::Unknown)
+        );
         s.put_code([3; 32], code("alice", 60), 0).unwrap();
-        assert_eq!(s.take_code(&[3; 32], "app", "f4", 60), Ok(Taken::Unknown));
+        assert_eq!(
+            s.take_code(&[3; 32], "app", false, "f4", 60),
+            Ok(Taken::Revoked),
+            "expired"
+        );
+    }
+
+    #[test]
+    fn a_replay_before_activation_stops_the_first_redemption() {
+        let s = store(8, 8, 8);
+        s.put_code([1; 32], code("alice", 60), 0).unwrap();
+        assert!(matches!(
+            s.take_code(&[1; 32], "app", false, "f1", 1),
+            Ok(Taken::Fresh(_))
+        ));
+        // The replay arrives while the first redemption is still checking.
+        let Ok(Taken::Spent { family }) = s.take_code(&[1; 32], "app", false, "f2", 1) else {
+            panic!("a replay is spent");
+        };
+        s.revoke_family(&family, 1);
+        assert!(!s.activate_family("f1", None, 1));
+        assert!(s.is_revoked("f1", 2));
     }
 
     #[test]
@@ -504,84 +666,120 @@ mod tests {
         s.put_code([1; 32], code("alice", 500), 0).unwrap();
         s.put_code([2; 32], code("alice", 500), 0).unwrap();
         assert_eq!(
-            s.put_code([3; 32], code("alice", 500), 0),
+            s.put_code([3; 32], code("bob", 500), 0),
             Err(StoreError::Full)
         );
-        // Entries issued at different times: pruning uses the real clock.
         assert!(matches!(
-            s.take_code(&[1; 32], "app", "f1", 1),
+            s.take_code(&[1; 32], "app", false, "f1", 1),
             Ok(Taken::Fresh(_))
         ));
-        s.start_family("f1", grant("alice"), Some(([9; 32], 1000)), 1);
+        assert!(s.activate_family("f1", Some(([9; 32], 1000)), 1));
         // No room for a second family: the code stays redeemable.
-        assert_eq!(s.take_code(&[2; 32], "app", "f2", 2), Err(StoreError::Full));
+        assert_eq!(
+            s.take_code(&[2; 32], "app", false, "f2", 2),
+            Err(StoreError::Full)
+        );
         s.revoke_family("f1", 2);
+        assert!(s.is_revoked("f1", 2 + 99), "remembered for access_keep");
         s.prune(2 + 100);
         assert!(matches!(
-            s.take_code(&[2; 32], "app", "f2", 3),
+            s.take_code(&[2; 32], "app", false, "f2", 3),
             Ok(Taken::Fresh(_))
         ));
     }
 
     #[test]
-    fn refresh_tokens_rotate_and_an_old_one_is_reuse() {
-        let s = store(8, 8, 8);
-        s.start_family("f", grant("alice"), Some(([1; 32], 1000)), 0);
+    fn a_user_holds_a_bounded_number_of_waiting_codes() {
+        let s = store(100, 8, 8);
+        for i in 0..3 {
+            s.put_code([i; 32], code("alice", 60), 0).unwrap();
+        }
         assert_eq!(
-            s.rotate_refresh("f", &[1; 32], "other", ([2; 32], 1000), 1),
+            s.put_code([9; 32], code("alice", 60), 0),
+            Err(StoreError::Full)
+        );
+        s.put_code([9; 32], code("bob", 60), 0).unwrap();
+        // Taking one frees a place; so does expiry.
+        assert!(matches!(
+            s.take_code(&[0; 32], "app", false, "f", 1),
+            Ok(Taken::Fresh(_))
+        ));
+        s.put_code([10; 32], code("alice", 60), 1).unwrap();
+        s.put_code([11; 32], code("alice", 200), 60).unwrap();
+    }
+
+    #[test]
+    fn refresh_tokens_rotate_by_compare_and_swap() {
+        let s = store(8, 8, 8);
+        family(&s, 5, "f", "alice", 0);
+        assert_eq!(
+            s.peek_refresh("f", &[1; 32], "other", 1),
             Taken::OtherClient
         );
         assert!(matches!(
-            s.rotate_refresh("f", &[1; 32], "app", ([2; 32], 1000), 1),
+            s.peek_refresh("f", &[1; 32], "app", 1),
             Taken::Fresh(_)
         ));
+        assert!(s.commit_refresh("f", &[1; 32], ([2; 32], 1000), 1));
+        // A racing second rotation of the same token loses.
+        assert!(!s.commit_refresh("f", &[1; 32], ([3; 32], 1000), 1));
         assert_eq!(
-            s.rotate_refresh("f", &[1; 32], "app", ([3; 32], 1000), 2),
+            s.peek_refresh("f", &[1; 32], "app", 2),
             Taken::Spent { family: "f".into() }
         );
         s.revoke_family("f", 2);
-        assert!(s.is_revoked("f", 2));
-        assert_eq!(
-            s.rotate_refresh("f", &[2; 32], "app", ([3; 32], 1000), 3),
-            Taken::Unknown
-        );
-        assert!(!s.is_revoked("f", 2 + 100), "remembered for access_keep");
-        assert_eq!(
-            s.rotate_refresh("g", &[2; 32], "app", ([3; 32], 1000), 3),
-            Taken::Unknown
-        );
+        assert_eq!(s.peek_refresh("f", &[2; 32], "app", 3), Taken::Revoked);
+        assert!(!s.commit_refresh("f", &[2; 32], ([3; 32], 1000), 3));
+        assert_eq!(s.peek_refresh("g", &[2; 32], "app", 3), Taken::Unknown);
     }
 
     #[test]
-    fn a_user_at_the_cap_loses_their_oldest_family() {
-        let s = store(8, 8, 2);
-        s.start_family("a", grant("alice"), None, 1);
-        s.start_family("b", grant("alice"), None, 2);
-        s.start_family("c", grant("bob"), None, 2);
-        s.start_family("d", grant("alice"), None, 3);
+    fn a_user_at_the_cap_loses_their_oldest_live_family() {
+        let s = store(100, 100, 2);
+        family(&s, 1, "a", "alice", 1);
+        family(&s, 2, "b", "alice", 2);
+        family(&s, 3, "c", "bob", 2);
+        family(&s, 4, "d", "alice", 3);
         assert!(s.is_revoked("a", 3));
         assert!(!s.is_revoked("b", 3));
         assert!(!s.is_revoked("c", 3));
-        // Every one of alice's families revoked and kept: no more room.
+        // Revoked families do not count as live: after a logout, a new
+        // grant does not evict another live one.
         s.revoke_family("b", 3);
-        s.revoke_family("d", 3);
-        s.put_code([1; 32], code("alice", 500), 3).unwrap();
-        assert_eq!(s.take_code(&[1; 32], "app", "e", 4), Err(StoreError::Full));
+        family(&s, 5, "e", "alice", 4);
+        assert!(!s.is_revoked("d", 4));
+        // Four records (two revoked, kept): the user's share is full until
+        // the revoked ones expire.
+        s.put_code([6; 32], code("alice", 500), 4).unwrap();
+        assert_eq!(
+            s.take_code(&[6; 32], "app", false, "f", 5),
+            Err(StoreError::Full)
+        );
         s.prune(3 + 100);
         assert!(matches!(
-            s.take_code(&[1; 32], "app", "e", 4),
+            s.take_code(&[6; 32], "app", false, "f", 104),
             Ok(Taken::Fresh(_))
         ));
     }
 
     #[test]
-    fn prune_drops_expired_entries_and_counts() {
+    fn abandoned_and_pruned_families_leave_no_counts() {
         let s = store(8, 8, 8);
         s.put_code([1; 32], code("alice", 60), 0).unwrap();
-        s.start_family("f", grant("alice"), Some(([1; 32], 60)), 0);
-        s.prune(200);
+        assert!(matches!(
+            s.take_code(&[1; 32], "app", false, "f", 0),
+            Ok(Taken::Fresh(_))
+        ));
+        s.abandon_family("f");
+        family(&s, 2, "g", "alice", 0);
+        s.keep_revoked_for(500);
+        s.revoke_family("g", 10);
+        s.prune(10 + 499);
+        assert!(s.is_revoked("g", 10 + 499), "kept for the raised time");
+        s.prune(2000);
         let inner = lock(&s.inner);
         assert!(inner.codes.is_empty());
+        assert!(inner.codes_per_user.is_empty());
         assert!(inner.families.is_empty());
         assert!(inner.per_user.is_empty());
     }

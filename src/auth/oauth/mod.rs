@@ -52,6 +52,8 @@ pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 
 /// The most authorization codes (waiting or spent) held at once.
 const MAX_CODES: usize = 100_000;
+/// The most codes one user may have waiting.
+const MAX_CODES_PER_USER: usize = 10;
 /// The most grant families (one per approval) held at once.
 const MAX_FAMILIES: usize = 200_000;
 /// The most grant families one user holds: the oldest is revoked beyond.
@@ -79,11 +81,12 @@ impl OAuthState {
     ) -> Result<Self, getrandom::Error> {
         let limits = grants::MemoryLimits {
             codes: MAX_CODES,
+            codes_per_user: MAX_CODES_PER_USER,
             families: MAX_FAMILIES,
             per_user: MAX_FAMILIES_PER_USER,
             // The token lifetime, the verifier's leeway (at most 5 min) and
             // a margin for clocks.
-            access_keep: access_ttl.as_secs().saturating_add(600),
+            access_keep: access_keep(access_ttl),
             spent_code_for: 3600,
         };
         Ok(Self {
@@ -100,6 +103,12 @@ impl OAuthState {
         self.grants.prune(unix_now());
         self.forms.prune(unix_now());
     }
+}
+
+/// How long after issue an access token may still be used: its lifetime,
+/// the verifier's leeway (at most 5 min) and a margin for clocks.
+pub(super) fn access_keep(ttl: Duration) -> u64 {
+    ttl.as_secs().saturating_add(600)
 }
 
 pub(super) fn index(clients: Vec<OAuthClient>) -> HashMap<String, OAuthClient> {

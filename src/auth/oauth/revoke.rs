@@ -82,7 +82,13 @@ where
             .grants
             .owns_family(&family.handle, &client.client.id)
             .then_some(family.handle),
-        None => access_token_family(shared, token, &client.client.id),
+        // By access token only with the client's secret: anyone who saw a
+        // public client's access token (an upstream, a log) could
+        // otherwise end the user's session.
+        None if client.fingerprint.is_some() => {
+            access_token_family(shared, token, &client.client.id)
+        }
+        None => None,
     };
     if let Some(family) = family {
         oauth.grants.revoke_family(&family, now);

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::{Method, Request, StatusCode};
 
-use super::grants::{FamilyGrant, Taken};
+use super::grants::{CodeGrant, FamilyGrant, Taken};
 use super::{
     Authenticated, FamilyId, OAuthError, Params, Refused, authenticate_client, count_guess, digest,
     error, json, method_not_allowed, read_form, server_error, unavailable, unix_now,
@@ -177,7 +177,13 @@ fn authorization_code(
     let now = unix_now();
     let taken = oauth
         .grants
-        .take_code(&digest(&code), &client.client.id, &family.handle, now)
+        .take_code(
+            &digest(&code),
+            &client.client.id,
+            client.fingerprint.is_some(),
+            &family.handle,
+            now,
+        )
         .map_err(|_| unavailable())?;
     let grant = match taken {
         Taken::Fresh(grant) => grant,
@@ -191,6 +197,7 @@ fn authorization_code(
             );
             return Err(invalid_grant("the code was used already"));
         }
+        Taken::Revoked => return Err(invalid_grant("the code has expired")),
         Taken::OtherClient | Taken::Unknown => {
             if let Some(refused) = count_guess(shared, client_ip) {
                 return Err(refused);
@@ -198,7 +205,43 @@ fn authorization_code(
             return Err(invalid_grant("the code is unknown, expired or used"));
         }
     };
-    // §4.1.3: the same redirect URI, when the request named one.
+    // The code is spent and its family pending: a check that fails now
+    // drops the family (nothing was issued from it).
+    let family_grant = FamilyGrant {
+        client_id: client.client.id.clone(),
+        user: grant.user.clone(),
+        binding: grant.binding.clone(),
+        scope: grant.scope.clone(),
+        confidential: client.fingerprint.is_some(),
+    };
+    let issued = check_code(client, &grant, params)
+        .and_then(|()| issue_for_user(shared, client, &family_grant, &grant.scope, &family));
+    let mut issued = match issued {
+        Ok(issued) => issued,
+        Err(refused) => {
+            oauth.grants.abandon_family(&family.handle);
+            return Err(refused);
+        }
+    };
+    let mut refresh = None;
+    if client.client.grant_types.contains(&GrantType::RefreshToken) {
+        let token = family.refresh_token().map_err(|_| {
+            oauth.grants.abandon_family(&family.handle);
+            server_error()
+        })?;
+        refresh = Some((digest(&token), refresh_expiry(oauth, now)));
+        issued.refresh_token = Some(token);
+    }
+    // Revoked meanwhile means the code was replayed while this request
+    // was checking it: no tokens for either.
+    if !oauth.grants.activate_family(&family.handle, refresh, now) {
+        return Err(invalid_grant("the code was used already"));
+    }
+    Ok(issued)
+}
+
+/// §4.1.3 and RFC 7636 §4.6: the redirect URI and the verifier.
+fn check_code(client: &Authenticated, grant: &CodeGrant, params: &Params) -> Result<(), Refused> {
     let redirect = params.get("redirect_uri");
     if (grant.redirect_given || redirect.is_some()) && redirect != Some(&grant.redirect_uri) {
         return Err(invalid_grant(
@@ -224,24 +267,7 @@ fn authorization_code(
         }
         (None, None) => {}
     }
-    let family_grant = FamilyGrant {
-        client_id: client.client.id.clone(),
-        user: grant.user,
-        binding: grant.binding,
-        scope: grant.scope,
-        confidential: client.fingerprint.is_some(),
-    };
-    let mut issued = issue_for_user(shared, client, &family_grant, &family_grant.scope, &family)?;
-    let mut refresh = None;
-    if client.client.grant_types.contains(&GrantType::RefreshToken) {
-        let token = family.refresh_token().map_err(|_| server_error())?;
-        refresh = Some((digest(&token), refresh_expiry(oauth, now)));
-        issued.refresh_token = Some(token);
-    }
-    oauth
-        .grants
-        .start_family(&family.handle, family_grant, refresh, now);
-    Ok(issued)
+    Ok(())
 }
 
 fn refresh_expiry(oauth: &super::OAuthState, now: u64) -> u64 {
@@ -249,7 +275,8 @@ fn refresh_expiry(oauth: &super::OAuthState, now: u64) -> u64 {
 }
 
 /// §6: a refresh token, once, replaced by a new one; presenting one that
-/// was replaced revokes its family.
+/// was replaced revokes its family. Every check runs before the swap, so a
+/// refused request leaves the presented token working.
 fn refresh(
     shared: &Shared,
     client: &Authenticated,
@@ -261,25 +288,21 @@ fn refresh(
         .get("refresh_token")
         .ok_or_else(|| error("invalid_request", "refresh_token is missing"))?;
     super::guesses_locked(shared, client_ip)?;
-    let unknown = |shared: &Shared| {
-        if let Some(refused) = count_guess(shared, client_ip) {
-            return refused;
-        }
-        invalid_grant("the refresh token is unknown, expired or revoked")
-    };
+    // Only a malformed token counts as a guess: a well-formed one that is
+    // unknown or revoked is a stale client (256 random bits are not
+    // guessed), and must not lock its address.
     let Some(family) = FamilyId::of_refresh_token(token) else {
-        return Err(unknown(shared));
+        if let Some(refused) = count_guess(shared, client_ip) {
+            return Err(refused);
+        }
+        return Err(invalid_grant("the refresh token is malformed"));
     };
+    let presented = digest(token);
     let now = unix_now();
-    let next = family.refresh_token().map_err(|_| server_error())?;
-    let taken = oauth.grants.rotate_refresh(
-        &family.handle,
-        &digest(token),
-        &client.client.id,
-        (digest(&next), refresh_expiry(oauth, now)),
-        now,
-    );
-    let grant = match taken {
+    let grant = match oauth
+        .grants
+        .peek_refresh(&family.handle, &presented, &client.client.id, now)
+    {
         Taken::Fresh(grant) => grant,
         Taken::Spent { family } => {
             oauth.grants.revoke_family(&family, now);
@@ -289,12 +312,15 @@ fn refresh(
             );
             return Err(invalid_grant("the refresh token was used already"));
         }
-        Taken::OtherClient | Taken::Unknown => return Err(unknown(shared)),
+        Taken::Revoked | Taken::OtherClient | Taken::Unknown => {
+            return Err(invalid_grant(
+                "the refresh token is unknown, expired or revoked",
+            ));
+        }
     };
     // A family a confidential client started cannot be refreshed by the
     // client's id alone (the client was made public since).
     if grant.confidential && client.fingerprint.is_none() {
-        oauth.grants.revoke_family(&family.handle, now);
         return Err(invalid_grant("this grant needs the client's secret"));
     }
     // §6: the scope may narrow, never widen; and the client must still be
@@ -310,8 +336,23 @@ fn refresh(
     }
     let scope = scopes(params.get("scope"), &granted)?;
     let mut issued = issue_for_user(shared, client, &grant, &scope, &family)?;
-    // The client may refresh (the grant type was checked): the token
-    // that replaced the one presented.
+    let next = family.refresh_token().map_err(|_| server_error())?;
+    let swapped = oauth.grants.commit_refresh(
+        &family.handle,
+        &presented,
+        (digest(&next), refresh_expiry(oauth, now)),
+        now,
+    );
+    if !swapped {
+        // Another request rotated this token between the peek and now:
+        // the same token used twice.
+        oauth.grants.revoke_family(&family.handle, now);
+        tracing::warn!(
+            client = client.client.id.as_str(),
+            "refresh token used twice at once: its whole family is revoked"
+        );
+        return Err(invalid_grant("the refresh token was used already"));
+    }
     issued.refresh_token = Some(next);
     Ok(issued)
 }
