@@ -721,9 +721,9 @@ async fn the_consent_form_resists_csrf() {
     assert!(param(&pairs, "code").is_none());
 }
 
-/// A confidential client's code redeemed with client_secret_basic; its
-/// refresh token is refused to a public client, and a code bound to a
-/// password that changed since is refused.
+/// A confidential client's code redeemed with client_secret_basic (no
+/// refresh token: the client may not refresh); its id alone cannot redeem
+/// one; a code bound to a password that changed since is refused.
 #[tokio::test]
 async fn confidential_clients_redeem_with_basic_and_codes_die_with_the_password() {
     let dir = TestDir::new();
@@ -815,4 +815,191 @@ async fn confidential_clients_redeem_with_basic_and_codes_die_with_the_password(
         (status, body["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
+}
+
+/// Two redemptions of one code at once: whichever order the server sees
+/// them in, no token bought with the code keeps working.
+#[tokio::test]
+async fn a_code_redeemed_twice_at_once_leaves_no_working_token() {
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&config(&dir, "60s"));
+    let http = http(&dir);
+    for _ in 0..5 {
+        let code = desktop_code(&http, &server).await;
+        let form = redeem_form(&code, VERIFIER);
+        let (a, b) = tokio::join!(token(&http, &server, &form), token(&http, &server, &form));
+        let granted: Vec<&Value> = [&a, &b]
+            .into_iter()
+            .filter(|(status, _)| *status == StatusCode::OK)
+            .map(|(_, body)| body)
+            .collect();
+        assert!(granted.len() <= 1, "one code, two grants: {a:?} {b:?}");
+        for body in granted {
+            let access = body["access_token"].as_str().unwrap();
+            assert_eq!(
+                whoami(&http, &server, access).await,
+                StatusCode::UNAUTHORIZED
+            );
+        }
+    }
+}
+
+/// A confidential client may revoke by access token; a public client
+/// only by refresh token (anyone who saw its access token could otherwise
+/// end the session).
+#[tokio::test]
+async fn revocation_by_access_token_needs_the_client_secret() {
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&config(&dir, "60s"));
+    let http = http(&dir);
+    let code = desktop_code(&http, &server).await;
+    let (_, issued) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
+    let access = issued["access_token"].as_str().unwrap();
+    let status = http
+        .post(server.url("/oauth/revoke"))
+        .form_body(&[("token", access), ("client_id", "desktop")])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(whoami(&http, &server, access).await, StatusCode::OK);
+    // `other` (confidential) revokes its own grant by access token.
+    let response = authorize(
+        &http,
+        &server,
+        &[
+            ("client_id", "other"),
+            ("redirect_uri", "https://other.example/cb"),
+            ("response_type", "code"),
+        ],
+        Some(ALICE),
+    )
+    .await;
+    let code = param(&location_query(&response), "code")
+        .unwrap()
+        .to_owned();
+    let (_, issued) = token(
+        &http,
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "https://other.example/cb"),
+            ("client_id", "other"),
+            ("client_secret", "other-secret"),
+        ],
+    )
+    .await;
+    let access = issued["access_token"].as_str().unwrap();
+    assert_eq!(whoami(&http, &server, access).await, StatusCode::OK);
+    let status = http
+        .post(server.url("/oauth/revoke"))
+        .basic_auth("other", Some("other-secret"))
+        .form_body(&[("token", access), ("token_type_hint", "access_token")])
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        whoami(&http, &server, access).await,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+/// A `state` longer than any client needs is not carried back; a token
+/// stops when a reload takes one of its scopes from its client.
+#[tokio::test]
+async fn an_overlong_state_is_not_echoed_and_a_narrowed_client_loses_its_tokens() {
+    let dir = TestDir::new();
+    let config = config(&dir, "60s");
+    let server = Gatehouse::start(&config);
+    let http = http(&dir);
+    let long = "s".repeat(2000);
+    let response = authorize(
+        &http,
+        &server,
+        &[
+            ("client_id", "other"),
+            ("redirect_uri", "https://other.example/cb"),
+            ("response_type", "code"),
+            ("state", &long),
+        ],
+        Some(ALICE),
+    )
+    .await;
+    assert_eq!(response.status(), StatusCode::FOUND);
+    let pairs = location_query(&response);
+    assert_eq!(param(&pairs, "error"), Some("invalid_request"));
+    assert!(param(&pairs, "state").is_none());
+    // cli-tool grants read-write; the reload leaves it only read.
+    let response = authorize(
+        &http,
+        &server,
+        &[
+            ("client_id", "cli-tool"),
+            ("redirect_uri", "urn:ietf:wg:oauth:2.0:oob"),
+            ("response_type", "code"),
+            ("scope", "read-write"),
+        ],
+        Some(ALICE),
+    )
+    .await;
+    let mut fields = form_fields(&response.text().await.unwrap());
+    fields.push(("decision".into(), "approve".into()));
+    let page = http
+        .post(server.url("/oauth/authorize"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .form_body(&fields)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let code = page
+        .split("<code id=\"authorization-code\">")
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .unwrap()
+        .to_owned();
+    let (status, issued) = token(
+        &http,
+        &server,
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "urn:ietf:wg:oauth:2.0:oob"),
+            ("client_id", "cli-tool"),
+            ("client_secret", CLI_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let access = issued["access_token"].as_str().unwrap();
+    assert_eq!(whoami(&http, &server, access).await, StatusCode::OK);
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace("scopes = [\"read\", \"read-write\"]", "scopes = [\"read\"]"),
+    )
+    .unwrap();
+    crate::tokens::reload(&server).await;
+    assert_eq!(
+        whoami(&http, &server, access).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, body) = token(
+        &http,
+        &server,
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", issued["refresh_token"].as_str().unwrap()),
+            ("client_id", "cli-tool"),
+            ("client_secret", CLI_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(body["error"], "invalid_grant");
 }
