@@ -42,7 +42,7 @@ fi
 need wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 
 cargo build --release --quiet --bin gatehouse
-GATEHOUSE=$PWD/target/release/gatehouse
+GATEHOUSE=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
 HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
 
 wait_port() {

@@ -44,6 +44,9 @@ pub struct Application {
     addr: SocketAddr,
     metrics: Option<Server>,
     metrics_addr: Option<SocketAddr>,
+    /// The separate forward-auth listener, if there is one.
+    forward_auth: Option<Server>,
+    forward_auth_addr: Option<SocketAddr>,
     layer: BasicAuthLayer,
     reloader: Reloader,
     triggers: Triggers,
@@ -108,6 +111,27 @@ impl Application {
             metrics::register_suppressed_lines(ours, &suppressed_lines);
         }
         let registry = Arc::new(registry);
+        let (forward_auth, forward_auth_addr) =
+            match config.forward_auth.as_ref().and_then(|f| f.listen) {
+                Some(wanted) => {
+                    let listener = TcpListener::bind(wanted)
+                        .await
+                        .map_err(|io| bind_error(wanted, io))?;
+                    let bound = listener.local_addr().unwrap_or(wanted);
+                    // Plain HTTP, with the main listener's connection hygiene.
+                    let app = routes::forward_auth_app(
+                        layer.clone(),
+                        suppressed_lines.clone(),
+                        Arc::clone(&requests),
+                    );
+                    let server = Server::from_listener(listener, None, app, config.limits.clone())
+                        .with_trusted_proxies(ClientIpResolver::new(
+                            config.server.trusted_proxies.clone(),
+                        ));
+                    (Some(server), Some(bound))
+                }
+                None => (None, None),
+            };
         let options = AppOptions {
             max_body_bytes: config.limits.max_body_bytes,
             suppressed_log_lines: suppressed_lines,
@@ -149,6 +173,8 @@ impl Application {
             addr,
             metrics,
             metrics_addr,
+            forward_auth,
+            forward_auth_addr,
             layer,
             reloader,
             triggers,
@@ -167,6 +193,11 @@ impl Application {
         self.metrics_addr
     }
 
+    /// The address of the separate forward-auth listener, if there is one.
+    pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
+        self.forward_auth_addr
+    }
+
     /// Serves until `shutdown` resolves, then drains connections and stops
     /// every background task (pruning, reloading, the metrics listener).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
@@ -178,6 +209,12 @@ impl Application {
         if let Some(metrics) = self.metrics {
             let mut stopped = stopped.clone();
             tasks.spawn(metrics.run(async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            }));
+        }
+        if let Some(forward_auth) = self.forward_auth {
+            let mut stopped = stopped.clone();
+            tasks.spawn(forward_auth.run(async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             }));
         }
@@ -221,6 +258,14 @@ impl Application {
         }
         if let Some(addr) = self.metrics_addr {
             tracing::info!("metrics on http://{addr}/metrics");
+        }
+        if let (Some(forward), Some(addr)) = (&self.config.forward_auth, self.forward_auth_addr) {
+            tracing::info!("forward-auth decisions on http://{addr}{}", forward.path);
+        } else if let Some(forward) = &self.config.forward_auth {
+            tracing::info!(
+                path = forward.path.as_str(),
+                "forward-auth decisions on the main listener"
+            );
         }
         let scheme = if self.tls.is_some() { "https" } else { "http" };
         tracing::info!("listening on {scheme}://{}", self.addr);
@@ -275,6 +320,14 @@ fn auth_layer(
     }
     if let Some(oauth) = &config.oauth {
         builder = builder.oauth(oauth.clone());
+    }
+    if let Some(forward) = &config.forward_auth {
+        builder = builder.forward_auth(crate::auth::ForwardAuth {
+            path: forward.path.clone(),
+            style: forward.style,
+            identity_headers: forward.identity_headers.clone(),
+            separate_listener: forward.listen.is_some(),
+        });
     }
     let layer = builder
         .public(config.auth.public.clone())

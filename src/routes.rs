@@ -82,24 +82,56 @@ pub fn app(
         Some((path, registry)) => router.route(&path, get(move || metrics(Arc::clone(&registry)))),
         None => router,
     };
+    Ok(stack(
+        router,
+        auth,
+        options.suppressed_log_lines,
+        options.requests,
+    ))
+}
+
+/// The app of the separate forward-auth listener: decisions only (the auth
+/// layer answers them), 404 for anything else after authentication.
+pub fn forward_auth_app(
+    auth: BasicAuthLayer,
+    suppressed_log_lines: Counter,
+    requests: Arc<RequestMetrics>,
+) -> Router {
+    let router = Router::new().fallback(not_found);
+    stack(router, auth, suppressed_log_lines, requests).layer(middleware::from_fn(
+        |mut req: Request, next: Next| async move {
+            req.extensions_mut()
+                .insert(crate::auth::ForwardAuthListener);
+            next.run(req).await
+        },
+    ))
+}
+
+/// The middleware every listener's requests go through, outermost last.
+fn stack(
+    router: Router,
+    auth: BasicAuthLayer,
+    suppressed_log_lines: Counter,
+    requests: Arc<RequestMetrics>,
+) -> Router {
     let resolver = auth.client_resolver().clone();
     // The routes are the fallback of an empty router, so that the layers
     // below run before any route is chosen: the auth layer makes the path
     // canonical first, and routing, the file server and the proxy all see
     // that one form. (Layers added with `Router::layer` run after routing.)
-    Ok(Router::new()
+    Router::new()
         .fallback_service(router)
         .layer(auth)
         .layer(middleware::from_fn(crate::request_guard::guard))
         .layer(middleware::from_fn_with_state(
-            Arc::new(RefusalSampler::new(options.suppressed_log_lines)),
+            Arc::new(RefusalSampler::new(suppressed_log_lines)),
             access_log,
         ))
         .layer(middleware::from_fn_with_state(
-            options.requests,
+            requests,
             crate::request_metrics::record,
         ))
-        .layer(middleware::from_fn_with_state(resolver, resolve_client)))
+        .layer(middleware::from_fn_with_state(resolver, resolve_client))
 }
 
 /// Resolves the client once, first, so that every later step (the access

@@ -58,6 +58,27 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             ),
         );
     }
+    if let Some(forward) = &config.forward_auth {
+        if config.server.trusted_proxies.is_empty() {
+            warn(
+                "[server] trusted_proxies",
+                format!(
+                    "forward auth is on but no proxy is trusted: every decision request comes from the proxy, so limits and lockouts count the proxy's address for all its clients; list the proxy in trusted_proxies so X-Forwarded-For / X-Real-IP name the client ({} is the decision path)",
+                    forward.path
+                ),
+            );
+        }
+        if let Some(listen) = forward.listen
+            && !listen.ip().is_loopback()
+        {
+            warn(
+                "[forward_auth] listen",
+                format!(
+                    "decisions on {listen} are plain HTTP beyond loopback: credentials cross the network in clear between the proxy and gatehouse; keep it on loopback or a private network"
+                ),
+            );
+        }
+    }
     warnings
 }
 

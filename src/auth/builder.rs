@@ -82,6 +82,7 @@ pub struct BasicAuthBuilder {
     tokens: Option<(Tokens, String, usize)>,
     api_keys: Option<(ApiKeys, http::HeaderName)>,
     oauth: Option<crate::config::OAuthSettings>,
+    forward: Option<super::ForwardAuth>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -123,7 +124,17 @@ impl BasicAuthBuilder {
             tokens: None,
             api_keys: None,
             oauth: None,
+            forward: None,
         }
+    }
+
+    /// Answers forward-auth decisions (nginx `auth_request`, Caddy
+    /// `forward_auth`, Traefik `ForwardAuth`, Envoy `ext_authz`) on
+    /// `forward.path` and below: `200` with identity headers, or the
+    /// refusal the request it describes would get.
+    pub fn forward_auth(mut self, forward: super::ForwardAuth) -> Self {
+        self.forward = Some(forward);
+        self
     }
 
     /// Turns the OAuth 2.0 authorization server on for `settings`' clients
@@ -281,6 +292,7 @@ impl BasicAuthBuilder {
                 lockouts: Lockouts::new(self.lockout),
                 bearer_lockouts: Lockouts::new(self.lockout),
                 oauth,
+                forward: self.forward,
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

@@ -53,6 +53,7 @@ mod body;
 mod builder;
 pub(crate) mod cache;
 mod coalesce;
+mod forward;
 pub mod header;
 mod login;
 pub mod oauth;
@@ -76,6 +77,7 @@ pub use builder::{
     BasicAuthBuilder, BuildError, InvalidRealm, Realm, WithoutPeerAddress, validate_realm,
 };
 pub use cache::{CachePolicy, NoRandomKey};
+pub use forward::{ForwardAuth, ForwardAuthListener};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
 
@@ -111,6 +113,8 @@ struct Shared {
     bearer_lockouts: Lockouts,
     /// OAuth clients: set when OAuth is on.
     oauth: Option<oauth::OAuthState>,
+    /// Forward-auth decisions: set when they are on.
+    forward: Option<ForwardAuth>,
     verifier: Verifier,
     public: PublicPaths,
     public_upgrades: bool,
@@ -335,11 +339,24 @@ where
                 .is_ok()
                 .then(|| shared.own_endpoint(req.uri().path()))
                 .flatten();
+            let forward = canonical
+                .is_ok()
+                .then_some(shared.forward.as_ref())
+                .flatten()
+                .filter(|f| f.matches(&req));
             let mut response = if let Err(error) = canonical {
                 tracing::debug!(%error, "request path refused");
                 shared.counters.record(Outcome::BadRequest);
                 let mut response = response::bad_request();
                 response.extensions_mut().insert(Outcome::BadRequest);
+                response
+            } else if let Some(forward) = forward {
+                // A proxy asks whether the request it describes may pass.
+                let (outcome, mut response) = forward::decide(&shared, forward, req, keyed).await;
+                shared.counters.record(outcome);
+                if outcome != Outcome::Allowed {
+                    response.extensions_mut().insert(outcome);
+                }
                 response
             } else if let Some(endpoint) = endpoint {
                 // Answered by the layer itself, for library users too.

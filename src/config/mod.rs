@@ -19,9 +19,10 @@ use crate::limit::LockoutPolicy;
 
 pub(crate) use sections::is_scope_token;
 pub use settings::{
-    ApiKeySettings, AuthSettings, Backend, GrantType, Limits, LogSettings, MetricsSettings,
-    OAuthClient, OAuthSettings, RateLimitSettings, ServerSettings, SigningKeySource,
-    StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, Backend, FORWARD_IDENTITY_HEADERS, ForwardAuthSettings,
+    ForwardAuthStyle, GrantType, Limits, LogSettings, MetricsSettings, OAuthClient, OAuthSettings,
+    RateLimitSettings, ServerSettings, SigningKeySource, StaticSettings, TlsSettings,
+    TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -119,6 +120,8 @@ pub struct Config {
     pub api_keys: Option<ApiKeySettings>,
     /// `[oauth]`: `None` unless enabled.
     pub oauth: Option<OAuthSettings>,
+    /// `[forward_auth]`: `None` unless the section is present.
+    pub forward_auth: Option<ForwardAuthSettings>,
 }
 
 impl Config {
@@ -186,6 +189,7 @@ impl Config {
             tokens: sections::tokens(raw.tokens, &resolve).map_err(in_file)?,
             api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
             oauth: sections::oauth(raw.oauth, raw_tokens_on).map_err(in_file)?,
+            forward_auth: sections::forward_auth(raw.forward_auth).map_err(in_file)?,
         }
         .checked()
     }
@@ -206,6 +210,34 @@ impl Config {
 
     /// Checks across sections.
     fn checked(self) -> Result<Self, ConfigError> {
+        if let Some(forward) = &self.forward_auth {
+            // The layer answers these paths itself: a decision path over
+            // one of them would hide it.
+            let mut taken: Vec<&str> = vec![crate::auth::JWKS_PATH];
+            if let Some(tokens) = &self.tokens {
+                taken.push(&tokens.login_path);
+            }
+            if self.oauth.is_some() {
+                taken.extend(crate::auth::oauth::PATHS);
+            }
+            if let Some(path) = &self.metrics.path {
+                taken.push(path);
+            }
+            let prefix = format!("{}/", forward.path);
+            if let Some(path) = taken
+                .iter()
+                .find(|p| **p == forward.path || p.starts_with(&prefix))
+            {
+                return Err(ConfigError::invalid(
+                    &self.path,
+                    "[forward_auth] path",
+                    format!(
+                        "`{}` would cover {path}, which gatehouse answers itself",
+                        forward.path
+                    ),
+                ));
+            }
+        }
         if let Some(oauth) = &self.oauth {
             for client in &oauth.clients {
                 // A client's token names the client where a user's names the

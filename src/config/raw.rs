@@ -41,6 +41,30 @@ pub(super) struct File {
     pub api_keys: Option<ApiKeys>,
     #[serde(default)]
     pub oauth: OAuth,
+    pub forward_auth: Option<ForwardAuth>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct ForwardAuth {
+    pub path: String,
+    pub listen: Option<String>,
+    pub style: String,
+    pub identity_headers: Vec<String>,
+}
+
+impl Default for ForwardAuth {
+    fn default() -> Self {
+        Self {
+            path: "/authz".into(),
+            listen: None,
+            style: "auto".into(),
+            identity_headers: settings::FORWARD_IDENTITY_HEADERS
+                .iter()
+                .map(|h| (*h).to_owned())
+                .collect(),
+        }
+    }
 }
 
 #[derive(Deserialize)]

@@ -552,3 +552,88 @@ pub(super) fn oauth(
         clients,
     }))
 }
+
+/// Headers a forward-auth answer must not set: the proxy would pass them on
+/// as if the client had sent them, or they frame the message.
+const RESERVED_IDENTITY_HEADERS: [&str; 10] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "www-authenticate",
+    "x-forwarded-for",
+];
+
+/// `[forward_auth]`: `None` unless the section is present.
+pub(super) fn forward_auth(
+    raw: Option<raw::ForwardAuth>,
+) -> Result<Option<super::ForwardAuthSettings>, KeyError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let path = raw.path;
+    let canonical = crate::path::canonicalize(&path).is_ok_and(|c| c == path);
+    if !canonical || path == "/" || path.ends_with('/') || path.contains(['*', '?', '#']) {
+        return Err(KeyError::new(
+            "[forward_auth] path",
+            format!(
+                "`{path}` must be a canonical literal path below / (like /authz): no `*`, dot segments, // or trailing /"
+            ),
+        ));
+    }
+    if OWN_ROUTES.contains(&path.as_str()) {
+        return Err(KeyError::new(
+            "[forward_auth] path",
+            format!("`{path}` is one of gatehouse's own routes"),
+        ));
+    }
+    let listen = match &raw.listen {
+        Some(text) => Some(text.parse().map_err(|e| {
+            KeyError::new(
+                "[forward_auth] listen",
+                format!("`{text}` is not an address:port ({e})"),
+            )
+        })?),
+        None => None,
+    };
+    let style = match raw.style.as_str() {
+        "auto" => super::ForwardAuthStyle::Auto,
+        "nginx" => super::ForwardAuthStyle::Nginx,
+        other => {
+            return Err(KeyError::new(
+                "[forward_auth] style",
+                format!("`{other}` is not auto or nginx"),
+            ));
+        }
+    };
+    let mut identity_headers: Vec<http::HeaderName> = Vec::new();
+    for name in &raw.identity_headers {
+        let header = http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| {
+            KeyError::new(
+                "[forward_auth] identity_headers",
+                format!("`{name}` is not a header name"),
+            )
+        })?;
+        if RESERVED_IDENTITY_HEADERS.contains(&header.as_str()) {
+            return Err(KeyError::new(
+                "[forward_auth] identity_headers",
+                format!(
+                    "`{name}` is not for identities: the proxy would treat it as the client's own"
+                ),
+            ));
+        }
+        if !identity_headers.contains(&header) {
+            identity_headers.push(header);
+        }
+    }
+    Ok(Some(super::ForwardAuthSettings {
+        path,
+        listen,
+        style,
+        identity_headers,
+    }))
+}

@@ -470,3 +470,34 @@ impl std::fmt::Debug for OAuthClient {
             .finish_non_exhaustive()
     }
 }
+
+/// The identity headers a forward-auth answer carries by default: the
+/// names oauth2-proxy, Authelia and Traefik's examples use.
+pub const FORWARD_IDENTITY_HEADERS: [&str; 3] =
+    ["X-Auth-Request-User", "Remote-User", "X-Forwarded-User"];
+
+/// How the proxy asking for decisions treats answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthStyle {
+    /// nginx when the request has `X-Original-URI`, otherwise a proxy
+    /// that passes any status through (Caddy, Traefik, Envoy).
+    Auto,
+    /// nginx `auth_request`, which turns anything but 2xx, 401 and 403
+    /// into a 500: limits answer 401 (with `Retry-After`).
+    Nginx,
+}
+
+/// `[forward_auth]`: decisions for nginx `auth_request`, Caddy
+/// `forward_auth`, Traefik `ForwardAuth` and Envoy `ext_authz`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForwardAuthSettings {
+    /// Any method on this path or below it asks for a decision.
+    pub path: String,
+    /// A separate plain-HTTP listener for decisions (then the main
+    /// listener does not answer them).
+    pub listen: Option<SocketAddr>,
+    /// See [`ForwardAuthStyle`].
+    pub style: ForwardAuthStyle,
+    /// The headers an allowed answer names the user in.
+    pub identity_headers: Vec<http::HeaderName>,
+}

@@ -16,6 +16,7 @@ mod connections;
 mod container;
 mod curl;
 mod flood;
+mod forward_auth;
 mod library;
 mod limits;
 mod log_secrecy;

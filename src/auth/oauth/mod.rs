@@ -49,6 +49,8 @@ pub const TOKEN_PATH: &str = "/oauth/token";
 pub const REVOKE_PATH: &str = "/oauth/revoke";
 /// RFC 8414 metadata.
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
+/// Every path OAuth answers.
+pub const PATHS: [&str; 4] = [AUTHORIZE_PATH, TOKEN_PATH, REVOKE_PATH, METADATA_PATH];
 
 /// The most authorization codes (waiting or spent) held at once.
 const MAX_CODES: usize = 100_000;

@@ -8,4 +8,4 @@ mod auth;
 mod connections;
 mod headers;
 mod paths;
-mod support;
+pub mod support;

@@ -57,6 +57,13 @@ pub struct Process {
     pub addr: SocketAddr,
 }
 
+impl Process {
+    /// Takes charge of `child`, which listens on `addr`.
+    pub fn new(child: Child, addr: SocketAddr) -> Self {
+        Self { child, addr }
+    }
+}
+
 impl Drop for Process {
     /// SIGTERM first, so that nginx's master stops its workers (a SIGKILL
     /// would orphan them); SIGKILL if it has not gone within 2 s.

@@ -1,0 +1,415 @@
+//! Forward authentication: real nginx (`auth_request`) and real Caddy
+//! (`forward_auth`) in front of an upstream, configured with the snippets
+//! shipped in `deploy/forward-auth/`, called with curl from distinct
+//! loopback addresses; and the request shapes Traefik and Envoy send (not
+//! packaged here), sent by hand.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::common::{ALICE, Gatehouse, TestDir, require_tool, upstream};
+use crate::security::support::{Process, free_port, wait_for_port};
+
+/// gatehouse with decisions on a plain-HTTP listener of their own, the
+/// proxy on 127.0.0.1 trusted, `/public/*` public, lockout after 3
+/// failures; `extra` appended. Returns the server and the decision address.
+fn gatehouse(dir: &TestDir, extra: &str) -> (Gatehouse, SocketAddr) {
+    let port = free_port();
+    let config = dir.config_with_server(
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+        &format!(
+            "[auth]\npublic = [\"/healthz\", \"/public/*\"]\n\
+             [lockout]\nmax_failures = 3\n\
+             [forward_auth]\nlisten = \"127.0.0.1:{port}\"\n{extra}"
+        ),
+    );
+    let server = Gatehouse::start_with_env(&config, &[("RUST_LOG", "debug")]);
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr, "the forward-auth listener");
+    (server, addr)
+}
+
+/// The shipped snippet with its example addresses replaced.
+fn snippet(name: &str, replacements: &[(&str, String)]) -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/forward-auth/");
+    let mut text = std::fs::read_to_string(format!("{path}{name}")).unwrap();
+    for (from, to) in replacements {
+        assert!(text.contains(from), "{name} has no {from}");
+        text = text.replace(from, to);
+    }
+    text
+}
+
+fn start_nginx(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process {
+    require_tool("nginx", "-v");
+    let port = free_port();
+    let server = snippet(
+        "nginx.conf",
+        &[
+            ("127.0.0.1:9091", decisions.to_string()),
+            ("127.0.0.1:3000", app.to_string()),
+            ("127.0.0.1:8080", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let work = dir.path("nginx");
+    std::fs::create_dir_all(&work).unwrap();
+    let w = work.display();
+    let conf = format!(
+        "user root;\nworker_processes 1;\ndaemon off;\npid {w}/nginx.pid;\nerror_log {w}/error.log;\n\
+         events {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path {w}; proxy_temp_path {w}; fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n\
+         {server}\n}}\n"
+    );
+    let conf_path = work.join("nginx.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let test = Command::new("nginx")
+        .arg("-t")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert!(
+        test.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let child = Command::new("nginx")
+        .arg("-c")
+        .arg(&conf_path)
+        .arg("-p")
+        .arg(&work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nginx");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr, "nginx");
+    Process::new(child, addr)
+}
+
+fn start_caddy(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process {
+    require_tool("caddy", "version");
+    let port = free_port();
+    let site = snippet(
+        "Caddyfile",
+        &[
+            ("127.0.0.1:9091", decisions.to_string()),
+            ("127.0.0.1:3000", app.to_string()),
+            ("127.0.0.1:8081", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let work = dir.path("caddy");
+    std::fs::create_dir_all(&work).unwrap();
+    // No admin endpoint (tests run side by side), quiet logs.
+    let caddyfile = work.join("Caddyfile");
+    std::fs::write(&caddyfile, format!("{{\n\tadmin off\n}}\n{site}")).unwrap();
+    let child = Command::new("caddy")
+        .args(["run", "--adapter", "caddyfile", "--config"])
+        .arg(&caddyfile)
+        .env("HOME", &work)
+        .env("XDG_DATA_HOME", &work)
+        .env("XDG_CONFIG_HOME", &work)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start caddy");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    wait_for_port(addr, "caddy");
+    Process::new(child, addr)
+}
+
+/// curl from `source`: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The header the upstream echo saw.
+    fn upstream_saw(&self, name: &str) -> Option<String> {
+        let body: Value = serde_json::from_str(&self.body).ok()?;
+        body["headers"][name].as_str().map(str::to_owned)
+    }
+}
+
+fn curl(source: &str, url: &str, extra: &[&str]) -> Answer {
+    require_tool("curl", "--version");
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "10", "-D", "-", "--interface", source])
+        .args(extra)
+        .arg(url)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_owned(),
+    }
+}
+
+/// What every proxy must get right: the challenge relayed, the user
+/// passed on, wrong passwords refused, public paths open, a locked-out
+/// address refused with `locked_status` and `Retry-After` (never a 5xx),
+/// another address unaffected.
+fn the_proxy_checks(front: SocketAddr, user_header: &str, locked_status: u16) {
+    let url = |path: &str| format!("http://{front}{path}");
+    let alice = format!("{}:{}", ALICE.0, ALICE.1);
+    let none = curl("127.0.0.2", &url("/app"), &[]);
+    assert_eq!(none.status, 401, "{}", none.body);
+    assert!(
+        none.header("www-authenticate")
+            .is_some_and(|c| c.starts_with("Basic realm=")),
+        "{:?}",
+        none.headers
+    );
+    let ok = curl(
+        "127.0.0.2",
+        &url("/app?x=1"),
+        &["-u", &alice, "-H", &format!("{user_header}: mallory")],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(
+        ok.upstream_saw(&user_header.to_ascii_lowercase())
+            .as_deref(),
+        Some("alice")
+    );
+    let public = curl("127.0.0.2", &url("/public/page"), &[]);
+    assert_eq!(public.status, 200, "{}", public.body);
+    // Traversal out of the public prefix is decided on the canonical path.
+    let climbed = curl("127.0.0.2", &url("/public/%2e%2e/app"), &["--path-as-is"]);
+    assert_ne!(climbed.status, 200, "{}", climbed.body);
+    // Wrong passwords until the address is locked out.
+    for _ in 0..3 {
+        let wrong = curl("127.0.0.3", &url("/app"), &["-u", "alice:wrong"]);
+        assert_eq!(wrong.status, 401);
+    }
+    let locked = curl("127.0.0.3", &url("/app"), &["-u", &alice]);
+    assert_eq!(locked.status, locked_status, "{:?}", locked.headers);
+    assert!(
+        locked.header("retry-after").is_some(),
+        "{:?}",
+        locked.headers
+    );
+    // Another client is not affected (the proxy's X-Forwarded-For counts).
+    let other = curl("127.0.0.4", &url("/app"), &["-u", &alice]);
+    assert_eq!(other.status, 200, "{}", other.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_with_the_shipped_snippet() {
+    let dir = TestDir::new();
+    let app = upstream::start().await;
+    let (server, decisions) = gatehouse(&dir, "");
+    let nginx = start_nginx(&dir, decisions, app);
+    let front = nginx.addr;
+    // nginx turns anything but 401/403 into a 500: the lockout is a 401.
+    tokio::task::spawn_blocking(move || the_proxy_checks(front, "X-User", 401))
+        .await
+        .unwrap();
+    assert!(server.logs().contains("forward-auth decisions on http://"));
+    drop(nginx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_with_the_shipped_snippet() {
+    let dir = TestDir::new();
+    let app = upstream::start().await;
+    let (_server, decisions) = gatehouse(&dir, "");
+    let caddy = start_caddy(&dir, decisions, app);
+    let front = caddy.addr;
+    // Caddy passes any status through: the lockout is a 429.
+    tokio::task::spawn_blocking(move || the_proxy_checks(front, "Remote-User", 429))
+        .await
+        .unwrap();
+    drop(caddy);
+}
+
+/// A decision request as Traefik's ForwardAuth sends it: GET on the
+/// decision path, the original in `X-Forwarded-*`.
+async fn traefik(
+    http: &reqwest::Client,
+    decisions: SocketAddr,
+    method: &str,
+    uri: &str,
+    auth: Option<&str>,
+) -> reqwest::Response {
+    let mut request = http
+        .get(format!("http://{decisions}/authz"))
+        .header("X-Forwarded-Method", method)
+        .header("X-Forwarded-Proto", "https")
+        .header("X-Forwarded-Host", "app.example")
+        .header("X-Forwarded-Uri", uri)
+        .header("X-Forwarded-For", "127.0.0.20");
+    if let Some(auth) = auth {
+        request = request.header("Authorization", auth);
+    }
+    request.send().await.unwrap()
+}
+
+#[tokio::test]
+async fn traefik_and_envoy_request_shapes_and_every_credential_scheme() {
+    let dir = TestDir::new();
+    let (server, decisions) = gatehouse(&dir, "[tokens]\nenabled = true\nephemeral_key = true\n");
+    let http = crate::common::client(&dir.cert_pem);
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{}:{}", ALICE.0, ALICE.1)
+        )
+    );
+    // Traefik: public, protected with and without credentials.
+    let public = traefik(&http, decisions, "POST", "/public/x?y=1", None).await;
+    assert_eq!(public.status(), StatusCode::OK);
+    assert!(public.headers().get("remote-user").is_none());
+    let allowed = traefik(&http, decisions, "DELETE", "/api/items/1", Some(&basic)).await;
+    assert_eq!(allowed.status(), StatusCode::OK);
+    for name in ["x-auth-request-user", "remote-user", "x-forwarded-user"] {
+        assert_eq!(allowed.headers()[name], "alice", "{name}");
+    }
+    assert_eq!(allowed.headers()["cache-control"], "no-store");
+    let refused = traefik(&http, decisions, "GET", "/api/items", None).await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    assert!(
+        refused.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with("Basic realm=")
+    );
+    // The canonical path decides: no climbing out of the public prefix.
+    for sneaky in ["/public/../api", "/public/%2e%2e/api", "/public/..%2fapi"] {
+        let response = traefik(&http, decisions, "GET", sneaky, None).await;
+        assert_ne!(response.status(), StatusCode::OK, "{sneaky}");
+    }
+    // Two descriptions of the original: ambiguous, refused.
+    let twice = http
+        .get(format!("http://{decisions}/authz"))
+        .header("X-Forwarded-Uri", "/public/x")
+        .header("X-Forwarded-Uri", "/api")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(twice.status(), StatusCode::BAD_REQUEST);
+    // A bearer token from the login works here too.
+    let token = crate::tokens::login(&server, &dir, ALICE.0, ALICE.1).await;
+    let bearer = traefik(
+        &http,
+        decisions,
+        "GET",
+        "/api",
+        Some(&format!("Bearer {token}")),
+    )
+    .await;
+    assert_eq!(bearer.status(), StatusCode::OK);
+    assert_eq!(bearer.headers()["remote-user"], "alice");
+    // Envoy: the original method, the decision prefix, the original path.
+    let envoy = |method: reqwest::Method, path: &str, auth: Option<&str>| {
+        let mut request = http.request(method, format!("http://{decisions}/authz{path}"));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth.to_owned());
+        }
+        request.send()
+    };
+    let response = envoy(reqwest::Method::PUT, "/api/items?x=1", Some(&basic))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["remote-user"], "alice");
+    let response = envoy(reqwest::Method::GET, "/api/items", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    let response = envoy(reqwest::Method::GET, "/public/page", None)
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    // The main listener does not answer decisions when they have their
+    // own: /authz there is an ordinary (protected, unknown) path.
+    let main = crate::common::client(&dir.cert_pem)
+        .get(server.url("/authz"))
+        .header("X-Forwarded-Uri", "/public/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(main.status(), StatusCode::UNAUTHORIZED);
+    // No credential reaches the logs, even at debug.
+    let logs = server.logs();
+    assert!(!logs.contains(&token) && !logs.contains(ALICE.1));
+}
+
+/// Without a listener of their own, decisions are answered on the main
+/// (TLS) listener; nginx style is detected by `X-Original-URI`, and a
+/// limit is then a 401 with `Retry-After`.
+#[tokio::test]
+async fn decisions_on_the_main_listener_and_nginx_style_limits() {
+    let dir = TestDir::new();
+    let config = dir.config_with_server(
+        "trusted_proxies = [\"127.0.0.1/32\"]",
+        "[lockout]\nmax_failures = 1\n[forward_auth]\npath = \"/gate\"\n",
+    );
+    let server = Gatehouse::start(&config);
+    let http = crate::common::client(&dir.cert_pem);
+    let ask = |uri: &'static str, nginx: bool, auth: Option<(&'static str, &'static str)>| {
+        let mut request = http
+            .get(server.url("/gate"))
+            .header("X-Forwarded-For", "127.0.0.30");
+        request = if nginx {
+            request.header("X-Original-URI", uri)
+        } else {
+            request.header("X-Forwarded-Uri", uri)
+        };
+        if let Some((user, password)) = auth {
+            request = request.basic_auth(user, Some(password));
+        }
+        request.send()
+    };
+    assert_eq!(
+        ask("/x", false, Some(ALICE)).await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        ask("/x", false, Some(("alice", "wrong")))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let locked = ask("/x", false, Some(ALICE)).await.unwrap();
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    let locked = ask("/x", true, Some(ALICE)).await.unwrap();
+    assert_eq!(locked.status(), StatusCode::UNAUTHORIZED);
+    assert!(locked.headers().contains_key("retry-after"));
+    // The lockout was for 127.0.0.30, not for the proxy.
+    let other = http
+        .get(server.url("/gate/x"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), StatusCode::OK);
+}
