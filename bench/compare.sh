@@ -253,6 +253,54 @@ else
 fi
 
 if need nginx; then
+  # Forward auth: nginx auth_request asking gatehouse (both on CPU 0), in
+  # front of the same static file nginx auth_basic serves above.
+  echo "nginx + gatehouse forward auth" >&2
+  config=$(gatehouse_config 18089 false)
+  printf '[forward_auth]\nlisten = "127.0.0.1:18088"\n' >>"$config"
+  RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+  PIDS+=($!)
+  wait_port 18088
+  mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && echo ok >"$WORK/www/auth"
+  cat >"$WORK/nginx-fa.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/nginx-fa.pid;
+error_log $WORK/nginx-fa-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  $NGINX_TEMP_PATHS
+  upstream gatehouse_decisions { server 127.0.0.1:18088; keepalive 64; }
+  server {
+    listen 127.0.0.1:18087;
+    root $WORK/www;
+    location = /open { }
+    location = /auth { auth_request /gatehouse-authz; }
+    location = /gatehouse-authz {
+      internal;
+      proxy_pass http://gatehouse_decisions/authz;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Original-URI \$request_uri;
+      proxy_set_header X-Original-Method \$request_method;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+NGINX
+  taskset -c 0 nginx -c "$WORK/nginx-fa.conf" -e "$WORK/nginx-fa-error.log" &
+  PIDS+=($!)
+  wait_port 18087
+  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18087/auth)" = 401 ] || { echo "nginx + gatehouse does not ask for a password" >&2; exit 1; }
+  curl -sf -H "$AUTH" http://127.0.0.1:18087/auth >/dev/null
+  run_pair nginx-fa-public http://127.0.0.1:18087/open nginx-forward-auth http://127.0.0.1:18087/auth "$AUTH"
+  stop_last
+  stop_last
+fi
+
+if need nginx; then
   # Sidecar cost: the same load against an upstream (nginx serving a small
   # file) directly, and through gatehouse with authentication. Both servers
   # share CPU 0, so the proxied rows pay for both hops on one core.
@@ -287,7 +335,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -298,6 +346,8 @@ echo "gatehouse-auth / gatehouse-public (HTTP):  $(ratio gatehouse-http-auth gat
 echo "gatehouse-auth / gatehouse-public (TLS):   $(ratio gatehouse-tls-auth gatehouse-tls-public)"
 echo "p99 auth / p99 public (TLS):               $(p99ratio gatehouse-tls-auth gatehouse-tls-public)   (target <= 1.10)"
 echo "gatehouse-auth / caddy-auth (HTTP):        $(ratio gatehouse-http-auth caddy-auth)   (target >= 2.5)"
+echo "nginx+forward-auth / caddy-auth (HTTP):    $(ratio nginx-forward-auth caddy-auth)   (target >= 1.0)"
+echo "nginx+forward-auth / nginx-auth (HTTP):    $(ratio nginx-forward-auth nginx-auth)   (target >= 50)"
 echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth nginx-auth)"
 echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
 echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"
