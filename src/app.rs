@@ -326,6 +326,7 @@ fn auth_layer(
             path: forward.path.clone(),
             style: forward.style,
             identity_headers: forward.identity_headers.clone(),
+            client_header: forward.client_header,
             separate_listener: forward.listen.is_some(),
         });
     }

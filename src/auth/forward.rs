@@ -3,19 +3,24 @@
 //! for before they let a request through.
 //!
 //! The proxy describes the original request in headers; that description
-//! is read once, here, into a method and a canonical path (the same
-//! canonical form the layer uses everywhere), and the request is then
+//! is read once, here, into a method and a path, and the request is then
 //! decided by the layer's own pipeline exactly as if it had arrived
 //! directly: public paths, limits, lockouts, every credential scheme.
 //!
-//! Which header wins, per field, when several are present:
-//! - URL: `X-Original-URL` (nginx/Authelia convention), then
-//!   `X-Forwarded-Uri` (Traefik, Caddy), then `X-Original-URI` (nginx
-//!   `$request_uri`), then the path after the decision prefix (Envoy).
-//! - method: `X-Original-Method`, then `X-Forwarded-Method`, then the
-//!   request's own (Envoy sends the original method).
+//! Where the original URL comes from: `X-Original-URL` (nginx/Authelia
+//! convention), `X-Forwarded-Uri` (Traefik, Caddy), `X-Original-URI`
+//! (nginx `$request_uri`), or the path after the decision prefix (Envoy);
+//! the method from `X-Original-Method`, `X-Forwarded-Method`, or the
+//! request's own. A proxy sets one of each and overwrites it; the others
+//! it passes on as the client sent them. So exactly one URL header (and at
+//! most one method header) may be present: a second one can only be the
+//! client's, trying to describe another request, and is refused rather
+//! than ranked.
 //!
-//! A header that appears twice makes the request ambiguous: denied.
+//! The path must arrive already in canonical form: the upstream will see
+//! the path as the client sent it, and deciding on a cleaned-up form of a
+//! path (`/admin/../public/x` as `/public/x`) would decide for a request
+//! the upstream never receives. A non-canonical path is refused.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -27,7 +32,7 @@ use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
 use super::{Decision, Screened, Shared};
-use crate::config::ForwardAuthStyle;
+use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
 use crate::metrics::Outcome;
 
 /// Forward authentication as the layer holds it.
@@ -39,6 +44,8 @@ pub struct ForwardAuth {
     pub style: ForwardAuthStyle,
     /// The headers an allowed answer names the user in.
     pub identity_headers: Vec<HeaderName>,
+    /// Which header from a trusted proxy names the client.
+    pub client_header: ForwardAuthClientHeader,
     /// Decisions are answered only on requests marked with
     /// [`ForwardAuthListener`] (a listener of their own).
     pub separate_listener: bool,
@@ -76,6 +83,33 @@ enum Unreadable {
     Ambiguous(&'static str),
     #[error("{0} cannot be read")]
     Malformed(&'static str),
+    #[error("the original path is not in canonical form")]
+    NotCanonical,
+    #[error("the original method is never allowed")]
+    Method,
+}
+
+/// The headers that describe the original URL, and those that describe
+/// its method: at most one of each may be present.
+const URL_HEADERS: [&str; 3] = ["x-original-url", "x-forwarded-uri", "x-original-uri"];
+const METHOD_HEADERS: [&str; 2] = ["x-original-method", "x-forwarded-method"];
+
+/// The one present header of `names`, if any; two present are ambiguous.
+fn one_of(
+    headers: &HeaderMap,
+    names: &[&'static str],
+    what: &'static str,
+) -> Result<Option<(&'static str, String)>, Unreadable> {
+    let mut found = None;
+    for name in names {
+        if let Some(value) = single(headers, name)? {
+            if found.is_some() {
+                return Err(Unreadable::Ambiguous(what));
+            }
+            found = Some((*name, value.trim().to_owned()));
+        }
+    }
+    Ok(found)
 }
 
 /// The one value of `name`, if present; two are ambiguous.
@@ -108,43 +142,52 @@ fn path_and_query(target: &str, name: &'static str) -> Result<String, Unreadable
 }
 
 impl ForwardAuth {
-    fn original<B>(&self, req: &Request<B>) -> Result<Original, Unreadable> {
+    /// The original request. `rewritten`: whether the layer had to make the
+    /// decision request's own path canonical (then the Envoy form, which
+    /// carries the original path in it, is not canonical either).
+    fn original<B>(&self, req: &Request<B>, rewritten: bool) -> Result<Original, Unreadable> {
         let headers = req.headers();
-        let method = match single(headers, "x-original-method")? {
-            Some(m) => Some((m, "x-original-method")),
-            None => single(headers, "x-forwarded-method")?.map(|m| (m, "x-forwarded-method")),
-        };
-        let method = match method {
-            Some((text, name)) => Method::from_bytes(text.trim().as_bytes())
-                .map_err(|_| Unreadable::Malformed(name))?,
+        let method = match one_of(headers, &METHOD_HEADERS, "an original-method header")? {
+            Some((name, text)) => {
+                Method::from_bytes(text.as_bytes()).map_err(|_| Unreadable::Malformed(name))?
+            }
             None => req.method().clone(),
         };
-        let target = if let Some(url) = single(headers, "x-original-url")? {
-            path_and_query(url.trim(), "x-original-url")?
-        } else if let Some(uri) = single(headers, "x-forwarded-uri")? {
-            path_and_query(uri.trim(), "x-forwarded-uri")?
-        } else if let Some(uri) = single(headers, "x-original-uri")? {
-            path_and_query(uri.trim(), "x-original-uri")?
-        } else {
-            // Envoy: the decision prefix, then the original path.
-            let rest = &req.uri().path()[self.path.len()..];
-            let path = if rest.is_empty() { "/" } else { rest };
-            match req.uri().query() {
-                Some(query) => format!("{path}?{query}"),
-                None => path.to_owned(),
+        // Never let through, whatever the credentials (the request guard
+        // refuses them when they come directly).
+        if ["TRACE", "TRACK", "CONNECT"]
+            .iter()
+            .any(|m| method.as_str().eq_ignore_ascii_case(m))
+        {
+            return Err(Unreadable::Method);
+        }
+        let target = match one_of(headers, &URL_HEADERS, "an original-URL header")? {
+            Some((name, value)) => path_and_query(&value, name)?,
+            None => {
+                if rewritten {
+                    return Err(Unreadable::NotCanonical);
+                }
+                // Envoy: the decision prefix, then the original path.
+                let rest = &req.uri().path()[self.path.len()..];
+                let path = if rest.is_empty() { "/" } else { rest };
+                match req.uri().query() {
+                    Some(query) => format!("{path}?{query}"),
+                    None => path.to_owned(),
+                }
             }
         };
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (target.as_str(), None),
-        };
-        // The one canonical form every path check uses.
-        let canonical = crate::path::canonicalize(path)
-            .map_err(|_| Unreadable::Malformed("the original path"))?;
-        let target = match query {
-            Some(query) => format!("{canonical}?{query}"),
-            None => canonical.into_owned(),
-        };
+        let path = target
+            .split_once('?')
+            .map_or(target.as_str(), |(path, _)| path);
+        // Decided on the path the upstream will see, or not at all.
+        if path.contains('#') {
+            return Err(Unreadable::NotCanonical);
+        }
+        match crate::path::canonicalize(path) {
+            Ok(std::borrow::Cow::Borrowed(_)) => {}
+            Ok(std::borrow::Cow::Owned(_)) => return Err(Unreadable::NotCanonical),
+            Err(_) => return Err(Unreadable::Malformed("the original path")),
+        }
         let uri = target
             .parse()
             .map_err(|_| Unreadable::Malformed("the original path"))?;
@@ -156,37 +199,59 @@ impl ForwardAuth {
     fn is_nginx(&self, headers: &HeaderMap) -> bool {
         match self.style {
             ForwardAuthStyle::Nginx => true,
-            ForwardAuthStyle::Auto => headers.contains_key("x-original-uri"),
+            ForwardAuthStyle::Auto => {
+                headers.contains_key("x-original-uri") || headers.contains_key("x-original-url")
+            }
         }
     }
 }
 
+/// Set once an untrusted peer's decision request has been logged.
+static WARNED_UNTRUSTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The client the decision is for: the layer's resolution (the peer, or
-/// `X-Forwarded-For` from a trusted proxy), or `X-Real-IP` from a trusted
-/// proxy that sent no `X-Forwarded-For` (nginx snippets often set only
-/// that).
-fn client<B>(shared: &Shared, req: &Request<B>, resolved: Option<IpAddr>) -> Option<IpAddr> {
+/// `X-Forwarded-For` from a trusted proxy), or with `client_header =
+/// "x-real-ip"` the `X-Real-IP` a trusted proxy sent. One header, chosen in
+/// the config: whichever the proxy does not set, the client can.
+fn client<B>(
+    forward: &ForwardAuth,
+    shared: &Shared,
+    req: &Request<B>,
+    resolved: Option<IpAddr>,
+) -> Option<IpAddr> {
     let resolved = resolved?;
+    if forward.client_header != ForwardAuthClientHeader::XRealIp {
+        return Some(resolved);
+    }
     let peer = req
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())?;
-    let headers = req.headers();
-    if headers.contains_key("x-forwarded-for") || !shared.client_ip.is_trusted(peer) {
+    if !shared.client_ip.is_trusted(peer) {
         return Some(resolved);
     }
-    let mut values = headers.get_all("x-real-ip").iter();
-    let (Some(value), None) = (values.next(), values.next()) else {
-        return Some(resolved);
+    let mut values = req.headers().get_all("x-real-ip").iter();
+    // Missing, twice, or unreadable: the shared key the resolver gives an
+    // unreadable `X-Forwarded-For`, never the proxy's own.
+    let ip = match (values.next(), values.next()) {
+        (Some(value), None) => value
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+            .unwrap_or(crate::limit::UNREADABLE_CLIENT),
+        _ => crate::limit::UNREADABLE_CLIENT,
     };
-    // Unreadable: the same shared key the resolver gives an unreadable
-    // `X-Forwarded-For`, never the proxy's own.
-    let ip = value
-        .to_str()
-        .ok()
-        .and_then(|v| v.trim().parse::<IpAddr>().ok())
-        .unwrap_or(crate::limit::UNREADABLE_CLIENT);
     Some(crate::limit::ip_key(ip))
+}
+
+/// A refusal before the pipeline: 403 to nginx (which would turn a 400 into
+/// a 500), `status` to the others.
+fn refuse(nginx: bool, status: StatusCode, body: &'static str) -> (Outcome, Response) {
+    let status = if nginx { StatusCode::FORBIDDEN } else { status };
+    (
+        Outcome::BadRequest,
+        crate::auth::response::plain(status, body),
+    )
 }
 
 /// Answers a decision request.
@@ -195,25 +260,60 @@ pub(super) async fn decide<B>(
     forward: &ForwardAuth,
     req: Request<B>,
     resolved: Option<IpAddr>,
+    rewritten: bool,
 ) -> (Outcome, Response) {
     let nginx = forward.is_nginx(req.headers());
-    let original = match forward.original(&req) {
+    // A proxy gatehouse does not trust cannot say who the client is: all its
+    // clients would share its address, and one could lock out the rest.
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(peer) = peer
+        && shared.client_ip.has_trusted()
+        && !shared.client_ip.is_trusted(peer)
+    {
+        if !WARNED_UNTRUSTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            tracing::error!(%peer, "forward-auth request from a peer not in [server] trusted_proxies: refused (add the proxy's address)");
+        }
+        return refuse(
+            nginx,
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: not a trusted proxy\n",
+        );
+    }
+    let original = match forward.original(&req, rewritten) {
         Ok(original) => original,
         Err(reason) => {
-            tracing::debug!(%reason, "forward-auth request refused: the original request cannot be read");
-            // nginx would turn a 400 into a 500: a plain denial instead.
-            let status = if nginx {
-                StatusCode::FORBIDDEN
-            } else {
-                StatusCode::BAD_REQUEST
+            tracing::debug!(%reason, "forward-auth request refused");
+            return match reason {
+                Unreadable::Method => refuse(
+                    nginx,
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "405 Method Not Allowed\n",
+                ),
+                _ => refuse(
+                    nginx,
+                    StatusCode::BAD_REQUEST,
+                    "400 Bad Request: the original request cannot be read\n",
+                ),
             };
-            let response =
-                crate::auth::response::plain(status, "the original request cannot be read\n");
-            return (Outcome::BadRequest, response);
         }
     };
-    let client = client(shared, &req, resolved);
+    tracing::debug!(method = %original.method, path = original.uri.path(), "forward-auth decision");
+    let client = client(forward, shared, &req, resolved);
     let (mut parts, _) = req.into_parts();
+    // Proxies drop hop-by-hop headers from the decision request: a
+    // WebSocket handshake still shows in its key, or in the header the
+    // nginx snippet sets. Either makes it an upgrade, which public paths
+    // do not let through unauthenticated.
+    if parts.headers.contains_key("sec-websocket-key")
+        || parts.headers.contains_key("x-original-upgrade")
+    {
+        parts
+            .headers
+            .insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+    }
     parts.method = original.method;
     parts.uri = original.uri;
     let original = Request::from_parts(parts, ());
@@ -222,18 +322,18 @@ pub(super) async fn decide<B>(
         checking => shared.conclude(checking).await,
     };
     match decision {
-        Decision::Public => (Outcome::Allowed, allowed()),
+        Decision::Public => (Outcome::Allowed, allowed(forward, "", "")),
         Decision::Authenticated(user) => {
-            let mut response = allowed();
-            let headers = response.headers_mut();
-            if let Ok(name) = HeaderValue::from_bytes(user.name().as_bytes()) {
-                for header in &forward.identity_headers {
-                    headers.insert(header.clone(), name.clone());
-                }
+            // Every identity header on every 200, so that a proxy that
+            // copies them overwrites whatever the client sent; a name that
+            // cannot be a header value is a denial, never a 200 without it.
+            let name = user.name();
+            let scopes = user.scopes().unwrap_or("");
+            if HeaderValue::from_str(name).is_err() || HeaderValue::from_str(scopes).is_err() {
+                tracing::warn!("forward auth: the username cannot be sent in a header; refused");
+                return refuse(nginx, StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
-            if let Some(scopes) = user.scopes().and_then(|s| HeaderValue::from_str(s).ok()) {
-                headers.insert(HeaderName::from_static("x-forwarded-scopes"), scopes);
-            }
+            let mut response = allowed(forward, name, scopes);
             response.extensions_mut().insert(user);
             (Outcome::Allowed, response)
         }
@@ -254,12 +354,21 @@ pub(super) async fn decide<B>(
     }
 }
 
-/// `200` with no body: allowed.
-fn allowed() -> Response {
+/// `200` with no body: allowed, naming `user` (empty for a public path)
+/// in every identity header and `scopes` in `X-Forwarded-Scopes`. Both
+/// were checked to be valid header values.
+fn allowed(forward: &ForwardAuth, user: &str, scopes: &str) -> Response {
     let mut response = Response::new(Body::empty());
-    response
-        .headers_mut()
-        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let headers = response.headers_mut();
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    let user = HeaderValue::from_str(user).unwrap_or(HeaderValue::from_static(""));
+    for header in &forward.identity_headers {
+        headers.insert(header.clone(), user.clone());
+    }
+    headers.insert(
+        HeaderName::from_static("x-forwarded-scopes"),
+        HeaderValue::from_str(scopes).unwrap_or(HeaderValue::from_static("")),
+    );
     response
 }
 
@@ -272,6 +381,7 @@ mod tests {
             path: "/authz".into(),
             style: ForwardAuthStyle::Auto,
             identity_headers: vec![],
+            client_header: ForwardAuthClientHeader::XForwardedFor,
             separate_listener: false,
         }
     }
@@ -286,18 +396,15 @@ mod tests {
 
     fn original(path: &str, headers: &[(&str, &str)]) -> Result<(String, String), Unreadable> {
         forward()
-            .original(&request(path, headers))
+            .original(&request(path, headers), false)
             .map(|o| (o.method.to_string(), o.uri.to_string()))
     }
 
     #[test]
-    fn the_original_request_comes_from_the_first_header_present() {
+    fn the_original_request_comes_from_the_one_header_present() {
         let got = |path, headers| original(path, headers).unwrap();
         assert_eq!(
-            got(
-                "/authz",
-                &[("x-original-url", "https://app.example/a/../b?x=1")]
-            ),
+            got("/authz", &[("x-original-url", "https://app.example/b?x=1")]),
             ("GET".into(), "/b?x=1".into())
         );
         assert_eq!(
@@ -305,16 +412,15 @@ mod tests {
                 "/authz",
                 &[
                     ("x-forwarded-method", "POST"),
-                    ("x-forwarded-uri", "/api/%2e%2e/admin"),
-                    ("x-original-uri", "/ignored")
+                    ("x-forwarded-uri", "/api/admin")
                 ]
             ),
-            ("POST".into(), "/admin".into())
+            ("POST".into(), "/api/admin".into())
         );
         assert_eq!(
             got(
                 "/authz",
-                &[("x-original-uri", "/x//y"), ("x-original-method", "PUT")]
+                &[("x-original-uri", "/x/y"), ("x-original-method", "PUT")]
             ),
             ("PUT".into(), "/x/y".into())
         );
@@ -327,17 +433,51 @@ mod tests {
     }
 
     #[test]
-    fn ambiguous_or_malformed_descriptions_are_refused() {
-        assert!(matches!(
-            original(
-                "/authz",
-                &[("x-forwarded-uri", "/a"), ("x-forwarded-uri", "/b")]
-            ),
-            Err(Unreadable::Ambiguous(_))
-        ));
-        assert!(original("/authz", &[("x-forwarded-uri", "/a/%2f/b")]).is_err());
-        assert!(original("/authz", &[("x-forwarded-uri", "relative")]).is_err());
-        assert!(original("/authz", &[("x-original-method", "G E T")]).is_err());
+    fn ambiguous_non_canonical_or_malformed_descriptions_are_refused() {
+        let refused = |headers: &[(&str, &str)]| original("/authz", headers).is_err();
+        // A second description can only be the client's.
+        assert!(refused(&[
+            ("x-forwarded-uri", "/a"),
+            ("x-forwarded-uri", "/b")
+        ]));
+        assert!(refused(&[
+            ("x-original-uri", "/app"),
+            ("x-original-url", "/public/x")
+        ]));
+        assert!(refused(&[
+            ("x-forwarded-uri", "/app"),
+            ("x-original-url", "/public/x")
+        ]));
+        assert!(refused(&[
+            ("x-original-uri", "/a"),
+            ("x-original-method", "GET"),
+            ("x-forwarded-method", "POST")
+        ]));
+        // Decided on the path the upstream sees, or not at all.
+        for path in [
+            "/admin/../public/x",
+            "/admin//../public/x",
+            "/public/%2e%2e/admin",
+            "/admin#/../public",
+            "/a//b",
+            "/%41",
+        ] {
+            assert!(refused(&[("x-forwarded-uri", path)]), "{path}");
+        }
+        assert!(refused(&[("x-forwarded-uri", "/a/%2f/b")]));
+        assert!(refused(&[("x-forwarded-uri", "relative")]));
+        assert!(refused(&[
+            ("x-original-method", "G E T"),
+            ("x-original-uri", "/")
+        ]));
+        for method in ["TRACE", "trace", "TRACK", "CONNECT"] {
+            assert!(refused(&[
+                ("x-forwarded-method", method),
+                ("x-forwarded-uri", "/")
+            ]));
+        }
+        // Envoy's form with a path the layer had to rewrite.
+        assert!(forward().original(&request("/authz/x", &[]), true).is_err());
     }
 
     #[test]

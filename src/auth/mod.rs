@@ -352,11 +352,20 @@ where
                 response
             } else if let Some(forward) = forward {
                 // A proxy asks whether the request it describes may pass.
-                let (outcome, mut response) = forward::decide(&shared, forward, req, keyed).await;
+                let rewritten = canonical.unwrap_or(true);
+                let (outcome, mut response) =
+                    forward::decide(&shared, forward, req, keyed, rewritten).await;
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
                     response.extensions_mut().insert(outcome);
                 }
+                response
+            } else if req.extensions().get::<ForwardAuthListener>().is_some() {
+                // The decision listener is plain HTTP: it answers decisions
+                // and nothing else (no login, no OAuth, no backend).
+                shared.counters.record(Outcome::BadRequest);
+                let mut response = response::plain(http::StatusCode::NOT_FOUND, "404 Not Found\n");
+                response.extensions_mut().insert(Outcome::BadRequest);
                 response
             } else if let Some(endpoint) = endpoint {
                 // Answered by the layer itself, for library users too.
@@ -457,10 +466,10 @@ struct Pending {
 }
 
 /// Rewrites the request's path into its canonical form (the query is kept
-/// as sent), or says why it has none.
-fn canonicalize_uri<B>(req: &mut Request<B>) -> Result<(), crate::path::PathError> {
+/// as sent), or says why it has none. `true` when the path was rewritten.
+fn canonicalize_uri<B>(req: &mut Request<B>) -> Result<bool, crate::path::PathError> {
     let canonical = match crate::path::canonicalize(req.uri().path())? {
-        std::borrow::Cow::Borrowed(_) => return Ok(()),
+        std::borrow::Cow::Borrowed(_) => return Ok(false),
         std::borrow::Cow::Owned(path) => path,
     };
     let path_and_query = match req.uri().query() {
@@ -474,7 +483,7 @@ fn canonicalize_uri<B>(req: &mut Request<B>) -> Result<(), crate::path::PathErro
             .map_err(|_| crate::path::PathError::BadEscape)?,
     );
     *req.uri_mut() = http::Uri::from_parts(parts).map_err(|_| crate::path::PathError::BadEscape)?;
-    Ok(())
+    Ok(true)
 }
 
 /// Whether the request asks to switch protocols. Any `Upgrade` header

@@ -19,10 +19,10 @@ use crate::limit::LockoutPolicy;
 
 pub(crate) use sections::is_scope_token;
 pub use settings::{
-    ApiKeySettings, AuthSettings, Backend, FORWARD_IDENTITY_HEADERS, ForwardAuthSettings,
-    ForwardAuthStyle, GrantType, Limits, LogSettings, MetricsSettings, OAuthClient, OAuthSettings,
-    RateLimitSettings, ServerSettings, SigningKeySource, StaticSettings, TlsSettings,
-    TokenSettings, UpstreamSettings,
+    ApiKeySettings, AuthSettings, Backend, FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader,
+    ForwardAuthSettings, ForwardAuthStyle, GrantType, Limits, LogSettings, MetricsSettings,
+    OAuthClient, OAuthSettings, RateLimitSettings, ServerSettings, SigningKeySource,
+    StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;

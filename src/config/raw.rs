@@ -51,6 +51,7 @@ pub(super) struct ForwardAuth {
     pub listen: Option<String>,
     pub style: String,
     pub identity_headers: Vec<String>,
+    pub client_header: String,
 }
 
 impl Default for ForwardAuth {
@@ -59,6 +60,7 @@ impl Default for ForwardAuth {
             path: "/authz".into(),
             listen: None,
             style: "auto".into(),
+            client_header: "x-forwarded-for".into(),
             identity_headers: settings::FORWARD_IDENTITY_HEADERS
                 .iter()
                 .map(|h| (*h).to_owned())

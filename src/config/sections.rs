@@ -630,10 +630,21 @@ pub(super) fn forward_auth(
             identity_headers.push(header);
         }
     }
+    let client_header = match raw.client_header.to_ascii_lowercase().as_str() {
+        "x-forwarded-for" => super::ForwardAuthClientHeader::XForwardedFor,
+        "x-real-ip" => super::ForwardAuthClientHeader::XRealIp,
+        other => {
+            return Err(KeyError::new(
+                "[forward_auth] client_header",
+                format!("`{other}` is not x-forwarded-for or x-real-ip"),
+            ));
+        }
+    };
     Ok(Some(super::ForwardAuthSettings {
         path,
         listen,
         style,
         identity_headers,
+        client_header,
     }))
 }

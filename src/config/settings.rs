@@ -487,6 +487,16 @@ pub enum ForwardAuthStyle {
     Nginx,
 }
 
+/// Which header from a trusted proxy names the client of a decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardAuthClientHeader {
+    /// `X-Forwarded-For`, walked from the right like everywhere else.
+    XForwardedFor,
+    /// `X-Real-IP` alone (for a proxy that sets only that one: its
+    /// `X-Forwarded-For` would be the client's own).
+    XRealIp,
+}
+
 /// `[forward_auth]`: decisions for nginx `auth_request`, Caddy
 /// `forward_auth`, Traefik `ForwardAuth` and Envoy `ext_authz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -500,4 +510,6 @@ pub struct ForwardAuthSettings {
     pub style: ForwardAuthStyle,
     /// The headers an allowed answer names the user in.
     pub identity_headers: Vec<http::HeaderName>,
+    /// See [`ForwardAuthClientHeader`].
+    pub client_header: ForwardAuthClientHeader,
 }

@@ -25,6 +25,11 @@ impl ClientIpResolver {
         Self { trusted }
     }
 
+    /// Whether any proxy is trusted.
+    pub fn has_trusted(&self) -> bool {
+        !self.trusted.is_empty()
+    }
+
     /// Whether `ip` is one of the trusted proxies.
     pub fn is_trusted(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);

@@ -203,6 +203,60 @@ fn the_proxy_checks(front: SocketAddr, user_header: &str, locked_status: u16) {
     // Traversal out of the public prefix is decided on the canonical path.
     let climbed = curl("127.0.0.2", &url("/public/%2e%2e/app"), &["--path-as-is"]);
     assert_ne!(climbed.status, 200, "{}", climbed.body);
+    // A client describing another request itself gets no 200: the snippet
+    // clears such headers, and gatehouse refuses two descriptions.
+    for header in [
+        "X-Original-URL: /public/page",
+        "X-Forwarded-Uri: /public/page",
+        "X-Original-URI: /public/page",
+    ] {
+        let smuggled = curl("127.0.0.2", &url("/app"), &["-H", header]);
+        assert_ne!(smuggled.status, 200, "{header}: {}", smuggled.body);
+        assert!(smuggled.status < 500, "{header}: {}", smuggled.status);
+    }
+    // A path the upstream would read differently is never decided on a
+    // cleaned-up form.
+    for raw in [
+        "/app/../public/page",
+        "/app//../public/page",
+        "/app/%2e%2e/public/page",
+    ] {
+        let answer = curl("127.0.0.2", &url(raw), &["--path-as-is"]);
+        assert_ne!(answer.status, 200, "{raw}: {}", answer.body);
+        assert!(answer.status < 500, "{raw}: {}", answer.status);
+    }
+    // Identity and scopes reach the app from gatehouse only.
+    let spoofed = [
+        "-H",
+        "Remote-User: mallory",
+        "-H",
+        "X-User: mallory",
+        "-H",
+        "X-Forwarded-Scopes: admin",
+    ];
+    let public = curl("127.0.0.2", &url("/public/page"), &spoofed);
+    assert_eq!(public.status, 200, "{}", public.body);
+    let password = curl(
+        "127.0.0.2",
+        &url("/app"),
+        &[&spoofed[..], &["-u", &alice]].concat(),
+    );
+    assert_eq!(password.status, 200, "{}", password.body);
+    assert_eq!(
+        password
+            .upstream_saw(&user_header.to_ascii_lowercase())
+            .as_deref(),
+        Some("alice")
+    );
+    for answer in [&public, &password] {
+        for header in [user_header, "Remote-User", "X-Forwarded-Scopes"] {
+            let seen = answer.upstream_saw(&header.to_ascii_lowercase());
+            assert!(
+                seen.as_deref().is_none_or(|v| v.is_empty() || v == "alice"),
+                "{header}: {seen:?}"
+            );
+        }
+    }
     // Wrong passwords until the address is locked out.
     for _ in 0..3 {
         let wrong = curl("127.0.0.3", &url("/app"), &["-u", "alice:wrong"]);
@@ -286,7 +340,10 @@ async fn traefik_and_envoy_request_shapes_and_every_credential_scheme() {
     // Traefik: public, protected with and without credentials.
     let public = traefik(&http, decisions, "POST", "/public/x?y=1", None).await;
     assert_eq!(public.status(), StatusCode::OK);
-    assert!(public.headers().get("remote-user").is_none());
+    // Every identity header, empty: a proxy copying it overwrites the
+    // client's own.
+    assert_eq!(public.headers()["remote-user"], "");
+    assert_eq!(public.headers()["x-forwarded-scopes"], "");
     let allowed = traefik(&http, decisions, "DELETE", "/api/items/1", Some(&basic)).await;
     assert_eq!(allowed.status(), StatusCode::OK);
     for name in ["x-auth-request-user", "remote-user", "x-forwarded-user"] {
@@ -348,6 +405,48 @@ async fn traefik_and_envoy_request_shapes_and_every_credential_scheme() {
         .await
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
+    // Envoy's form with a path the app would read differently.
+    let raw = tokio::task::spawn_blocking(move || {
+        curl(
+            "127.0.0.1",
+            &format!("http://{decisions}/authz/api/../public/x"),
+            &["--path-as-is"],
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw.status, 400);
+    // Methods that are never let through.
+    let trace = traefik(&http, decisions, "TRACE", "/public/x", Some(&basic)).await;
+    assert_eq!(trace.status(), StatusCode::METHOD_NOT_ALLOWED);
+    // A WebSocket handshake on a public path needs credentials (the
+    // proxy dropped Upgrade, but the key shows it).
+    let websocket = http
+        .get(format!("http://{decisions}/authz"))
+        .header("X-Forwarded-Uri", "/public/ws")
+        .header("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(websocket.status(), StatusCode::UNAUTHORIZED);
+    // The decision listener is plain HTTP: it answers decisions only.
+    for path in ["/healthz", "/api/auth/jwt", "/api/whoami"] {
+        let response = http
+            .get(format!("http://{decisions}{path}"))
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{path}");
+    }
+    // A peer that is not a trusted proxy gets no decisions.
+    let stranger = crate::common::client_from(&dir.cert_pem, "127.0.0.5")
+        .get(format!("http://{decisions}/authz"))
+        .header("X-Forwarded-Uri", "/public/x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stranger.status(), StatusCode::FORBIDDEN);
     // The main listener does not answer decisions when they have their
     // own: /authz there is an ordinary (protected, unknown) path.
     let main = crate::common::client(&dir.cert_pem)
