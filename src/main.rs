@@ -1,6 +1,11 @@
 //! The `gatehouse` binary: parse the command line, call the library, map
 //! errors to exit codes.
 
+/// mimalloc instead of glibc's malloc: allocation and freeing were ~12% of
+/// a request's CPU under load (perf), much of it glibc's consolidation.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
