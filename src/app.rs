@@ -321,6 +321,11 @@ fn auth_layer(
     if let Some(oauth) = &config.oauth {
         builder = builder.oauth(oauth.clone());
     }
+    let bearer = config.tokens.is_some() || config.api_keys.is_some();
+    builder = builder.access(crate::auth::access::AccessRules::from_settings(
+        &config.access,
+        bearer,
+    ));
     if let Some(forward) = &config.forward_auth {
         builder = builder.forward_auth(crate::auth::ForwardAuth {
             path: forward.path.clone(),

@@ -44,6 +44,8 @@ const HOP_BY_HOP: [HeaderName; 9] = [
 
 /// The OAuth scopes of the request's token, for the upstream.
 const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+/// The user's groups (`[groups]`), comma-separated, for the upstream.
+const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
 
 /// An upstream and the client that talks to it.
 pub struct Proxy {
@@ -157,6 +159,21 @@ impl Proxy {
         {
             headers.insert(X_FORWARDED_SCOPES, scopes);
         }
+        headers.remove(X_FORWARDED_GROUPS);
+        if let Some(groups) = user
+            .as_ref()
+            .filter(|u| !u.groups().is_empty())
+            .map(|u| {
+                u.groups()
+                    .iter()
+                    .map(|g| &**g)
+                    .collect::<Vec<&str>>()
+                    .join(",")
+            })
+            .and_then(|g| HeaderValue::from_str(&g).ok())
+        {
+            headers.insert(X_FORWARDED_GROUPS, groups);
+        }
         if let Some(user) = user.and_then(|u| HeaderValue::from_str(u.name()).ok()) {
             headers.insert(self.settings.user_header.clone(), user);
         }
@@ -192,6 +209,7 @@ impl Proxy {
             self.settings.user_header.as_str(),
             key_header,
             "x-forwarded-scopes",
+            "x-forwarded-groups",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",

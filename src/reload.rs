@@ -170,6 +170,14 @@ impl Reloader {
                 "[tokens] turned off: every token is refused, and the login path answers 404, from now on"
             );
         }
+        // Access rules and groups take effect at once; a rule's realm
+        // challenges for Bearer as the layer started (tokens on or off).
+        let bearer = self.layer.tokens().is_some() || self.layer.api_key_header().is_some();
+        self.layer
+            .replace_access(crate::auth::access::AccessRules::from_settings(
+                &loaded.config.access,
+                bearer,
+            ));
         if let Some(oauth) = &loaded.config.oauth {
             self.layer.replace_oauth_clients(oauth.clients.clone());
         } else {

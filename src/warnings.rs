@@ -58,6 +58,58 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             ),
         );
     }
+    // Groups that name people who are not users, one line per group.
+    for (group, members) in &config.access.groups {
+        let strangers: Vec<&str> = members
+            .iter()
+            .filter(|m| !config.auth.users.iter().any(|(name, _)| name == m.as_str()))
+            .filter(|m| {
+                !config
+                    .oauth
+                    .iter()
+                    .flat_map(|o| &o.clients)
+                    .any(|c| &c.id == *m)
+            })
+            .map(String::as_str)
+            .collect();
+        if !strangers.is_empty() {
+            warn(
+                "[groups]",
+                format!(
+                    "group {group}: {} not a configured user",
+                    if strangers.len() == 1 {
+                        format!("{} is", strangers[0])
+                    } else {
+                        format!("{} are", strangers.join(", "))
+                    }
+                ),
+            );
+        }
+    }
+    // Rules an earlier rule always decides first.
+    let rules = &config.access.rules;
+    for (i, rule) in rules.iter().enumerate() {
+        let as_rule = |r: &crate::config::AccessRuleSettings| crate::auth::access::AccessRule {
+            path: r.path.clone(),
+            methods: r.methods.clone(),
+            allow: Vec::new(),
+            scopes: Vec::new(),
+            challenges: None,
+        };
+        if let Some(j) = rules[..i]
+            .iter()
+            .position(|earlier| as_rule(rule).shadowed_by(&as_rule(earlier)))
+        {
+            warn(
+                "[[access]]",
+                format!(
+                    "rule #{} can never match: rule #{} comes first and covers every path and method it does",
+                    i + 1,
+                    j + 1
+                ),
+            );
+        }
+    }
     if let Some(forward) = &config.forward_auth {
         if config.server.trusted_proxies.is_empty() {
             warn(

@@ -83,6 +83,7 @@ pub struct BasicAuthBuilder {
     api_keys: Option<(ApiKeys, http::HeaderName)>,
     oauth: Option<crate::config::OAuthSettings>,
     forward: Option<super::ForwardAuth>,
+    access: super::access::AccessRules,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -125,7 +126,15 @@ impl BasicAuthBuilder {
             api_keys: None,
             oauth: None,
             forward: None,
+            access: super::access::AccessRules::default(),
         }
+    }
+
+    /// Access rules and groups, applied after authentication (403 when a
+    /// rule refuses). Default: every authenticated user may do anything.
+    pub fn access(mut self, rules: super::access::AccessRules) -> Self {
+        self.access = rules;
+        self
     }
 
     /// Answers forward-auth decisions (nginx `auth_request`, Caddy
@@ -293,6 +302,7 @@ impl BasicAuthBuilder {
                 bearer_lockouts: Lockouts::new(self.lockout),
                 oauth,
                 forward: self.forward,
+                access: arc_swap::ArcSwap::from_pointee(self.access),
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

@@ -322,18 +322,35 @@ pub(super) async fn decide<B>(
         checking => shared.conclude(checking).await,
     };
     match decision {
-        Decision::Public => (Outcome::Allowed, allowed(forward, "", "")),
+        Decision::Public => (Outcome::Allowed, allowed(forward, "", "", "")),
         Decision::Authenticated(user) => {
+            // The access rules decide on the original request too: 403,
+            // which every proxy (nginx included) passes on.
+            let user = match shared.authorize(user, original.method(), original.uri().path()) {
+                Ok(user) => user,
+                Err(response) => return (Outcome::Forbidden, response),
+            };
             // Every identity header on every 200, so that a proxy that
             // copies them overwrites whatever the client sent; a name that
             // cannot be a header value is a denial, never a 200 without it.
             let name = user.name();
             let scopes = user.scopes().unwrap_or("");
-            if HeaderValue::from_str(name).is_err() || HeaderValue::from_str(scopes).is_err() {
-                tracing::warn!("forward auth: the username cannot be sent in a header; refused");
+            let groups = user
+                .groups()
+                .iter()
+                .map(|g| &**g)
+                .collect::<Vec<&str>>()
+                .join(",");
+            let representable = [name, scopes, groups.as_str()]
+                .iter()
+                .all(|v| HeaderValue::from_str(v).is_ok());
+            if !representable {
+                tracing::warn!(
+                    "forward auth: the username or a group cannot be sent in a header; refused"
+                );
                 return refuse(nginx, StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
-            let mut response = allowed(forward, name, scopes);
+            let mut response = allowed(forward, name, scopes, &groups);
             response.extensions_mut().insert(user);
             (Outcome::Allowed, response)
         }
@@ -355,9 +372,10 @@ pub(super) async fn decide<B>(
 }
 
 /// `200` with no body: allowed, naming `user` (empty for a public path)
-/// in every identity header and `scopes` in `X-Forwarded-Scopes`. Both
-/// were checked to be valid header values.
-fn allowed(forward: &ForwardAuth, user: &str, scopes: &str) -> Response {
+/// in every identity header, `scopes` in `X-Forwarded-Scopes` and `groups`
+/// (comma-separated) in `X-Forwarded-Groups`. All were checked to be valid
+/// header values.
+fn allowed(forward: &ForwardAuth, user: &str, scopes: &str, groups: &str) -> Response {
     let mut response = Response::new(Body::empty());
     let headers = response.headers_mut();
     headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -368,6 +386,10 @@ fn allowed(forward: &ForwardAuth, user: &str, scopes: &str) -> Response {
     headers.insert(
         HeaderName::from_static("x-forwarded-scopes"),
         HeaderValue::from_str(scopes).unwrap_or(HeaderValue::from_static("")),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-groups"),
+        HeaderValue::from_str(groups).unwrap_or(HeaderValue::from_static("")),
     );
     response
 }

@@ -48,6 +48,7 @@
 //! # }
 //! ```
 
+pub mod access;
 pub mod bearer;
 mod body;
 mod builder;
@@ -115,6 +116,8 @@ struct Shared {
     oauth: Option<oauth::OAuthState>,
     /// Forward-auth decisions: set when they are on.
     forward: Option<ForwardAuth>,
+    /// Who may do what once authenticated; swapped whole on reload.
+    access: arc_swap::ArcSwap<access::AccessRules>,
     verifier: Verifier,
     public: PublicPaths,
     public_upgrades: bool,
@@ -261,6 +264,11 @@ impl BasicAuthLayer {
         }
     }
 
+    /// Replaces the access rules and groups (a reload).
+    pub fn replace_access(&self, rules: access::AccessRules) {
+        self.shared.access.store(Arc::new(rules));
+    }
+
     /// Replaces the OAuth clients (a reload). No effect when OAuth is off.
     pub fn replace_oauth_clients(&self, clients: Vec<crate::config::OAuthClient>) {
         if let Some(state) = &self.shared.oauth {
@@ -390,6 +398,9 @@ where
                 match decision {
                     Decision::Refuse(outcome, mut response) => {
                         shared.counters.record(outcome);
+                        if outcome == Outcome::Unauthorized {
+                            shared.rule_realm(&mut response, req.method(), req.uri().path());
+                        }
                         // Tells request metrics outside the layer that this
                         // is a refusal, not the app's own answer.
                         response.extensions_mut().insert(outcome);
@@ -399,13 +410,23 @@ where
                         shared.counters.record(Outcome::Allowed);
                         inner.call(req).await?
                     }
+                    // Authorization, after authentication.
                     Decision::Authenticated(user) => {
-                        shared.counters.record(Outcome::Allowed);
-                        req.extensions_mut().insert(user.clone());
-                        let mut response = inner.call(req).await?;
-                        // Lets an access log outside the layer name the user.
-                        response.extensions_mut().insert(user);
-                        response
+                        match shared.authorize(user, req.method(), req.uri().path()) {
+                            Err(response) => {
+                                shared.counters.record(Outcome::Forbidden);
+                                response
+                            }
+                            Ok(user) => {
+                                shared.counters.record(Outcome::Allowed);
+                                req.extensions_mut().insert(user.clone());
+                                let mut response = inner.call(req).await?;
+                                // Lets an access log outside the layer name
+                                // the user.
+                                response.extensions_mut().insert(user);
+                                response
+                            }
+                        }
                     }
                 }
             };
@@ -497,7 +518,50 @@ fn too_many(wait: Duration) -> Decision {
     Decision::Refuse(Outcome::RateLimited, response::too_many_requests(wait))
 }
 
+/// 403: authenticated, but not allowed here. No challenge: a 401 would
+/// make a browser ask for the password again, forever.
+fn forbidden() -> Response {
+    let mut response = response::plain(http::StatusCode::FORBIDDEN, "403 Forbidden\n");
+    response.extensions_mut().insert(Outcome::Forbidden);
+    response
+}
+
 impl Shared {
+    /// Applies the access rules to an authenticated user: the user with
+    /// their groups, or the 403 to answer.
+    fn authorize(
+        &self,
+        user: AuthenticatedUser,
+        method: &http::Method,
+        path: &str,
+    ) -> Result<AuthenticatedUser, Response> {
+        let rules = self.access.load();
+        let groups = rules.groups_of(user.name());
+        let user = user.with_groups(groups);
+        if rules.allows(&user, method, path) {
+            Ok(user)
+        } else {
+            tracing::debug!(user = user.name(), path, "refused by an access rule");
+            let mut response = forbidden();
+            // Lets the access log name the user.
+            response.extensions_mut().insert(user);
+            Err(response)
+        }
+    }
+
+    /// Gives a 401 the challenge of the access rule covering the path, when
+    /// that rule names a realm of its own.
+    fn rule_realm(&self, response: &mut Response, method: &http::Method, path: &str) {
+        let rules = self.access.load();
+        if let Some(challenges) = rules.challenges_for(method, path) {
+            let headers = response.headers_mut();
+            headers.remove(http::header::WWW_AUTHENTICATE);
+            for challenge in challenges {
+                headers.append(http::header::WWW_AUTHENTICATE, challenge.clone());
+            }
+        }
+    }
+
     fn refuse_unauthorized(&self) -> Decision {
         Decision::Refuse(
             Outcome::Unauthorized,

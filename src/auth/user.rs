@@ -16,6 +16,7 @@ pub struct AuthenticatedUser {
     name: Arc<str>,
     method: AuthMethod,
     scopes: Option<Arc<str>>,
+    groups: Option<Arc<[Arc<str>]>>,
 }
 
 /// How a user proved who they are.
@@ -57,7 +58,19 @@ impl AuthenticatedUser {
             name: name.into(),
             method,
             scopes: None,
+            groups: None,
         }
+    }
+
+    /// The same user, with their groups (from `[groups]`).
+    pub(crate) fn with_groups(mut self, groups: Option<Arc<[Arc<str>]>>) -> Self {
+        self.groups = groups;
+        self
+    }
+
+    /// The user's groups, from `[groups]`; empty when they have none.
+    pub fn groups(&self) -> &[Arc<str>] {
+        self.groups.as_deref().unwrap_or(&[])
     }
 
     /// The same user, with the OAuth scopes a token granted.

@@ -19,10 +19,10 @@ use crate::limit::LockoutPolicy;
 
 pub(crate) use sections::is_scope_token;
 pub use settings::{
-    ApiKeySettings, AuthSettings, Backend, FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader,
-    ForwardAuthSettings, ForwardAuthStyle, GrantType, Limits, LogSettings, MetricsSettings,
-    OAuthClient, OAuthSettings, RateLimitSettings, ServerSettings, SigningKeySource,
-    StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
+    AccessRuleSettings, AccessSettings, ApiKeySettings, AuthSettings, Backend,
+    FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader, ForwardAuthSettings, ForwardAuthStyle,
+    GrantType, Limits, LogSettings, MetricsSettings, OAuthClient, OAuthSettings, RateLimitSettings,
+    ServerSettings, SigningKeySource, StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -122,6 +122,8 @@ pub struct Config {
     pub oauth: Option<OAuthSettings>,
     /// `[forward_auth]`: `None` unless the section is present.
     pub forward_auth: Option<ForwardAuthSettings>,
+    /// `[groups]`, `[[access]]`, `[access_default]`.
+    pub access: AccessSettings,
 }
 
 impl Config {
@@ -190,6 +192,8 @@ impl Config {
             api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
             oauth: sections::oauth(raw.oauth, raw_tokens_on).map_err(in_file)?,
             forward_auth: sections::forward_auth(raw.forward_auth).map_err(in_file)?,
+            access: sections::access(raw.groups, raw.access, raw.access_default)
+                .map_err(in_file)?,
         }
         .checked()
     }

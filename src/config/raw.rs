@@ -42,6 +42,28 @@ pub(super) struct File {
     #[serde(default)]
     pub oauth: OAuth,
     pub forward_auth: Option<ForwardAuth>,
+    #[serde(default)]
+    pub groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    pub access: Vec<AccessRule>,
+    pub access_default: Option<AccessDefault>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessRule {
+    pub path: String,
+    pub methods: Option<Vec<String>>,
+    pub allow: Vec<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    pub realm: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct AccessDefault {
+    pub allow: String,
 }
 
 #[derive(Deserialize)]

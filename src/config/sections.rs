@@ -3,6 +3,7 @@
 //! file's path; [`Config::from_toml`](super::Config::from_toml) attaches it
 //! once.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -647,4 +648,116 @@ pub(super) fn forward_auth(
         identity_headers,
         client_header,
     }))
+}
+
+/// `[groups]`, `[[access]]` and `[access_default]`.
+pub(super) fn access(
+    groups: BTreeMap<String, Vec<String>>,
+    rules: Vec<raw::AccessRule>,
+    default: Option<raw::AccessDefault>,
+) -> Result<super::AccessSettings, KeyError> {
+    use crate::auth::access::{PathPattern, Principal};
+    for name in groups.keys() {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(KeyError::new(
+                format!("[groups] {name:?}"),
+                "a group name is letters, digits, `.`, `_` or `-`",
+            ));
+        }
+    }
+    let mut checked = Vec::new();
+    for (i, rule) in rules.into_iter().enumerate() {
+        let key = |field: &str| format!("[[access]] #{} {field}", i + 1);
+        let path = PathPattern::parse(&rule.path).ok_or_else(|| {
+            KeyError::new(
+                key("path"),
+                format!(
+                    "`{}` must be a canonical path, or a prefix ending in `/*` (like /admin/*)",
+                    rule.path
+                ),
+            )
+        })?;
+        let methods = match rule.methods {
+            None => None,
+            Some(names) => {
+                let mut methods = Vec::new();
+                for name in names {
+                    let method = http::Method::from_bytes(name.as_bytes())
+                        .ok()
+                        .filter(|m| m.as_str() == name.to_ascii_uppercase())
+                        .ok_or_else(|| {
+                            KeyError::new(key("methods"), format!("`{name}` is not a method name"))
+                        })?;
+                    methods.push(method);
+                }
+                if methods.is_empty() {
+                    return Err(KeyError::new(
+                        key("methods"),
+                        "name at least one method, or leave it out for all",
+                    ));
+                }
+                Some(methods)
+            }
+        };
+        if rule.allow.is_empty() {
+            return Err(KeyError::new(
+                key("allow"),
+                "name who may: `authenticated`, `user:NAME` or `group:NAME`",
+            ));
+        }
+        let mut allow = Vec::new();
+        for who in &rule.allow {
+            let principal = Principal::parse(who).ok_or_else(|| {
+                KeyError::new(
+                    key("allow"),
+                    format!("`{who}` is not `authenticated`, `user:NAME` or `group:NAME`"),
+                )
+            })?;
+            if let Principal::Group(group) = &principal
+                && !groups.contains_key(group)
+            {
+                return Err(KeyError::new(
+                    key("allow"),
+                    format!("group `{group}` is not defined in [groups]"),
+                ));
+            }
+            allow.push(principal);
+        }
+        if let Some(bad) = rule.scopes.iter().find(|s| !is_scope_token(s)) {
+            return Err(KeyError::new(
+                key("scopes"),
+                format!("`{bad}` is not a scope token"),
+            ));
+        }
+        if let Some(realm) = &rule.realm {
+            crate::auth::validate_realm(realm)
+                .map_err(|e| KeyError::new(key("realm"), e.to_string()))?;
+        }
+        checked.push(super::AccessRuleSettings {
+            path,
+            methods,
+            allow,
+            scopes: rule.scopes,
+            realm: rule.realm,
+        });
+    }
+    let deny_by_default = match default.as_ref().map(|d| d.allow.as_str()) {
+        None | Some("authenticated") => false,
+        Some("deny") => true,
+        Some(other) => {
+            return Err(KeyError::new(
+                "[access_default] allow",
+                format!("`{other}` is not authenticated or deny"),
+            ));
+        }
+    };
+    Ok(super::AccessSettings {
+        groups,
+        rules: checked,
+        deny_by_default,
+    })
 }

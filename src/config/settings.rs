@@ -513,3 +513,29 @@ pub struct ForwardAuthSettings {
     /// See [`ForwardAuthClientHeader`].
     pub client_header: ForwardAuthClientHeader,
 }
+
+/// One `[[access]]` rule, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessRuleSettings {
+    /// The paths it covers.
+    pub path: crate::auth::access::PathPattern,
+    /// The methods it covers; `None`: all.
+    pub methods: Option<Vec<http::Method>>,
+    /// Who it lets in.
+    pub allow: Vec<crate::auth::access::Principal>,
+    /// Scopes a token with scopes must carry.
+    pub scopes: Vec<String>,
+    /// The realm of the challenge for paths under it.
+    pub realm: Option<String>,
+}
+
+/// `[groups]`, `[[access]]` and `[access_default]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AccessSettings {
+    /// Group name → members.
+    pub groups: std::collections::BTreeMap<String, Vec<String>>,
+    /// The rules, in order.
+    pub rules: Vec<AccessRuleSettings>,
+    /// `[access_default] allow = "deny"`.
+    pub deny_by_default: bool,
+}

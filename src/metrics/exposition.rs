@@ -172,9 +172,10 @@ fn duration_histogram() -> Histogram {
 }
 
 /// Every `outcome` label value, shown from the first scrape on.
-const OUTCOMES: [&str; 8] = [
+const OUTCOMES: [&str; 9] = [
     "ok",
     "unauthorized",
+    "forbidden",
     "rate_limited",
     "overloaded",
     "bad_request",

@@ -44,6 +44,8 @@ pub enum Outcome {
     /// 400 and other refusals of a malformed request (a path with no
     /// canonical form, a bad Host, TRACE).
     BadRequest,
+    /// 403: authenticated, but an access rule refuses.
+    Forbidden,
 }
 
 impl Outcome {
@@ -55,6 +57,7 @@ impl Outcome {
             Outcome::RateLimited => "rate_limited",
             Outcome::Overloaded => "overloaded",
             Outcome::BadRequest => "bad_request",
+            Outcome::Forbidden => "forbidden",
         }
     }
 }
@@ -68,6 +71,7 @@ pub struct AuthCounters {
     rate_limited: AtomicU64,
     overloaded: AtomicU64,
     bad_requests: AtomicU64,
+    forbidden: AtomicU64,
     /// How long each argon2 verification took, queueing excluded.
     argon2_seconds: DurationHistogram,
     verifications: AtomicU64,
@@ -86,6 +90,7 @@ impl Default for AuthCounters {
             rate_limited: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
+            forbidden: AtomicU64::new(0),
             // 1 ms … 4 s: cheap test hashes up to badly overloaded OWASP ones.
             argon2_seconds: DurationHistogram::exponential(0.001, 2.0, 13),
             verifications: AtomicU64::new(0),
@@ -111,6 +116,8 @@ pub struct CountersSnapshot {
     pub overloaded: u64,
     /// 400 answers (a path with no canonical form).
     pub bad_requests: u64,
+    /// 403 answers (an access rule refused an authenticated user).
+    pub forbidden: u64,
     /// Lockouts started (address or user).
     pub lockouts: u64,
     /// Attempts refused because the lockout table was full of live locks.
@@ -142,6 +149,7 @@ impl AuthCounters {
             Outcome::RateLimited => &self.rate_limited,
             Outcome::Overloaded => &self.overloaded,
             Outcome::BadRequest => &self.bad_requests,
+            Outcome::Forbidden => &self.forbidden,
         });
     }
 
@@ -184,6 +192,7 @@ impl AuthCounters {
             rate_limited: get(&self.rate_limited),
             overloaded: get(&self.overloaded),
             bad_requests: get(&self.bad_requests),
+            forbidden: get(&self.forbidden),
             lockouts: get(&self.lockouts),
             lockout_table_full: get(&self.lockout_table_full),
             verifications: get(&self.verifications),

@@ -7,6 +7,7 @@
 
 mod common;
 
+mod access;
 mod app;
 mod auth;
 mod cache;

@@ -1,0 +1,396 @@
+//! Access rules: who may do what, after authentication.
+//!
+//! Rules are matched on the canonical path, in order; the first rule whose
+//! path and method match decides, and when none matches the default does.
+//! A refusal is `403` without a challenge (a `401` would make browsers ask
+//! for the password again forever); an unauthenticated request still gets
+//! `401` from the pipeline before any rule is looked at.
+//!
+//! Restrictions are matched inclusively: a prefix rule `/admin/*` covers
+//! `/admin` itself, and path parameters (`/admin;x=1/secret`, which Tomcat
+//! and Jetty read as `/admin/secret`) are removed before matching, so a
+//! rule is never dodged by a spelling the upstream reads as its path.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method};
+
+use super::AuthenticatedUser;
+
+/// Who a rule lets in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Principal {
+    /// `user:NAME` (an OAuth client acting for itself is named by its id).
+    User(String),
+    /// `group:NAME`.
+    Group(String),
+    /// `authenticated`: anyone who authenticated.
+    Authenticated,
+}
+
+impl Principal {
+    /// Parses `user:NAME`, `group:NAME` or `authenticated`.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == "authenticated" {
+            return Some(Self::Authenticated);
+        }
+        let (kind, name) = text.split_once(':')?;
+        if name.is_empty() {
+            return None;
+        }
+        match kind {
+            "user" => Some(Self::User(name.to_owned())),
+            "group" => Some(Self::Group(name.to_owned())),
+            _ => None,
+        }
+    }
+}
+
+/// A rule's path: exact, or a prefix (`/admin/*`, which covers `/admin`
+/// too).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    /// This path only.
+    Exact(String),
+    /// This path (without its trailing `/`) and everything below it.
+    Prefix(String),
+}
+
+impl PathPattern {
+    /// Parses a pattern: canonical, with `*` only at the end after `/`.
+    pub fn parse(pattern: &str) -> Option<Self> {
+        super::public::validate_pattern(pattern).ok()?;
+        match pattern.strip_suffix('*') {
+            Some(prefix) if prefix.ends_with('/') => Some(Self::Prefix(prefix.to_owned())),
+            Some(_) => None,
+            None => Some(Self::Exact(pattern.to_owned())),
+        }
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Exact(exact) => path == exact,
+            Self::Prefix(prefix) => {
+                path.starts_with(prefix.as_str()) || path == &prefix[..prefix.len() - 1]
+            }
+        }
+    }
+
+    /// Whether every path this pattern matches, `other` matches too.
+    fn covered_by(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Self::Exact(path), other) => other.matches(path),
+            (Self::Prefix(mine), Self::Prefix(theirs)) => mine.starts_with(theirs.as_str()),
+            (Self::Prefix(_), Self::Exact(_)) => false,
+        }
+    }
+}
+
+/// One `[[access]]` rule.
+#[derive(Debug, Clone)]
+pub struct AccessRule {
+    /// The paths it covers.
+    pub path: PathPattern,
+    /// The methods it covers; `None`: all.
+    pub methods: Option<Vec<Method>>,
+    /// Who it lets in.
+    pub allow: Vec<Principal>,
+    /// Scopes a token with scopes must carry (passwords, API keys and login
+    /// tokens carry none and are not limited by them).
+    pub scopes: Vec<String>,
+    /// The challenge for unauthenticated requests under it, when it names
+    /// a realm of its own.
+    pub challenges: Option<Vec<HeaderValue>>,
+}
+
+impl AccessRule {
+    fn applies(&self, method: &Method, path: &str) -> bool {
+        self.path.matches(path)
+            && self
+                .methods
+                .as_ref()
+                .is_none_or(|methods| methods.contains(method))
+    }
+
+    /// Whether this rule can never decide because `earlier` covers all it
+    /// covers.
+    pub fn shadowed_by(&self, earlier: &AccessRule) -> bool {
+        let methods = match (&earlier.methods, &self.methods) {
+            (None, _) => true,
+            (Some(_), None) => false,
+            (Some(theirs), Some(mine)) => mine.iter().all(|m| theirs.contains(m)),
+        };
+        methods && self.path.covered_by(&earlier.path)
+    }
+}
+
+/// The rules, the default, and the groups.
+#[derive(Debug, Clone, Default)]
+pub struct AccessRules {
+    rules: Vec<AccessRule>,
+    deny_by_default: bool,
+    /// Each user's groups.
+    groups: HashMap<String, Arc<[Arc<str>]>>,
+}
+
+/// `path` with `;` parameters removed from every segment.
+fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+    if !path.contains(';') && !path.contains("%3B") {
+        return std::borrow::Cow::Borrowed(path);
+    }
+    let stripped: Vec<&str> = path
+        .split('/')
+        .map(|segment| {
+            let end = [segment.find(';'), segment.find("%3B")]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(segment.len());
+            &segment[..end]
+        })
+        .collect();
+    std::borrow::Cow::Owned(stripped.join("/"))
+}
+
+impl AccessRules {
+    /// `rules` in order; `deny_by_default`: what happens where none
+    /// matches; `groups`: group name → members.
+    pub fn new(
+        rules: Vec<AccessRule>,
+        deny_by_default: bool,
+        groups: &std::collections::BTreeMap<String, Vec<String>>,
+    ) -> Self {
+        let mut of_user: HashMap<String, Vec<Arc<str>>> = HashMap::new();
+        for (group, members) in groups {
+            let group: Arc<str> = Arc::from(group.as_str());
+            for member in members {
+                let mine = of_user.entry(member.clone()).or_default();
+                if !mine.contains(&group) {
+                    mine.push(Arc::clone(&group));
+                }
+            }
+        }
+        Self {
+            rules,
+            deny_by_default,
+            groups: of_user
+                .into_iter()
+                .map(|(user, groups)| (user, Arc::from(groups)))
+                .collect(),
+        }
+    }
+
+    /// The rules `settings` describe. `bearer`: whether a rule's own realm
+    /// challenges for Bearer too (tokens or API keys are on).
+    pub fn from_settings(settings: &crate::config::AccessSettings, bearer: bool) -> Self {
+        let rules = settings
+            .rules
+            .iter()
+            .map(|rule| AccessRule {
+                path: rule.path.clone(),
+                methods: rule.methods.clone(),
+                allow: rule.allow.clone(),
+                scopes: rule.scopes.clone(),
+                challenges: rule.realm.as_ref().map(|realm| {
+                    // Checked by the config: no quote, backslash or control.
+                    let mut challenges: Vec<HeaderValue> = Vec::new();
+                    let basic = format!("Basic realm=\"{realm}\", charset=\"UTF-8\"");
+                    let bearer_challenge = format!("Bearer realm=\"{realm}\"");
+                    let texts = if bearer {
+                        vec![basic, bearer_challenge]
+                    } else {
+                        vec![basic]
+                    };
+                    for text in texts {
+                        if let Ok(value) = HeaderValue::try_from(text) {
+                            challenges.push(value);
+                        }
+                    }
+                    challenges
+                }),
+            })
+            .collect();
+        Self::new(rules, settings.deny_by_default, &settings.groups)
+    }
+
+    /// The rules, in order.
+    pub fn rules(&self) -> &[AccessRule] {
+        &self.rules
+    }
+
+    /// Whether there is nothing to check (no rules, default allow).
+    pub fn is_open(&self) -> bool {
+        self.rules.is_empty() && !self.deny_by_default
+    }
+
+    /// The groups of `user`.
+    pub fn groups_of(&self, user: &str) -> Option<Arc<[Arc<str>]>> {
+        self.groups.get(user).cloned()
+    }
+
+    /// Whether `user` may make this request.
+    pub fn allows(&self, user: &AuthenticatedUser, method: &Method, path: &str) -> bool {
+        if self.is_open() {
+            return true;
+        }
+        let path = without_parameters(path);
+        let Some(rule) = self.rules.iter().find(|r| r.applies(method, &path)) else {
+            return !self.deny_by_default;
+        };
+        let groups = self.groups.get(user.name());
+        let member = rule.allow.iter().any(|who| match who {
+            Principal::Authenticated => true,
+            Principal::User(name) => name == user.name(),
+            Principal::Group(group) => groups.is_some_and(|g| g.iter().any(|m| **m == **group)),
+        });
+        let scoped = match user.scopes() {
+            None => true,
+            Some(granted) => rule
+                .scopes
+                .iter()
+                .all(|needed| granted.split(' ').any(|s| s == needed)),
+        };
+        member && scoped
+    }
+
+    /// The challenges for an unauthenticated request, when the first rule
+    /// that covers it names a realm of its own.
+    pub fn challenges_for(&self, method: &Method, path: &str) -> Option<&[HeaderValue]> {
+        let path = without_parameters(path);
+        self.rules
+            .iter()
+            .find(|r| r.applies(method, &path))
+            .and_then(|r| r.challenges.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::auth::AuthMethod;
+
+    fn rule(path: &str, methods: Option<&[&str]>, allow: &[&str], scopes: &[&str]) -> AccessRule {
+        AccessRule {
+            path: PathPattern::parse(path).unwrap(),
+            methods: methods.map(|m| m.iter().map(|m| m.parse().unwrap()).collect()),
+            allow: allow.iter().map(|p| Principal::parse(p).unwrap()).collect(),
+            scopes: scopes.iter().map(|s| (*s).to_owned()).collect(),
+            challenges: None,
+        }
+    }
+
+    fn rules(deny: bool) -> AccessRules {
+        let groups = [
+            ("admins".to_owned(), vec!["alice".to_owned()]),
+            (
+                "deploy".to_owned(),
+                vec!["ci-bot".to_owned(), "alice".to_owned()],
+            ),
+        ]
+        .into_iter()
+        .collect();
+        AccessRules::new(
+            vec![
+                rule("/admin/*", None, &["group:admins"], &[]),
+                rule(
+                    "/api/deploy",
+                    Some(&["POST"]),
+                    &["group:deploy"],
+                    &["read-write"],
+                ),
+                rule("/reports", None, &["user:bob", "group:admins"], &[]),
+            ],
+            deny,
+            &groups,
+        )
+    }
+
+    fn user(name: &str) -> AuthenticatedUser {
+        AuthenticatedUser::new(name)
+    }
+
+    #[test]
+    fn first_matching_rule_decides() {
+        let r = rules(false);
+        let get = Method::GET;
+        let post = Method::POST;
+        assert!(r.allows(&user("alice"), &get, "/admin/x"));
+        assert!(!r.allows(&user("bob"), &get, "/admin/x"));
+        assert!(
+            !r.allows(&user("bob"), &get, "/admin"),
+            "a prefix covers its root"
+        );
+        assert!(
+            !r.allows(&user("bob"), &get, "/admin;x=1/secret"),
+            "parameters"
+        );
+        assert!(!r.allows(&user("bob"), &get, "/admin%3Bx/secret"));
+        assert!(
+            r.allows(&user("bob"), &get, "/administrator"),
+            "not under /admin/"
+        );
+        assert!(r.allows(&user("ci-bot"), &post, "/api/deploy"));
+        assert!(!r.allows(&user("bob"), &post, "/api/deploy"));
+        assert!(
+            r.allows(&user("bob"), &get, "/api/deploy"),
+            "GET is not covered"
+        );
+        assert!(r.allows(&user("bob"), &get, "/reports"));
+        assert!(!r.allows(&user("carol"), &get, "/reports"));
+        assert!(
+            r.allows(&user("carol"), &get, "/elsewhere"),
+            "default allow"
+        );
+        assert!(
+            !rules(true).allows(&user("carol"), &get, "/elsewhere"),
+            "default deny"
+        );
+    }
+
+    #[test]
+    fn tokens_with_scopes_must_carry_the_rules_scopes() {
+        let r = rules(false);
+        let token = |scopes: &str| {
+            AuthenticatedUser::with_method("ci-bot", AuthMethod::Bearer)
+                .with_scopes(Some(Arc::from(scopes)))
+        };
+        assert!(r.allows(&token("read read-write"), &Method::POST, "/api/deploy"));
+        assert!(!r.allows(&token("read"), &Method::POST, "/api/deploy"));
+        // A password carries no scopes and is not limited by them.
+        assert!(r.allows(&user("ci-bot"), &Method::POST, "/api/deploy"));
+    }
+
+    #[test]
+    fn shadowed_rules_are_found() {
+        let broad = rule("/admin/*", None, &["group:admins"], &[]);
+        let inner = rule("/admin/users", Some(&["GET"]), &["user:bob"], &[]);
+        let other = rule("/api/*", None, &["authenticated"], &[]);
+        assert!(inner.shadowed_by(&broad));
+        assert!(!broad.shadowed_by(&inner));
+        assert!(!other.shadowed_by(&broad));
+        let get_only = rule("/admin/*", Some(&["GET"]), &["user:bob"], &[]);
+        let all = rule("/admin/x", None, &["user:bob"], &[]);
+        assert!(
+            !all.shadowed_by(&get_only),
+            "more methods than the earlier rule"
+        );
+    }
+
+    #[test]
+    fn principals_and_patterns_parse() {
+        assert_eq!(
+            Principal::parse("authenticated"),
+            Some(Principal::Authenticated)
+        );
+        assert_eq!(
+            Principal::parse("user:bob"),
+            Some(Principal::User("bob".into()))
+        );
+        assert_eq!(Principal::parse("group:"), None);
+        assert_eq!(Principal::parse("role:x"), None);
+        assert!(PathPattern::parse("/a/*").is_some());
+        assert!(PathPattern::parse("/a*").is_none(), "a prefix ends at a /");
+        assert!(PathPattern::parse("/a/../b").is_none());
+    }
+}
