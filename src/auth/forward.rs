@@ -328,7 +328,7 @@ pub(super) async fn decide<B>(
             // which every proxy (nginx included) passes on.
             let user = match shared.authorize(user, original.method(), original.uri().path()) {
                 Ok(user) => user,
-                Err(response) => return (Outcome::Forbidden, response),
+                Err(response) => return (Outcome::Forbidden, *response),
             };
             // Every identity header on every 200, so that a proxy that
             // copies them overwrites whatever the client sent; a name that

@@ -415,7 +415,7 @@ where
                         match shared.authorize(user, req.method(), req.uri().path()) {
                             Err(response) => {
                                 shared.counters.record(Outcome::Forbidden);
-                                response
+                                *response
                             }
                             Ok(user) => {
                                 shared.counters.record(Outcome::Allowed);
@@ -534,7 +534,7 @@ impl Shared {
         user: AuthenticatedUser,
         method: &http::Method,
         path: &str,
-    ) -> Result<AuthenticatedUser, Response> {
+    ) -> Result<AuthenticatedUser, Box<Response>> {
         let rules = self.access.load();
         let groups = rules.groups_of(user.name());
         let user = user.with_groups(groups);
@@ -545,7 +545,7 @@ impl Shared {
             let mut response = forbidden();
             // Lets the access log name the user.
             response.extensions_mut().insert(user);
-            Err(response)
+            Err(Box::new(response))
         }
     }
 
