@@ -179,6 +179,30 @@ curl -sf -H "Authorization: Basic $(printf 'bench-client:%s' "$PASSWORD" | base6
 record tokens-oauth-cc <<<"$(wrk_once http://127.0.0.1:18086/oauth/token -s "$WORK/oauth.lua")"
 stop_last
 
+echo "gatehouse: 100 access rules vs none (HTTP, Basic cached)" >&2
+start_gatehouse 18092 false
+config=$(gatehouse_config 18093 false)
+printf '[groups]\nstaff = ["bench"]\n' >>"$config"
+# 100 rules the request path does not match: every request scans them all,
+# then the default lets it in (the worst case for a request that passes).
+for i in $(seq 1 100); do
+  printf '[[access]]\npath = "/area%d/*"\nallow = ["group:staff"]\n' "$i" >>"$config"
+done
+RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+PIDS+=($!)
+wait_port 18093
+curl -sf -H "$AUTH" http://127.0.0.1:18092/api/whoami >/dev/null
+curl -sf -H "$AUTH" http://127.0.0.1:18093/api/whoami >/dev/null
+r_none="" r_rules=""
+for _ in $(seq 1 "$ROUNDS"); do
+  r_none+="$(wrk_once http://127.0.0.1:18092/api/whoami -H "$AUTH")"$'\n'
+  r_rules+="$(wrk_once http://127.0.0.1:18093/api/whoami -H "$AUTH")"$'\n'
+done
+record rules-none <<<"${r_none%$'\n'}"
+record rules-100 <<<"${r_rules%$'\n'}"
+stop_last
+stop_last
+
 echo "gatehouse: cold-start burst ($CONNECTIONS connections, empty cache)" >&2
 start_gatehouse 18081 false
 SAVED_SLICE=$SLICE SLICE=2s
@@ -335,7 +359,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -352,6 +376,7 @@ echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth ngi
 echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
 echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"
 echo "login p50 / p99 (ms):                      ${P50[tokens-login]:-n/a} / ${P99[tokens-login]:-n/a}"
+echo "100 access rules / no rules (HTTP):        $(ratio rules-100 rules-none)   (target >= 0.95)"
 echo "OAuth client credentials / Basic cached:   $(ratio tokens-oauth-cc tokens-basic-cached)   (p50 / p99 ms: ${P50[tokens-oauth-cc]:-n/a} / ${P99[tokens-oauth-cc]:-n/a})"
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
 if [ -n "${RPS[upstream-direct]:-}" ]; then

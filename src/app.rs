@@ -341,6 +341,7 @@ fn auth_layer(
         .trusted_proxies(config.server.trusted_proxies.clone())
         .per_ip(config.rate_limit.per_ip)
         .per_user(config.rate_limit.per_user)
+        .count_verified(config.rate_limit.count_verified)
         .max_tracked_keys(config.rate_limit.max_tracked_keys)
         .lockout(config.lockout)
         .cache(config.cache)

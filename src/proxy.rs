@@ -210,6 +210,11 @@ impl Proxy {
             key_header,
             "x-forwarded-scopes",
             "x-forwarded-groups",
+            // Method overrides: a POST must not become a DELETE behind the
+            // access rules' back (Express, Symfony read these).
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
             "x-forwarded-for",
             "x-forwarded-proto",
             "x-forwarded-host",

@@ -149,6 +149,15 @@ impl Reloader {
         if let Some(store) = &loaded.store {
             crate::warnings::log(&crate::warnings::config_warnings(&loaded.config, store));
         }
+        // Access rules and groups first: a reload that adds a user with a
+        // rule restricting them must not let them in under the old rules.
+        // A rule's realm challenges for Bearer as the layer started.
+        let bearer = self.layer.tokens().is_some() || self.layer.api_key_header().is_some();
+        self.layer
+            .replace_access(crate::auth::access::AccessRules::from_settings(
+                &loaded.config.access,
+                bearer,
+            ));
         if let Some(store) = loaded.store {
             self.layer.verifier().replace_store(Arc::new(store));
             // Keys already change with the hash; emptying also drops entries
@@ -170,14 +179,6 @@ impl Reloader {
                 "[tokens] turned off: every token is refused, and the login path answers 404, from now on"
             );
         }
-        // Access rules and groups take effect at once; a rule's realm
-        // challenges for Bearer as the layer started (tokens on or off).
-        let bearer = self.layer.tokens().is_some() || self.layer.api_key_header().is_some();
-        self.layer
-            .replace_access(crate::auth::access::AccessRules::from_settings(
-                &loaded.config.access,
-                bearer,
-            ));
         if let Some(oauth) = &loaded.config.oauth {
             self.layer.replace_oauth_clients(oauth.clients.clone());
         } else {

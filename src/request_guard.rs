@@ -16,7 +16,8 @@ use http::{HeaderValue, Method, StatusCode};
 /// The methods gatehouse passes on (TRACE and CONNECT are refused).
 const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 
-/// Refuses with 400 a request with two `Host` headers, a malformed one, or
+/// Refuses with 400 a method with a lower-case letter, a request with two
+/// `Host` headers, a malformed one, or
 /// one that disagrees with the request target's authority (which one would
 /// the upstream believe?); with 405 `TRACE`/`TRACK` (they would echo
 /// credentials back) and `CONNECT` (a gate is not a tunnel), in any case;
@@ -33,6 +34,16 @@ pub async fn guard(req: Request, next: Next) -> Response {
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(ALLOWED));
         return response;
+    }
+    // Method names are case-sensitive (RFC 9110 §9.1), but some frameworks
+    // upper-case them (Django, Werkzeug): `delete` would pass a rule for
+    // `DELETE` and reach the DELETE handler. No standard method has a
+    // lower-case letter.
+    if method.bytes().any(|b| b.is_ascii_lowercase()) {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: method names are upper case\n",
+        );
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();

@@ -86,6 +86,35 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             );
         }
     }
+    // Rules that name users who do not exist, one line per rule.
+    for (i, rule) in config.access.rules.iter().enumerate() {
+        let strangers: Vec<&str> = rule
+            .allow
+            .iter()
+            .filter_map(|who| match who {
+                crate::auth::access::Principal::User(name) => Some(name.as_str()),
+                _ => None,
+            })
+            .filter(|name| {
+                !config.auth.users.iter().any(|(user, _)| user == name)
+                    && !config
+                        .oauth
+                        .iter()
+                        .flat_map(|o| &o.clients)
+                        .any(|c| c.id == *name)
+            })
+            .collect();
+        if !strangers.is_empty() {
+            warn(
+                "[[access]]",
+                format!(
+                    "rule #{} allows {}, not a configured user or client",
+                    i + 1,
+                    strangers.join(", ")
+                ),
+            );
+        }
+    }
     // Rules an earlier rule always decides first.
     let rules = &config.access.rules;
     for (i, rule) in rules.iter().enumerate() {

@@ -70,7 +70,9 @@ impl PathPattern {
 
     fn matches(&self, path: &str) -> bool {
         match self {
-            Self::Exact(exact) => path == exact,
+            // `/reports`, `/reports/` and `/reports/index.html` are one
+            // resource to most upstreams and to the file server.
+            Self::Exact(exact) => path == exact || same_resource(path) == same_resource(exact),
             Self::Prefix(prefix) => {
                 path.starts_with(prefix.as_str()) || path == &prefix[..prefix.len() - 1]
             }
@@ -106,11 +108,13 @@ pub struct AccessRule {
 
 impl AccessRule {
     fn applies(&self, method: &Method, path: &str) -> bool {
+        // HEAD runs the GET handler in most frameworks (and the file
+        // server): a rule for GET covers it.
         self.path.matches(path)
-            && self
-                .methods
-                .as_ref()
-                .is_none_or(|methods| methods.contains(method))
+            && self.methods.as_ref().is_none_or(|methods| {
+                methods.contains(method)
+                    || (*method == Method::HEAD && methods.contains(&Method::GET))
+            })
     }
 
     /// Whether this rule can never decide because `earlier` covers all it
@@ -134,10 +138,24 @@ pub struct AccessRules {
     groups: HashMap<String, Arc<[Arc<str>]>>,
 }
 
+/// The part of `path` that names the resource: without a trailing
+/// `index.html` or `/` (no allocation: it runs for every rule).
+fn same_resource(path: &str) -> &str {
+    let path = path
+        .strip_suffix("index.html")
+        .filter(|dir| dir.ends_with('/'))
+        .unwrap_or(path);
+    if path.len() > 1 {
+        path.strip_suffix('/').unwrap_or(path)
+    } else {
+        path
+    }
+}
+
 /// `path` with `;` parameters removed from every segment.
-fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
+fn without_parameters(path: &str) -> Option<String> {
     if !path.contains(';') && !path.contains("%3B") {
-        return std::borrow::Cow::Borrowed(path);
+        return None;
     }
     let stripped: Vec<&str> = path
         .split('/')
@@ -150,7 +168,55 @@ fn without_parameters(path: &str) -> std::borrow::Cow<'_, str> {
             &segment[..end]
         })
         .collect();
-    std::borrow::Cow::Owned(stripped.join("/"))
+    Some(stripped.join("/"))
+}
+
+/// `path` with every percent-escape decoded that an upstream would decode
+/// into an ordinary path character (`%3A` → `:`, `%40` → `@`); separators
+/// and `;` stay encoded (the canonical form refuses `%2F` and `%5C`).
+fn decoded(path: &str) -> Option<String> {
+    if !path.contains('%') {
+        return None;
+    }
+    let bytes = path.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+            .filter(|b| b.is_ascii_graphic() && !b"/\\;%?#".contains(b));
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok().filter(|d| d != path)
+}
+
+/// Other spellings of `path` an upstream reads as the same resource:
+/// without `;` parameters, and with punctuation escapes decoded. (Trailing
+/// `/` and `index.html` are folded by the rules' matching itself.)
+fn spellings(path: &str) -> Vec<String> {
+    let mut all = Vec::new();
+    if let Some(p) = without_parameters(path) {
+        all.push(p);
+    }
+    if let Some(p) = decoded(path) {
+        if let Some(both) = without_parameters(&p) {
+            all.push(both);
+        }
+        all.push(p);
+    }
+    all
 }
 
 impl AccessRules {
@@ -229,20 +295,36 @@ impl AccessRules {
         self.groups.get(user).cloned()
     }
 
-    /// Whether `user` may make this request.
+    /// Whether `user` may make this request, and for `HEAD` as for `GET`.
+    /// The path as sent is decided by its rule, or the default; every other
+    /// spelling of it (see [`spellings`]) that a rule covers must be
+    /// allowed by that rule too. Other spellings only ever restrict: a
+    /// spelling no rule covers changes nothing.
     pub fn allows(&self, user: &AuthenticatedUser, method: &Method, path: &str) -> bool {
         if self.is_open() {
             return true;
         }
-        let path = without_parameters(path);
-        let Some(rule) = self.rules.iter().find(|r| r.applies(method, &path)) else {
-            return !self.deny_by_default;
-        };
-        let groups = self.groups.get(user.name());
+        let sent = self
+            .allows_one(user, method, path)
+            .unwrap_or(!self.deny_by_default);
+        // Escapes and parameters are rare: only then are other spellings
+        // built and checked.
+        if !sent || (!path.contains('%') && !path.contains(';')) {
+            return sent;
+        }
+        spellings(path)
+            .iter()
+            .all(|p| self.allows_one(user, method, p).unwrap_or(true))
+    }
+
+    /// What the first rule covering `path` says; `None` when none does.
+    fn allows_one(&self, user: &AuthenticatedUser, method: &Method, path: &str) -> Option<bool> {
+        let rule = self.rules.iter().find(|r| r.applies(method, path))?;
+        let groups = user.groups();
         let member = rule.allow.iter().any(|who| match who {
             Principal::Authenticated => true,
             Principal::User(name) => name == user.name(),
-            Principal::Group(group) => groups.is_some_and(|g| g.iter().any(|m| **m == **group)),
+            Principal::Group(group) => groups.iter().any(|m| **m == **group),
         });
         let scoped = match user.scopes() {
             None => true,
@@ -251,13 +333,19 @@ impl AccessRules {
                 .iter()
                 .all(|needed| granted.split(' ').any(|s| s == needed)),
         };
-        member && scoped
+        Some(member && scoped)
+    }
+
+    /// Whether any rule names methods (a forward-auth request must then say
+    /// which method it is deciding for).
+    pub fn uses_methods(&self) -> bool {
+        self.rules.iter().any(|r| r.methods.is_some())
     }
 
     /// The challenges for an unauthenticated request, when the first rule
     /// that covers it names a realm of its own.
     pub fn challenges_for(&self, method: &Method, path: &str) -> Option<&[HeaderValue]> {
-        let path = without_parameters(path);
+        let path = without_parameters(path).unwrap_or_else(|| path.to_owned());
         self.rules
             .iter()
             .find(|r| r.applies(method, &path))
@@ -307,7 +395,8 @@ mod tests {
     }
 
     fn user(name: &str) -> AuthenticatedUser {
-        AuthenticatedUser::new(name)
+        let groups = rules(false).groups_of(name);
+        AuthenticatedUser::new(name).with_groups(groups)
     }
 
     #[test]
@@ -342,6 +431,17 @@ mod tests {
             r.allows(&user("carol"), &get, "/elsewhere"),
             "default allow"
         );
+        // Other spellings of a covered path.
+        assert!(
+            !r.allows(&user("carol"), &get, "/reports/"),
+            "trailing slash"
+        );
+        assert!(!r.allows(&user("carol"), &get, "/reports/index.html"));
+        assert!(
+            !r.allows(&user("carol"), &Method::HEAD, "/reports"),
+            "HEAD is GET"
+        );
+        assert!(!r.allows(&user("bob"), &Method::HEAD, "/admin/x"));
         assert!(
             !rules(true).allows(&user("carol"), &get, "/elsewhere"),
             "default deny"
@@ -354,6 +454,7 @@ mod tests {
         let token = |scopes: &str| {
             AuthenticatedUser::with_method("ci-bot", AuthMethod::Bearer)
                 .with_scopes(Some(Arc::from(scopes)))
+                .with_groups(r.groups_of("ci-bot"))
         };
         assert!(r.allows(&token("read read-write"), &Method::POST, "/api/deploy"));
         assert!(!r.allows(&token("read"), &Method::POST, "/api/deploy"));
@@ -392,5 +493,69 @@ mod tests {
         assert!(PathPattern::parse("/a/*").is_some());
         assert!(PathPattern::parse("/a*").is_none(), "a prefix ends at a /");
         assert!(PathPattern::parse("/a/../b").is_none());
+    }
+}
+
+#[cfg(test)]
+mod spelling_tests {
+    use super::*;
+
+    #[test]
+    fn spellings_cover_what_upstreams_read_alike() {
+        let all = spellings("/api/jobs%3Acancel");
+        assert!(all.contains(&"/api/jobs:cancel".to_owned()));
+        let all = spellings("/static;x/admin");
+        assert!(all.contains(&"/static/admin".to_owned()));
+        assert_eq!(decoded("/a%2Fb"), None, "separators stay encoded");
+        assert_eq!(same_resource("/docs/"), "/docs");
+        assert_eq!(same_resource("/docs/index.html"), "/docs");
+        assert_eq!(same_resource("/"), "/");
+        assert_eq!(same_resource("/index.html"), "/");
+        assert_eq!(same_resource("/xindex.html"), "/xindex.html");
+    }
+
+    #[test]
+    fn a_permissive_rule_is_not_widened_by_parameters() {
+        let rules = AccessRules::new(
+            vec![AccessRule {
+                path: PathPattern::parse("/static/*").unwrap(),
+                methods: None,
+                allow: vec![Principal::Authenticated],
+                scopes: vec![],
+                challenges: None,
+            }],
+            true,
+            &Default::default(),
+        );
+        let user = AuthenticatedUser::new("carol");
+        assert!(rules.allows(&user, &Method::GET, "/static/a.css"));
+        assert!(!rules.allows(&user, &Method::GET, "/static;x/admin"));
+        let exact = AccessRules::new(
+            vec![AccessRule {
+                path: PathPattern::parse("/api/jobs:cancel").unwrap(),
+                methods: None,
+                allow: vec![Principal::User("root".into())],
+                scopes: vec![],
+                challenges: None,
+            }],
+            false,
+            &Default::default(),
+        );
+        assert!(!exact.allows(&user, &Method::GET, "/api/jobs%3Acancel"));
+        // Under deny-by-default, an exact allow still works as written.
+        let only = AccessRules::new(
+            vec![AccessRule {
+                path: PathPattern::parse("/reports").unwrap(),
+                methods: None,
+                allow: vec![Principal::User("carol".into())],
+                scopes: vec![],
+                challenges: None,
+            }],
+            true,
+            &Default::default(),
+        );
+        assert!(only.allows(&user, &Method::GET, "/reports"));
+        assert!(only.allows(&user, &Method::GET, "/reports/"));
+        assert!(!only.allows(&AuthenticatedUser::new("dave"), &Method::GET, "/reports/"));
     }
 }

@@ -84,6 +84,7 @@ pub struct BasicAuthBuilder {
     oauth: Option<crate::config::OAuthSettings>,
     forward: Option<super::ForwardAuth>,
     access: super::access::AccessRules,
+    count_verified: bool,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -127,7 +128,18 @@ impl BasicAuthBuilder {
             oauth: None,
             forward: None,
             access: super::access::AccessRules::default(),
+            count_verified: false,
         }
+    }
+
+    /// Whether requests whose credentials were verified before (the cache,
+    /// a valid token or API key) count against the per-address limit.
+    /// Default `false`: the limit counts what costs or fails something (no
+    /// credentials, a password to verify, a refusal), and brute force is
+    /// held by the lockouts and the verification bound.
+    pub fn count_verified(mut self, count: bool) -> Self {
+        self.count_verified = count;
+        self
     }
 
     /// Access rules and groups, applied after authentication (403 when a
@@ -303,6 +315,7 @@ impl BasicAuthBuilder {
                 oauth,
                 forward: self.forward,
                 access: arc_swap::ArcSwap::from_pointee(self.access),
+                count_verified: self.count_verified,
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

@@ -148,6 +148,11 @@ impl ForwardAuth {
     fn original<B>(&self, req: &Request<B>, rewritten: bool) -> Result<Original, Unreadable> {
         let headers = req.headers();
         let method = match one_of(headers, &METHOD_HEADERS, "an original-method header")? {
+            // Upper case only, as the request guard wants of a direct
+            // request: `delete` must not dodge a rule for `DELETE`.
+            Some((name, text)) if text.bytes().any(|b| b.is_ascii_lowercase()) => {
+                return Err(Unreadable::Malformed(name));
+            }
             Some((name, text)) => {
                 Method::from_bytes(text.as_bytes()).map_err(|_| Unreadable::Malformed(name))?
             }
@@ -184,8 +189,8 @@ impl ForwardAuth {
             return Err(Unreadable::NotCanonical);
         }
         match crate::path::canonicalize(path) {
-            Ok(std::borrow::Cow::Borrowed(_)) => {}
-            Ok(std::borrow::Cow::Owned(_)) => return Err(Unreadable::NotCanonical),
+            Ok(canonical) if canonical == path => {}
+            Ok(_) => return Err(Unreadable::NotCanonical),
             Err(_) => return Err(Unreadable::Malformed("the original path")),
         }
         let uri = target
@@ -300,6 +305,22 @@ pub(super) async fn decide<B>(
             };
         }
     };
+    // The decision request's own method is not the original's when nginx
+    // asks (its subrequests are GETs): with rules that name methods, nginx
+    // must say which method it is deciding for.
+    let described = METHOD_HEADERS
+        .iter()
+        .any(|name| req.headers().contains_key(*name));
+    if nginx && !described && shared.access.load().uses_methods() {
+        tracing::warn!(
+            "forward-auth request from nginx without X-Original-Method, and access rules name methods: refused (add `proxy_set_header X-Original-Method $request_method;`)"
+        );
+        return refuse(
+            nginx,
+            StatusCode::FORBIDDEN,
+            "403 Forbidden: X-Original-Method is missing\n",
+        );
+    }
     tracing::debug!(method = %original.method, path = original.uri.path(), "forward-auth decision");
     let client = client(forward, shared, &req, resolved);
     let (mut parts, _) = req.into_parts();
@@ -355,6 +376,9 @@ pub(super) async fn decide<B>(
             (Outcome::Allowed, response)
         }
         Decision::Refuse(outcome, mut response) => {
+            if outcome == Outcome::Unauthorized {
+                shared.rule_realm(&mut response, original.method(), original.uri().path());
+            }
             // nginx: anything but 401/403 becomes a 500. A limit or an
             // overload is a 401 there, keeping `Retry-After`.
             let status = response.status();

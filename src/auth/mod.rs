@@ -116,6 +116,10 @@ struct Shared {
     oauth: Option<oauth::OAuthState>,
     /// Forward-auth decisions: set when they are on.
     forward: Option<ForwardAuth>,
+    /// Whether requests with already-verified credentials count against
+    /// the per-address limit (the behaviour before it counted only what
+    /// costs or fails).
+    count_verified: bool,
     /// Who may do what once authenticated; swapped whole on reload.
     access: arc_swap::ArcSwap<access::AccessRules>,
     verifier: Verifier,
@@ -857,7 +861,15 @@ impl Shared {
     }
 
     fn screen<B>(&self, req: &Request<B>, client: Option<IpAddr>) -> Screened {
-        if let Some(decision) = self.rate_limited(client) {
+        // The per-address limit counts what costs or fails something: no
+        // credentials, a password to verify, a refusal. A request whose
+        // credentials were verified before (cache, valid token or key) is
+        // not counted unless `count_verified` (the old behaviour) is set:
+        // brute force is held by the lockouts and the verification bound,
+        // and a page's sixty assets must not be throttled.
+        if self.count_verified
+            && let Some(decision) = self.rate_limited(client)
+        {
             return Screened::Decided(decision);
         }
         // An upgrade becomes a tunnel no later check sees: authenticate it
@@ -865,40 +877,61 @@ impl Shared {
         if self.public.matches(req.uri().path())
             && (self.public_upgrades || !is_upgrade(req.headers()))
         {
-            return Screened::Decided(Decision::Public);
+            return Screened::Decided(self.counted(client).unwrap_or(Decision::Public));
         }
         if let Some(decision) = self.address_locked(client) {
             return Screened::Decided(decision);
         }
         let key_header = self.api_keys.as_ref().map(|k| &k.header);
         let bearer_on = self.tokens.is_some() || self.api_keys.is_some();
+        let refused = |decision: Decision| match decision {
+            // A refusal counts against the address (a 429 when over).
+            Decision::Refuse(Outcome::Unauthorized, _) => {
+                Screened::Decided(self.counted(client).unwrap_or(decision))
+            }
+            decision => Screened::Decided(decision),
+        };
         let credentials = match bearer::presented(req.headers(), key_header) {
             Ok(Presented::Basic(value)) => match header::parse_basic(value) {
                 Ok(credentials) => credentials,
                 Err(reason) => {
                     tracing::debug!(%reason, "authorization header refused");
-                    return Screened::Decided(self.refuse_unauthorized());
+                    return refused(self.refuse_unauthorized());
                 }
             },
             Ok(Presented::Bearer(value)) if bearer_on => {
-                return Screened::Decided(self.screen_bearer(client, value, false));
+                return refused(self.screen_bearer(client, value, false));
             }
             Ok(Presented::ApiKey(value)) => {
-                return Screened::Decided(self.screen_bearer(client, value, true));
+                return refused(self.screen_bearer(client, value, true));
             }
             Err(PresentedError::Malformed) if bearer_on => {
                 tracing::debug!("bearer credential refused: malformed");
                 let decision = self
                     .bearer_locked(client)
                     .unwrap_or_else(|| self.bearer_failure(client));
-                return Screened::Decided(decision);
+                return refused(decision);
             }
             Ok(Presented::Bearer(_)) | Err(_) => {
                 tracing::debug!("authorization refused: missing, duplicated or not Basic");
-                return Screened::Decided(self.refuse_unauthorized());
+                return refused(self.refuse_unauthorized());
             }
         };
-        self.screen_password(client, credentials.username, credentials.password)
+        self.screen_password_counted(
+            client,
+            credentials.username,
+            credentials.password,
+            !self.count_verified,
+        )
+    }
+
+    /// The per-address limit for a request that costs or fails something,
+    /// unless it was counted already (`count_verified`).
+    fn counted(&self, client: Option<IpAddr>) -> Option<Decision> {
+        if self.count_verified {
+            return None;
+        }
+        self.rate_limited(client)
     }
 
     /// Steps 5–6 for a username and password (from a Basic header or the
@@ -909,6 +942,20 @@ impl Shared {
         client: Option<IpAddr>,
         username: String,
         password: Password,
+    ) -> Screened {
+        // The layer's own endpoints count every request at their door.
+        self.screen_password_counted(client, username, password, false)
+    }
+
+    /// [`screen_password`](Self::screen_password), counting the request
+    /// against the per-address limit (`count`) once it is known to need a
+    /// verification: a cached credential costs nothing and is not counted.
+    fn screen_password_counted(
+        &self,
+        client: Option<IpAddr>,
+        username: String,
+        password: Password,
+        count: bool,
     ) -> Screened {
         let mut digest = None;
         let mut leader = None;
@@ -926,12 +973,21 @@ impl Shared {
             {
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
+            if count && let Some(decision) = self.rate_limited(client) {
+                return Screened::Decided(decision);
+            }
             match self.inflight.join(&username, credential) {
                 Join::Follow(result) => return Screened::Follow(username, result),
                 Join::Lead(lead) => leader = Some(lead),
                 Join::Alone => {}
             }
             digest = Some(credential);
+        }
+        if count
+            && self.cache.is_none()
+            && let Some(decision) = self.rate_limited(client)
+        {
+            return Screened::Decided(decision);
         }
         // Dropping `leader` on any refusal below releases its followers.
         let began = match client {

@@ -227,6 +227,7 @@ pub(super) struct RateLimit {
     pub per_ip: RateSetting,
     pub per_user: RateSetting,
     pub max_tracked_keys: usize,
+    pub count_verified: bool,
 }
 
 impl Default for RateLimit {
@@ -236,6 +237,7 @@ impl Default for RateLimit {
             per_ip: RateSetting::from(defaults.per_ip),
             per_user: RateSetting::from(defaults.per_user),
             max_tracked_keys: defaults.max_tracked_keys,
+            count_verified: defaults.count_verified,
         }
     }
 }

@@ -144,6 +144,7 @@ pub(super) fn rate_limit(raw: &raw::RateLimit) -> Result<RateLimitSettings, KeyE
         per_ip: rate("[rate_limit] per_ip", &raw.per_ip, defaults.per_ip)?,
         per_user: rate("[rate_limit] per_user", &raw.per_user, defaults.per_user)?,
         max_tracked_keys: raw.max_tracked_keys.max(1),
+        count_verified: raw.count_verified,
     })
 }
 
@@ -672,7 +673,14 @@ pub(super) fn access(
     let mut checked = Vec::new();
     for (i, rule) in rules.into_iter().enumerate() {
         let key = |field: &str| format!("[[access]] #{} {field}", i + 1);
-        let path = PathPattern::parse(&rule.path).ok_or_else(|| {
+        // `;` (or `%3B`) parameters are removed before matching: a rule
+        // with one could never match, and would protect nothing.
+        let parse = |p: &str| {
+            (!p.contains("%3B"))
+                .then(|| PathPattern::parse(p))
+                .flatten()
+        };
+        let path = parse(&rule.path).ok_or_else(|| {
             KeyError::new(
                 key("path"),
                 format!(

@@ -191,23 +191,29 @@ impl HeaderPattern {
 /// `[rate_limit]`: request rates (governor), checked before any hashing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
-    /// Every request per client address; `None` when turned off.
+    /// Requests per client address that cost or fail something (see
+    /// `count_verified`); `None` when turned off.
     pub per_ip: Option<Rate>,
-    /// Authenticated requests per user; `None` when turned off.
+    /// A quota of authenticated requests per user (not a defence: the
+    /// lockouts are); `None`, the default, when off.
     pub per_user: Option<Rate>,
     /// The most keys each limiter tracks.
     pub max_tracked_keys: usize,
+    /// Count requests with already-verified credentials against `per_ip`
+    /// too (the behaviour before it counted only what costs or fails).
+    pub count_verified: bool,
 }
 
 impl Default for RateLimitSettings {
-    /// 20 requests/s per address with a burst of 40; 10/s per user with a
-    /// burst of 20; 100,000 keys. The builder and the config file both
-    /// start from these.
+    /// 20 requests/s per address with a burst of 40, counting only requests
+    /// that cost or fail something; no per-user quota; 100,000 keys. The
+    /// builder and the config file both start from these.
     fn default() -> Self {
         Self {
             per_ip: Some(Rate::new(20, 40)),
-            per_user: Some(Rate::new(10, 20)),
+            per_user: None,
             max_tracked_keys: 100_000,
+            count_verified: false,
         }
     }
 }

@@ -229,7 +229,9 @@ fn users_file_errors_name_the_line_and_user() {
 fn rate_limits_and_lockouts_have_defaults_and_can_be_turned_off() {
     let config = load(&minimal("")).unwrap();
     assert_eq!(config.rate_limit.per_ip, Some(Rate::new(20, 40)));
-    assert_eq!(config.rate_limit.per_user, Some(Rate::new(10, 20)));
+    // A quota, not a defence: off unless asked for.
+    assert_eq!(config.rate_limit.per_user, None);
+    assert!(!config.rate_limit.count_verified);
     assert_eq!(config.lockout, LockoutPolicy::default());
     assert_eq!(config.auth.verify_queue, 64);
     assert_eq!(config.cache, crate::auth::cache::CachePolicy::default());

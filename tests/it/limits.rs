@@ -256,3 +256,65 @@ async fn x_forwarded_for_is_believed_only_from_trusted_proxies() {
         StatusCode::TOO_MANY_REQUESTS
     );
 }
+
+/// With every limit at its default, a page's worth of concurrent requests
+/// with valid credentials from one address all get in (60, then 200);
+/// requests without credentials are still limited, and with
+/// `count_verified = true` the old behaviour returns.
+#[tokio::test]
+async fn verified_requests_are_not_throttled_by_default() {
+    let dir = TestDir::new();
+    // The defaults, stated only to keep the test helper's own limits out.
+    let server = Gatehouse::start(
+        &dir.config("[rate_limit]\nmax_tracked_keys = 100000\n[lockout]\nmax_failures = 5\n"),
+    );
+    let http = client_from(&dir.cert_pem, "127.0.0.5");
+    let url = server.url("/api/whoami");
+    // The first request verifies the password (it counts); the rest are
+    // cached.
+    assert_eq!(burst(&http, &url, 1, true).await, vec![StatusCode::OK]);
+    for size in [60, 200] {
+        let statuses = burst(&http, &url, size, true).await;
+        assert!(
+            statuses.iter().all(|s| *s == StatusCode::OK),
+            "burst of {size}: {statuses:?}"
+        );
+    }
+    // Without credentials the address is still limited (burst 40).
+    let anonymous = client_from(&dir.cert_pem, "127.0.0.6");
+    let statuses = burst(&anonymous, &url, 60, false).await;
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "unauthenticated requests are counted: {statuses:?}"
+    );
+    drop(server);
+    // The old behaviour, on request.
+    let dir = TestDir::new();
+    let server = Gatehouse::start(
+        &dir.config("[rate_limit]\ncount_verified = true\n[lockout]\nmax_failures = 5\n"),
+    );
+    let http = client_from(&dir.cert_pem, "127.0.0.7");
+    let statuses = burst(&http, &server.url("/api/whoami"), 60, true).await;
+    assert!(
+        statuses.contains(&StatusCode::TOO_MANY_REQUESTS),
+        "count_verified = true throttles: {statuses:?}"
+    );
+}
+
+/// `size` concurrent GETs of `url`, as alice when `auth`; their statuses.
+async fn burst(http: &reqwest::Client, url: &str, size: usize, auth: bool) -> Vec<StatusCode> {
+    let tasks: Vec<_> = (0..size)
+        .map(|_| {
+            let mut request = http.get(url);
+            if auth {
+                request = request.basic_auth("alice", Some("secret"));
+            }
+            tokio::spawn(async move { request.send().await.map(|r| r.status()) })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in tasks {
+        statuses.push(task.await.unwrap().unwrap());
+    }
+    statuses
+}
