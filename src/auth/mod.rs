@@ -54,6 +54,7 @@ mod body;
 mod builder;
 pub(crate) mod cache;
 mod coalesce;
+pub mod events;
 mod forward;
 pub mod header;
 mod login;
@@ -344,6 +345,8 @@ where
                 },
             };
             req.extensions_mut().insert(client);
+            // For the failure event, if there is one.
+            let scheme = events::scheme(req.headers(), shared.api_keys.as_ref().map(|k| &k.header));
             let canonical = canonicalize_uri(&mut req);
             // Matched on the canonical path, like everything after it:
             // `/api//auth/jwt` is the login path too, not a way past it.
@@ -434,6 +437,9 @@ where
                     }
                 }
             };
+            if let Some(failure) = response.extensions_mut().remove::<events::Failure>() {
+                events::log(client.0, scheme, &failure);
+            }
             response.extensions_mut().insert(client);
             Ok(response)
         })
@@ -520,6 +526,17 @@ pub(crate) fn is_upgrade(headers: &http::HeaderMap) -> bool {
 
 fn too_many(wait: Duration) -> Decision {
     Decision::Refuse(Outcome::RateLimited, response::too_many_requests(wait))
+}
+
+/// `decision`, carrying a failure event when it is a refusal.
+fn failed(decision: Decision, reason: events::Reason, user: Option<&str>) -> Decision {
+    match decision {
+        Decision::Refuse(outcome, mut response) => {
+            events::attach(&mut response, reason, user);
+            Decision::Refuse(outcome, response)
+        }
+        other => other,
+    }
 }
 
 /// 403: authenticated, but not allowed here. No challenge: a 401 would
@@ -737,7 +754,7 @@ impl Shared {
         let client = client?;
         self.bearer_lockouts
             .address_locked(client, Instant::now())
-            .map(too_many)
+            .map(|wait| failed(too_many(wait), events::Reason::LockedOut, None))
     }
 
     /// Which of the layer's own endpoints the canonical `path` is, if any.
@@ -799,16 +816,28 @@ impl Shared {
                         tracing::warn!(%client, ?duration, "client locked out of bearer authentication after repeated bad tokens or API keys");
                     }
                 }
-                Err(Refusal::Locked(remaining)) => return too_many(remaining),
-                Err(Refusal::Busy) => return too_many(Duration::from_secs(1)),
+                Err(Refusal::Locked(remaining)) => {
+                    return failed(too_many(remaining), events::Reason::LockedOut, None);
+                }
+                Err(Refusal::Busy) => {
+                    return failed(
+                        too_many(Duration::from_secs(1)),
+                        events::Reason::RateLimited,
+                        None,
+                    );
+                }
                 Err(Refusal::Full) => {
                     self.counters.record_lockout_table_full();
                 }
             }
         }
-        Decision::Refuse(
-            Outcome::Unauthorized,
-            response::unauthorized(&self.bearer_challenges),
+        failed(
+            Decision::Refuse(
+                Outcome::Unauthorized,
+                response::unauthorized(&self.bearer_challenges),
+            ),
+            events::Reason::InvalidToken,
+            None,
         )
     }
 
@@ -847,7 +876,7 @@ impl Shared {
         if let (Some(limit), Some(client)) = (&self.rate.per_ip, client)
             && let Err(wait) = limit.check(&client)
         {
-            return Some(too_many(wait));
+            return Some(failed(too_many(wait), events::Reason::RateLimited, None));
         }
         None
     }
@@ -857,7 +886,7 @@ impl Shared {
         let client = client?;
         self.lockouts
             .address_locked(client, Instant::now())
-            .map(too_many)
+            .map(|wait| failed(too_many(wait), events::Reason::LockedOut, None))
     }
 
     fn screen<B>(&self, req: &Request<B>, client: Option<IpAddr>) -> Screened {
@@ -896,7 +925,11 @@ impl Shared {
                 Ok(credentials) => credentials,
                 Err(reason) => {
                     tracing::debug!(%reason, "authorization header refused");
-                    return refused(self.refuse_unauthorized());
+                    return refused(failed(
+                        self.refuse_unauthorized(),
+                        events::Reason::Malformed,
+                        None,
+                    ));
                 }
             },
             Ok(Presented::Bearer(value)) if bearer_on => {
@@ -998,8 +1031,20 @@ impl Shared {
         };
         let attempt = match began {
             Ok(attempt) => attempt,
-            Err(Refusal::Locked(remaining)) => return Screened::Decided(too_many(remaining)),
-            Err(Refusal::Busy) => return Screened::Decided(too_many(Duration::from_secs(1))),
+            Err(Refusal::Locked(remaining)) => {
+                return Screened::Decided(failed(
+                    too_many(remaining),
+                    events::Reason::LockedOut,
+                    Some(&username),
+                ));
+            }
+            Err(Refusal::Busy) => {
+                return Screened::Decided(failed(
+                    too_many(Duration::from_secs(1)),
+                    events::Reason::RateLimited,
+                    Some(&username),
+                ));
+            }
             Err(Refusal::Full) => {
                 // Counted exactly, but warned about once per 10,000: this
                 // happens during floods, when log lines are what fills disks.
@@ -1012,7 +1057,11 @@ impl Shared {
                         "lockout table full of live locks: refusing new clients (fail closed); see gatehouse_lockout_table_full_total"
                     );
                 }
-                return Screened::Decided(too_many(Duration::from_secs(60)));
+                return Screened::Decided(failed(
+                    too_many(Duration::from_secs(60)),
+                    events::Reason::LockedOut,
+                    Some(&username),
+                ));
             }
         };
         Screened::Verify(Pending {
@@ -1058,7 +1107,12 @@ impl Shared {
             Ok(true) => {}
             Ok(false) => {
                 tracing::debug!(user = username.as_str(), "wrong password or unknown user");
-                return self.refuse_unauthorized();
+                let reason = if self.verifier.current_store().contains(&username) {
+                    events::Reason::BadPassword
+                } else {
+                    events::Reason::UnknownUser
+                };
+                return failed(self.refuse_unauthorized(), reason, Some(&username));
             }
             Err(error) => {
                 tracing::warn!(%error, "password verification refused: overloaded");
@@ -1073,7 +1127,11 @@ impl Shared {
         if let Some(limit) = &self.rate.per_user
             && let Err(wait) = limit.check(user.shared_name())
         {
-            return too_many(wait);
+            return failed(
+                too_many(wait),
+                events::Reason::RateLimited,
+                Some(user.name()),
+            );
         }
         Decision::Authenticated(user)
     }

@@ -16,6 +16,7 @@ mod config_file;
 mod connections;
 mod container;
 mod curl;
+mod fail2ban;
 mod flood;
 mod forward_auth;
 mod library;
