@@ -316,6 +316,7 @@ impl BasicAuthBuilder {
                 forward: self.forward,
                 access: arc_swap::ArcSwap::from_pointee(self.access),
                 count_verified: self.count_verified,
+                events: super::events::EventLog::default(),
                 cache,
                 inflight: InFlight::default(),
                 counters: Arc::new(AuthCounters::default()),

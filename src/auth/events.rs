@@ -54,6 +54,87 @@ pub struct Failure {
     pub reason: Reason,
     /// The username, when the request named one.
     pub user: Option<String>,
+    /// The client the limits counted, when it differs from the layer's
+    /// resolution (forward auth with `client_header = "x-real-ip"`).
+    pub client: Option<IpAddr>,
+}
+
+/// The longest username an event repeats.
+const MAX_USER: usize = 64;
+
+/// What an event says of the username: a configured user's name as is; an
+/// unknown one unless it may be a secret typed in the wrong box (a key, a
+/// token, anything long), which is replaced.
+fn shown_user(failure: &Failure) -> std::borrow::Cow<'_, str> {
+    let user = failure.user.as_deref().unwrap_or("");
+    let secret_like = crate::tokens::api_keys::looks_like_key(user)
+        || user.matches('.').count() >= 2 && user.len() > 40
+        || user.chars().count() > MAX_USER;
+    if failure.reason != Reason::BadPassword && secret_like {
+        return std::borrow::Cow::Owned(format!("(withheld: {} characters)", user.chars().count()));
+    }
+    std::borrow::Cow::Borrowed(user)
+}
+
+/// Writes failure events. Refusals by a limit or a lockout are sampled per
+/// address (5 per 10 s, then one per 10 s), so that a client hammering a
+/// locked door cannot fill the disk; a failed credential is always logged
+/// (each one is counted by the per-address rate anyway).
+#[derive(Default)]
+pub struct EventLog {
+    sampled: std::sync::Mutex<std::collections::HashMap<IpAddr, (std::time::Instant, u32)>>,
+}
+
+/// The most addresses the sampler remembers (it forgets all when full).
+const MAX_SAMPLED: usize = 100_000;
+
+impl EventLog {
+    fn allow(&self, client: IpAddr) -> bool {
+        let now = std::time::Instant::now();
+        let mut sampled = crate::sync::lock(&self.sampled);
+        if sampled.len() >= MAX_SAMPLED {
+            sampled.clear();
+        }
+        let (start, count) = sampled.entry(client).or_insert((now, 0));
+        if now.duration_since(*start) >= std::time::Duration::from_secs(10) {
+            *start = now;
+            *count = 0;
+        }
+        *count += 1;
+        *count <= 5 || *count % 50 == 0
+    }
+
+    /// Forgets windows that have ended.
+    pub fn prune(&self) {
+        let now = std::time::Instant::now();
+        crate::sync::lock(&self.sampled).retain(|_, (start, _)| {
+            now.duration_since(*start) < std::time::Duration::from_secs(10)
+        });
+    }
+
+    /// Logs one failure: `warn` for a failed credential, `info` for a
+    /// refusal by a limit or lockout (the consequence of earlier failures).
+    /// Nothing for a client with no address (0.0.0.0 or ::): banning it
+    /// would mean nothing.
+    pub fn log(&self, resolved: IpAddr, scheme: &str, failure: &Failure) {
+        let client = failure.client.unwrap_or(resolved);
+        if client.is_unspecified() {
+            return;
+        }
+        let user = shown_user(failure);
+        let user = user.as_ref();
+        let reason = failure.reason.label();
+        match failure.reason {
+            Reason::LockedOut | Reason::RateLimited => {
+                if self.allow(client) {
+                    tracing::info!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
+                }
+            }
+            _ => {
+                tracing::warn!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
+            }
+        }
+    }
 }
 
 /// Which scheme the request used, from its headers: `basic`, `bearer`,
@@ -75,25 +156,11 @@ pub fn scheme(headers: &HeaderMap, api_key_header: Option<&http::HeaderName>) ->
     "none"
 }
 
-/// Logs one failure: `warn` for a failed credential, `info` for a refusal
-/// by a limit or lockout (the consequence of earlier failures).
-pub fn log(client: IpAddr, scheme: &str, failure: &Failure) {
-    let user = failure.user.as_deref().unwrap_or("");
-    let reason = failure.reason.label();
-    match failure.reason {
-        Reason::LockedOut | Reason::RateLimited => {
-            tracing::info!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
-        }
-        _ => {
-            tracing::warn!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
-        }
-    }
-}
-
 /// Attaches a failure to a refusal.
-pub(super) fn attach(response: &mut axum::response::Response, reason: Reason, user: Option<&str>) {
+pub(crate) fn attach(response: &mut axum::response::Response, reason: Reason, user: Option<&str>) {
     response.extensions_mut().insert(Failure {
         reason,
         user: user.map(str::to_owned),
+        client: None,
     });
 }

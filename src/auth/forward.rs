@@ -376,6 +376,13 @@ pub(super) async fn decide<B>(
             (Outcome::Allowed, response)
         }
         Decision::Refuse(outcome, mut response) => {
+            // The event names the client the limits counted.
+            if let Some(failure) = response
+                .extensions_mut()
+                .get_mut::<super::events::Failure>()
+            {
+                failure.client = client;
+            }
             if outcome == Outcome::Unauthorized {
                 shared.rule_realm(&mut response, original.method(), original.uri().path());
             }

@@ -117,6 +117,8 @@ struct Shared {
     oauth: Option<oauth::OAuthState>,
     /// Forward-auth decisions: set when they are on.
     forward: Option<ForwardAuth>,
+    /// Writes failure events (sampled for limits and lockouts).
+    events: events::EventLog,
     /// Whether requests with already-verified credentials count against
     /// the per-address limit (the behaviour before it counted only what
     /// costs or fails).
@@ -207,6 +209,7 @@ impl BasicAuthLayer {
         if let Some(oauth) = &self.shared.oauth {
             oauth.prune();
         }
+        self.shared.events.prune();
     }
 
     /// Forgets every cached credential and token (after the users changed).
@@ -438,7 +441,7 @@ where
                 }
             };
             if let Some(failure) = response.extensions_mut().remove::<events::Failure>() {
-                events::log(client.0, scheme, &failure);
+                shared.events.log(client.0, scheme, &failure);
             }
             response.extensions_mut().insert(client);
             Ok(response)
@@ -466,6 +469,8 @@ enum BearerCheck {
     /// Refused, but issued by us once (expired, revoked, user or password
     /// changed): a client's normal life, not counted.
     Revoked,
+    /// Over the per-address rate before a signature check was spent.
+    Limited(Decision),
 }
 
 enum Decision {
@@ -599,10 +604,11 @@ impl Shared {
         let checked = if key_header || crate::tokens::api_keys::looks_like_key(value) {
             self.check_api_key(value)
         } else {
-            self.check_token(value)
+            self.check_token(value, client)
         };
         match checked {
             BearerCheck::Valid(user) => self.per_user_quota(user),
+            BearerCheck::Limited(decision) => decision,
             BearerCheck::Guess => self.bearer_failure(client),
             BearerCheck::Revoked => Decision::Refuse(
                 Outcome::Unauthorized,
@@ -631,7 +637,7 @@ impl Shared {
     /// since it was issued. A token verified before skips the signature
     /// check (the cache never outlives `exp`); the binding is checked every
     /// time, so a reload revokes at once.
-    fn check_token(&self, token: &str) -> BearerCheck {
+    fn check_token(&self, token: &str, client: Option<IpAddr>) -> BearerCheck {
         let Some(state) = self.tokens.as_ref() else {
             return BearerCheck::Guess;
         };
@@ -643,6 +649,11 @@ impl Shared {
         let cached = match state.cache.get(token, now, generation) {
             Some(hit) => hit,
             None => {
+                // A signature check costs: it counts against the address
+                // first, like a password that needs verifying.
+                if let Some(decision) = self.counted(client) {
+                    return BearerCheck::Limited(decision);
+                }
                 let Some(tokens) = state.tokens.load_full() else {
                     return BearerCheck::Revoked;
                 };
@@ -940,6 +951,10 @@ impl Shared {
             }
             Err(PresentedError::Malformed) if bearer_on => {
                 tracing::debug!("bearer credential refused: malformed");
+                // Counted before it costs a lockout-table entry.
+                if let Some(decision) = self.counted(client) {
+                    return Screened::Decided(decision);
+                }
                 let decision = self
                     .bearer_locked(client)
                     .unwrap_or_else(|| self.bearer_failure(client));
@@ -1057,11 +1072,9 @@ impl Shared {
                         "lockout table full of live locks: refusing new clients (fail closed); see gatehouse_lockout_table_full_total"
                     );
                 }
-                return Screened::Decided(failed(
-                    too_many(Duration::from_secs(60)),
-                    events::Reason::LockedOut,
-                    Some(&username),
-                ));
+                // No failure event: this happens in floods, when log lines
+                // are what fills disks (the metric counts it).
+                return Screened::Decided(too_many(Duration::from_secs(60)));
             }
         };
         Screened::Verify(Pending {

@@ -195,6 +195,16 @@ struct OAuthError {
     status: StatusCode,
     /// Set when the client tried Basic: the 401 must challenge it.
     challenge: bool,
+    /// The failure event this refusal writes, if it is a failed
+    /// authentication or a guessed code or token.
+    failure: Option<(super::events::Reason, Option<String>)>,
+}
+
+impl OAuthError {
+    fn failing(mut self, reason: super::events::Reason, who: Option<&str>) -> Self {
+        self.failure = Some((reason, who.map(str::to_owned)));
+        self
+    }
 }
 
 fn error(code: &'static str, description: &'static str) -> OAuthError {
@@ -203,6 +213,7 @@ fn error(code: &'static str, description: &'static str) -> OAuthError {
         description,
         status: StatusCode::BAD_REQUEST,
         challenge: false,
+        failure: None,
     }
 }
 
@@ -219,6 +230,7 @@ fn invalid_client(tried_basic: bool) -> OAuthError {
             StatusCode::BAD_REQUEST
         },
         challenge: tried_basic,
+        failure: None,
     }
 }
 
@@ -248,6 +260,9 @@ impl OAuthError {
         } else {
             Outcome::BadRequest
         };
+        if let Some((reason, who)) = &self.failure {
+            super::events::attach(&mut response, *reason, who.as_deref());
+        }
         (outcome, response)
     }
 }
@@ -306,6 +321,7 @@ fn unavailable() -> OAuthError {
         description: "try again shortly",
         status: StatusCode::SERVICE_UNAVAILABLE,
         challenge: false,
+        failure: None,
     }
 }
 
@@ -315,6 +331,7 @@ fn server_error() -> OAuthError {
         description: "the token could not be made",
         status: StatusCode::INTERNAL_SERVER_ERROR,
         challenge: false,
+        failure: None,
     }
 }
 
@@ -464,7 +481,12 @@ async fn authenticate_client(
                 fingerprint: None,
                 basic,
             }),
-            _ => Err(invalid_client(basic).into()),
+            Some(_) => Err(invalid_client(basic)
+                .failing(super::events::Reason::BadPassword, Some(&id))
+                .into()),
+            None => Err(invalid_client(basic)
+                .failing(super::events::Reason::UnknownUser, Some(&id))
+                .into()),
         };
     };
     let key = crate::tokens::client_key(&id);
@@ -513,7 +535,13 @@ async fn authenticate_client(
             fingerprint: Some(now),
             basic,
         }),
-        _ => Err(invalid_client(basic).into()),
+        (_, client, _, _) => {
+            let reason = match client {
+                Some(_) => super::events::Reason::BadPassword,
+                None => super::events::Reason::UnknownUser,
+            };
+            Err(invalid_client(basic).failing(reason, Some(&id)).into())
+        }
     }
 }
 

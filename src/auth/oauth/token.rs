@@ -202,7 +202,11 @@ fn authorization_code(
             if let Some(refused) = count_guess(shared, client_ip) {
                 return Err(refused);
             }
-            return Err(invalid_grant("the code is unknown, expired or used"));
+            return Err(
+                error("invalid_grant", "the code is unknown, expired or used")
+                    .failing(crate::auth::events::Reason::InvalidToken, None)
+                    .into(),
+            );
         }
     };
     // The code is spent and its family pending: a check that fails now
@@ -295,7 +299,9 @@ fn refresh(
         if let Some(refused) = count_guess(shared, client_ip) {
             return Err(refused);
         }
-        return Err(invalid_grant("the refresh token is malformed"));
+        return Err(error("invalid_grant", "the refresh token is malformed")
+            .failing(crate::auth::events::Reason::InvalidToken, None)
+            .into());
     };
     let presented = digest(token);
     let now = unix_now();
