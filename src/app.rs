@@ -284,7 +284,7 @@ fn auth_layer(
         && let Some(name) = &config.auth.generated_user
     {
         let (user, file) = generate_user(name, config, format)?;
-        users.push(user);
+        users.push((user.0, user.1.into()));
         password_file = file;
     }
     users.extend(config.client_secrets());

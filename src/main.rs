@@ -65,7 +65,17 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 (Some(name), 0) => {
                     println!("{file}: OK (no users: `{name}` gets a random password at start-up)")
                 }
-                (_, users) => println!("{file}: OK ({users} users)"),
+                (_, users) => {
+                    // Per scheme, so that a migration from htpasswd shows
+                    // how far it has come.
+                    let mut counts = std::collections::BTreeMap::new();
+                    for (_, hash) in &config.auth.users {
+                        *counts.entry(hash.scheme().label()).or_insert(0usize) += 1;
+                    }
+                    let schemes: Vec<String> =
+                        counts.iter().map(|(s, n)| format!("{n} {s}")).collect();
+                    println!("{file}: OK ({users} users: {})", schemes.join(", "))
+                }
             }
             Ok(())
         }

@@ -29,6 +29,51 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             "users' hashes use different argon2 parameters: response times can tell unknown users from users with less common parameters; rehash all users with the same parameters".into(),
         );
     }
+    // Legacy htpasswd hashes: counted per scheme, the weak ones named.
+    let counts = store.scheme_counts();
+    if counts.len() > 1 {
+        let listed: Vec<String> = counts
+            .iter()
+            .map(|(scheme, n)| format!("{}: {n}", scheme.label()))
+            .collect();
+        let timings: Vec<String> = store
+            .scheme_timings()
+            .iter()
+            .map(|(scheme, took)| {
+                format!("{} {:.1} ms", scheme.label(), took.as_secs_f64() * 1000.0)
+            })
+            .collect();
+        warn(
+            "[users]",
+            format!(
+                "users' hashes use different schemes ({}); unknown users are checked against a {} hash, and one verification measured here takes {}: response times can tell an unknown user from a user of another scheme; rehash everyone with `gatehouse hash-password`",
+                listed.join(", "),
+                store.dummy_scheme().label(),
+                timings.join(", ")
+            ),
+        );
+    }
+    for (scheme, what) in [
+        (
+            crate::credentials::Scheme::Sha1,
+            "unsalted SHA-1 ({SHA}) hashes: anyone who reads the file can look these passwords up in a table; rehash them now",
+        ),
+        (
+            crate::credentials::Scheme::Apr1,
+            "Apache MD5 ($apr1$) hashes: fast to guess offline; rehash them",
+        ),
+    ] {
+        let users = store.users_with_scheme(scheme);
+        if !users.is_empty() {
+            warn(
+                "[users]",
+                format!(
+                    "{what} with `gatehouse hash-password` ({})",
+                    users.join(", ")
+                ),
+            );
+        }
+    }
     let weak: Vec<String> = store
         .weak_users()
         .into_iter()

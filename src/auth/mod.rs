@@ -1167,6 +1167,12 @@ impl Shared {
         match result {
             Ok((ok, took)) => {
                 self.counters.record_verification(!ok, took);
+                if ok
+                    && let Some(scheme) = self.verifier.current_store().scheme_of(&username)
+                    && scheme != crate::credentials::Scheme::Argon2
+                {
+                    self.counters.record_legacy_login(scheme.label());
+                }
                 if let (true, Some(cache), Some(digest)) = (ok, &self.cache, digest) {
                     cache.insert(&username, digest, now);
                 }

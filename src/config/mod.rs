@@ -201,13 +201,13 @@ impl Config {
     /// The OAuth clients' secrets as credential-store entries, named by
     /// [`client_key`](crate::tokens::client_key): they go through the same
     /// brute-force pipeline as passwords.
-    pub fn client_secrets(&self) -> Vec<(String, argon2::password_hash::phc::PasswordHash)> {
+    pub fn client_secrets(&self) -> Vec<(String, crate::credentials::UserHash)> {
         self.oauth
             .iter()
             .flat_map(|o| &o.clients)
             .filter_map(|c| {
                 let hash = crate::credentials::parse_phc(c.secret.as_deref()?).ok()?;
-                Some((crate::tokens::client_key(&c.id), hash))
+                Some((crate::tokens::client_key(&c.id), hash.into()))
             })
             .collect()
     }

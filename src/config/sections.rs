@@ -47,7 +47,7 @@ pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
 /// `[auth]`, given the users already read from `[users]` and the users file.
 pub(super) fn auth(
     raw: raw::Auth,
-    users: Vec<(String, argon2::password_hash::phc::PasswordHash)>,
+    users: Vec<(String, crate::credentials::UserHash)>,
     users_file: Option<PathBuf>,
     allow_no_users: bool,
 ) -> Result<AuthSettings, KeyError> {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use argon2::password_hash::phc::PasswordHash;
+use crate::credentials::UserHash;
 use ipnet::IpNet;
 
 use crate::limit::Rate;
@@ -258,7 +258,7 @@ pub struct AuthSettings {
     /// Path patterns that skip authentication: exact, or a prefix ending in `*`.
     pub public: crate::auth::PublicPaths,
     /// Every configured user with its parsed hash.
-    pub users: Vec<(String, PasswordHash)>,
+    pub users: Vec<(String, UserHash)>,
     /// The users file, if any (resolved against the config's directory).
     pub users_file: Option<PathBuf>,
     /// With no users configured: make this user with a random password at

@@ -202,7 +202,7 @@ fn users_file_errors_name_the_line_and_user() {
         ),
         (
             "bob:$2y$05$abcdefghijklmnopqrstuv\n".to_owned(),
-            "line 1, user \"bob\": a bcrypt hash: gatehouse verifies argon2 only",
+            "line 1, user \"bob\": a malformed bcrypt hash",
         ),
         (
             format!(":{}\n", hash()),

@@ -4,10 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use argon2::password_hash::phc::PasswordHash;
-
 use super::ConfigError;
-use crate::credentials::parse_phc;
+use crate::credentials::{UserHash, parse_user_hash};
 
 /// A username that can be sent in a Basic header and logged safely:
 /// non-empty, no colon (it would end the user-id), no control characters,
@@ -56,7 +54,7 @@ pub fn validate_username(name: &str) -> Result<(), String> {
 pub(super) fn from_table(
     path: &Path,
     table: BTreeMap<String, String>,
-) -> Result<Vec<(String, PasswordHash)>, ConfigError> {
+) -> Result<Vec<(String, UserHash)>, ConfigError> {
     table
         .into_iter()
         .map(|(name, hash)| {
@@ -64,8 +62,8 @@ pub(super) fn from_table(
             let name = Username::parse(&name)
                 .map_err(|m| ConfigError::invalid(path, &key, m))?
                 .into_string();
-            let hash =
-                parse_phc(&hash).map_err(|e| ConfigError::invalid(path, &key, e.to_string()))?;
+            let hash = parse_user_hash(&hash)
+                .map_err(|e| ConfigError::invalid(path, &key, e.to_string()))?;
             Ok((name, hash))
         })
         .collect()
@@ -75,7 +73,7 @@ pub(super) fn from_table(
 /// file and with the config's `[users]` table.
 pub(crate) fn add_from_file(
     file: &Path,
-    users: &mut Vec<(String, PasswordHash)>,
+    users: &mut Vec<(String, UserHash)>,
     config: &Path,
 ) -> Result<(), ConfigError> {
     let text = std::fs::read_to_string(file).map_err(|e| {
@@ -118,7 +116,8 @@ pub(crate) fn add_from_file(
                 format!("duplicate user: already defined in {first}"),
             ));
         }
-        let hash = parse_phc(hash).map_err(|e| ConfigError::invalid(file, &key, e.to_string()))?;
+        let hash =
+            parse_user_hash(hash).map_err(|e| ConfigError::invalid(file, &key, e.to_string()))?;
         seen.insert(name.clone(), Some(index + 1));
         users.push((name, hash));
     }

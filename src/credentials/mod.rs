@@ -17,6 +17,9 @@ use subtle::ConstantTimeEq;
 
 mod verifier;
 
+pub mod legacy;
+
+pub use legacy::{Legacy, Scheme};
 pub use verifier::{
     DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verifier, VerifierBuilder, VerifyError, available_cores,
 };
@@ -45,6 +48,9 @@ pub enum HashError {
         "a {0} hash: gatehouse verifies argon2 only; have the user's password rehashed with `gatehouse hash-password`"
     )]
     OtherScheme(&'static str),
+    /// An htpasswd hash (bcrypt, apr1, `{SHA}`) that does not parse.
+    #[error("{0}")]
+    MalformedLegacy(legacy::LegacyError),
     /// Not a hash at all: most likely the password itself. (The message
     /// never repeats it.)
     #[error(
@@ -80,10 +86,59 @@ fn other_scheme(text: &str) -> Option<HashError> {
     if let Some((_, name)) = SCHEMES.iter().find(|(prefix, _)| text.starts_with(prefix)) {
         return Some(HashError::OtherScheme(name));
     }
+    // crypt(3) DES: 13 characters of crypt's alphabet (`htpasswd -d`).
+    if text.len() == 13
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'/')
+    {
+        return Some(HashError::OtherScheme(
+            "crypt(3) DES (or a 13-character plaintext password)",
+        ));
+    }
     if !text.starts_with('$') {
         return Some(HashError::Plaintext);
     }
     None
+}
+
+/// A stored password hash: argon2 (PHC), or one of the htpasswd schemes
+/// gatehouse accepts for migration ([`Legacy`]).
+#[derive(Clone)]
+pub enum UserHash {
+    /// argon2id, argon2i or argon2d (boxed: a PHC string parses large).
+    Argon2(Box<PasswordHash>),
+    /// bcrypt, Apache MD5 or `{SHA}`.
+    Legacy(Legacy),
+}
+
+impl From<PasswordHash> for UserHash {
+    fn from(hash: PasswordHash) -> Self {
+        Self::Argon2(Box::new(hash))
+    }
+}
+
+impl UserHash {
+    /// Its scheme.
+    pub fn scheme(&self) -> Scheme {
+        match self {
+            Self::Argon2(_) => Scheme::Argon2,
+            Self::Legacy(legacy) => legacy.scheme(),
+        }
+    }
+}
+
+/// Parses a users-file or `[users]` hash: an argon2 PHC string, or a
+/// bcrypt (`$2y$`, `$2b$`, `$2a$`), Apache MD5 (`$apr1$`) or `{SHA}` hash
+/// as `htpasswd` writes them. Anything else (plaintext, crypt(3) DES, other
+/// schemes) is refused with a message that names the scheme, never the
+/// value.
+pub fn parse_user_hash(text: &str) -> Result<UserHash, HashError> {
+    match Legacy::parse(text) {
+        Some(Ok(legacy)) => Ok(UserHash::Legacy(legacy)),
+        Some(Err(error)) => Err(HashError::MalformedLegacy(error)),
+        None => parse_phc(text).map(UserHash::from),
+    }
 }
 
 /// Parses and checks an argon2 PHC string (`$argon2id$v=19$m=…,t=…,p=…$salt$hash`),
@@ -153,7 +208,7 @@ pub fn params_are_weak(params: &Params) -> bool {
 /// A parsed hash and its PHC text; deliberately not `Debug`, so a hash never
 /// reaches a log.
 struct StoredHash {
-    parsed: PasswordHash,
+    parsed: UserHash,
     /// SHA-256 of the PHC string: part of the verified-credentials cache
     /// key, so a changed hash can never match an old entry. 32 bytes rather
     /// than the ~100-byte string keeps the per-request HMAC to two blocks.
@@ -166,8 +221,8 @@ pub struct CredentialStore {
     /// instead of copying it.
     users: HashMap<Arc<str>, StoredHash>,
     /// Verified against when the username is unknown, so that an unknown user
-    /// costs the same argon2 work as a known one and timing reveals nothing.
-    dummy: PasswordHash,
+    /// costs the same work as a known one (of the most common scheme).
+    dummy: UserHash,
     /// The dummy's fingerprint: unknown users are keyed with it wherever
     /// known users are keyed with theirs (request coalescing), so that the
     /// two take the same path.
@@ -193,10 +248,13 @@ impl CredentialStore {
     ///
     /// The dummy hash uses the parameters most users have (ties go to the
     /// costlier set), so that a miss costs what a typical hit costs.
-    pub fn new(users: impl IntoIterator<Item = (String, PasswordHash)>) -> Result<Self, HashError> {
+    pub fn new<H: Into<UserHash>>(
+        users: impl IntoIterator<Item = (String, H)>,
+    ) -> Result<Self, HashError> {
         let users: HashMap<Arc<str>, StoredHash> = users
             .into_iter()
             .map(|(name, hash)| {
+                let hash = hash.into();
                 let fingerprint = fingerprint(&hash);
                 (
                     Arc::from(name),
@@ -207,17 +265,89 @@ impl CredentialStore {
                 )
             })
             .collect();
-        let params = typical_params(users.values().map(|h| &h.parsed));
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| HashError::InvalidParams(e.to_string()))?;
-        let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
-        let dummy = parse_phc(&dummy_text)?;
+        // The dummy is in the most common scheme (ties go to argon2), so
+        // that a miss costs what most hits cost.
+        let mut counts: HashMap<Scheme, usize> = HashMap::new();
+        for stored in users.values() {
+            *counts.entry(stored.parsed.scheme()).or_default() += 1;
+        }
+        let common = counts
+            .iter()
+            .max_by_key(|(scheme, n)| (**n, **scheme == Scheme::Argon2))
+            .map(|(scheme, _)| *scheme)
+            .unwrap_or(Scheme::Argon2);
+        let legacy_dummy = users.values().find_map(|stored| match &stored.parsed {
+            UserHash::Legacy(legacy) if legacy.scheme() == common => legacy.dummy_like(&random),
+            _ => None,
+        });
+        let dummy = match legacy_dummy {
+            Some(legacy) => UserHash::Legacy(legacy),
+            None => {
+                let argon2 = users.values().filter_map(|h| match &h.parsed {
+                    UserHash::Argon2(hash) => Some(&**hash),
+                    UserHash::Legacy(_) => None,
+                });
+                let params = typical_params(argon2);
+                let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
+                UserHash::from(parse_phc(&dummy_text)?)
+            }
+        };
         let dummy_fingerprint = fingerprint(&dummy);
         Ok(Self {
             users,
             dummy,
             dummy_fingerprint,
         })
+    }
+
+    /// How many users use each scheme.
+    pub fn scheme_counts(&self) -> std::collections::BTreeMap<Scheme, usize> {
+        let mut counts = std::collections::BTreeMap::new();
+        for stored in self.users.values() {
+            *counts.entry(stored.parsed.scheme()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// The users whose hashes are in `scheme`, sorted.
+    pub fn users_with_scheme(&self, scheme: Scheme) -> Vec<&str> {
+        let mut users: Vec<&str> = self
+            .users
+            .iter()
+            .filter(|(_, h)| h.parsed.scheme() == scheme)
+            .map(|(name, _)| &**name)
+            .collect();
+        users.sort_unstable();
+        users
+    }
+
+    /// The scheme of `username`'s hash.
+    pub fn scheme_of(&self, username: &str) -> Option<Scheme> {
+        self.users.get(username).map(|h| h.parsed.scheme())
+    }
+
+    /// The scheme unknown users are checked against.
+    pub fn dummy_scheme(&self) -> Scheme {
+        self.dummy.scheme()
+    }
+
+    /// Times one verification in each scheme the store uses (the dummy's
+    /// and one user's per other scheme), for the mixed-schemes warning:
+    /// what an unknown user costs against what each scheme's users cost.
+    pub fn scheme_timings(&self) -> Vec<(Scheme, std::time::Duration)> {
+        let mut seen = std::collections::BTreeMap::new();
+        for stored in self.users.values() {
+            seen.entry(stored.parsed.scheme()).or_insert(&stored.parsed);
+        }
+        seen.into_iter()
+            .map(|(scheme, hash)| {
+                let started = std::time::Instant::now();
+                let _ = verify_hash(hash, b"timing probe", &mut Vec::new());
+                (scheme, started.elapsed())
+            })
+            .collect()
     }
 
     /// How many users the store holds.
@@ -257,7 +387,10 @@ impl CredentialStore {
         let mut params = self
             .users
             .values()
-            .filter_map(|h| Params::try_from(&h.parsed).ok())
+            .filter_map(|h| match &h.parsed {
+                UserHash::Argon2(hash) => Params::try_from(&**hash).ok(),
+                UserHash::Legacy(_) => None,
+            })
             .map(|p| (p.m_cost(), p.t_cost(), p.p_cost()));
         match params.next() {
             Some(first) => params.any(|p| p != first),
@@ -270,7 +403,11 @@ impl CredentialStore {
         let mut weak: Vec<&str> = self
             .users
             .iter()
-            .filter(|(_, h)| is_weak(&h.parsed))
+            .filter(|(_, h)| match &h.parsed {
+                UserHash::Argon2(hash) => is_weak(hash),
+                // Named per scheme by `users_with_scheme`.
+                UserHash::Legacy(_) => false,
+            })
             .map(|(name, _)| &**name)
             .collect();
         weak.sort_unstable();
@@ -299,13 +436,25 @@ impl CredentialStore {
             Some(stored) => (&stored.parsed, true),
             None => (&self.dummy, false),
         };
-        verify_phc(hash, password.as_bytes(), memory) && known
+        verify_hash(hash, password.as_bytes(), memory) && known
     }
 }
 
-/// SHA-256 of a PHC string.
-fn fingerprint(hash: &PasswordHash) -> [u8; 32] {
-    let digest = ring::digest::digest(&ring::digest::SHA256, hash.to_string().as_bytes());
+/// Verifies `password` against a hash of any accepted scheme.
+fn verify_hash(hash: &UserHash, password: &[u8], memory: &mut Vec<Block>) -> bool {
+    match hash {
+        UserHash::Argon2(hash) => verify_phc(hash.as_ref(), password, memory),
+        UserHash::Legacy(legacy) => legacy.verify(password),
+    }
+}
+
+/// SHA-256 of a hash's text.
+fn fingerprint(hash: &UserHash) -> [u8; 32] {
+    let text = match hash {
+        UserHash::Argon2(hash) => hash.to_string(),
+        UserHash::Legacy(legacy) => legacy.text(),
+    };
+    let digest = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
     let mut fingerprint = [0u8; 32];
     fingerprint.copy_from_slice(digest.as_ref());
     fingerprint
@@ -417,12 +566,38 @@ mod tests {
 
     #[test]
     fn dummy_hash_uses_the_users_params() {
+        let params = |store: &CredentialStore| match &store.dummy {
+            UserHash::Argon2(hash) => Params::try_from(&**hash).unwrap(),
+            UserHash::Legacy(_) => panic!("an argon2 dummy"),
+        };
         let store = store_with(&[("alice", "a")]);
-        let p = Params::try_from(&store.dummy).unwrap();
+        let p = params(&store);
         assert_eq!((p.m_cost(), p.t_cost(), p.p_cost()), (64, 1, 1));
-        let empty = CredentialStore::new(Vec::new()).unwrap();
-        let p = Params::try_from(&empty.dummy).unwrap();
+        let empty = CredentialStore::new(Vec::<(String, UserHash)>::new()).unwrap();
+        let p = params(&empty);
         assert_eq!(p.m_cost(), Params::DEFAULT_M_COST);
+    }
+
+    #[test]
+    fn the_dummy_takes_the_most_common_scheme_and_legacy_hashes_verify() {
+        let sha = |name: &str| {
+            (
+                name.to_owned(),
+                parse_user_hash("{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=").unwrap(),
+            )
+        };
+        let apr1 = (
+            "carol".to_owned(),
+            parse_user_hash("$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK00").unwrap(),
+        );
+        let store = CredentialStore::new([sha("alice"), sha("bob"), apr1]).unwrap();
+        assert_eq!(store.dummy_scheme(), Scheme::Sha1);
+        assert!(store.verify_blocking("alice", &Password::new("password".into())));
+        assert!(store.verify_blocking("carol", &Password::new("password".into())));
+        assert!(!store.verify_blocking("carol", &Password::new("Password".into())));
+        assert!(!store.verify_blocking("nobody", &Password::new("password".into())));
+        assert_eq!(store.users_with_scheme(Scheme::Sha1), vec!["alice", "bob"]);
+        assert_eq!(store.scheme_counts().len(), 2);
     }
 
     #[test]

@@ -116,7 +116,21 @@ impl Collector for AuthCollector {
             "lockout_table_full",
             "Attempts refused because the lockout table was full of live locks",
             s.lockout_table_full,
-        )
+        )?;
+        // Shown for every scheme from the first scrape on, so that "done
+        // migrating" reads as a flat line, not a missing series.
+        let mut family = encoder.encode_descriptor(
+            "legacy_hash_logins",
+            "Successful password verifications against a legacy htpasswd hash (bcrypt, apr1, sha1): rehash these users with gatehouse hash-password",
+            None,
+            MetricType::Counter,
+        )?;
+        for (scheme, value) in self.0.legacy_logins() {
+            let labels = [("scheme", scheme)];
+            let metric = family.encode_family(&labels)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }
 

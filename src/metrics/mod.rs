@@ -62,6 +62,9 @@ impl Outcome {
     }
 }
 
+/// The legacy (htpasswd) schemes, as the metric labels them.
+const LEGACY_SCHEMES: [&str; 3] = ["bcrypt", "apr1", "sha1"];
+
 /// The auth layer's decisions and verification work, counted since
 /// start-up.
 #[derive(Debug)]
@@ -80,6 +83,9 @@ pub struct AuthCounters {
     coalesced: AtomicU64,
     lockouts: AtomicU64,
     lockout_table_full: AtomicU64,
+    /// Successful verifications against a legacy (htpasswd) hash: bcrypt,
+    /// apr1, sha1.
+    legacy_logins: [AtomicU64; 3],
 }
 
 impl Default for AuthCounters {
@@ -99,6 +105,7 @@ impl Default for AuthCounters {
             coalesced: AtomicU64::new(0),
             lockouts: AtomicU64::new(0),
             lockout_table_full: AtomicU64::new(0),
+            legacy_logins: Default::default(),
         }
     }
 }
@@ -172,6 +179,19 @@ impl AuthCounters {
         if failed {
             bump(&self.failed_verifications);
         }
+    }
+
+    /// Counts a successful verification against a legacy hash (`bcrypt`,
+    /// `apr1` or `sha1`; anything else is ignored).
+    pub fn record_legacy_login(&self, scheme: &str) {
+        if let Some(i) = LEGACY_SCHEMES.iter().position(|s| *s == scheme) {
+            bump(&self.legacy_logins[i]);
+        }
+    }
+
+    /// Successful verifications per legacy scheme.
+    pub fn legacy_logins(&self) -> [(&'static str, u64); 3] {
+        [0, 1, 2].map(|i| (LEGACY_SCHEMES[i], get(&self.legacy_logins[i])))
     }
 
     /// Counts a request let in from the cache.

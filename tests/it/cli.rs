@@ -106,7 +106,7 @@ fn check_config_accepts_a_good_config() {
     let output = run(&["check-config", "--config", config.to_str().unwrap()], "");
     assert!(output.status.success(), "{}", stderr(&output));
     assert!(
-        stdout(&output).ends_with("OK (3 users)"),
+        stdout(&output).ends_with("OK (3 users: 3 argon2)"),
         "{}",
         stdout(&output)
     );
@@ -498,11 +498,10 @@ fn check_config_repeats_serve_warnings_and_names_hash_schemes() {
     }
     drop(server);
     for (hash, says) in [
-        (
-            "$2y$05$abcdefghijklmnopqrstuuJ1s0N2H6Hj0cVGm1Ns3e9C1x3rWAjW",
-            "a bcrypt hash",
-        ),
-        ("$apr1$abc$defghijk", "a Apache MD5 (apr1) hash"),
+        ("$2y$05$abcdefghijklmnopqrstuv", "a malformed bcrypt hash"),
+        ("$apr1$abc$defghijk", "a malformed Apache MD5 ($apr1$) hash"),
+        ("abJnggxhB/yWI", "crypt(3) DES"),
+        ("$1$abc$defghijklmnopqrstuvwx", "a MD5-crypt hash"),
         ("hunter2", "looks like a plaintext password"),
     ] {
         let config = dir.write("bad.toml", &format!("{base}[users]\ncarol = \"{hash}\"\n"));

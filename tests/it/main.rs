@@ -19,6 +19,7 @@ mod curl;
 mod fail2ban;
 mod flood;
 mod forward_auth;
+mod htpasswd;
 mod library;
 mod limits;
 mod log_secrecy;
