@@ -146,9 +146,7 @@ impl Reloader {
                 "running on a generated user: changes to [oauth] clients take effect after a restart"
             );
         }
-        if let Some(store) = &loaded.store {
-            crate::warnings::log(&crate::warnings::config_warnings(&loaded.config, store));
-        }
+        crate::warnings::log(&loaded.warnings);
         // Access rules and groups first: a reload that adds a user with a
         // rule restricting them must not let them in under the old rules.
         // A rule's realm challenges for Bearer as the layer started.
@@ -293,6 +291,9 @@ struct Loaded {
     certified: Option<rustls::sign::CertifiedKey>,
     tokens: Option<crate::tokens::Tokens>,
     api_keys: Option<crate::tokens::ApiKeys>,
+    /// Worked out here, on the blocking pool: the mixed-scheme warning
+    /// times real verifications.
+    warnings: Vec<crate::warnings::ConfigWarning>,
 }
 
 fn load(
@@ -344,12 +345,17 @@ fn load(
         Some(settings) => Some(crate::tokens::ApiKeys::load(&settings.file)?),
         None => None,
     };
+    let warnings = store
+        .as_ref()
+        .map(|store| crate::warnings::config_warnings(&config, store))
+        .unwrap_or_default();
     Ok(Loaded {
         config,
         store,
         certified,
         tokens,
         api_keys,
+        warnings,
     })
 }
 

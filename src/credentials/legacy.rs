@@ -29,6 +29,17 @@ pub enum Scheme {
 }
 
 impl Scheme {
+    /// How costly a verification is, to break ties towards the slower
+    /// scheme when choosing the dummy.
+    pub fn expense(self) -> u8 {
+        match self {
+            Self::Argon2 => 3,
+            Self::Bcrypt => 2,
+            Self::Apr1 => 1,
+            Self::Sha1 => 0,
+        }
+    }
+
     /// The metric label and the name check-config uses.
     pub fn label(self) -> &'static str {
         match self {
@@ -76,11 +87,42 @@ pub enum LegacyError {
 impl std::fmt::Display for LegacyError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            Self::Bcrypt => "a malformed bcrypt hash",
+            Self::Bcrypt => "a malformed bcrypt hash (or a cost outside 4 to 14)",
             Self::Apr1 => "a malformed Apache MD5 ($apr1$) hash",
             Self::Sha1 => "a malformed {SHA} hash (expected base64 of 20 bytes)",
         })
     }
+}
+
+/// The highest bcrypt cost accepted: 2^14 rounds take about half a second
+/// here; beyond it one login could hold a verification slot for minutes.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// A bcrypt string checked in full, so that verifying it can only fail on a
+/// wrong password: `$2y$NN$` with a cost from 4 to [`MAX_BCRYPT_COST`],
+/// then a 22-character salt that decodes to 16 bytes and a 31-character
+/// output that decodes to 23.
+fn bcrypt_checked(text: &str) -> Option<Legacy> {
+    use base64::Engine as _;
+    let rest = text.get(4..)?;
+    let (cost, encoded) = rest.split_once('$')?;
+    cost.parse::<u32>()
+        .ok()
+        .filter(|c| (4..=MAX_BCRYPT_COST).contains(c))?;
+    if encoded.len() != 53 {
+        return None;
+    }
+    let salt = bcrypt::BASE_64.decode(&encoded[..22]).ok()?;
+    let hash = bcrypt::BASE_64.decode(&encoded[22..]).ok()?;
+    // Canonical encodings only: the unused trailing bits must be zero.
+    if salt.len() != 16
+        || hash.len() != 23
+        || bcrypt::BASE_64.encode(&salt) != encoded[..22]
+        || bcrypt::BASE_64.encode(&hash) != encoded[22..]
+    {
+        return None;
+    }
+    Some(Legacy::Bcrypt(text.to_owned()))
 }
 
 /// crypt(3)'s base64 alphabet.
@@ -91,19 +133,21 @@ impl Legacy {
     /// `None` when it is not one of them.
     pub fn parse(text: &str) -> Option<Result<Self, LegacyError>> {
         if ["$2y$", "$2b$", "$2a$"].iter().any(|p| text.starts_with(p)) {
-            return Some(
-                text.parse::<bcrypt::HashParts>()
-                    .map(|_| Self::Bcrypt(text.to_owned()))
-                    .map_err(|_| LegacyError::Bcrypt),
-            );
+            return Some(bcrypt_checked(text).ok_or(LegacyError::Bcrypt));
         }
         if let Some(rest) = text.strip_prefix("$apr1$") {
+            // The 22nd character carries 2 bits: one of `./01`, or the
+            // hash could never match.
             let parsed = rest.split_once('$').filter(|(salt, hash)| {
                 !salt.is_empty()
                     && salt.len() <= 8
                     && salt.bytes().all(|b| CRYPT64.contains(&b))
                     && hash.len() == 22
                     && hash.bytes().all(|b| CRYPT64.contains(&b))
+                    && hash
+                        .bytes()
+                        .last()
+                        .is_some_and(|b| CRYPT64[..4].contains(&b))
             });
             return Some(
                 parsed
@@ -130,6 +174,14 @@ impl Legacy {
             Self::Bcrypt(_) => Scheme::Bcrypt,
             Self::Apr1 { .. } => Scheme::Apr1,
             Self::Sha1(_) => Scheme::Sha1,
+        }
+    }
+
+    /// The bcrypt cost (0 for the other schemes).
+    pub fn cost(&self) -> u32 {
+        match self {
+            Self::Bcrypt(text) => text.get(4..6).and_then(|c| c.parse().ok()).unwrap_or(0),
+            _ => 0,
         }
     }
 
@@ -299,6 +351,29 @@ mod tests {
             Legacy::parse("$2y$10$short"),
             Some(Err(LegacyError::Bcrypt))
         ));
+        let good = bcrypt::hash_with_salt(b"x", 5, [1u8; 16])
+            .unwrap()
+            .format_for_version(bcrypt::Version::TwoY);
+        assert!(matches!(Legacy::parse(&good), Some(Ok(_))));
+        for cost in ["03", "15", "31", "99"] {
+            let other = format!("$2y${cost}{}", &good[6..]);
+            assert!(
+                matches!(Legacy::parse(&other), Some(Err(LegacyError::Bcrypt))),
+                "cost {cost}"
+            );
+        }
+        let bad_base64 = format!("{}!{}", &good[..10], &good[11..]);
+        assert!(matches!(
+            Legacy::parse(&bad_base64),
+            Some(Err(LegacyError::Bcrypt))
+        ));
+        assert!(
+            matches!(
+                Legacy::parse("$apr1$lZL6V/ci$eIMz/iKDkbtys/uU7LEK0z"),
+                Some(Err(LegacyError::Apr1))
+            ),
+            "a last character that can never occur"
+        );
         assert!(matches!(
             Legacy::parse("$apr1$toolongsalt$eIMz/iKDkbtys/uU7LEK00"),
             Some(Err(LegacyError::Apr1))

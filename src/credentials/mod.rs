@@ -45,7 +45,7 @@ pub enum HashError {
     InvalidParams(String),
     /// A hash in a scheme htpasswd or crypt(3) uses (bcrypt, apr1, …).
     #[error(
-        "a {0} hash: gatehouse verifies argon2 only; have the user's password rehashed with `gatehouse hash-password`"
+        "a {0} hash, which gatehouse does not verify (it takes argon2, and bcrypt $2y$/$2b$/$2a$, $apr1$ and {{SHA}} from htpasswd); have the user's password rehashed with `gatehouse hash-password`"
     )]
     OtherScheme(&'static str),
     /// An htpasswd hash (bcrypt, apr1, `{SHA}`) that does not parse.
@@ -65,7 +65,7 @@ fn other_scheme(text: &str) -> Option<HashError> {
     const SCHEMES: [(&str, &str); 19] = [
         ("$2a$", "bcrypt"),
         ("$2b$", "bcrypt"),
-        ("$2x$", "bcrypt"),
+        ("$2x$", "bcrypt $2x$ (the old buggy variant)"),
         ("$2y$", "bcrypt"),
         ("$apr1$", "Apache MD5 (apr1)"),
         ("$1$", "MD5-crypt"),
@@ -223,6 +223,11 @@ pub struct CredentialStore {
     /// Verified against when the username is unknown, so that an unknown user
     /// costs the same work as a known one (of the most common scheme).
     dummy: UserHash,
+    /// The dummy for unknown OAuth clients: argon2 always, since client
+    /// secrets are argon2 only (a fast legacy dummy would tell unknown
+    /// client ids from known ones).
+    client_dummy: UserHash,
+    client_dummy_fingerprint: [u8; 32],
     /// The dummy's fingerprint: unknown users are keyed with it wherever
     /// known users are keyed with theirs (request coalescing), so that the
     /// two take the same path.
@@ -267,38 +272,59 @@ impl CredentialStore {
             .collect();
         let mut random = [0u8; 32];
         getrandom::fill(&mut random).map_err(|e| HashError::InvalidParams(e.to_string()))?;
-        // The dummy is in the most common scheme (ties go to argon2), so
-        // that a miss costs what most hits cost.
-        let mut counts: HashMap<Scheme, usize> = HashMap::new();
+        let argon2 = users.values().filter_map(|h| match &h.parsed {
+            UserHash::Argon2(hash) => Some(&**hash),
+            UserHash::Legacy(_) => None,
+        });
+        let params = typical_params(argon2);
+        let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
+        let client_dummy = UserHash::from(parse_phc(&dummy_text)?);
+        // The dummy is in the most common scheme (ties go to the costlier
+        // scheme), and for bcrypt at the most common cost (ties go to the
+        // higher), so that a miss costs what most hits cost.
+        let mut counts: HashMap<(Scheme, u32), usize> = HashMap::new();
         for stored in users.values() {
-            *counts.entry(stored.parsed.scheme()).or_default() += 1;
+            let cost = match &stored.parsed {
+                UserHash::Legacy(legacy) => legacy.cost(),
+                UserHash::Argon2(_) => 0,
+            };
+            *counts.entry((stored.parsed.scheme(), cost)).or_default() += 1;
         }
-        let common = counts
+        let mut per_scheme: HashMap<Scheme, usize> = HashMap::new();
+        for ((scheme, _), n) in &counts {
+            *per_scheme.entry(*scheme).or_default() += n;
+        }
+        let common = per_scheme
             .iter()
-            .max_by_key(|(scheme, n)| (**n, **scheme == Scheme::Argon2))
+            .max_by_key(|(scheme, n)| (**n, scheme.expense()))
             .map(|(scheme, _)| *scheme)
             .unwrap_or(Scheme::Argon2);
+        let common_cost = counts
+            .iter()
+            .filter(|((scheme, _), _)| *scheme == common)
+            .max_by_key(|((_, cost), n)| (**n, *cost))
+            .map(|((_, cost), _)| *cost)
+            .unwrap_or(0);
         let legacy_dummy = users.values().find_map(|stored| match &stored.parsed {
-            UserHash::Legacy(legacy) if legacy.scheme() == common => legacy.dummy_like(&random),
+            UserHash::Legacy(legacy)
+                if legacy.scheme() == common && legacy.cost() == common_cost =>
+            {
+                legacy.dummy_like(&random)
+            }
             _ => None,
         });
         let dummy = match legacy_dummy {
             Some(legacy) => UserHash::Legacy(legacy),
-            None => {
-                let argon2 = users.values().filter_map(|h| match &h.parsed {
-                    UserHash::Argon2(hash) => Some(&**hash),
-                    UserHash::Legacy(_) => None,
-                });
-                let params = typical_params(argon2);
-                let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
-                UserHash::from(parse_phc(&dummy_text)?)
-            }
+            None => client_dummy.clone(),
         };
         let dummy_fingerprint = fingerprint(&dummy);
+        let client_dummy_fingerprint = fingerprint(&client_dummy);
         Ok(Self {
             users,
             dummy,
             dummy_fingerprint,
+            client_dummy,
+            client_dummy_fingerprint,
         })
     }
 
@@ -333,9 +359,9 @@ impl CredentialStore {
         self.dummy.scheme()
     }
 
-    /// Times one verification in each scheme the store uses (the dummy's
-    /// and one user's per other scheme), for the mixed-schemes warning:
-    /// what an unknown user costs against what each scheme's users cost.
+    /// Times one verification in each scheme the store uses (one user's
+    /// hash per scheme), for the mixed-schemes warning: what an unknown
+    /// user costs against what each scheme's users cost.
     pub fn scheme_timings(&self) -> Vec<(Scheme, std::time::Duration)> {
         let mut seen = std::collections::BTreeMap::new();
         for stored in self.users.values() {
@@ -376,8 +402,12 @@ impl CredentialStore {
     /// The fingerprint `username` is keyed with: its own hash's, or for an
     /// unknown user the dummy's, so known and unknown users go the same way.
     pub(crate) fn fingerprint_or_dummy(&self, username: &str) -> &[u8; 32] {
-        self.stored_hash(username)
-            .map_or(&self.dummy_fingerprint, |(_, f)| f)
+        let dummy = if username.starts_with(crate::tokens::CLIENT_PREFIX) {
+            &self.client_dummy_fingerprint
+        } else {
+            &self.dummy_fingerprint
+        };
+        self.stored_hash(username).map_or(dummy, |(_, f)| f)
     }
 
     /// Whether users' hashes use different argon2 parameters. Then the dummy
@@ -434,6 +464,9 @@ impl CredentialStore {
     ) -> bool {
         let (hash, known) = match self.users.get(username) {
             Some(stored) => (&stored.parsed, true),
+            None if username.starts_with(crate::tokens::CLIENT_PREFIX) => {
+                (&self.client_dummy, false)
+            }
             None => (&self.dummy, false),
         };
         verify_hash(hash, password.as_bytes(), memory) && known
