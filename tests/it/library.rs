@@ -59,6 +59,12 @@ async fn serve_without_connect_info(policy: Option<WithoutPeerAddress>) -> u16 {
     port
 }
 
+/// The tests below log through the same callsites, one of them capturing
+/// with a thread-local subscriber; run side by side, tracing's process-wide
+/// per-callsite interest cache can let one thread's subscriber (or lack of
+/// one) decide for the other's and drop an event. One at a time.
+static CAPTURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// curl from `source`; returns the status code.
 async fn curl_status(port: u16, source: &str, user: &str) -> String {
     let output = tokio::process::Command::new("curl")
@@ -86,6 +92,7 @@ async fn curl_status(port: u16, source: &str, user: &str) -> String {
 #[tokio::test]
 async fn without_connect_info_the_default_keys_nothing_by_address() {
     require_tool("curl", "--version");
+    let _one_at_a_time = CAPTURING.lock().await;
     let logs = Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
@@ -122,6 +129,9 @@ async fn without_connect_info_the_default_keys_nothing_by_address() {
 #[tokio::test]
 async fn without_connect_info_one_client_is_a_stated_choice() {
     require_tool("curl", "--version");
+    // Its events, with no subscriber on this thread, would set the shared
+    // callsite interest to "never" for the other test.
+    let _one_at_a_time = CAPTURING.lock().await;
     let port = serve_without_connect_info(Some(WithoutPeerAddress::OneClient)).await;
     for _ in 0..5 {
         assert_eq!(curl_status(port, "127.0.0.2", "bob:wrong").await, "401");
