@@ -1167,6 +1167,11 @@ impl Shared {
         match result {
             Ok((ok, took)) => {
                 self.counters.record_verification(!ok, took);
+                if ok {
+                    // Successes at debug, beside the failure events (a
+                    // cached credential is not a new login).
+                    tracing::debug!(target: "gatehouse::auth_success", %client, user = username.as_str(), "password verified");
+                }
                 if ok
                     && let Some(scheme) = self.verifier.current_store().scheme_of(&username)
                     && scheme != crate::credentials::Scheme::Argon2
