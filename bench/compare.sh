@@ -179,6 +179,36 @@ curl -sf -H "Authorization: Basic $(printf 'bench-client:%s' "$PASSWORD" | base6
 record tokens-oauth-cc <<<"$(wrk_once http://127.0.0.1:18086/oauth/token -s "$WORK/oauth.lua")"
 stop_last
 
+echo "gatehouse: the same handler, public in one server and protected in the other (HTTP and TLS)" >&2
+# Issue 16's measure of what authentication costs: the same handler
+# (/healthz), public in one config (the default) and protected in the other
+# (no public paths), so the two rows differ by authentication alone.
+for tls in false true; do
+  # Ports: 18094/18095 over HTTP, 18096/18097 over TLS.
+  if [ "$tls" = true ]; then pub=18096; else pub=18094; fi
+  prot=$((pub + 1))
+  for port in $pub $prot; do
+    config=$(gatehouse_config "$port" "$tls")
+    [ "$port" = "$prot" ] && sed -i 's|^\[users\]|[auth]\npublic = []\n[users]|' "$config"
+    RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+    PIDS+=($!)
+    wait_port "$port"
+  done
+  scheme=http
+  [ "$tls" = true ] && scheme=https
+  [ "$(curl -sk -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$prot/healthz")" = 401 ] || { echo "the protected server does not ask for a password" >&2; exit 1; }
+  curl -skf -H "$AUTH" "$scheme://127.0.0.1:$prot/healthz" >/dev/null
+  r_pub="" r_prot=""
+  for _ in $(seq 1 "$ROUNDS"); do
+    r_pub+="$(wrk_once "$scheme://127.0.0.1:$pub/healthz")"$'\n'
+    r_prot+="$(wrk_once "$scheme://127.0.0.1:$prot/healthz" -H "$AUTH")"$'\n'
+  done
+  record "same-$scheme-public" <<<"${r_pub%$'\n'}"
+  record "same-$scheme-auth" <<<"${r_prot%$'\n'}"
+  stop_last
+  stop_last
+done
+
 echo "gatehouse: 100 access rules vs none (HTTP, Basic cached)" >&2
 start_gatehouse 18092 false
 config=$(gatehouse_config 18093 false)
@@ -359,7 +389,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc same-http-public same-http-auth same-https-public same-https-auth rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -376,6 +406,9 @@ echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth ngi
 echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
 echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"
 echo "login p50 / p99 (ms):                      ${P50[tokens-login]:-n/a} / ${P99[tokens-login]:-n/a}"
+echo "same handler, protected / public (HTTP):   $(ratio same-http-auth same-http-public)   (target >= 0.95)"
+echo "same handler, protected / public (TLS):    $(ratio same-https-auth same-https-public)   (target >= 0.95)"
+echo "same handler, p99 protected / public (TLS): $(p99ratio same-https-auth same-https-public)   (target <= 1.3)"
 echo "100 access rules / no rules (HTTP):        $(ratio rules-100 rules-none)   (target >= 0.95)"
 echo "OAuth client credentials / Basic cached:   $(ratio tokens-oauth-cc tokens-basic-cached)   (p50 / p99 ms: ${P50[tokens-oauth-cc]:-n/a} / ${P99[tokens-oauth-cc]:-n/a})"
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"

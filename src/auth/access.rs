@@ -136,6 +136,17 @@ pub struct AccessRules {
     deny_by_default: bool,
     /// Each user's groups.
     groups: HashMap<String, Arc<[Arc<str>]>>,
+    /// The rules that can match a path, by the path's first segment (in
+    /// rule order), so that a request looks at a handful of rules, not all
+    /// of them; `everywhere` are the rules for `/*`.
+    by_segment: HashMap<String, Vec<usize>>,
+    everywhere: Vec<usize>,
+}
+
+/// The first segment of a path or rule path (`"admin"` for `/admin/x`).
+fn first_segment(path: &str) -> &str {
+    let rest = path.strip_prefix('/').unwrap_or(path);
+    rest.split('/').next().unwrap_or("")
 }
 
 /// The part of `path` that names the resource: without a trailing
@@ -237,6 +248,17 @@ impl AccessRules {
                 }
             }
         }
+        let mut by_segment: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut everywhere = Vec::new();
+        for (i, rule) in rules.iter().enumerate() {
+            match &rule.path {
+                PathPattern::Prefix(prefix) if prefix == "/" => everywhere.push(i),
+                PathPattern::Prefix(path) | PathPattern::Exact(path) => by_segment
+                    .entry(first_segment(path).to_owned())
+                    .or_default()
+                    .push(i),
+            }
+        }
         Self {
             rules,
             deny_by_default,
@@ -244,6 +266,54 @@ impl AccessRules {
                 .into_iter()
                 .map(|(user, groups)| (user, Arc::from(groups)))
                 .collect(),
+            by_segment,
+            everywhere,
+        }
+    }
+
+    /// The first rule that applies to this request, in rule order. Every
+    /// rule that can match `path` shares its first segment (a prefix rule
+    /// covers its root, an exact rule its `/` and `index.html` spellings,
+    /// all within that segment), except `/*`.
+    fn first_rule(&self, method: &Method, path: &str) -> Option<&AccessRule> {
+        // `/index.html` is `/` to an exact rule for `/`: a second segment
+        // to look in (rare, so the slow way).
+        let resource = same_resource(path);
+        if first_segment(resource) != first_segment(path) {
+            let mut all: Vec<usize> = [first_segment(path), first_segment(resource)]
+                .iter()
+                .filter_map(|segment| self.by_segment.get(*segment))
+                .flatten()
+                .chain(&self.everywhere)
+                .copied()
+                .collect();
+            all.sort_unstable();
+            all.dedup();
+            return all
+                .into_iter()
+                .filter_map(|i| self.rules.get(i))
+                .find(|rule| rule.applies(method, path));
+        }
+        let mine = self
+            .by_segment
+            .get(first_segment(path))
+            .map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (mine.iter().peekable(), self.everywhere.iter().peekable());
+        // Merge the two ordered index lists, so the first match is still
+        // the first rule in the file.
+        loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x <= y => a.next(),
+                (Some(_), Some(_)) => b.next(),
+                (Some(_), None) => a.next(),
+                (None, Some(_)) => b.next(),
+                (None, None) => return None,
+            };
+            if let Some(rule) = next.and_then(|i| self.rules.get(*i))
+                && rule.applies(method, path)
+            {
+                return Some(rule);
+            }
         }
     }
 
@@ -319,7 +389,7 @@ impl AccessRules {
 
     /// What the first rule covering `path` says; `None` when none does.
     fn allows_one(&self, user: &AuthenticatedUser, method: &Method, path: &str) -> Option<bool> {
-        let rule = self.rules.iter().find(|r| r.applies(method, path))?;
+        let rule = self.first_rule(method, path)?;
         let groups = user.groups();
         let member = rule.allow.iter().any(|who| match who {
             Principal::Authenticated => true,
@@ -346,9 +416,7 @@ impl AccessRules {
     /// that covers it names a realm of its own.
     pub fn challenges_for(&self, method: &Method, path: &str) -> Option<&[HeaderValue]> {
         let path = without_parameters(path).unwrap_or_else(|| path.to_owned());
-        self.rules
-            .iter()
-            .find(|r| r.applies(method, &path))
+        self.first_rule(method, &path)
             .and_then(|r| r.challenges.as_deref())
     }
 }
@@ -499,6 +567,45 @@ mod tests {
 #[cfg(test)]
 mod spelling_tests {
     use super::*;
+
+    #[test]
+    fn the_segment_index_keeps_rule_order() {
+        let rule = |path: &str, who: &str| AccessRule {
+            path: PathPattern::parse(path).unwrap(),
+            methods: None,
+            allow: vec![Principal::parse(who).unwrap()],
+            scopes: vec![],
+            challenges: None,
+        };
+        let rules = AccessRules::new(
+            vec![
+                rule("/a/x", "user:bob"),
+                rule("/*", "user:carol"),
+                rule("/a/*", "user:dave"),
+                rule("/", "user:erin"),
+            ],
+            false,
+            &Default::default(),
+        );
+        let user = |name: &str| AuthenticatedUser::new(name);
+        assert!(
+            rules.allows(&user("bob"), &Method::GET, "/a/x"),
+            "rule 1 first"
+        );
+        assert!(!rules.allows(&user("dave"), &Method::GET, "/a/x"));
+        assert!(
+            rules.allows(&user("carol"), &Method::GET, "/a/y"),
+            "/* before /a/*"
+        );
+        assert!(!rules.allows(&user("dave"), &Method::GET, "/a/y"));
+        assert!(
+            rules.allows(&user("carol"), &Method::GET, "/"),
+            "/* covers /"
+        );
+        assert_eq!(first_segment("/"), "");
+        assert_eq!(first_segment("/a/b"), "a");
+        assert_eq!(first_segment("/a"), "a");
+    }
 
     #[test]
     fn spellings_cover_what_upstreams_read_alike() {
