@@ -163,16 +163,14 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
     // Rules an earlier rule always decides first.
     let rules = &config.access.rules;
     for (i, rule) in rules.iter().enumerate() {
-        let as_rule = |r: &crate::config::AccessRuleSettings| crate::auth::access::AccessRule {
-            path: r.path.clone(),
-            methods: r.methods.clone(),
-            allow: Vec::new(),
-            scopes: Vec::new(),
-            challenges: None,
-        };
+        fn covered(
+            r: &crate::config::AccessRuleSettings,
+        ) -> (&crate::auth::access::PathPattern, Option<&[http::Method]>) {
+            (&r.path, r.methods.as_deref())
+        }
         if let Some(j) = rules[..i]
             .iter()
-            .position(|earlier| as_rule(rule).shadowed_by(&as_rule(earlier)))
+            .position(|earlier| crate::auth::access::shadowed(covered(rule), covered(earlier)))
         {
             warn(
                 "[[access]]",

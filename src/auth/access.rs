@@ -120,13 +120,25 @@ impl AccessRule {
     /// Whether this rule can never decide because `earlier` covers all it
     /// covers.
     pub fn shadowed_by(&self, earlier: &AccessRule) -> bool {
-        let methods = match (&earlier.methods, &self.methods) {
-            (None, _) => true,
-            (Some(_), None) => false,
-            (Some(theirs), Some(mine)) => mine.iter().all(|m| theirs.contains(m)),
-        };
-        methods && self.path.covered_by(&earlier.path)
+        shadowed(
+            (&self.path, self.methods.as_deref()),
+            (&earlier.path, earlier.methods.as_deref()),
+        )
     }
+}
+
+/// Whether a rule on `(path, methods)` can never decide because an earlier
+/// one covers every path and method it does (`None`: all methods).
+pub fn shadowed(
+    (path, methods): (&PathPattern, Option<&[Method]>),
+    (earlier_path, earlier_methods): (&PathPattern, Option<&[Method]>),
+) -> bool {
+    let methods = match (earlier_methods, methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(theirs), Some(mine)) => mine.iter().all(|m| theirs.contains(m)),
+    };
+    methods && path.covered_by(earlier_path)
 }
 
 /// The rules, the default, and the groups.
@@ -348,11 +360,6 @@ impl AccessRules {
             })
             .collect();
         Self::new(rules, settings.deny_by_default, &settings.groups)
-    }
-
-    /// The rules, in order.
-    pub fn rules(&self) -> &[AccessRule] {
-        &self.rules
     }
 
     /// Whether there is nothing to check (no rules, default allow).

@@ -10,6 +10,16 @@ pub const MAX_BODY: usize = 8 * 1024;
 /// How long such a body may take to arrive.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Whether the request's `Content-Type` is `expected` (parameters such as
+/// `charset` ignored, case-insensitive).
+pub(super) fn has_media_type(headers: &http::HeaderMap, expected: &str) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case(expected))
+}
+
 /// Why a body could not be read.
 pub(super) enum BodyError {
     /// Longer than [`MAX_BODY`].

@@ -127,11 +127,11 @@ impl EventLog {
         match failure.reason {
             Reason::LockedOut | Reason::RateLimited => {
                 if self.allow(client) {
-                    tracing::info!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
+                    tracing::info!(target: TARGET, client = %client, user, scheme, reason, "authentication failed")
                 }
             }
             _ => {
-                tracing::warn!(target: "gatehouse::auth_failure", client = %client, user, scheme, reason, "authentication failed")
+                tracing::warn!(target: TARGET, client = %client, user, scheme, reason, "authentication failed")
             }
         }
     }

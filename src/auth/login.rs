@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, PRAGMA};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, StatusCode};
 use serde::Deserialize;
 
@@ -122,11 +122,7 @@ where
         Ok(issued) => {
             tracing::debug!(user = user.name(), "token issued");
             let body = serde_json::to_string(&issued).unwrap_or_default();
-            let mut response = Response::new(Body::from(body));
-            let headers = response.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
+            let mut response = super::response::json_no_store(StatusCode::OK, body);
             response.extensions_mut().insert(user);
             (Outcome::Allowed, response)
         }
@@ -160,13 +156,7 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let is_json = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
-    if !is_json {
+    if !super::body::has_media_type(req.headers(), "application/json") {
         return Err(refused(
             Outcome::BadRequest,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,

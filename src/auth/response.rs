@@ -19,6 +19,26 @@ pub(crate) fn plain(status: StatusCode, body: &'static str) -> Response {
     response
 }
 
+/// Marks an answer that must not be cached: it carries a secret (a token)
+/// or a one-time page (RFC 6749 §5.1 asks for both headers).
+pub(super) fn no_store(headers: &mut http::HeaderMap) {
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    headers.insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// A JSON answer that must not be cached (a token, an OAuth error).
+pub(super) fn json_no_store(status: StatusCode, body: String) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    no_store(headers);
+    response
+}
+
 /// 401 with a `WWW-Authenticate` header per challenge.
 pub(super) fn unauthorized(challenges: &[HeaderValue]) -> Response {
     let mut response = plain(StatusCode::UNAUTHORIZED, "401 Unauthorized\n");

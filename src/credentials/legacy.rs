@@ -49,11 +49,6 @@ impl Scheme {
             Self::Sha1 => "sha1",
         }
     }
-
-    /// Whether the scheme is too weak to keep: rehash its users.
-    pub fn is_weak(self) -> bool {
-        matches!(self, Self::Apr1 | Self::Sha1)
-    }
 }
 
 /// An htpasswd hash, parsed and checked at load time, so that verifying

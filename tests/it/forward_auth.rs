@@ -11,7 +11,7 @@ use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::common::{ALICE, Gatehouse, TestDir, require_tool, upstream};
-use crate::security::support::{Process, free_port, wait_for_port};
+use crate::security::support::{Process, free_port, nginx_with, wait_for_port};
 
 /// gatehouse with decisions on a plain-HTTP listener of their own, the
 /// proxy on 127.0.0.1 trusted, `/public/*` public, lockout after 3
@@ -44,7 +44,6 @@ fn snippet(name: &str, replacements: &[(&str, String)]) -> String {
 }
 
 fn start_nginx(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process {
-    require_tool("nginx", "-v");
     let port = free_port();
     let server = snippet(
         "nginx.conf",
@@ -54,42 +53,7 @@ fn start_nginx(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process
             ("127.0.0.1:8080", format!("127.0.0.1:{port}")),
         ],
     );
-    let work = dir.path("nginx");
-    std::fs::create_dir_all(&work).unwrap();
-    let w = work.display();
-    let conf = format!(
-        "user root;\nworker_processes 1;\ndaemon off;\npid {w}/nginx.pid;\nerror_log {w}/error.log;\n\
-         events {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  \
-         client_body_temp_path {w}; proxy_temp_path {w}; fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n\
-         {server}\n}}\n"
-    );
-    let conf_path = work.join("nginx.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let test = Command::new("nginx")
-        .arg("-t")
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(&work)
-        .output()
-        .unwrap();
-    assert!(
-        test.status.success(),
-        "nginx -t: {}",
-        String::from_utf8_lossy(&test.stderr)
-    );
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(&work)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start nginx");
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_for_port(addr, "nginx");
-    Process::new(child, addr)
+    nginx_with(dir, port, &server)
 }
 
 fn start_caddy(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process {

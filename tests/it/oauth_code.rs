@@ -276,6 +276,16 @@ fn redeem_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> 
     ]
 }
 
+/// `desktop` (public) redeems `refresh`; the token endpoint's JSON.
+async fn refresh_desktop(http: &reqwest::Client, server: &Gatehouse, refresh: &str) -> Value {
+    let form = [
+        ("grant_type", "refresh_token"),
+        ("refresh_token", refresh),
+        ("client_id", "desktop"),
+    ];
+    token(http, server, &form).await.1
+}
+
 async fn whoami(http: &reqwest::Client, server: &Gatehouse, token: &str) -> StatusCode {
     http.get(server.url("/api/whoami"))
         .bearer_auth(token)
@@ -530,17 +540,10 @@ async fn codes_are_single_use_and_bound_to_client_redirect_and_verifier() {
         whoami(&http, &server, access).await,
         StatusCode::UNAUTHORIZED
     );
-    let (_, body) = token(
-        &http,
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("client_id", "desktop"),
-        ],
-    )
-    .await;
-    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(
+        refresh_desktop(&http, &server, refresh).await["error"],
+        "invalid_grant"
+    );
     assert!(server.logs().contains("authorization code used twice"));
     // Expired (code_ttl = 2s).
     let code = desktop_code(&http, &server).await;
@@ -617,17 +620,10 @@ async fn revocation_ends_the_grant() {
         whoami(&http, &server, access).await,
         StatusCode::UNAUTHORIZED
     );
-    let (_, body) = token(
-        &http,
-        &server,
-        &[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh),
-            ("client_id", "desktop"),
-        ],
-    )
-    .await;
-    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(
+        refresh_desktop(&http, &server, refresh).await["error"],
+        "invalid_grant"
+    );
 }
 
 /// The consent form: a POST without a form token, with another user's,

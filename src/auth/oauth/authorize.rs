@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use axum::body::{Bytes, HttpBody};
 use axum::response::Response;
-use http::header::{CONTENT_TYPE, LOCATION};
+use http::header::LOCATION;
 use http::{HeaderValue, Method, Request, StatusCode};
 
 use super::consent::{self, Consent};
@@ -331,16 +331,7 @@ where
         _ => None,
     };
     let params = if post {
-        let form = req
-            .headers()
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .is_some_and(|v| {
-                v.trim()
-                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-            });
-        if !form {
+        if !crate::auth::body::has_media_type(req.headers(), super::FORM) {
             return (
                 Outcome::BadRequest,
                 consent::error_page(

@@ -23,11 +23,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes, HttpBody};
+use axum::body::{Bytes, HttpBody};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, HOST, PRAGMA, WWW_AUTHENTICATE};
+use http::header::{CACHE_CONTROL, HOST, WWW_AUTHENTICATE};
 use http::{HeaderValue, Method, Request, StatusCode};
 
 use super::bearer::{self, Presented};
@@ -51,6 +51,9 @@ pub const REVOKE_PATH: &str = "/oauth/revoke";
 pub const METADATA_PATH: &str = "/.well-known/oauth-authorization-server";
 /// Every path OAuth answers.
 pub const PATHS: [&str; 4] = [AUTHORIZE_PATH, TOKEN_PATH, REVOKE_PATH, METADATA_PATH];
+
+/// The media type of the endpoints' form bodies.
+const FORM: &str = "application/x-www-form-urlencoded";
 
 /// The most authorization codes (waiting or spent) held at once.
 const MAX_CODES: usize = 100_000;
@@ -234,14 +237,31 @@ fn invalid_client(tried_basic: bool) -> OAuthError {
     }
 }
 
-fn json(status: StatusCode, body: String) -> Response {
-    let mut response = Response::new(Body::from(body));
-    *response.status_mut() = status;
-    let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(PRAGMA, HeaderValue::from_static("no-cache"));
-    response
+use super::response::json_no_store as json;
+
+/// What the token and revocation endpoints check before reading anything:
+/// the per-address rate, the address lockout, and `POST`.
+fn at_the_door(
+    shared: &Shared,
+    method: &Method,
+    client_ip: Option<IpAddr>,
+) -> Option<(Outcome, Response)> {
+    if let Some(decision) = shared
+        .rate_limited(client_ip)
+        .or_else(|| shared.address_locked(client_ip))
+    {
+        return Some(super::login::finish(decision));
+    }
+    if method != Method::POST {
+        return Some((
+            Outcome::BadRequest,
+            method_not_allowed(
+                "POST",
+                "405 Method Not Allowed: POST form-encoded parameters here\n",
+            ),
+        ));
+    }
+    None
 }
 
 impl OAuthError {
@@ -378,16 +398,7 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    let form_type = req
-        .headers()
-        .get(CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|v| {
-            v.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        });
-    if !form_type {
+    if !super::body::has_media_type(req.headers(), FORM) {
         return Err(error(
             "invalid_request",
             "send application/x-www-form-urlencoded parameters",

@@ -8,10 +8,9 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::response::Response;
-use http::header::{CACHE_CONTROL, PRAGMA};
-use http::{HeaderValue, Method, Request};
+use http::Request;
 
-use super::{Refused, authenticate_client, error, method_not_allowed, read_form, unix_now};
+use super::{Refused, authenticate_client, error, read_form, unix_now};
 use crate::auth::Shared;
 use crate::metrics::Outcome;
 
@@ -25,32 +24,15 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    if let Some(decision) = shared
-        .rate_limited(client_ip)
-        .or_else(|| shared.address_locked(client_ip))
-    {
-        return crate::auth::login::finish(decision);
-    }
-    if req.method() != Method::POST {
-        return (
-            Outcome::BadRequest,
-            method_not_allowed(
-                "POST",
-                "405 Method Not Allowed: POST form-encoded parameters here\n",
-            ),
-        );
+    if let Some(answer) = super::at_the_door(shared, req.method(), client_ip) {
+        return answer;
     }
     match revoke_token(shared, req, client_ip).await {
         // §2.2: 200 whether or not the token was valid: a client learns
         // nothing about tokens that are not its own.
         Ok(()) => {
             let mut response = Response::new(Body::empty());
-            response
-                .headers_mut()
-                .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            response
-                .headers_mut()
-                .insert(PRAGMA, HeaderValue::from_static("no-cache"));
+            crate::auth::response::no_store(response.headers_mut());
             (Outcome::Allowed, response)
         }
         Err(refused) => refused.respond(shared),

@@ -9,12 +9,12 @@ use axum::body::{Bytes, HttpBody};
 use axum::response::Response;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http::{Method, Request, StatusCode};
+use http::{Request, StatusCode};
 
 use super::grants::{CodeGrant, FamilyGrant, Taken};
 use super::{
     Authenticated, FamilyId, OAuthError, Params, Refused, authenticate_client, count_guess, digest,
-    error, json, method_not_allowed, read_form, server_error, unavailable, unix_now,
+    error, json, read_form, server_error, unavailable, unix_now,
 };
 use crate::auth::Shared;
 use crate::config::GrantType;
@@ -31,20 +31,8 @@ where
     B: HttpBody<Data = Bytes> + Send + 'static,
     B::Error: Into<axum::BoxError>,
 {
-    if let Some(decision) = shared
-        .rate_limited(client_ip)
-        .or_else(|| shared.address_locked(client_ip))
-    {
-        return crate::auth::login::finish(decision);
-    }
-    if req.method() != Method::POST {
-        return (
-            Outcome::BadRequest,
-            method_not_allowed(
-                "POST",
-                "405 Method Not Allowed: POST form-encoded parameters here\n",
-            ),
-        );
+    if let Some(answer) = super::at_the_door(shared, req.method(), client_ip) {
+        return answer;
     }
     match grant(shared, req, client_ip).await {
         Ok(answer) => answer,

@@ -85,22 +85,50 @@ impl Drop for Process {
 
 /// Real nginx serving `root` on loopback, as an upstream.
 pub fn nginx(dir: &TestDir, root: &Path) -> Process {
+    let port = free_port();
+    nginx_with(
+        dir,
+        port,
+        &format!(
+            "server {{ listen 127.0.0.1:{port}; root {}; }}",
+            root.display()
+        ),
+    )
+}
+
+/// Real nginx on loopback with `http` (server blocks and the like) inside
+/// its `http {}` block, listening on `port`; the config passes `nginx -t`
+/// first, so a bad one fails with nginx's own message.
+pub fn nginx_with(dir: &TestDir, port: u16, http: &str) -> Process {
     require_tool("nginx", "-v");
     let work = dir.path("nginx");
     std::fs::create_dir_all(&work).unwrap();
-    let port = free_port();
     let w = work.display();
     let conf = format!(
-        "user root;\nworker_processes 1;\ndaemon off;\npid {w}/nginx.pid;\nerror_log {w}/error.log;\nevents {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  client_body_temp_path {w}; proxy_temp_path {w}; fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n  server {{ listen 127.0.0.1:{port}; root {}; }}\n}}\n",
-        root.display()
+        "user root;\nworker_processes 1;\ndaemon off;\npid {w}/nginx.pid;\nerror_log {w}/error.log;\n\
+         events {{ worker_connections 64; }}\nhttp {{\n  access_log off;\n  \
+         client_body_temp_path {w}; proxy_temp_path {w}; fastcgi_temp_path {w}; uwsgi_temp_path {w}; scgi_temp_path {w};\n\
+         {http}\n}}\n"
     );
     let conf_path = work.join("nginx.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new("nginx")
-        .arg("-c")
-        .arg(&conf_path)
-        .arg("-p")
-        .arg(&work)
+    let nginx = |extra: &[&str]| {
+        let mut command = Command::new("nginx");
+        command
+            .args(extra)
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&work);
+        command
+    };
+    let test = nginx(&["-t"]).output().unwrap();
+    assert!(
+        test.status.success(),
+        "nginx -t: {}",
+        String::from_utf8_lossy(&test.stderr)
+    );
+    let child = nginx(&[])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
