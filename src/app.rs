@@ -53,6 +53,8 @@ pub struct Application {
     tls: Option<TlsSetup>,
     /// The generated user's password file (JSON logs), removed at the end.
     password_file: Option<PathBuf>,
+    /// The Redis connection shared with other replicas (`[cluster]`).
+    cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 /// A generated user: its name and hash.
@@ -90,7 +92,14 @@ impl Application {
             .local_addr()
             .map_err(|io| bind_error(config.server.listen, io))?;
         let tls = tls::setup(&config.tls, &config.path)?;
-        let (layer, password_file) = auth_layer(&config, log.format())?;
+        let cluster = match &config.cluster {
+            Some(settings) => Some(
+                crate::cluster::Cluster::new(settings, &config.rate_limit, config.lockout)
+                    .map_err(|e| ConfigError::invalid(&config.path, "[cluster]", e.to_string()))?,
+            ),
+            None => None,
+        };
+        let (layer, password_file) = auth_layer(&config, log.format(), cluster.as_ref())?;
         let certificate = match (&config.tls, &tls) {
             (TlsSettings::Files { .. }, Some(setup)) => Some(Arc::clone(&setup.certificate)),
             _ => None,
@@ -109,6 +118,9 @@ impl Application {
             reloader.counters().register(ours);
             connections.register(ours);
             metrics::register_suppressed_lines(ours, &suppressed_lines);
+            if let Some(cluster) = &cluster {
+                cluster.register(ours);
+            }
         }
         let registry = Arc::new(registry);
         let (forward_auth, forward_auth_addr) =
@@ -180,6 +192,7 @@ impl Application {
             triggers,
             tls,
             password_file,
+            cluster,
         })
     }
 
@@ -204,6 +217,9 @@ impl Application {
         self.announce();
         let mut tasks = JoinSet::new();
         tasks.spawn(prune_periodically(self.layer));
+        if let Some(cluster) = self.cluster {
+            tasks.spawn(cluster.run());
+        }
         tasks.spawn(self.reloader.run(self.triggers));
         let (stop, stopped) = tokio::sync::watch::channel(false);
         if let Some(metrics) = self.metrics {
@@ -277,6 +293,7 @@ impl Application {
 fn auth_layer(
     config: &Config,
     format: LogFormat,
+    cluster: Option<&Arc<crate::cluster::Cluster>>,
 ) -> Result<(BasicAuthLayer, Option<PathBuf>), StartError> {
     let mut users = config.auth.users.clone();
     let mut password_file = None;
@@ -334,6 +351,9 @@ fn auth_layer(
             client_header: forward.client_header,
             separate_listener: forward.listen.is_some(),
         });
+    }
+    if let Some(cluster) = cluster {
+        builder = builder.shared_limits(Arc::clone(cluster) as Arc<dyn crate::limit::SharedLimits>);
     }
     let layer = builder
         .public(config.auth.public.clone())

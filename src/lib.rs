@@ -27,6 +27,8 @@ pub mod access_log;
 #[cfg(feature = "server")]
 pub mod app;
 #[cfg(feature = "server")]
+pub mod cluster;
+#[cfg(feature = "server")]
 mod files;
 #[cfg(feature = "server")]
 mod io_watch;

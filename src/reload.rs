@@ -389,6 +389,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
     };
     check(auth(old) != auth(new), "[auth] (other than users)");
     check(old.limits != new.limits, "[limits]");
+    check(old.cluster != new.cluster, "[cluster]");
     // Keys and the token policy change live (with a key file); turning
     // tokens or keys on or off, or moving the login path or the key header,
     // needs a restart.

@@ -85,6 +85,7 @@ pub struct BasicAuthBuilder {
     forward: Option<super::ForwardAuth>,
     access: super::access::AccessRules,
     count_verified: bool,
+    shared_limits: Option<Arc<dyn crate::limit::SharedLimits>>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -129,7 +130,15 @@ impl BasicAuthBuilder {
             forward: None,
             access: super::access::AccessRules::default(),
             count_verified: false,
+            shared_limits: None,
         }
+    }
+
+    /// Limits and lockouts shared with other replicas (`[cluster]`): the
+    /// layer's own records stay the local pre-check and the fallback.
+    pub fn shared_limits(mut self, shared: Arc<dyn crate::limit::SharedLimits>) -> Self {
+        self.shared_limits = Some(shared);
+        self
     }
 
     /// Whether requests whose credentials were verified before (the cache,
@@ -316,6 +325,7 @@ impl BasicAuthBuilder {
                 forward: self.forward,
                 access: arc_swap::ArcSwap::from_pointee(self.access),
                 count_verified: self.count_verified,
+                shared_limits: self.shared_limits,
                 events: super::events::EventLog::default(),
                 cache,
                 inflight: InFlight::default(),

@@ -85,7 +85,8 @@ pub use user::{AuthMethod, AuthenticatedUser};
 
 use crate::credentials::{Verifier, VerifyError};
 use crate::limit::{
-    Attempt, ClientAddress, ClientIpResolver, LockedOut, Lockouts, RateLimits, Refusal, ip_key,
+    Attempt, ClientAddress, ClientIpResolver, LockedOut, Lockouts, RateKind, RateLimits, Refusal,
+    SharedAttempt, ip_key,
 };
 use crate::metrics::{AuthCounters, Outcome};
 use crate::secret::Password;
@@ -123,6 +124,8 @@ struct Shared {
     /// the per-address limit (the behaviour before it counted only what
     /// costs or fails).
     count_verified: bool,
+    /// Limits and lockouts shared with other replicas (`[cluster]`).
+    shared_limits: Option<Arc<dyn crate::limit::SharedLimits>>,
     /// Who may do what once authenticated; swapped whole on reload.
     access: arc_swap::ArcSwap<access::AccessRules>,
     verifier: Verifier,
@@ -492,9 +495,14 @@ enum Screened {
 
 struct Pending {
     client: IpAddr,
+    /// Whether `client` is the real address (else the shared records,
+    /// keyed by address, are not used).
+    known_client: bool,
     username: String,
     password: Password,
     attempt: Attempt,
+    /// The reservation in the shared records, when there are some.
+    shared: Option<SharedAttempt>,
     /// Set when the cache is on.
     digest: Option<CredentialDigest>,
     /// Set when other requests with this credential may wait on this one.
@@ -884,10 +892,16 @@ impl Shared {
     /// limit and lockout are skipped, the rest applies.
     /// Step 2: the per-address rate limit.
     fn rate_limited(&self, client: Option<IpAddr>) -> Option<Decision> {
-        if let (Some(limit), Some(client)) = (&self.rate.per_ip, client)
-            && let Err(wait) = limit.check(&client)
-        {
-            return Some(failed(too_many(wait), events::Reason::RateLimited, None));
+        if let (Some(limit), Some(client)) = (&self.rate.per_ip, client) {
+            // The local limiter first: one replica never needs more than
+            // the shared budget, and it decides alone when Redis is away.
+            let shared = || match &self.shared_limits {
+                Some(shared) => shared.check_rate(RateKind::Address, &client.to_string()),
+                None => Ok(()),
+            };
+            if let Err(wait) = limit.check(&client).and_then(|()| shared()) {
+                return Some(failed(too_many(wait), events::Reason::RateLimited, None));
+            }
         }
         None
     }
@@ -897,6 +911,7 @@ impl Shared {
         let client = client?;
         self.lockouts
             .address_locked(client, Instant::now())
+            .or_else(|| self.shared_limits.as_ref()?.address_locked(client))
             .map(|wait| failed(too_many(wait), events::Reason::LockedOut, None))
     }
 
@@ -1079,9 +1094,11 @@ impl Shared {
         };
         Screened::Verify(Pending {
             client: client.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED)),
+            known_client: client.is_some(),
             username,
             password,
             attempt,
+            shared: None,
             digest,
             leader,
         })
@@ -1106,6 +1123,10 @@ impl Shared {
                 )
             }
             Screened::Verify(pending) => {
+                let pending = match self.reserve_shared(pending).await {
+                    Ok(pending) => pending,
+                    Err(decision) => return decision,
+                };
                 let username = pending.username.clone();
                 // Verified in a task of its own, so that a client hanging up
                 // mid-way cannot stop its failure from being recorded or its
@@ -1135,10 +1156,51 @@ impl Shared {
         self.per_user_quota(AuthenticatedUser::new(username))
     }
 
+    /// Step 5 across replicas: reserves the attempt in the shared records
+    /// too (the local one is held already). A refusal releases the local
+    /// reservation; Redis being away leaves the local records alone to
+    /// decide.
+    async fn reserve_shared(&self, mut pending: Pending) -> Result<Pending, Decision> {
+        let Some(shared) = self.shared_limits.as_ref() else {
+            return Ok(pending);
+        };
+        if !pending.known_client {
+            return Ok(pending);
+        }
+        let refusal = match shared.begin(pending.client, &pending.username).await {
+            Ok(attempt) => {
+                pending.shared = attempt;
+                return Ok(pending);
+            }
+            Err(refusal) => refusal,
+        };
+        // The local slot goes back; dropping the leader releases followers.
+        let Pending {
+            username, attempt, ..
+        } = pending;
+        self.lockouts.cancel(attempt);
+        let username = Some(username.as_str());
+        Err(match refusal {
+            Refusal::Locked(remaining) => {
+                failed(too_many(remaining), events::Reason::LockedOut, username)
+            }
+            _ => failed(
+                too_many(Duration::from_secs(1)),
+                events::Reason::RateLimited,
+                username,
+            ),
+        })
+    }
+
     /// Step 7: the per-user quota, then the request goes on.
     fn per_user_quota(&self, user: AuthenticatedUser) -> Decision {
         if let Some(limit) = &self.rate.per_user
-            && let Err(wait) = limit.check(user.shared_name())
+            && let Err(wait) = limit.check(user.shared_name()).and_then(|()| {
+                match &self.shared_limits {
+                    Some(shared) => shared.check_rate(RateKind::User, user.name()),
+                    None => Ok(()),
+                }
+            })
         {
             return failed(
                 too_many(wait),
@@ -1156,9 +1218,11 @@ impl Shared {
     async fn verify(self: Arc<Self>, pending: Pending) -> Result<bool, VerifyError> {
         let Pending {
             client,
+            known_client: _,
             username,
             password,
             attempt,
+            shared,
             digest,
             leader,
         } = pending;
@@ -1207,6 +1271,12 @@ impl Shared {
                 }
             }
             Err(_) => self.lockouts.cancel(attempt),
+        }
+        if let (Some(limits), Some(attempt)) = (&self.shared_limits, shared) {
+            match &result {
+                Ok((ok, _)) => limits.finish(attempt, *ok).await,
+                Err(_) => limits.cancel(attempt).await,
+            }
         }
         result.map(|(ok, _)| ok)
     }

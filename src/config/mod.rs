@@ -19,7 +19,7 @@ use crate::limit::LockoutPolicy;
 
 pub(crate) use sections::is_scope_token;
 pub use settings::{
-    AccessRuleSettings, AccessSettings, ApiKeySettings, AuthSettings, Backend,
+    AccessRuleSettings, AccessSettings, ApiKeySettings, AuthSettings, Backend, ClusterSettings,
     FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader, ForwardAuthSettings, ForwardAuthStyle,
     GrantType, Limits, LogSettings, MetricsSettings, OAuthClient, OAuthSettings, RateLimitSettings,
     ServerSettings, SigningKeySource, StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
@@ -124,6 +124,8 @@ pub struct Config {
     pub forward_auth: Option<ForwardAuthSettings>,
     /// `[groups]`, `[[access]]`, `[access_default]`.
     pub access: AccessSettings,
+    /// `[cluster]`: `None` unless the section is present.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -194,6 +196,7 @@ impl Config {
             forward_auth: sections::forward_auth(raw.forward_auth).map_err(in_file)?,
             access: sections::access(raw.groups, raw.access, raw.access_default)
                 .map_err(in_file)?,
+            cluster: sections::cluster(raw.cluster, &resolve).map_err(in_file)?,
         }
         .checked()
     }

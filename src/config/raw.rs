@@ -47,6 +47,32 @@ pub(super) struct File {
     #[serde(default)]
     pub access: Vec<AccessRule>,
     pub access_default: Option<AccessDefault>,
+    pub cluster: Option<Cluster>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Cluster {
+    pub redis: String,
+    pub password_file: Option<PathBuf>,
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    #[serde(default = "default_cluster_timeout")]
+    pub timeout: String,
+    #[serde(default = "default_cluster_sync")]
+    pub sync_interval: String,
+}
+
+fn default_cluster_prefix() -> String {
+    "default".into()
+}
+
+fn default_cluster_timeout() -> String {
+    "50ms".into()
+}
+
+fn default_cluster_sync() -> String {
+    "1s".into()
 }
 
 #[derive(Deserialize)]

@@ -769,3 +769,104 @@ pub(super) fn access(
         deny_by_default,
     })
 }
+
+/// The environment variable a Redis password may come from.
+pub const REDIS_PASSWORD_ENV: &str = "GATEHOUSE_REDIS_PASSWORD";
+
+/// `[cluster]`: `None` unless the section is present. The URL may not
+/// carry a password (it would sit in the config and in any message that
+/// quotes the URL): it comes from `password_file` or the environment.
+pub(super) fn cluster(
+    raw: Option<raw::Cluster>,
+    resolve: &dyn Fn(&Path) -> PathBuf,
+) -> Result<Option<super::ClusterSettings>, KeyError> {
+    let Some(raw) = raw else {
+        return Ok(None);
+    };
+    let key = "[cluster] redis";
+    let (scheme, rest) = raw.redis.split_once("://").ok_or_else(|| {
+        KeyError::new(key, "must be a URL like redis://127.0.0.1:6379/0")
+    })?;
+    if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme) {
+        return Err(KeyError::new(
+            key,
+            format!("`{scheme}://` is not redis://, rediss:// or redis+unix://"),
+        ));
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if let Some((user_info, _)) = authority.rsplit_once('@')
+        && user_info.contains(':')
+    {
+        // The URL is not repeated: it holds the password.
+        return Err(KeyError::new(
+            key,
+            format!(
+                "the URL carries a password: put it in `password_file` or {REDIS_PASSWORD_ENV} instead"
+            ),
+        ));
+    }
+    #[cfg(feature = "server")]
+    if redis::Client::open(raw.redis.as_str()).is_err() {
+        return Err(KeyError::new(
+            key,
+            format!("`{}` is not a Redis URL", raw.redis),
+        ));
+    }
+    let password = match &raw.password_file {
+        Some(file) => {
+            let path = resolve(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                KeyError::new(
+                    "[cluster] password_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let password = text.trim_end_matches(['\n', '\r']).to_owned();
+            if password.is_empty() {
+                return Err(KeyError::new(
+                    "[cluster] password_file",
+                    format!("{} is empty", path.display()),
+                ));
+            }
+            Some(crate::secret::Password::new(password))
+        }
+        None => std::env::var(REDIS_PASSWORD_ENV)
+            .ok()
+            .filter(|p| !p.is_empty())
+            .map(crate::secret::Password::new),
+    };
+    let prefix = raw.prefix;
+    if prefix.is_empty()
+        || prefix.len() > 64
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Err(KeyError::new(
+            "[cluster] prefix",
+            format!("`{prefix}` must be 1-64 letters, digits, `-`, `_` or `.`"),
+        ));
+    }
+    let timeout = duration("[cluster] timeout", &raw.timeout)?;
+    if timeout < std::time::Duration::from_millis(1) || timeout > std::time::Duration::from_secs(5) {
+        return Err(KeyError::new(
+            "[cluster] timeout",
+            format!("`{}` must be between 1ms and 5s", raw.timeout),
+        ));
+    }
+    let sync_interval = duration("[cluster] sync_interval", &raw.sync_interval)?;
+    if sync_interval < std::time::Duration::from_millis(50)
+        || sync_interval > std::time::Duration::from_secs(60) {
+        return Err(KeyError::new(
+            "[cluster] sync_interval",
+            format!("`{}` must be between 50ms and 60s", raw.sync_interval),
+        ));
+    }
+    Ok(Some(super::ClusterSettings {
+        redis: raw.redis,
+        password,
+        prefix,
+        timeout,
+        sync_interval,
+    }))
+}

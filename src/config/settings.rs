@@ -545,3 +545,31 @@ pub struct AccessSettings {
     /// `[access_default] allow = "deny"`.
     pub deny_by_default: bool,
 }
+
+/// `[cluster]`: state shared by replicas in Redis.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// The Redis URL (`redis://`, `rediss://` or `redis+unix://`), without
+    /// a password.
+    pub redis: String,
+    /// The password, from `password_file` or `GATEHOUSE_REDIS_PASSWORD`.
+    pub password: Option<crate::secret::Password>,
+    /// Scopes the keys: `gatehouse:{prefix}:…`.
+    pub prefix: String,
+    /// How long one Redis call may take before the local state decides.
+    pub timeout: std::time::Duration,
+    /// How often Redis is probed and its locks and revocations are read.
+    pub sync_interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for ClusterSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterSettings")
+            .field("redis", &self.redis)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .field("sync_interval", &self.sync_interval)
+            .finish()
+    }
+}

@@ -3,6 +3,7 @@
 
 mod client;
 mod lockout;
+pub mod shared;
 
 use std::hash::Hash;
 use std::net::IpAddr;
@@ -17,6 +18,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 
 pub use client::{ClientAddress, ClientIpResolver, UNREADABLE_CLIENT, ip_key};
 pub use lockout::{Attempt, LockedOut, LockoutPolicy, Lockouts, Refusal};
+pub use shared::{RateKind, SharedAttempt, SharedLimits};
 
 /// A sustained rate with a burst allowance.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
