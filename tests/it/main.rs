@@ -12,6 +12,7 @@ mod app;
 mod auth;
 mod cache;
 mod cli;
+mod cluster;
 mod config_file;
 mod connections;
 mod container;

@@ -1,0 +1,291 @@
+//! Replicas sharing state through a real `redis-server` (`[cluster]`):
+//! one lockout for all of them, what happens when Redis dies or stalls,
+//! and the way back.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::{ALICE, Gatehouse, TestDir, client_from, require_tool, whoami_response};
+use reqwest::StatusCode;
+
+/// A `redis-server` of the test's own on a free loopback port, stopped by
+/// PID when dropped. No persistence: a restart starts empty.
+pub struct Redis {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Self {
+        require_tool("redis-server", "--version");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let mut redis = Self { child: None, port };
+        redis.launch();
+        redis
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.ping() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("redis-server did not answer on port {}", self.port);
+    }
+
+    /// Whether Redis answers PING (a raw RESP exchange).
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        if stream.write_all(b"PING\r\n").is_err() {
+            return false;
+        }
+        let mut reply = [0u8; 7];
+        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Kills the server (SIGKILL: no goodbye to its clients).
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.launch();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        // A paused server is killed too.
+        if self.child.is_some() {
+            self.signal("CONT");
+        }
+        self.kill();
+    }
+}
+
+/// A config for one replica: the three test users, metrics, lockouts after
+/// `max_failures`, and `[cluster]` on `redis` under `prefix`.
+fn replica_config(dir: &TestDir, redis: &Redis, prefix: &str, timeout: &str) -> std::path::PathBuf {
+    dir.config(&format!(
+        "[metrics]\npath = \"/metrics\"\n\
+         [lockout]\nmax_failures = 5\nwindow = \"10m\"\nduration = \"10m\"\n\
+         [rate_limit]\nper_ip = {{ per_second = 1000, burst = 1000 }}\nper_user = false\n\
+         [cluster]\nredis = \"{}\"\nprefix = \"{prefix}\"\ntimeout = \"{timeout}\"\nsync_interval = \"200ms\"\n",
+        redis.url()
+    ))
+}
+
+/// One sample from `server`'s metrics (as alice from 127.0.0.254, an
+/// address no test here floods).
+async fn metric(server: &Gatehouse, cert: &str, name: &str) -> f64 {
+    let text = client_from(cert, "127.0.0.254")
+        .get(server.url("/metrics"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+async fn failed_verifications(servers: &[&Gatehouse], cert: &str) -> f64 {
+    let mut total = 0.0;
+    for server in servers {
+        total += metric(server, cert, "gatehouse_argon2_failed_verifications_total").await;
+    }
+    total
+}
+
+/// Sends `rounds` waves of wrong passwords from `source`, one request to
+/// each replica per wave, all of a wave at once; every answer is 401 or 429.
+async fn flood(servers: &[&Gatehouse], cert: &str, source: &str, rounds: usize) -> usize {
+    let attacker = client_from(cert, source);
+    let mut refused = 0;
+    for round in 0..rounds {
+        let wave = servers.iter().enumerate().map(|(i, server)| {
+            let attacker = attacker.clone();
+            async move {
+                whoami_response(&attacker, server, "alice", &format!("guess-{round}-{i}"))
+                    .await
+                    .status()
+            }
+        });
+        for status in futures_util::future::join_all(wave).await {
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+            refused += usize::from(status == StatusCode::TOO_MANY_REQUESTS);
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn three_replicas_share_one_lockout() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let redis = Redis::start();
+    // One config (and certificate) for all three, as replicas have.
+    let dir = TestDir::new();
+    let config = replica_config(&dir, &redis, "lockout", "1s");
+    let servers: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
+    let refs: Vec<&Gatehouse> = servers.iter().collect();
+    let cert = dir.cert_pem.clone();
+
+    let legitimate = client_from(&cert, "127.0.0.6");
+    let refused = flood(&refs, &cert, "127.0.0.5", 10).await;
+    assert!(refused >= 20, "the flood was not locked out: {refused} refused");
+    assert_eq!(
+        failed_verifications(&refs, &cert).await,
+        5.0,
+        "a flood spread over three replicas costs max_failures verifications in all"
+    );
+    // Another client, at every replica, is let in throughout.
+    for server in &servers {
+        let ok = whoami_response(&legitimate, server, ALICE.0, ALICE.1).await;
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    // The locked address is refused everywhere, even with the right password.
+    for server in &servers {
+        let locked = whoami_response(&client_from(&cert, "127.0.0.5"), server, ALICE.0, ALICE.1).await;
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    for server in &servers {
+        assert_eq!(metric(server, &cert, "gatehouse_redis_up").await, 1.0);
+    }
+}
+
+#[tokio::test]
+async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let mut redis = Redis::start();
+    let dir = TestDir::new();
+    let config = replica_config(&dir, &redis, "outage", "200ms");
+    let servers: Vec<Gatehouse> = (0..2).map(|_| Gatehouse::start(&config)).collect();
+    let refs: Vec<&Gatehouse> = servers.iter().collect();
+    let cert = dir.cert_pem.clone();
+
+    // Locked through Redis, then Redis dies mid-flood.
+    flood(&refs, &cert, "127.0.0.7", 4).await;
+    let verified = failed_verifications(&refs, &cert).await;
+    assert_eq!(verified, 5.0);
+    redis.kill();
+    flood(&refs, &cert, "127.0.0.7", 3).await;
+    // The legitimate client never sees a 5xx (a fresh password each time
+    // needs a verification, so a lockout reservation, so Redis).
+    let legitimate = client_from(&cert, "127.0.0.8");
+    for server in &servers {
+        for _ in 0..3 {
+            let ok = whoami_response(&legitimate, server, "bob", "pässwörd").await;
+            assert_eq!(ok.status(), StatusCode::OK, "{}", server.logs());
+        }
+    }
+    // What was locked stays locked: every replica still refuses the address
+    // without verifying.
+    for server in &servers {
+        let locked = whoami_response(&client_from(&cert, "127.0.0.7"), server, ALICE.0, ALICE.1).await;
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+    assert_eq!(failed_verifications(&refs, &cert).await, verified);
+    for server in &servers {
+        assert_eq!(metric(server, &cert, "gatehouse_redis_up").await, 0.0);
+        assert!(metric(server, &cert, "gatehouse_redis_errors_total").await >= 1.0);
+        server.wait_for_log("Redis unreachable", 1, Duration::from_secs(5));
+    }
+
+    // Redis returns (empty): shared lockouts resume with no restart.
+    redis.restart();
+    for server in &servers {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metric(server, &cert, "gatehouse_redis_up").await != 1.0 {
+            assert!(Instant::now() < deadline, "Redis not found again:\n{}", server.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        server.wait_for_log("Redis answers again", 1, Duration::from_secs(5));
+    }
+    let before = failed_verifications(&refs, &cert).await;
+    flood(&refs, &cert, "127.0.0.9", 6).await;
+    assert_eq!(
+        failed_verifications(&refs, &cert).await - before,
+        5.0,
+        "shared again: max_failures in all, not per replica"
+    );
+}
+
+#[tokio::test]
+async fn a_stalled_redis_holds_no_request_past_the_timeout() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let server = Gatehouse::start(&replica_config(&dir, &redis, "stall", "50ms"));
+    let client = client_from(&dir.cert_pem, "127.0.0.10");
+    assert_eq!(
+        whoami_response(&client, &server, "carol", "p:ss:w0rd").await.status(),
+        StatusCode::OK
+    );
+    // Paused: connections are accepted by the kernel, nothing answers.
+    redis.signal("STOP");
+    for password in ["wrong-1", "wrong-2"] {
+        let refused = whoami_response(&client, &server, "carol", password).await;
+        assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    }
+    let answered = whoami_response(&client, &server, "bob", "pässwörd").await;
+    assert_eq!(answered.status(), StatusCode::OK);
+    // Not a speed test: Redis is resumed only now, so every answer above
+    // came while it was paused, without waiting for it.
+    assert_eq!(metric(&server, &dir.cert_pem, "gatehouse_redis_up").await, 0.0);
+    redis.signal("CONT");
+}
