@@ -337,6 +337,14 @@ fn auth_layer(
     }
     if let Some(oauth) = &config.oauth {
         builder = builder.oauth(oauth.clone());
+        if let (Some(cluster), Some(tokens)) = (cluster, &config.tokens) {
+            // Codes and refresh tokens in Redis: redeemed at any replica.
+            builder = builder.grant_store(Box::new(crate::cluster::RedisGrants::new(
+                Arc::clone(cluster),
+                crate::auth::oauth::limits(tokens.policy.ttl),
+                oauth.refresh_ttl,
+            )));
+        }
     }
     let bearer = config.tokens.is_some() || config.api_keys.is_some();
     builder = builder.access(crate::auth::access::AccessRules::from_settings(

@@ -86,6 +86,7 @@ pub struct BasicAuthBuilder {
     access: super::access::AccessRules,
     count_verified: bool,
     shared_limits: Option<Arc<dyn crate::limit::SharedLimits>>,
+    grant_store: Option<Box<dyn super::oauth::grants::GrantStore>>,
 }
 
 /// What the layer does with a request that carries no client address: the
@@ -131,7 +132,16 @@ impl BasicAuthBuilder {
             access: super::access::AccessRules::default(),
             count_verified: false,
             shared_limits: None,
+            grant_store: None,
         }
+    }
+
+    /// Where OAuth codes and refresh tokens live when not in this
+    /// process's memory (`[cluster]`: Redis).
+    #[cfg(feature = "server")]
+    pub(crate) fn grant_store(mut self, store: Box<dyn super::oauth::grants::GrantStore>) -> Self {
+        self.grant_store = Some(store);
+        self
     }
 
     /// Limits and lockouts shared with other replicas (`[cluster]`): the
@@ -286,7 +296,7 @@ impl BasicAuthBuilder {
         }
         let oauth = match (self.oauth, &self.tokens) {
             (Some(settings), Some((tokens, _, _))) => Some(
-                super::oauth::OAuthState::new(settings, tokens.policy().ttl)
+                super::oauth::OAuthState::new(settings, tokens.policy().ttl, self.grant_store)
                     .map_err(|_| NoRandomKey)?,
             ),
             _ => None,

@@ -20,10 +20,11 @@
 //! shard. Usernames appear only as keyed digests.
 
 
+mod grants;
 mod limits;
 mod scripts;
 
-
+pub(crate) use grants::RedisGrants;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -95,6 +96,10 @@ struct Mirror {
     addresses: std::sync::Mutex<HashMap<IpAddr, Instant>>,
     address_count: AtomicUsize,
     users: std::sync::Mutex<HashMap<(IpAddr, String), Instant>>,
+    /// Revoked OAuth grant families, until when (Unix seconds) their
+    /// access tokens must be refused.
+    families: std::sync::Mutex<HashMap<String, u64>>,
+    family_count: AtomicUsize,
 }
 
 impl Mirror {
@@ -145,6 +150,10 @@ impl Mirror {
             .store(addresses.len(), Ordering::Relaxed);
         drop(addresses);
         lock(&self.users).retain(|_, until| *until > now);
+        let unix = crate::auth::oauth::unix_now();
+        let mut families = lock(&self.families);
+        families.retain(|_, until| *until > unix);
+        self.family_count.store(families.len(), Ordering::Relaxed);
     }
 }
 
@@ -362,6 +371,7 @@ impl Cluster {
             tokio::spawn(Arc::clone(&self).send_rates(receiver));
         }
         let mut newest_lock: u64 = 0;
+        let mut newest_revoked: u64 = 0;
         let mut ticker = tokio::time::interval(self.sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -390,6 +400,10 @@ impl Cluster {
                 }
             }
             newest_lock = self.read_locks(newest_lock).await.unwrap_or(newest_lock);
+            newest_revoked = self
+                .read_revoked(newest_revoked)
+                .await
+                .unwrap_or(newest_revoked);
         }
     }
 
@@ -503,6 +517,52 @@ impl Cluster {
                 None
             }
         }
+    }
+
+    /// Remembers a revoked family until `until` (Unix seconds).
+    fn remember_revoked(&self, family: &str, until: u64) {
+        let mut families = lock(&self.mirror.families);
+        let entry = families.entry(family.to_owned()).or_insert(until);
+        *entry = (*entry).max(until);
+        self.mirror
+            .family_count
+            .store(families.len(), Ordering::Relaxed);
+    }
+
+    /// Whether a family was revoked, here or (as of the last sync) at any
+    /// replica.
+    fn is_revoked(&self, family: &str, now: u64) -> bool {
+        if self.mirror.family_count.load(Ordering::Relaxed) == 0 {
+            return false;
+        }
+        lock(&self.mirror.families)
+            .get(family)
+            .is_some_and(|until| *until > now)
+    }
+
+    /// Copies the revocations made since `newest` (Unix seconds, the end of
+    /// memory of the newest one read); returns the newest seen.
+    async fn read_revoked(&self, newest: u64) -> Option<u64> {
+        let from = newest.max(crate::auth::oauth::unix_now());
+        let mut conn = self.connection();
+        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.key(&["oauth", "revoked"]))
+            .arg(from)
+            .arg("+inf")
+            .arg("WITHSCORES")
+            .arg("LIMIT")
+            .arg(0)
+            .arg(LOCKS_PER_SYNC);
+        let found: Vec<(String, f64)> = self
+            .call(Fallback::Grants, cmd.query_async(&mut conn))
+            .await?;
+        let mut newest = newest;
+        for (family, until) in found {
+            let until = until as u64;
+            newest = newest.max(until);
+            self.remember_revoked(&family, until);
+        }
+        Some(newest)
     }
 
     fn next_attempt_id(&self) -> String {

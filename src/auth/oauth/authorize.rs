@@ -385,7 +385,7 @@ where
     let now = unix_now();
     let (outcome, mut response) = if !post {
         if request.client.auto_approve {
-            approve(oauth, &request, &user, binding, false)
+            approve(oauth, &request, &user, binding, false).await
         } else {
             show_consent(oauth, &request, &user, now)
         }
@@ -411,7 +411,7 @@ where
             );
         }
         match params.get("decision") {
-            Some("approve") => approve(oauth, &request, &user, binding, true),
+            Some("approve") => approve(oauth, &request, &user, binding, true).await,
             _ => refuse(
                 Invalid::Redirect {
                     redirect_uri: request.redirect_uri.clone(),
@@ -470,7 +470,7 @@ fn show_consent(
 }
 
 /// A code for the approved request: redirected, or shown (out of band).
-fn approve(
+async fn approve(
     oauth: &OAuthState,
     request: &AuthRequest,
     user: &AuthenticatedUser,
@@ -495,8 +495,8 @@ fn approve(
         scope: request.scope.clone(),
         expires: now.saturating_add(ttl),
     };
-    if oauth.grants.put_code(digest(&code), grant, now).is_err() {
-        tracing::warn!("authorization code refused: the grant store is full");
+    if let Err(error) = oauth.grants.put_code(digest(&code), grant, now).await {
+        tracing::warn!(%error, "authorization code refused");
         // §4.1.2.1: `temporarily_unavailable`, to the client (or shown).
         let (_, response) = refuse(
             Invalid::Redirect {

@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::sync::lock;
 
 /// What an approved authorization request allows its client to redeem.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct CodeGrant {
     pub(crate) client_id: String,
     /// The redirect URI the authorization request used.
@@ -85,61 +85,81 @@ pub(crate) enum StoreError {
     /// The store, or the user's share of it, is full of live entries.
     #[error("the grant store is full")]
     Full,
+    /// The shared store did not answer (Redis down or slow).
+    #[error("the shared grant store is unavailable")]
+    Unavailable,
 }
 
 /// Where codes and families live. Keys are SHA-256 digests of secrets or
-/// derived handles; times are Unix seconds.
+/// derived handles; times are Unix seconds. Calls that change or read
+/// shared state are async (a shared store answers over the network) and
+/// may fail with [`StoreError::Unavailable`]; the caller then answers 503
+/// rather than guess.
 pub(crate) trait GrantStore: Send + Sync {
     /// Stores a new code.
-    fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError>;
+    fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Stored<'_, ()>;
     /// Takes a code for `client_id`, once, and creates its family as
     /// pending, named `family` (a replay from now on revokes it).
     /// `Err(Full)` leaves the code as it was.
-    fn take_code(
-        &self,
-        digest: &[u8; 32],
-        client_id: &str,
+    fn take_code<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+        client_id: &'a str,
         confidential: bool,
-        family: &str,
+        family: &'a str,
         now: u64,
-    ) -> Result<Taken<CodeGrant>, StoreError>;
+    ) -> Stored<'a, Taken<CodeGrant>>;
     /// Drops a pending family whose redemption failed a check.
-    fn abandon_family(&self, family: &str);
+    fn abandon_family<'a>(&'a self, family: &'a str) -> Stored<'a, ()>;
     /// Makes a pending family live, with its first refresh token (digest,
     /// expiry) when the client may refresh. `false` when it was revoked
     /// meanwhile (the code was replayed): the tokens must not be given.
-    fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool;
+    fn activate_family<'a>(
+        &'a self,
+        family: &'a str,
+        refresh: Option<([u8; 32], u64)>,
+        now: u64,
+    ) -> Stored<'a, bool>;
     /// What the family's refresh token `presented` grants, without
     /// changing anything. An older token of a live family is `Spent`.
-    fn peek_refresh(
-        &self,
-        family: &str,
-        presented: &[u8; 32],
-        client_id: &str,
+    fn peek_refresh<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a [u8; 32],
+        client_id: &'a str,
         now: u64,
-    ) -> Taken<FamilyGrant>;
+    ) -> Stored<'a, Taken<FamilyGrant>>;
     /// Replaces `presented` with `next` (digest, expiry) if it is still the
     /// current token (a compare-and-swap); `false` if another request
     /// rotated it first, or the family was revoked.
-    fn commit_refresh(
-        &self,
-        family: &str,
-        presented: &[u8; 32],
+    fn commit_refresh<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a [u8; 32],
         next: ([u8; 32], u64),
         now: u64,
-    ) -> bool;
+    ) -> Stored<'a, bool>;
     /// Whether `family` exists and belongs to `client_id` (revocation).
-    fn owns_family(&self, family: &str, client_id: &str) -> bool;
+    fn owns_family<'a>(&'a self, family: &'a str, client_id: &'a str) -> Stored<'a, bool>;
     /// Revokes a family: its refresh tokens stop at once, and so do its
     /// access tokens (see [`is_revoked`](Self::is_revoked)).
-    fn revoke_family(&self, family: &str, now: u64);
-    /// Whether a family was revoked.
+    fn revoke_family<'a>(&'a self, family: &'a str, now: u64) -> Stored<'a, ()>;
+    /// Whether a family was revoked: asked on every request with a token
+    /// from a grant, so answered from memory (a shared store keeps a copy
+    /// of the revocations, refreshed as it syncs).
     fn is_revoked(&self, family: &str, now: u64) -> bool;
     /// Makes revoked families remembered for at least `seconds` (access
     /// tokens may live longer after a reload raised `[tokens] ttl`).
     fn keep_revoked_for(&self, seconds: u64);
     /// Drops what has expired.
     fn prune(&self, now: u64);
+}
+
+/// What a [`GrantStore`] call returns.
+pub(crate) type Stored<'a, T> = crate::limit::shared::BoxFuture<'a, Result<T, StoreError>>;
+
+fn ready<'a, T: Send + 'a>(value: Result<T, StoreError>) -> Stored<'a, T> {
+    Box::pin(std::future::ready(value))
 }
 
 /// How much the in-memory store holds, and for how long.
@@ -342,8 +362,8 @@ impl MemoryGrants {
     }
 }
 
-impl GrantStore for MemoryGrants {
-    fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError> {
+impl MemoryGrants {
+    pub(crate) fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner);
         let mine = inner.codes_per_user.get(&grant.user).copied().unwrap_or(0);
         if inner.codes.len() >= self.limits.codes || mine >= self.limits.codes_per_user {
@@ -371,7 +391,7 @@ impl GrantStore for MemoryGrants {
         Ok(())
     }
 
-    fn take_code(
+    pub(crate) fn take_code(
         &self,
         digest: &[u8; 32],
         client_id: &str,
@@ -457,7 +477,7 @@ impl GrantStore for MemoryGrants {
         Ok(Taken::Fresh(grant))
     }
 
-    fn abandon_family(&self, family: &str) {
+    pub(crate) fn abandon_family(&self, family: &str) {
         let mut inner = lock(&self.inner);
         if inner
             .families
@@ -468,7 +488,7 @@ impl GrantStore for MemoryGrants {
         }
     }
 
-    fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool {
+    pub(crate) fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool {
         let keep = self.keep_until(now);
         let mut inner = lock(&self.inner);
         let Some(record) = inner.families.get_mut(family) else {
@@ -483,7 +503,7 @@ impl GrantStore for MemoryGrants {
         true
     }
 
-    fn peek_refresh(
+    pub(crate) fn peek_refresh(
         &self,
         family: &str,
         presented: &[u8; 32],
@@ -516,7 +536,7 @@ impl GrantStore for MemoryGrants {
         }
     }
 
-    fn commit_refresh(
+    pub(crate) fn commit_refresh(
         &self,
         family: &str,
         presented: &[u8; 32],
@@ -537,14 +557,14 @@ impl GrantStore for MemoryGrants {
         true
     }
 
-    fn owns_family(&self, family: &str, client_id: &str) -> bool {
+    pub(crate) fn owns_family(&self, family: &str, client_id: &str) -> bool {
         lock(&self.inner)
             .families
             .get(family)
             .is_some_and(|f| f.grant.client_id == client_id)
     }
 
-    fn revoke_family(&self, family: &str, now: u64) {
+    pub(crate) fn revoke_family(&self, family: &str, now: u64) {
         let keep = self.keep_until(now);
         let mut inner = lock(&self.inner);
         let revoked = inner
@@ -557,21 +577,104 @@ impl GrantStore for MemoryGrants {
         }
     }
 
-    fn is_revoked(&self, family: &str, now: u64) -> bool {
+    pub(crate) fn is_revoked(&self, family: &str, now: u64) -> bool {
         lock(&self.inner)
             .families
             .get(family)
             .is_some_and(|f| f.state == FamilyState::Revoked && f.until > now)
     }
 
-    fn keep_revoked_for(&self, seconds: u64) {
+    pub(crate) fn keep_revoked_for(&self, seconds: u64) {
         self.access_keep.fetch_max(seconds, Ordering::Relaxed);
     }
 
-    fn prune(&self, now: u64) {
+    pub(crate) fn prune(&self, now: u64) {
         let mut inner = lock(&self.inner);
         inner.prune_codes(now);
         inner.prune_families(now);
+    }
+}
+
+impl GrantStore for MemoryGrants {
+    fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Stored<'_, ()> {
+        ready(MemoryGrants::put_code(self, digest, grant, now))
+    }
+
+    fn take_code<'a>(
+        &'a self,
+        digest: &'a [u8; 32],
+        client_id: &'a str,
+        confidential: bool,
+        family: &'a str,
+        now: u64,
+    ) -> Stored<'a, Taken<CodeGrant>> {
+        ready(MemoryGrants::take_code(
+            self,
+            digest,
+            client_id,
+            confidential,
+            family,
+            now,
+        ))
+    }
+
+    fn abandon_family<'a>(&'a self, family: &'a str) -> Stored<'a, ()> {
+        MemoryGrants::abandon_family(self, family);
+        ready(Ok(()))
+    }
+
+    fn activate_family<'a>(
+        &'a self,
+        family: &'a str,
+        refresh: Option<([u8; 32], u64)>,
+        now: u64,
+    ) -> Stored<'a, bool> {
+        ready(Ok(MemoryGrants::activate_family(self, family, refresh, now)))
+    }
+
+    fn peek_refresh<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a [u8; 32],
+        client_id: &'a str,
+        now: u64,
+    ) -> Stored<'a, Taken<FamilyGrant>> {
+        ready(Ok(MemoryGrants::peek_refresh(
+            self, family, presented, client_id, now,
+        )))
+    }
+
+    fn commit_refresh<'a>(
+        &'a self,
+        family: &'a str,
+        presented: &'a [u8; 32],
+        next: ([u8; 32], u64),
+        now: u64,
+    ) -> Stored<'a, bool> {
+        ready(Ok(MemoryGrants::commit_refresh(
+            self, family, presented, next, now,
+        )))
+    }
+
+    fn owns_family<'a>(&'a self, family: &'a str, client_id: &'a str) -> Stored<'a, bool> {
+        ready(Ok(MemoryGrants::owns_family(self, family, client_id)))
+    }
+
+    fn revoke_family<'a>(&'a self, family: &'a str, now: u64) -> Stored<'a, ()> {
+        MemoryGrants::revoke_family(self, family, now);
+        ready(Ok(()))
+    }
+
+    fn is_revoked(&self, family: &str, now: u64) -> bool {
+        MemoryGrants::is_revoked(self, family, now)
+    }
+
+    fn keep_revoked_for(&self, seconds: u64) {
+        MemoryGrants::keep_revoked_for(self, seconds);
+    }
+
+    fn prune(&self, now: u64) {
+        MemoryGrants::prune(self, now);
     }
 }
 

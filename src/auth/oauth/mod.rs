@@ -14,7 +14,7 @@
 
 mod authorize;
 mod consent;
-mod grants;
+pub(crate) mod grants;
 mod revoke;
 mod token;
 
@@ -79,24 +79,23 @@ pub(super) struct OAuthState {
 
 impl OAuthState {
     /// `access_ttl`: how long the signer's tokens live (a revoked family
-    /// is remembered past the last of them).
+    /// is remembered past the last of them). `store`: where grants live
+    /// (the in-memory store when `None`).
     pub(super) fn new(
         settings: OAuthSettings,
         access_ttl: Duration,
+        store: Option<Box<dyn grants::GrantStore>>,
     ) -> Result<Self, getrandom::Error> {
-        let limits = grants::MemoryLimits {
-            codes: MAX_CODES,
-            codes_per_user: MAX_CODES_PER_USER,
-            families: MAX_FAMILIES,
-            per_user: MAX_FAMILIES_PER_USER,
-            // The token lifetime, the verifier's leeway (at most 5 min) and
-            // a margin for clocks.
-            access_keep: access_keep(access_ttl),
-            spent_code_for: 3600,
+        let grants = match store {
+            Some(store) => {
+                store.keep_revoked_for(access_keep(access_ttl));
+                store
+            }
+            None => Box::new(grants::MemoryGrants::new(limits(access_ttl))),
         };
         Ok(Self {
             clients: arc_swap::ArcSwap::from_pointee(index(settings.clients)),
-            grants: Box::new(grants::MemoryGrants::new(limits)),
+            grants,
             code_ttl: settings.code_ttl,
             refresh_ttl: settings.refresh_ttl,
             forms: consent::FormTokens::new()?,
@@ -107,6 +106,20 @@ impl OAuthState {
     pub(super) fn prune(&self) {
         self.grants.prune(unix_now());
         self.forms.prune(unix_now());
+    }
+}
+
+/// The grant stores' bounds, for tokens living `access_ttl`.
+pub(crate) fn limits(access_ttl: Duration) -> grants::MemoryLimits {
+    grants::MemoryLimits {
+        codes: MAX_CODES,
+        codes_per_user: MAX_CODES_PER_USER,
+        families: MAX_FAMILIES,
+        per_user: MAX_FAMILIES_PER_USER,
+        // The token lifetime, the verifier's leeway (at most 5 min) and
+        // a margin for clocks.
+        access_keep: access_keep(access_ttl),
+        spent_code_for: 3600,
     }
 }
 
@@ -121,7 +134,7 @@ pub(super) fn index(clients: Vec<OAuthClient>) -> HashMap<String, OAuthClient> {
 }
 
 /// Unix seconds now.
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -275,7 +288,14 @@ impl OAuthError {
                 .headers_mut()
                 .insert(WWW_AUTHENTICATE, basic.clone());
         }
-        let outcome = if self.code == "invalid_client" {
+        let outcome = if self.status == StatusCode::SERVICE_UNAVAILABLE {
+            // The store is full or away: the client may retry shortly.
+            response.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            Outcome::Overloaded
+        } else if self.code == "invalid_client" {
             Outcome::Unauthorized
         } else {
             Outcome::BadRequest
@@ -334,7 +354,7 @@ impl Refused {
     }
 }
 
-/// 503 with `Retry-After`: the grant store is full right now.
+/// 503 with `Retry-After`: the grant store is full or unavailable right now.
 fn unavailable() -> OAuthError {
     OAuthError {
         code: "temporarily_unavailable",

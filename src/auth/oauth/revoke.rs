@@ -63,6 +63,8 @@ where
         Some(family) => oauth
             .grants
             .owns_family(&family.handle, &client.client.id)
+            .await
+            .map_err(|_| super::unavailable())?
             .then_some(family.handle),
         // By access token only with the client's secret: anyone who saw a
         // public client's access token (an upstream, a log) could
@@ -73,7 +75,12 @@ where
         None => None,
     };
     if let Some(family) = family {
-        oauth.grants.revoke_family(&family, now);
+        // RFC 7009 §2.2.1: 503 when the revocation could not be done.
+        oauth
+            .grants
+            .revoke_family(&family, now)
+            .await
+            .map_err(|_| super::unavailable())?;
         tracing::debug!(
             client = client.client.id.as_str(),
             "grant revoked at the client's request"

@@ -70,9 +70,9 @@ where
     let issued = match grant {
         GrantType::ClientCredentials => client_credentials(shared, &client, &params)?,
         GrantType::AuthorizationCode => {
-            authorization_code(shared, &client, &mut params, client_ip)?
+            authorization_code(shared, &client, &mut params, client_ip).await?
         }
-        GrantType::RefreshToken => refresh(shared, &client, &params, client_ip)?,
+        GrantType::RefreshToken => refresh(shared, &client, &params, client_ip).await?,
     };
     let body = serde_json::to_string(&issued).map_err(|_| server_error())?;
     Ok((Outcome::Allowed, json(StatusCode::OK, body)))
@@ -150,7 +150,7 @@ fn invalid_grant(description: &'static str) -> Refused {
 
 /// §4.1.3: a code, once, by the client it was issued to, with the same
 /// redirect URI and the PKCE verifier.
-fn authorization_code(
+async fn authorization_code(
     shared: &Shared,
     client: &Authenticated,
     params: &mut Params,
@@ -172,13 +172,14 @@ fn authorization_code(
             &family.handle,
             now,
         )
+        .await
         .map_err(|_| unavailable())?;
     let grant = match taken {
         Taken::Fresh(grant) => grant,
         Taken::Spent { family } => {
             // A replay: whoever holds the code now, the tokens issued from
             // it are no longer safe (§4.1.2).
-            oauth.grants.revoke_family(&family, now);
+            revoke(oauth, &family, now).await?;
             tracing::warn!(
                 client = client.client.id.as_str(),
                 "authorization code used twice: the tokens issued from it are revoked"
@@ -211,25 +212,42 @@ fn authorization_code(
     let mut issued = match issued {
         Ok(issued) => issued,
         Err(refused) => {
-            oauth.grants.abandon_family(&family.handle);
+            // Unanswered, the pending family expires with its record.
+            let _ = oauth.grants.abandon_family(&family.handle).await;
             return Err(refused);
         }
     };
     let mut refresh = None;
     if client.client.grant_types.contains(&GrantType::RefreshToken) {
-        let token = family.refresh_token().map_err(|_| {
-            oauth.grants.abandon_family(&family.handle);
-            server_error()
-        })?;
+        let Ok(token) = family.refresh_token() else {
+            let _ = oauth.grants.abandon_family(&family.handle).await;
+            return Err(server_error().into());
+        };
         refresh = Some((digest(&token), refresh_expiry(oauth, now)));
         issued.refresh_token = Some(token);
     }
     // Revoked meanwhile means the code was replayed while this request
-    // was checking it: no tokens for either.
-    if !oauth.grants.activate_family(&family.handle, refresh, now) {
+    // was checking it: no tokens for either. A store that does not answer
+    // gives none either (the code is spent: the user approves again).
+    let activated = oauth
+        .grants
+        .activate_family(&family.handle, refresh, now)
+        .await
+        .map_err(|_| unavailable())?;
+    if !activated {
         return Err(invalid_grant("the code was used already"));
     }
     Ok(issued)
+}
+
+/// Revokes a family after a reuse; a store that does not answer gets a 503
+/// (the client retries and the reuse is seen again), never a quiet pass.
+async fn revoke(oauth: &super::OAuthState, family: &str, now: u64) -> Result<(), Refused> {
+    oauth
+        .grants
+        .revoke_family(family, now)
+        .await
+        .map_err(|_| Refused::from(unavailable()))
 }
 
 /// §4.1.3 and RFC 7636 §4.6: the redirect URI and the verifier.
@@ -269,7 +287,7 @@ fn refresh_expiry(oauth: &super::OAuthState, now: u64) -> u64 {
 /// §6: a refresh token, once, replaced by a new one; presenting one that
 /// was replaced revokes its family. Every check runs before the swap, so a
 /// refused request leaves the presented token working.
-fn refresh(
+async fn refresh(
     shared: &Shared,
     client: &Authenticated,
     params: &Params,
@@ -293,13 +311,15 @@ fn refresh(
     };
     let presented = digest(token);
     let now = unix_now();
-    let grant = match oauth
+    let peeked = oauth
         .grants
         .peek_refresh(&family.handle, &presented, &client.client.id, now)
-    {
+        .await
+        .map_err(|_| unavailable())?;
+    let grant = match peeked {
         Taken::Fresh(grant) => grant,
         Taken::Spent { family } => {
-            oauth.grants.revoke_family(&family, now);
+            revoke(oauth, &family, now).await?;
             tracing::warn!(
                 client = client.client.id.as_str(),
                 "refresh token used twice: its whole family is revoked"
@@ -331,16 +351,23 @@ fn refresh(
     let scope = scopes(params.get("scope"), &granted)?;
     let mut issued = issue_for_user(shared, client, &grant, &scope, &family)?;
     let next = family.refresh_token().map_err(|_| server_error())?;
-    let swapped = oauth.grants.commit_refresh(
-        &family.handle,
-        &presented,
-        (digest(&next), refresh_expiry(oauth, now)),
-        now,
-    );
+    // A store that does not answer may have swapped or not: the client's
+    // retry with the same token then either works or, if the swap happened,
+    // is a reuse that revokes the family. Never two live tokens.
+    let swapped = oauth
+        .grants
+        .commit_refresh(
+            &family.handle,
+            &presented,
+            (digest(&next), refresh_expiry(oauth, now)),
+            now,
+        )
+        .await
+        .map_err(|_| unavailable())?;
     if !swapped {
         // Another request rotated this token between the peek and now:
         // the same token used twice.
-        oauth.grants.revoke_family(&family.handle, now);
+        revoke(oauth, &family.handle, now).await?;
         tracing::warn!(
             client = client.client.id.as_str(),
             "refresh token used twice at once: its whole family is revoked"
