@@ -1195,12 +1195,13 @@ impl Shared {
     /// Step 7: the per-user quota, then the request goes on.
     fn per_user_quota(&self, user: AuthenticatedUser) -> Decision {
         if let Some(limit) = &self.rate.per_user
-            && let Err(wait) = limit.check(user.shared_name()).and_then(|()| {
-                match &self.shared_limits {
-                    Some(shared) => shared.check_rate(RateKind::User, user.name()),
-                    None => Ok(()),
-                }
-            })
+            && let Err(wait) =
+                limit
+                    .check(user.shared_name())
+                    .and_then(|()| match &self.shared_limits {
+                        Some(shared) => shared.check_rate(RateKind::User, user.name()),
+                        None => Ok(()),
+                    })
         {
             return failed(
                 too_many(wait),

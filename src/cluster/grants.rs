@@ -212,7 +212,9 @@ impl RedisGrants {
         let user = self.cluster.user_digest(&grant.user);
         let json = serde_json::to_string(&grant).map_err(|_| StoreError::Full)?;
         let code = hex(&digest);
-        let mut invocation = self.put_code.key(self.cluster.key(&["oauth", "code", &code]));
+        let mut invocation = self
+            .put_code
+            .key(self.cluster.key(&["oauth", "code", &code]));
         invocation
             .key(self.cluster.key(&["oauth", "user-codes", &user]))
             .arg(json)
@@ -237,7 +239,9 @@ impl RedisGrants {
         now: u64,
     ) -> Result<Taken<CodeGrant>, StoreError> {
         let code = hex(digest);
-        let mut invocation = self.take_code.key(self.cluster.key(&["oauth", "code", &code]));
+        let mut invocation = self
+            .take_code
+            .key(self.cluster.key(&["oauth", "code", &code]));
         invocation
             .arg(client_id)
             .arg(if confidential { "1" } else { "0" })

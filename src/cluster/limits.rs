@@ -38,12 +38,9 @@ impl Cluster {
                 address,
                 until,
             ),
-            Some(user) => Mirror::insert(
-                &self.mirror.users,
-                None,
-                (address, user.to_owned()),
-                until,
-            ),
+            Some(user) => {
+                Mirror::insert(&self.mirror.users, None, (address, user.to_owned()), until)
+            }
         }
     }
 
@@ -54,9 +51,10 @@ impl Cluster {
     ) -> Result<Option<SharedAttempt>, Refusal> {
         let user = self.user_digest(username);
         // What Redis said before holds while it is away.
-        if let Some(remaining) = self.address_locked(address).or_else(|| {
-            Mirror::remaining(&self.mirror.users, None, &(address, user.clone()))
-        }) {
+        if let Some(remaining) = self
+            .address_locked(address)
+            .or_else(|| Mirror::remaining(&self.mirror.users, None, &(address, user.clone())))
+        {
             return Err(Refusal::Locked(remaining));
         }
         if self.lockout.max_failures == 0 {
@@ -85,11 +83,7 @@ impl Cluster {
         };
         let remaining = Duration::from_millis(answer.get(1).copied().unwrap_or(0));
         match answer.first().copied() {
-            Some(0) => Ok(Some(SharedAttempt {
-                address,
-                user,
-                id,
-            })),
+            Some(0) => Ok(Some(SharedAttempt { address, user, id })),
             Some(1) => {
                 self.lock_locally(address, None, remaining);
                 Err(Refusal::Locked(remaining))

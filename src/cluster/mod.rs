@@ -19,7 +19,6 @@
 //! tag: the scripts touch several keys at once, which must live on one
 //! shard. Usernames appear only as keyed digests.
 
-
 mod grants;
 mod limits;
 mod scripts;
@@ -146,8 +145,7 @@ impl Mirror {
         drop(rates);
         let mut addresses = lock(&self.addresses);
         addresses.retain(|_, until| *until > now);
-        self.address_count
-            .store(addresses.len(), Ordering::Relaxed);
+        self.address_count.store(addresses.len(), Ordering::Relaxed);
         drop(addresses);
         lock(&self.users).retain(|_, until| *until > now);
         let unix = crate::auth::oauth::unix_now();
@@ -216,7 +214,10 @@ impl Cluster {
         let mut info = redis::IntoConnectionInfo::into_connection_info(settings.redis.as_str())
             .map_err(|e| ClusterError::Url(e.to_string()))?;
         if let Some(password) = &settings.password {
-            let redis = info.redis_settings().clone().set_password(password.as_str());
+            let redis = info
+                .redis_settings()
+                .clone()
+                .set_password(password.as_str());
             info = info.set_redis_settings(redis);
         }
         let client = redis::Client::open(info).map_err(|e| ClusterError::Url(e.to_string()))?;
@@ -387,7 +388,9 @@ impl Cluster {
                 Ok(Ok(_)) => {
                     if !self.health.up.swap(true, Ordering::Relaxed) {
                         self.health.up_gauge.set(1);
-                        tracing::info!("Redis answers again: limits, lockouts and OAuth grants are shared");
+                        tracing::info!(
+                            "Redis answers again: limits, lockouts and OAuth grants are shared"
+                        );
                     }
                 }
                 Ok(Err(error)) => {
@@ -423,8 +426,7 @@ impl Cluster {
         let rest: Vec<String> = items.collect();
         for pair in rest.chunks(2) {
             let [address, until] = pair else { continue };
-            let (Ok(address), Ok(until)) = (address.parse::<IpAddr>(), until.parse::<f64>())
-            else {
+            let (Ok(address), Ok(until)) = (address.parse::<IpAddr>(), until.parse::<f64>()) else {
                 continue;
             };
             let until = until as u64;
@@ -443,7 +445,10 @@ impl Cluster {
     /// Sends queued rate checks in pipelined batches, one GCRA script per
     /// distinct key with the batch's count as its cost, and mirrors every
     /// key Redis says is over.
-    async fn send_rates(self: Arc<Self>, mut receiver: tokio::sync::mpsc::Receiver<(RateKind, String)>) {
+    async fn send_rates(
+        self: Arc<Self>,
+        mut receiver: tokio::sync::mpsc::Receiver<(RateKind, String)>,
+    ) {
         let mut batch: HashMap<(RateKind, String), u32> = HashMap::new();
         while let Some(first) = receiver.recv().await {
             batch.clear();
@@ -490,14 +495,15 @@ impl Cluster {
         }
         let mut conn = self.connection();
         let first = if self.is_up() {
-            tokio::time::timeout(self.timeout, pipe.query_async::<Vec<(u64, u64)>>(&mut conn))
-                .await
+            tokio::time::timeout(self.timeout, pipe.query_async::<Vec<(u64, u64)>>(&mut conn)).await
         } else {
             self.fell_back(Fallback::Rate);
             return None;
         };
         match first {
-            Ok(Err(error)) if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+            Ok(Err(error))
+                if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+            {
                 // Redis restarted (or flushed its scripts): load and retry.
                 let loaded = self
                     .call(Fallback::Rate, self.gcra.load_async(&mut conn))

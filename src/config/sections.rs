@@ -784,9 +784,10 @@ pub(super) fn cluster(
         return Ok(None);
     };
     let key = "[cluster] redis";
-    let (scheme, rest) = raw.redis.split_once("://").ok_or_else(|| {
-        KeyError::new(key, "must be a URL like redis://127.0.0.1:6379/0")
-    })?;
+    let (scheme, rest) = raw
+        .redis
+        .split_once("://")
+        .ok_or_else(|| KeyError::new(key, "must be a URL like redis://127.0.0.1:6379/0"))?;
     if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme) {
         return Err(KeyError::new(
             key,
@@ -848,7 +849,8 @@ pub(super) fn cluster(
         ));
     }
     let timeout = duration("[cluster] timeout", &raw.timeout)?;
-    if timeout < std::time::Duration::from_millis(1) || timeout > std::time::Duration::from_secs(5) {
+    if timeout < std::time::Duration::from_millis(1) || timeout > std::time::Duration::from_secs(5)
+    {
         return Err(KeyError::new(
             "[cluster] timeout",
             format!("`{}` must be between 1ms and 5s", raw.timeout),
@@ -856,7 +858,8 @@ pub(super) fn cluster(
     }
     let sync_interval = duration("[cluster] sync_interval", &raw.sync_interval)?;
     if sync_interval < std::time::Duration::from_millis(50)
-        || sync_interval > std::time::Duration::from_secs(60) {
+        || sync_interval > std::time::Duration::from_secs(60)
+    {
         return Err(KeyError::new(
             "[cluster] sync_interval",
             format!("`{}` must be between 50ms and 60s", raw.sync_interval),

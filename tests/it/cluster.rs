@@ -187,7 +187,10 @@ async fn three_replicas_share_one_lockout() {
 
     let legitimate = client_from(&cert, "127.0.0.6");
     let refused = flood(&refs, &cert, "127.0.0.5", 10).await;
-    assert!(refused >= 20, "the flood was not locked out: {refused} refused");
+    assert!(
+        refused >= 20,
+        "the flood was not locked out: {refused} refused"
+    );
     assert_eq!(
         failed_verifications(&refs, &cert).await,
         5.0,
@@ -200,7 +203,8 @@ async fn three_replicas_share_one_lockout() {
     }
     // The locked address is refused everywhere, even with the right password.
     for server in &servers {
-        let locked = whoami_response(&client_from(&cert, "127.0.0.5"), server, ALICE.0, ALICE.1).await;
+        let locked =
+            whoami_response(&client_from(&cert, "127.0.0.5"), server, ALICE.0, ALICE.1).await;
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     for server in &servers {
@@ -236,7 +240,8 @@ async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
     // What was locked stays locked: every replica still refuses the address
     // without verifying.
     for server in &servers {
-        let locked = whoami_response(&client_from(&cert, "127.0.0.7"), server, ALICE.0, ALICE.1).await;
+        let locked =
+            whoami_response(&client_from(&cert, "127.0.0.7"), server, ALICE.0, ALICE.1).await;
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     assert_eq!(failed_verifications(&refs, &cert).await, verified);
@@ -251,7 +256,11 @@ async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
     for server in &servers {
         let deadline = Instant::now() + Duration::from_secs(10);
         while metric(server, &cert, "gatehouse_redis_up").await != 1.0 {
-            assert!(Instant::now() < deadline, "Redis not found again:\n{}", server.logs());
+            assert!(
+                Instant::now() < deadline,
+                "Redis not found again:\n{}",
+                server.logs()
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         server.wait_for_log("Redis answers again", 1, Duration::from_secs(5));
@@ -273,7 +282,9 @@ async fn a_stalled_redis_holds_no_request_past_the_timeout() {
     let server = Gatehouse::start(&replica_config(&dir, &redis, "stall", "50ms"));
     let client = client_from(&dir.cert_pem, "127.0.0.10");
     assert_eq!(
-        whoami_response(&client, &server, "carol", "p:ss:w0rd").await.status(),
+        whoami_response(&client, &server, "carol", "p:ss:w0rd")
+            .await
+            .status(),
         StatusCode::OK
     );
     // Paused: connections are accepted by the kernel, nothing answers.
@@ -286,6 +297,129 @@ async fn a_stalled_redis_holds_no_request_past_the_timeout() {
     assert_eq!(answered.status(), StatusCode::OK);
     // Not a speed test: Redis is resumed only now, so every answer above
     // came while it was paused, without waiting for it.
-    assert_eq!(metric(&server, &dir.cert_pem, "gatehouse_redis_up").await, 0.0);
+    assert_eq!(
+        metric(&server, &dir.cert_pem, "gatehouse_redis_up").await,
+        0.0
+    );
     redis.signal("CONT");
+}
+
+/// `[tokens]`, `[oauth]` (the OAuth tests' clients) and `[cluster]`: what
+/// replicas behind one load balancer would run.
+fn oauth_replica_config(dir: &TestDir, redis: &Redis, prefix: &str) -> std::path::PathBuf {
+    let path = crate::oauth_code::config(dir, "60s");
+    let mut text = std::fs::read_to_string(&path).expect("config");
+    text.push_str(&format!(
+        "\n[cluster]\nredis = \"{}\"\nprefix = \"{prefix}\"\ntimeout = \"1s\"\nsync_interval = \"200ms\"\n",
+        redis.url()
+    ));
+    std::fs::write(&path, text).expect("write config");
+    path
+}
+
+/// Waits (bounded) until `server` answers `token` with `want`.
+async fn until_status(http: &reqwest::Client, server: &Gatehouse, token: &str, want: StatusCode) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = crate::oauth_code::whoami(http, server, token).await;
+        if status == want {
+            return;
+        }
+        assert!(Instant::now() < deadline, "still {status}, not {want}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_code_issued_at_one_replica_is_redeemed_at_another_once() {
+    use crate::oauth_code::{VERIFIER, desktop_code, http, redeem_form, refresh_desktop, token};
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let config = oauth_replica_config(&dir, &redis, "oauth");
+    let servers: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
+    let http = http(&dir);
+
+    // Issued at replica 1, redeemed at replica 2, refused at replica 3.
+    let code = desktop_code(&http, &servers[0]).await;
+    let (status, issued) = token(&http, &servers[1], &redeem_form(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{issued}");
+    let access = issued["access_token"].as_str().unwrap().to_owned();
+    let refresh = issued["refresh_token"].as_str().unwrap().to_owned();
+    for server in &servers {
+        assert_eq!(
+            crate::oauth_code::whoami(&http, server, &access).await,
+            StatusCode::OK
+        );
+    }
+    let (status, replay) = token(&http, &servers[2], &redeem_form(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(replay["error"], "invalid_grant");
+    // The replay revoked what the code bought, at every replica.
+    for server in &servers {
+        until_status(&http, server, &access, StatusCode::UNAUTHORIZED).await;
+    }
+    let refused = refresh_desktop(&http, &servers[0], &refresh).await;
+    assert_eq!(refused["error"], "invalid_grant", "{refused}");
+
+    // A refresh token rotates once across replicas: reusing the old one at
+    // another replica revokes the family everywhere.
+    let code = desktop_code(&http, &servers[2]).await;
+    let (_, issued) = token(&http, &servers[0], &redeem_form(&code, VERIFIER)).await;
+    let first = issued["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh_desktop(&http, &servers[1], &first).await;
+    let second = rotated["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    let access = rotated["access_token"].as_str().unwrap().to_owned();
+    let reused = refresh_desktop(&http, &servers[2], &first).await;
+    assert_eq!(reused["error"], "invalid_grant", "{reused}");
+    let after = refresh_desktop(&http, &servers[0], &second).await;
+    assert_eq!(after["error"], "invalid_grant", "{after}");
+    for server in &servers {
+        until_status(&http, server, &access, StatusCode::UNAUTHORIZED).await;
+    }
+}
+
+#[tokio::test]
+async fn without_redis_a_code_is_refused_with_503_not_risked() {
+    use crate::oauth_code::{VERIFIER, desktop_code, http, redeem_form, token};
+    let mut redis = Redis::start();
+    let dir = TestDir::new();
+    let config = oauth_replica_config(&dir, &redis, "oauth-down");
+    let server = Gatehouse::start(&config);
+    let http = http(&dir);
+    let code = desktop_code(&http, &server).await;
+    redis.kill();
+    let response = http
+        .post(server.url("/oauth/token"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(
+            form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(redeem_form(&code, VERIFIER))
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(response.headers()["retry-after"], "1");
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"], "temporarily_unavailable");
+    // Redis back (empty: the code died with it): the endpoint answers again.
+    redis.restart();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, body) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
+        if status == StatusCode::BAD_REQUEST {
+            assert_eq!(body["error"], "invalid_grant");
+            break;
+        }
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(Instant::now() < deadline, "Redis not found again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let code = desktop_code(&http, &server).await;
+    let (status, _) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK);
 }

@@ -27,7 +27,7 @@ mod log_secrecy;
 mod malformed;
 mod metrics;
 mod oauth;
-mod oauth_code;
+pub(crate) mod oauth_code;
 mod proxy;
 mod python_requests;
 mod reload;

@@ -32,7 +32,7 @@ const CLI_SECRET: &str = "cli secret:+%";
 /// issue), `desktop` (public, PKCE, loopback redirect; a public client is
 /// never auto-approved) and `other` (confidential, auto-approved, to steal
 /// codes with).
-fn config(dir: &TestDir, code_ttl: &str) -> std::path::PathBuf {
+pub(crate) fn config(dir: &TestDir, code_ttl: &str) -> std::path::PathBuf {
     gen_key(dir, "signing.pem", "EdDSA");
     dir.config(&format!(
         "[tokens]\nenabled = true\nsigning_key = \"signing.pem\"\n\
@@ -51,7 +51,7 @@ fn config(dir: &TestDir, code_ttl: &str) -> std::path::PathBuf {
 }
 
 /// A client that shows redirects instead of following them.
-fn http(dir: &TestDir) -> reqwest::Client {
+pub(crate) fn http(dir: &TestDir) -> reqwest::Client {
     client_with(&dir.cert_pem, |b| {
         b.redirect(reqwest::redirect::Policy::none())
     })
@@ -200,7 +200,7 @@ fn challenge(verifier: &str) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_ref())
 }
 
-const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-0123";
+pub(crate) const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-0123";
 
 /// The consent form's fields in `page`.
 fn form_fields(page: &str) -> Vec<(String, String)> {
@@ -214,7 +214,7 @@ fn form_fields(page: &str) -> Vec<(String, String)> {
 }
 
 /// A code for `desktop` (public) with PKCE: the consent page, Approve.
-async fn desktop_code(http: &reqwest::Client, server: &Gatehouse) -> String {
+pub(crate) async fn desktop_code(http: &reqwest::Client, server: &Gatehouse) -> String {
     let challenge = challenge(VERIFIER);
     let response = authorize(
         http,
@@ -251,7 +251,7 @@ async fn desktop_code(http: &reqwest::Client, server: &Gatehouse) -> String {
     param(&pairs, "code").unwrap().to_owned()
 }
 
-async fn token(
+pub(crate) async fn token(
     http: &reqwest::Client,
     server: &Gatehouse,
     form: &[(&str, &str)],
@@ -266,7 +266,7 @@ async fn token(
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-fn redeem_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn redeem_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> {
     vec![
         ("grant_type", "authorization_code"),
         ("code", code),
@@ -277,7 +277,11 @@ fn redeem_form<'a>(code: &'a str, verifier: &'a str) -> Vec<(&'a str, &'a str)> 
 }
 
 /// `desktop` (public) redeems `refresh`; the token endpoint's JSON.
-async fn refresh_desktop(http: &reqwest::Client, server: &Gatehouse, refresh: &str) -> Value {
+pub(crate) async fn refresh_desktop(
+    http: &reqwest::Client,
+    server: &Gatehouse,
+    refresh: &str,
+) -> Value {
     let form = [
         ("grant_type", "refresh_token"),
         ("refresh_token", refresh),
@@ -286,7 +290,7 @@ async fn refresh_desktop(http: &reqwest::Client, server: &Gatehouse, refresh: &s
     token(http, server, &form).await.1
 }
 
-async fn whoami(http: &reqwest::Client, server: &Gatehouse, token: &str) -> StatusCode {
+pub(crate) async fn whoami(http: &reqwest::Client, server: &Gatehouse, token: &str) -> StatusCode {
     http.get(server.url("/api/whoami"))
         .bearer_auth(token)
         .send()

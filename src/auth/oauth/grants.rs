@@ -86,6 +86,7 @@ pub(crate) enum StoreError {
     #[error("the grant store is full")]
     Full,
     /// The shared store did not answer (Redis down or slow).
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
     #[error("the shared grant store is unavailable")]
     Unavailable,
 }
@@ -363,7 +364,12 @@ impl MemoryGrants {
 }
 
 impl MemoryGrants {
-    pub(crate) fn put_code(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError> {
+    pub(crate) fn put_code(
+        &self,
+        digest: [u8; 32],
+        grant: CodeGrant,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let mut inner = lock(&self.inner);
         let mine = inner.codes_per_user.get(&grant.user).copied().unwrap_or(0);
         if inner.codes.len() >= self.limits.codes || mine >= self.limits.codes_per_user {
@@ -488,7 +494,12 @@ impl MemoryGrants {
         }
     }
 
-    pub(crate) fn activate_family(&self, family: &str, refresh: Option<([u8; 32], u64)>, now: u64) -> bool {
+    pub(crate) fn activate_family(
+        &self,
+        family: &str,
+        refresh: Option<([u8; 32], u64)>,
+        now: u64,
+    ) -> bool {
         let keep = self.keep_until(now);
         let mut inner = lock(&self.inner);
         let Some(record) = inner.families.get_mut(family) else {
@@ -629,7 +640,9 @@ impl GrantStore for MemoryGrants {
         refresh: Option<([u8; 32], u64)>,
         now: u64,
     ) -> Stored<'a, bool> {
-        ready(Ok(MemoryGrants::activate_family(self, family, refresh, now)))
+        ready(Ok(MemoryGrants::activate_family(
+            self, family, refresh, now,
+        )))
     }
 
     fn peek_refresh<'a>(
