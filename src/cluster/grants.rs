@@ -417,6 +417,28 @@ impl GrantStore for RedisGrants {
         self.access_keep.fetch_max(seconds, Ordering::Relaxed);
     }
 
+    fn form_key(&self) -> Option<[u8; 32]> {
+        self.cluster.form_key.load().as_deref().copied()
+    }
+
+    fn spend_form(&self, nonce: [u8; 16], expires: u64) -> Stored<'_, bool> {
+        Box::pin(async move {
+            let mut conn = self.cluster.connection();
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(self.cluster.key(&["oauth", "form", &hex(&nonce)]))
+                .arg(1)
+                .arg("NX")
+                .arg("EXAT")
+                .arg(expires);
+            let set: Option<String> = self
+                .cluster
+                .call(Fallback::Grants, cmd.query_async(&mut conn))
+                .await
+                .ok_or(StoreError::Unavailable)?;
+            Ok(set.is_some())
+        })
+    }
+
     fn prune(&self, _now: u64) {
         // Redis expires its keys itself; the copy of the revocations is
         // pruned with the cluster's mirror, as it syncs.

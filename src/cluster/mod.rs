@@ -178,6 +178,9 @@ pub struct Cluster {
     attempts: AtomicU64,
     /// Keys usernames' digests, so that Redis holds no names.
     user_salt: String,
+    /// The key every replica signs consent forms with, once read from
+    /// Redis (made there by the first replica to ask).
+    form_key: arc_swap::ArcSwapOption<[u8; 32]>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -273,6 +276,7 @@ impl Cluster {
             replica,
             attempts: AtomicU64::new(0),
             user_salt: settings.prefix.clone(),
+            form_key: arc_swap::ArcSwapOption::empty(),
         }))
     }
 
@@ -402,6 +406,7 @@ impl Cluster {
                     continue;
                 }
             }
+            self.read_form_key().await;
             newest_lock = self.read_locks(newest_lock).await.unwrap_or(newest_lock);
             newest_revoked = self
                 .read_revoked(newest_revoked)
@@ -522,6 +527,48 @@ impl Cluster {
                 self.fell_back(Fallback::Rate);
                 None
             }
+        }
+    }
+
+    /// Reads the shared consent-form key, making it if no replica has
+    /// (read every probe: a Redis that restarted empty gets a new one, and
+    /// every replica follows within a sync interval).
+    async fn read_form_key(&self) {
+        let mut fresh = [0u8; 32];
+        if getrandom::fill(&mut fresh).is_err() {
+            return;
+        }
+        let key = self.key(&["oauth", "form-key"]);
+        let mut pipe = redis::pipe();
+        pipe.cmd("SET")
+            .arg(&key)
+            .arg(hex(&fresh))
+            .arg("NX")
+            .ignore();
+        pipe.cmd("GET").arg(&key);
+        let mut conn = self.connection();
+        let Some((text,)) = self
+            .call::<(String,), _>(Fallback::Grants, pipe.query_async(&mut conn))
+            .await
+        else {
+            return;
+        };
+        let mut key = [0u8; 32];
+        let bytes = text.as_bytes();
+        if bytes.len() != 64 {
+            return;
+        }
+        for (i, pair) in bytes.chunks(2).enumerate() {
+            let Some(byte) = std::str::from_utf8(pair)
+                .ok()
+                .and_then(|p| u8::from_str_radix(p, 16).ok())
+            else {
+                return;
+            };
+            key[i] = byte;
+        }
+        if self.form_key.load().as_deref() != Some(&key) {
+            self.form_key.store(Some(Arc::new(key)));
         }
     }
 

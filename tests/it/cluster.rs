@@ -213,6 +213,53 @@ async fn three_replicas_share_one_lockout() {
 }
 
 #[tokio::test]
+async fn the_per_address_rate_is_one_budget_across_replicas() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let config = dir.config(&format!(
+        "[rate_limit]\nper_ip = {{ per_second = 1, burst = 6 }}\nper_user = false\n\
+         [cluster]\nredis = \"{}\"\nprefix = \"rate\"\ntimeout = \"1s\"\nsync_interval = \"200ms\"\n",
+        redis.url()
+    ));
+    let servers: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
+    // Requests without credentials cost a refusal: each is counted.
+    let client = client_from(&dir.cert_pem, "127.0.0.11");
+    let mut admitted = 0;
+    for round in 0..10 {
+        for server in &servers {
+            let status = client
+                .get(server.url("/api/whoami"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert!(
+                status == StatusCode::UNAUTHORIZED || status == StatusCode::TOO_MANY_REQUESTS,
+                "{status}"
+            );
+            admitted += usize::from(status == StatusCode::UNAUTHORIZED);
+        }
+        if round == 9 {
+            // By now Redis's verdict has reached every replica.
+            for server in &servers {
+                let status = client
+                    .get(server.url("/api/whoami"))
+                    .send()
+                    .await
+                    .unwrap()
+                    .status();
+                assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+            }
+        }
+    }
+    // One budget of 6 (plus what got through while the verdict was on its
+    // way, and the 1/s refill), not 6 per replica.
+    println!("admitted {admitted} of 30 over three replicas (per-replica budgets: 18)");
+    assert!(admitted < 18, "admitted {admitted}");
+}
+
+#[tokio::test]
 async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
     let _heavy = crate::common::HEAVY.lock().await;
     let mut redis = Redis::start();
@@ -378,6 +425,55 @@ async fn a_code_issued_at_one_replica_is_redeemed_at_another_once() {
     assert_eq!(after["error"], "invalid_grant", "{after}");
     for server in &servers {
         until_status(&http, server, &access, StatusCode::UNAUTHORIZED).await;
+    }
+}
+
+#[tokio::test]
+async fn a_consent_form_shown_by_one_replica_is_accepted_once_by_any() {
+    use crate::oauth_code::{FormBody, VERIFIER, authorize, challenge, form_fields, http};
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let config = oauth_replica_config(&dir, &redis, "consent");
+    let servers: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
+    let http = http(&dir);
+    let challenge = challenge(VERIFIER);
+    let query = [
+        ("client_id", "desktop"),
+        ("redirect_uri", "http://127.0.0.1:9/callback"),
+        ("response_type", "code"),
+        ("code_challenge", challenge.as_str()),
+        ("code_challenge_method", "S256"),
+    ];
+    // The replicas read the shared form key within a sync interval.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let page = authorize(&http, &servers[0], &query, Some(ALICE)).await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let mut fields = form_fields(&page.text().await.unwrap());
+        fields.push(("decision".into(), "approve".into()));
+        let post = |server: &Gatehouse| {
+            http.post(server.url("/oauth/authorize"))
+                .basic_auth(ALICE.0, Some(ALICE.1))
+                .form_body(&fields)
+                .send()
+        };
+        let approved = post(&servers[1]).await.unwrap();
+        if approved.status() == StatusCode::FORBIDDEN {
+            assert!(Instant::now() < deadline, "the form key is not shared");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        }
+        assert_eq!(approved.status(), StatusCode::SEE_OTHER);
+        // Used once: the same form at a third replica is refused.
+        assert_eq!(
+            post(&servers[2]).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+        assert_eq!(
+            post(&servers[1]).await.unwrap().status(),
+            StatusCode::FORBIDDEN
+        );
+        break;
     }
 }
 

@@ -12,7 +12,7 @@ use crate::tokens::{gen_key, python};
 
 /// `application/x-www-form-urlencoded` bodies (reqwest's `form` feature
 /// is not on).
-trait FormBody {
+pub(crate) trait FormBody {
     fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
 }
 
@@ -161,7 +161,7 @@ print(first.status_code, first.json()["user"], first.json()["scopes"], second.st
 }
 
 /// An authorization request as a browser sends it; returns the response.
-async fn authorize(
+pub(crate) async fn authorize(
     http: &reqwest::Client,
     server: &Gatehouse,
     query: &[(&str, &str)],
@@ -178,7 +178,7 @@ async fn authorize(
 }
 
 /// The query parameters of a redirect's `Location`.
-fn location_query(response: &reqwest::Response) -> Vec<(String, String)> {
+pub(crate) fn location_query(response: &reqwest::Response) -> Vec<(String, String)> {
     let location = response.headers()["location"].to_str().unwrap();
     let query = location.split_once('?').map_or("", |(_, q)| q);
     form_urlencoded::parse(query.as_bytes())
@@ -186,7 +186,7 @@ fn location_query(response: &reqwest::Response) -> Vec<(String, String)> {
         .collect()
 }
 
-fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
+pub(crate) fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
     pairs
         .iter()
         .find(|(k, _)| k == name)
@@ -194,7 +194,7 @@ fn param<'a>(pairs: &'a [(String, String)], name: &str) -> Option<&'a str> {
 }
 
 /// PKCE S256 for `verifier`.
-fn challenge(verifier: &str) -> String {
+pub(crate) fn challenge(verifier: &str) -> String {
     use base64::Engine as _;
     let hash = ring::digest::digest(&ring::digest::SHA256, verifier.as_bytes());
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash.as_ref())
@@ -203,7 +203,7 @@ fn challenge(verifier: &str) -> String {
 pub(crate) const VERIFIER: &str = "a-verifier-of-at-least-forty-three-characters-0123";
 
 /// The consent form's fields in `page`.
-fn form_fields(page: &str) -> Vec<(String, String)> {
+pub(crate) fn form_fields(page: &str) -> Vec<(String, String)> {
     let mut fields = Vec::new();
     for part in page.split("<input type=\"hidden\" name=\"").skip(1) {
         let (name, rest) = part.split_once("\" value=\"").unwrap();

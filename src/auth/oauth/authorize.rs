@@ -391,13 +391,27 @@ where
         }
     } else {
         let token = params.get("form_token").unwrap_or("");
-        if !oauth.forms.redeem(
+        let form_key = oauth.grants.form_key();
+        let redeemed = oauth.forms.redeem(
+            form_key.as_ref(),
             token,
             user.name(),
             &request.client.id,
             &request.digest(),
             now,
-        ) {
+        );
+        // Spent across replicas too, when they share a store.
+        let fresh = match redeemed {
+            Some((nonce, expires)) => oauth.grants.spend_form(nonce, expires).await,
+            None => Ok(false),
+        };
+        let Ok(fresh) = fresh else {
+            return (
+                Outcome::Overloaded,
+                consent::error_page(StatusCode::SERVICE_UNAVAILABLE, "Try again shortly."),
+            );
+        };
+        if !fresh {
             tracing::debug!(
                 user = user.name(),
                 "consent form refused: its token is missing, expired, spent or another's"
@@ -434,10 +448,13 @@ fn show_consent(
     user: &AuthenticatedUser,
     now: u64,
 ) -> (Outcome, Response) {
-    let Ok(token) = oauth
-        .forms
-        .issue(user.name(), &request.client.id, &request.digest(), now)
-    else {
+    let Ok(token) = oauth.forms.issue(
+        oauth.grants.form_key().as_ref(),
+        user.name(),
+        &request.client.id,
+        &request.digest(),
+        now,
+    ) else {
         return (
             Outcome::Overloaded,
             consent::error_page(StatusCode::INTERNAL_SERVER_ERROR, "Try again."),

@@ -51,13 +51,17 @@ impl FormTokens {
 
     fn tag(
         &self,
+        shared_key: Option<&[u8; 32]>,
         nonce: &[u8],
         expires: u64,
         user: &str,
         client: &str,
         request: &[u8; 32],
     ) -> hmac::Tag {
-        let mut context = hmac::Context::with_key(&self.key);
+        // Replicas sharing a store share its key: a form shown by one is
+        // accepted by another.
+        let shared = shared_key.map(|k| hmac::Key::new(hmac::HMAC_SHA256, k));
+        let mut context = hmac::Context::with_key(shared.as_ref().unwrap_or(&self.key));
         context.update(b"gatehouse consent form\0");
         context.update(nonce);
         context.update(&expires.to_be_bytes());
@@ -70,9 +74,11 @@ impl FormTokens {
         context.sign()
     }
 
-    /// A token for the form `user` is shown for `client`'s `request`.
+    /// A token for the form `user` is shown for `client`'s `request`,
+    /// under the shared key when there is one.
     pub(super) fn issue(
         &self,
+        shared_key: Option<&[u8; 32]>,
         user: &str,
         client: &str,
         request: &[u8; 32],
@@ -81,7 +87,7 @@ impl FormTokens {
         let mut nonce = [0u8; NONCE];
         getrandom::fill(&mut nonce)?;
         let expires = now.saturating_add(FORM_TTL);
-        let tag = self.tag(&nonce, expires, user, client, request);
+        let tag = self.tag(shared_key, &nonce, expires, user, client, request);
         let mut bytes = Vec::with_capacity(NONCE + 8 + TAG);
         bytes.extend_from_slice(&nonce);
         bytes.extend_from_slice(&expires.to_be_bytes());
@@ -90,51 +96,60 @@ impl FormTokens {
     }
 
     /// Whether `token` was issued for this user, client and request, has
-    /// not expired and was not used before; it is spent either way.
+    /// not expired and was not used before here; it is spent either way.
+    /// Returns its nonce and expiry, for a shared store to spend it across
+    /// replicas too.
     pub(super) fn redeem(
         &self,
+        shared_key: Option<&[u8; 32]>,
         token: &str,
         user: &str,
         client: &str,
         request: &[u8; 32],
         now: u64,
-    ) -> bool {
-        let Ok(bytes) = URL_SAFE_NO_PAD.decode(token) else {
-            return false;
-        };
+    ) -> Option<([u8; NONCE], u64)> {
+        self.check(shared_key, token, user, client, request, now)
+    }
+
+    fn check(
+        &self,
+        shared_key: Option<&[u8; 32]>,
+        token: &str,
+        user: &str,
+        client: &str,
+        request: &[u8; 32],
+        now: u64,
+    ) -> Option<([u8; NONCE], u64)> {
+        let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
         if bytes.len() != NONCE + 8 + TAG {
-            return false;
+            return None;
         }
         let (nonce, rest) = bytes.split_at(NONCE);
         let (expires, tag) = rest.split_at(8);
-        let Ok(expires) = <[u8; 8]>::try_from(expires).map(u64::from_be_bytes) else {
-            return false;
-        };
+        let expires = <[u8; 8]>::try_from(expires).map(u64::from_be_bytes).ok()?;
         if expires <= now || expires > now.saturating_add(FORM_TTL) {
-            return false;
+            return None;
         }
-        let expected = self.tag(nonce, expires, user, client, request);
+        let expected = self.tag(shared_key, nonce, expires, user, client, request);
         let good: bool = subtle::ConstantTimeEq::ct_eq(expected.as_ref(), tag).into();
         if !good {
-            return false;
+            return None;
         }
-        let Ok(nonce) = <[u8; NONCE]>::try_from(nonce) else {
-            return false;
-        };
+        let nonce = <[u8; NONCE]>::try_from(nonce).ok()?;
         let mut spent = lock(&self.spent);
         if spent.contains_key(&nonce) {
-            return false;
+            return None;
         }
         if spent.len() >= MAX_SPENT {
             spent.retain(|_, until| *until > now);
             if spent.len() >= MAX_SPENT {
                 // Fail closed: a token that cannot be marked spent could
                 // be used again.
-                return false;
+                return None;
             }
         }
         spent.insert(nonce, expires);
-        true
+        Some((nonce, expires))
     }
 
     /// Forgets spent tokens that have expired anyway.
@@ -306,30 +321,57 @@ mod tests {
     fn a_form_token_is_bound_and_works_once() {
         let forms = FormTokens::new().unwrap();
         let request = [7u8; 32];
-        let token = forms.issue("alice", "app", &request, 1000).unwrap();
+        let token = forms.issue(None, "alice", "app", &request, 1000).unwrap();
+        let redeem = |token: &str, user: &str, client: &str, request: &[u8; 32], now: u64| {
+            forms.redeem(None, token, user, client, request, now)
+        };
         assert!(
-            !forms.redeem(&token, "bob", "app", &request, 1001),
+            redeem(&token, "bob", "app", &request, 1001).is_none(),
             "another user"
         );
         assert!(
-            !forms.redeem(&token, "alice", "other", &request, 1001),
+            redeem(&token, "alice", "other", &request, 1001).is_none(),
             "another client"
         );
         assert!(
-            !forms.redeem(&token, "alice", "app", &[8; 32], 1001),
+            redeem(&token, "alice", "app", &[8; 32], 1001).is_none(),
             "another request"
         );
         assert!(
-            !forms.redeem(&token, "alice", "app", &request, 1000 + FORM_TTL),
+            redeem(&token, "alice", "app", &request, 1000 + FORM_TTL).is_none(),
             "expired"
         );
-        assert!(forms.redeem(&token, "alice", "app", &request, 1001));
+        assert!(redeem(&token, "alice", "app", &request, 1001).is_some());
         assert!(
-            !forms.redeem(&token, "alice", "app", &request, 1002),
+            redeem(&token, "alice", "app", &request, 1002).is_none(),
             "spent"
         );
-        assert!(!forms.redeem("", "alice", "app", &request, 1002));
-        assert!(!forms.redeem("%%%", "alice", "app", &request, 1002));
+        assert!(redeem("", "alice", "app", &request, 1002).is_none());
+        assert!(redeem("%%%", "alice", "app", &request, 1002).is_none());
+    }
+
+    #[test]
+    fn a_shared_key_makes_tokens_good_at_every_replica() {
+        let one = FormTokens::new().unwrap();
+        let two = FormTokens::new().unwrap();
+        let request = [7u8; 32];
+        let key = [9u8; 32];
+        let own = one.issue(None, "alice", "app", &request, 1000).unwrap();
+        assert!(
+            two.redeem(None, &own, "alice", "app", &request, 1001)
+                .is_none()
+        );
+        let shared = one
+            .issue(Some(&key), "alice", "app", &request, 1000)
+            .unwrap();
+        assert!(
+            two.redeem(None, &shared, "alice", "app", &request, 1001)
+                .is_none()
+        );
+        assert!(
+            two.redeem(Some(&key), &shared, "alice", "app", &request, 1001)
+                .is_some()
+        );
     }
 
     #[test]

@@ -154,6 +154,16 @@ pub(crate) trait GrantStore: Send + Sync {
     fn keep_revoked_for(&self, seconds: u64);
     /// Drops what has expired.
     fn prune(&self, now: u64);
+    /// The key consent forms are signed with, when replicas share one
+    /// (else each process signs with its own).
+    fn form_key(&self) -> Option<[u8; 32]> {
+        None
+    }
+    /// Spends a consent form's nonce across replicas: `true` the first
+    /// time. (Each process also spends it in its own memory first.)
+    fn spend_form(&self, _nonce: [u8; 16], _expires: u64) -> Stored<'_, bool> {
+        ready(Ok(true))
+    }
 }
 
 /// What a [`GrantStore`] call returns.
