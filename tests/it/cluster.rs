@@ -519,3 +519,93 @@ async fn without_redis_a_code_is_refused_with_503_not_risked() {
     let (status, _) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
     assert_eq!(status, StatusCode::OK);
 }
+
+/// `deploy/replicas/compose.yaml` as written: its volumes lay out what
+/// `config/examples/replicas.toml` names, and two replicas started like the
+/// image on that config (Redis's host name pointed at the test's Redis)
+/// share one lockout. There is no Docker engine here, so compose itself
+/// does not run.
+#[tokio::test]
+async fn the_compose_example_runs_two_replicas_on_one_redis() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    require_tool("python3", "--version");
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(open(sys.argv[1]))))",
+        ])
+        .arg(root.join("deploy/replicas/compose.yaml"))
+        .output()
+        .expect("python3");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let compose: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let services = compose["services"].as_object().unwrap();
+    assert!(services.contains_key("redis"));
+    let replicas: Vec<&serde_json::Value> = services
+        .iter()
+        .filter(|(name, _)| name.starts_with("gatehouse"))
+        .map(|(_, s)| s)
+        .collect();
+    assert_eq!(replicas.len(), 2);
+    for replica in &replicas {
+        let config = replica["environment"]["GATEHOUSE_CONFIG"].as_str().unwrap();
+        let volumes: Vec<&str> = replica["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        let dir = config.rsplit_once('/').unwrap().0;
+        for (source, target) in [
+            ("config/examples/replicas.toml:", config.to_owned()),
+            ("/tls:", format!("{dir}/tls:ro")),
+            ("/users:", format!("{dir}/users:ro")),
+        ] {
+            assert!(
+                volumes.iter().any(|v| v.contains(source) && v.contains(&target)),
+                "{source} → {target} in {volumes:?}"
+            );
+        }
+    }
+
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let etc = dir.path("etc/gatehouse/config");
+    std::fs::create_dir_all(etc.join("tls")).unwrap();
+    std::fs::create_dir_all(etc.join("users")).unwrap();
+    std::fs::copy(dir.path("cert.pem"), etc.join("tls/tls.crt")).unwrap();
+    std::fs::copy(dir.path("key.pem"), etc.join("tls/tls.key")).unwrap();
+    std::fs::write(
+        etc.join("users/users"),
+        format!("alice:{}\n", crate::common::cheap_hash("secret")),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(root.join("config/examples/replicas.toml"))
+        .unwrap()
+        .replace("0.0.0.0:8443", "127.0.0.1:0")
+        .replace("redis://redis:6379/0", &redis.url());
+    std::fs::write(etc.join("gatehouse.toml"), text).unwrap();
+    let servers: Vec<Gatehouse> = (0..2)
+        .map(|_| {
+            let mut command = Command::new(crate::common::binary());
+            command
+                .env("GATEHOUSE_CONFIG", etc.join("gatehouse.toml"))
+                .current_dir(std::env::temp_dir());
+            Gatehouse::spawn(command)
+        })
+        .collect();
+    let refs: Vec<&Gatehouse> = servers.iter().collect();
+    let http = client_from(&dir.cert_pem, "127.0.0.12");
+    for server in &servers {
+        let ok = whoami_response(&http, server, "alice", "secret").await;
+        assert_eq!(ok.status(), StatusCode::OK);
+    }
+    // max_failures = 5 in the example: five wrong guesses over the two,
+    // and the address is locked at both.
+    flood(&refs, &dir.cert_pem, "127.0.0.13", 5).await;
+    for server in &servers {
+        let locked = whoami_response(&client_from(&dir.cert_pem, "127.0.0.13"), server, "alice", "secret").await;
+        assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    }
+}
