@@ -23,6 +23,18 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             "TLS is disabled: passwords cross the network in clear text unless a TLS-terminating proxy is in front".into(),
         );
     }
+    if config.cluster.is_some()
+        && let Some(tokens) = &config.tokens
+        && matches!(
+            tokens.signing_key,
+            crate::config::SigningKeySource::Ephemeral(_)
+        )
+    {
+        warn(
+            "[tokens] signing_key",
+            "replicas share state ([cluster]) but sign tokens with a key each made at start-up: a token from one replica is refused by the others; give every replica the same signing_key file".into(),
+        );
+    }
     if store.has_mixed_params() {
         warn(
             "[users]",

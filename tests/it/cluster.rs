@@ -538,7 +538,11 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
         .arg(root.join("deploy/replicas/compose.yaml"))
         .output()
         .expect("python3");
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let compose: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let services = compose["services"].as_object().unwrap();
     assert!(services.contains_key("redis"));
@@ -563,7 +567,9 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
             ("/users:", format!("{dir}/users:ro")),
         ] {
             assert!(
-                volumes.iter().any(|v| v.contains(source) && v.contains(&target)),
+                volumes
+                    .iter()
+                    .any(|v| v.contains(source) && v.contains(&target)),
                 "{source} → {target} in {volumes:?}"
             );
         }
@@ -605,7 +611,13 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
     // and the address is locked at both.
     flood(&refs, &dir.cert_pem, "127.0.0.13", 5).await;
     for server in &servers {
-        let locked = whoami_response(&client_from(&dir.cert_pem, "127.0.0.13"), server, "alice", "secret").await;
+        let locked = whoami_response(
+            &client_from(&dir.cert_pem, "127.0.0.13"),
+            server,
+            "alice",
+            "secret",
+        )
+        .await;
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
