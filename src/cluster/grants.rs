@@ -174,6 +174,9 @@ impl RedisGrants {
         limits: MemoryLimits,
         refresh_ttl: std::time::Duration,
     ) -> Self {
+        cluster
+            .oauth
+            .store(true, std::sync::atomic::Ordering::Relaxed);
         Self {
             set_life: refresh_ttl.as_secs().max(limits.access_keep) + 3600,
             access_keep: AtomicU64::new(limits.access_keep),

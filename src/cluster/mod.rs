@@ -181,6 +181,8 @@ pub struct Cluster {
     /// The key every replica signs consent forms with, once read from
     /// Redis (made there by the first replica to ask).
     form_key: arc_swap::ArcSwapOption<[u8; 32]>,
+    /// Whether OAuth grants live here (then the form key is read).
+    oauth: AtomicBool,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -277,6 +279,7 @@ impl Cluster {
             attempts: AtomicU64::new(0),
             user_salt: settings.prefix.clone(),
             form_key: arc_swap::ArcSwapOption::empty(),
+            oauth: AtomicBool::new(false),
         }))
     }
 
@@ -406,7 +409,9 @@ impl Cluster {
                     continue;
                 }
             }
-            self.read_form_key().await;
+            if self.oauth.load(Ordering::Relaxed) {
+                self.read_form_key().await;
+            }
             newest_lock = self.read_locks(newest_lock).await.unwrap_or(newest_lock);
             newest_revoked = self
                 .read_revoked(newest_revoked)
