@@ -350,9 +350,8 @@ impl Inner {
     }
 }
 
-/// The in-process [`GrantStore`]: one instance's memory. With several
-/// replicas a code must be redeemed where it was issued; the shared-state
-/// issue (Redis) lifts that.
+/// The in-process [`GrantStore`]: one instance's memory (replicas share
+/// `cluster::RedisGrants` instead).
 pub(crate) struct MemoryGrants {
     limits: MemoryLimits,
     access_keep: AtomicU64,
