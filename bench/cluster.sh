@@ -47,6 +47,8 @@ need redis-server || { echo "redis-server is required (apt-get install redis-ser
 cargo build --release --quiet --bin gatehouse
 GATEHOUSE=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
 HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
+head -c 32 /dev/urandom | base64 >"$WORK/cluster-secret"
+chmod 600 "$WORK/cluster-secret"
 
 wait_port() {
   for _ in $(seq 1 100); do
@@ -104,7 +106,7 @@ TOML
   else
     printf '[rate_limit]\nper_ip = { per_second = 1000000, burst = 1000000 }\n' >>"$file"
   fi
-  [ "$3" = yes ] && printf '[cluster]\nredis = "redis://127.0.0.1:%s/0"\nprefix = "%s"\n' "$REDIS_PORT" "$4" >>"$file"
+  [ "$3" = yes ] && printf '[cluster]\nredis = "redis://127.0.0.1:%s/0"\nsecret_file = "%s"\nprefix = "%s"\n' "$REDIS_PORT" "$WORK/cluster-secret" "$4" >>"$file"
   [ -n "${5:-}" ] && printf '[metrics]\nlisten = "127.0.0.1:%s"\n' "$5" >>"$file"
   echo "$file"
 }

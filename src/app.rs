@@ -94,8 +94,13 @@ impl Application {
         let tls = tls::setup(&config.tls, &config.path)?;
         let cluster = match &config.cluster {
             Some(settings) => Some(
-                crate::cluster::Cluster::new(settings, &config.rate_limit, config.lockout)
-                    .map_err(|e| ConfigError::invalid(&config.path, "[cluster]", e.to_string()))?,
+                crate::cluster::Cluster::new(
+                    settings,
+                    &config.rate_limit,
+                    config.lockout,
+                    config.auth.verify_timeout,
+                )
+                .map_err(|e| ConfigError::invalid(&config.path, "[cluster]", e.to_string()))?,
             ),
             None => None,
         };

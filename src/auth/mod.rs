@@ -1273,11 +1273,18 @@ impl Shared {
             }
             Err(_) => self.lockouts.cancel(attempt),
         }
+        // Recorded in the shared records in the background: the answer does
+        // not wait for Redis. Until it lands, the attempt still counts there
+        // as in flight, so no guess slips through meanwhile.
         if let (Some(limits), Some(attempt)) = (&self.shared_limits, shared) {
-            match &result {
-                Ok((ok, _)) => limits.finish(attempt, *ok).await,
-                Err(_) => limits.cancel(attempt).await,
-            }
+            let limits = Arc::clone(limits);
+            let outcome = result.as_ref().map(|(ok, _)| *ok).ok();
+            tokio::spawn(async move {
+                match outcome {
+                    Some(ok) => limits.finish(attempt, ok).await,
+                    None => limits.cancel(attempt).await,
+                }
+            });
         }
         result.map(|(ok, _)| ok)
     }

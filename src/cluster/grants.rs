@@ -29,13 +29,26 @@ use crate::auth::oauth::grants::{
     CodeGrant, FamilyGrant, GrantStore, MemoryLimits, StoreError, Stored, Taken,
 };
 
+/// Sets a key's expiry to `at` (Unix seconds) unless it already lasts
+/// longer: replicas with other settings never shorten each other's keys.
+const RAISE: &str = r#"
+local function raise(key, at)
+  local ttl = redis.call('TTL', key)
+  local now = tonumber(redis.call('TIME')[1])
+  if ttl < 0 or ttl < tonumber(at) - now then redis.call('EXPIREAT', key, at) end
+end
+"#;
+
+/// KEYS: the code, the user's waiting codes. ARGV: the sealed grant,
+/// client, user digest, expiry, now, per-user cap, code digest, when the
+/// record goes (expiry and the spent marker's life).
 const PUT_CODE: &str = r#"
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[5])
 if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[6]) then return 0 end
 redis.call('HSET', KEYS[1], 's', 'live', 'c', ARGV[2], 'u', ARGV[3], 'g', ARGV[1], 'x', ARGV[4])
-redis.call('EXPIREAT', KEYS[1], ARGV[4])
+redis.call('EXPIREAT', KEYS[1], ARGV[8])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[7])
-redis.call('EXPIREAT', KEYS[2], ARGV[4])
+raise(KEYS[2], ARGV[4])
 return 1
 "#;
 
@@ -72,12 +85,15 @@ for _, h in ipairs(redis.call('ZRANGE', fams, 0, -1)) do
 end
 local cap = tonumber(ARGV[7])
 if records >= cap * 2 then return {'full'} end
+local revoked = ''
 if #live >= cap then
-  local oldest = p .. 'oauth:fam:' .. live[1]
+  revoked = live[1]
+  local oldest = p .. 'oauth:fam:' .. revoked
   redis.call('HSET', oldest, 'st', 'revoked')
-  redis.call('HDEL', oldest, 'cur', 'cx')
-  redis.call('EXPIREAT', oldest, ARGV[6])
-  redis.call('ZADD', p .. 'oauth:revoked', ARGV[6], live[1])
+  redis.call('HDEL', oldest, 'cur', 'cx', 'g')
+  raise(oldest, ARGV[6])
+  redis.call('ZADD', p .. 'oauth:revoked', ARGV[6], revoked)
+  raise(p .. 'oauth:revoked', ARGV[6])
 end
 redis.call('HSET', KEYS[1], 's', 'spent', 'f', ARGV[3])
 redis.call('HDEL', KEYS[1], 'g')
@@ -85,11 +101,11 @@ redis.call('EXPIRE', KEYS[1], ARGV[5])
 redis.call('ZREM', codes, ARGV[9])
 local fam = p .. 'oauth:fam:' .. ARGV[3]
 redis.call('DEL', fam)
-redis.call('HSET', fam, 'st', 'pending', 'c', ARGV[1], 'u', v[4], 'g', v[3], 'conf', ARGV[2], 'until', ARGV[6])
+redis.call('HSET', fam, 'st', 'pending', 'c', ARGV[1], 'u', v[4], 'until', ARGV[6])
 redis.call('EXPIREAT', fam, ARGV[6])
 redis.call('ZADD', fams, now, ARGV[3])
-redis.call('EXPIRE', fams, ARGV[10])
-return {'fresh', v[3]}
+raise(fams, now + tonumber(ARGV[10]))
+return {'fresh', v[3], revoked}
 "#;
 
 /// KEYS[1]: the family. ARGV: key prefix, handle.
@@ -101,26 +117,27 @@ redis.call('DEL', KEYS[1])
 return 1
 "#;
 
-/// KEYS[1]: the family. ARGV: refresh digest (or ''), its expiry, until.
+/// KEYS[1]: the family. ARGV: refresh digest (or ''), its expiry, until,
+/// the grant sealed for this family.
 const ACTIVATE: &str = r#"
 if redis.call('HGET', KEYS[1], 'st') ~= 'pending' then return 0 end
-redis.call('HSET', KEYS[1], 'st', 'active', 'cur', ARGV[1], 'cx', ARGV[2], 'until', ARGV[3])
+redis.call('HSET', KEYS[1], 'st', 'active', 'cur', ARGV[1], 'cx', ARGV[2], 'until', ARGV[3], 'g', ARGV[4])
 redis.call('EXPIREAT', KEYS[1], ARGV[3])
 return 1
 "#;
 
 /// KEYS[1]: the family. ARGV: presented digest, client, now.
 const PEEK: &str = r#"
-local v = redis.call('HMGET', KEYS[1], 'st', 'c', 'g', 'conf', 'cur', 'cx', 'until')
+local v = redis.call('HMGET', KEYS[1], 'st', 'c', 'g', 'cur', 'cx', 'until')
 if not v[1] then return {'unknown'} end
 if v[2] ~= ARGV[2] then return {'other'} end
 if v[1] == 'revoked' then return {'revoked'} end
 if v[1] == 'pending' then return {'unknown'} end
 local now = tonumber(ARGV[3])
-if tonumber(v[7]) <= now then return {'revoked'} end
-if v[5] and v[5] ~= '' and v[5] == ARGV[1] then
-  if tonumber(v[6]) <= now then return {'revoked'} end
-  return {'fresh', v[3], v[4]}
+if tonumber(v[6]) <= now then return {'revoked'} end
+if v[4] and v[4] ~= '' and v[4] == ARGV[1] then
+  if tonumber(v[5]) <= now then return {'revoked'} end
+  return {'fresh', v[3]}
 end
 return {'spent'}
 "#;
@@ -132,7 +149,7 @@ local v = redis.call('HMGET', KEYS[1], 'st', 'cur', 'u')
 if v[1] ~= 'active' or v[2] ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'cur', ARGV[2], 'cx', ARGV[3], 'until', ARGV[4])
 redis.call('EXPIREAT', KEYS[1], ARGV[4])
-redis.call('EXPIRE', ARGV[5] .. 'oauth:user-fams:' .. v[3], ARGV[6])
+raise(ARGV[5] .. 'oauth:user-fams:' .. v[3], tonumber(redis.call('TIME')[1]) + tonumber(ARGV[6]))
 return 1
 "#;
 
@@ -141,11 +158,11 @@ const REVOKE: &str = r#"
 local st = redis.call('HGET', KEYS[1], 'st')
 if not st or st == 'revoked' then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'revoked', 'until', ARGV[1])
-redis.call('HDEL', KEYS[1], 'cur', 'cx')
-redis.call('EXPIREAT', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[1], 'cur', 'cx', 'g')
+raise(KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
-redis.call('EXPIREAT', KEYS[2], ARGV[1])
+raise(KEYS[2], ARGV[1])
 return 1
 "#;
 
@@ -174,21 +191,18 @@ impl RedisGrants {
         limits: MemoryLimits,
         refresh_ttl: std::time::Duration,
     ) -> Self {
-        cluster
-            .oauth
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         Self {
             set_life: refresh_ttl.as_secs().max(limits.access_keep) + 3600,
             access_keep: AtomicU64::new(limits.access_keep),
             cluster,
             limits,
-            put_code: redis::Script::new(PUT_CODE),
-            take_code: redis::Script::new(TAKE_CODE),
+            put_code: redis::Script::new(&format!("{RAISE}{PUT_CODE}")),
+            take_code: redis::Script::new(&format!("{RAISE}{TAKE_CODE}")),
             abandon: redis::Script::new(ABANDON),
             activate: redis::Script::new(ACTIVATE),
             peek: redis::Script::new(PEEK),
-            commit: redis::Script::new(COMMIT),
-            revoke: redis::Script::new(REVOKE),
+            commit: redis::Script::new(&format!("{RAISE}{COMMIT}")),
+            revoke: redis::Script::new(&format!("{RAISE}{REVOKE}")),
         }
     }
 
@@ -213,20 +227,26 @@ impl RedisGrants {
 
     async fn put(&self, digest: [u8; 32], grant: CodeGrant, now: u64) -> Result<(), StoreError> {
         let user = self.cluster.user_digest(&grant.user);
-        let json = serde_json::to_string(&grant).map_err(|_| StoreError::Full)?;
         let code = hex(&digest);
-        let mut invocation = self
-            .put_code
-            .key(self.cluster.key(&["oauth", "code", &code]));
+        let key = self.cluster.key(&["oauth", "code", &code]);
+        // Sealed for this code's key: Redis learns nothing of the grant,
+        // and a copy under another key opens to nothing.
+        let json = serde_json::to_vec(&grant).map_err(|_| StoreError::Unavailable)?;
+        let sealed = self
+            .cluster
+            .seal(&key, &json)
+            .ok_or(StoreError::Unavailable)?;
+        let mut invocation = self.put_code.key(&key);
         invocation
             .key(self.cluster.key(&["oauth", "user-codes", &user]))
-            .arg(json)
+            .arg(sealed)
             .arg(&grant.client_id)
             .arg(&user)
             .arg(grant.expires)
             .arg(now)
             .arg(self.limits.codes_per_user)
-            .arg(&code);
+            .arg(&code)
+            .arg(grant.expires.saturating_add(self.limits.spent_code_for));
         match self.run::<u8>(invocation).await? {
             1 => Ok(()),
             _ => Err(StoreError::Full),
@@ -242,9 +262,8 @@ impl RedisGrants {
         now: u64,
     ) -> Result<Taken<CodeGrant>, StoreError> {
         let code = hex(digest);
-        let mut invocation = self
-            .take_code
-            .key(self.cluster.key(&["oauth", "code", &code]));
+        let key = self.cluster.key(&["oauth", "code", &code]);
+        let mut invocation = self.take_code.key(&key);
         invocation
             .arg(client_id)
             .arg(if confidential { "1" } else { "0" })
@@ -259,11 +278,25 @@ impl RedisGrants {
         let answer: Vec<String> = self.run(invocation).await?;
         Ok(match answer.first().map(String::as_str) {
             Some("fresh") => {
-                let grant = answer
+                if let Some(oldest) = answer.get(2).filter(|h| !h.is_empty()) {
+                    // The user's oldest family made room: refused here now.
+                    self.cluster.remember_revoked(oldest, self.keep_until(now));
+                }
+                // Sealed for this code's key: a grant copied from another
+                // key, or written without the secret, opens to nothing.
+                let grant: Option<CodeGrant> = answer
                     .get(1)
-                    .and_then(|g| serde_json::from_str(g).ok())
-                    .ok_or(StoreError::Unavailable)?;
-                Taken::Fresh(grant)
+                    .and_then(|g| self.cluster.open(&key, g))
+                    .and_then(|plain| serde_json::from_slice(&plain).ok());
+                match grant {
+                    Some(grant) if grant.client_id == client_id => Taken::Fresh(grant),
+                    _ => {
+                        tracing::warn!(
+                            "an OAuth code in Redis does not open with this replica's [cluster] secret_file: refused"
+                        );
+                        Taken::Unknown
+                    }
+                }
             }
             Some("spent") => Taken::Spent {
                 family: answer.get(1).cloned().unwrap_or_default(),
@@ -282,22 +315,26 @@ impl RedisGrants {
         client_id: &str,
         now: u64,
     ) -> Result<Taken<FamilyGrant>, StoreError> {
-        let mut invocation = self.peek.key(self.family_key(family));
+        let key = self.family_key(family);
+        let mut invocation = self.peek.key(&key);
         invocation.arg(hex(presented)).arg(client_id).arg(now);
         let answer: Vec<String> = self.run(invocation).await?;
         Ok(match answer.first().map(String::as_str) {
             Some("fresh") => {
-                let code: CodeGrant = answer
+                // Sealed for this family at activation (see take).
+                let grant: Option<FamilyGrant> = answer
                     .get(1)
-                    .and_then(|g| serde_json::from_str(g).ok())
-                    .ok_or(StoreError::Unavailable)?;
-                Taken::Fresh(FamilyGrant {
-                    client_id: code.client_id,
-                    user: code.user,
-                    binding: code.binding,
-                    scope: code.scope,
-                    confidential: answer.get(2).is_some_and(|c| c == "1"),
-                })
+                    .and_then(|g| self.cluster.open(&key, g))
+                    .and_then(|plain| serde_json::from_slice(&plain).ok());
+                match grant {
+                    Some(grant) if grant.client_id == client_id => Taken::Fresh(grant),
+                    _ => {
+                        tracing::warn!(
+                            "an OAuth grant in Redis does not open with this replica's [cluster] secret_file: refused"
+                        );
+                        Taken::Unknown
+                    }
+                }
             }
             Some("spent") => Taken::Spent {
                 family: family.to_owned(),
@@ -350,6 +387,7 @@ impl GrantStore for RedisGrants {
     fn activate_family<'a>(
         &'a self,
         family: &'a str,
+        grant: &'a FamilyGrant,
         refresh: Option<([u8; 32], u64)>,
         now: u64,
     ) -> Stored<'a, bool> {
@@ -357,8 +395,14 @@ impl GrantStore for RedisGrants {
             let keep = self.keep_until(now);
             let (current, expires) = refresh.map_or((String::new(), 0), |(d, e)| (hex(&d), e));
             let until = refresh.map_or(keep, |(_, e)| e.max(keep));
-            let mut invocation = self.activate.key(self.family_key(family));
-            invocation.arg(current).arg(expires).arg(until);
+            let key = self.family_key(family);
+            let json = serde_json::to_vec(grant).map_err(|_| StoreError::Unavailable)?;
+            let sealed = self
+                .cluster
+                .seal(&key, &json)
+                .ok_or(StoreError::Unavailable)?;
+            let mut invocation = self.activate.key(&key);
+            invocation.arg(current).arg(expires).arg(until).arg(sealed);
             self.run::<u8>(invocation).await.map(|n| n == 1)
         })
     }
@@ -421,18 +465,23 @@ impl GrantStore for RedisGrants {
     }
 
     fn form_key(&self) -> Option<[u8; 32]> {
-        self.cluster.form_key.load().as_deref().copied()
+        Some(self.cluster.form_key)
     }
 
     fn spend_form(&self, nonce: [u8; 16], expires: u64) -> Stored<'_, bool> {
         Box::pin(async move {
             let mut conn = self.cluster.connection();
+            // Relative (EX), from this replica's clock: an EXAT in Redis's
+            // past would store nothing and let the form be used again.
+            let left = expires
+                .saturating_sub(crate::auth::oauth::unix_now())
+                .max(1);
             let mut cmd = redis::cmd("SET");
             cmd.arg(self.cluster.key(&["oauth", "form", &hex(&nonce)]))
                 .arg(1)
                 .arg("NX")
-                .arg("EXAT")
-                .arg(expires);
+                .arg("EX")
+                .arg(left + 60);
             let set: Option<String> = self
                 .cluster
                 .call(Fallback::Grants, cmd.query_async(&mut conn))

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
-use super::{Cluster, Fallback, Mirror, PENDING_HOLD};
+use super::{Cluster, Fallback, Mirror, until};
 use crate::limit::shared::BoxFuture;
 use crate::limit::{RateKind, Refusal, SharedAttempt, SharedLimits};
 
@@ -30,7 +30,7 @@ impl Cluster {
     }
 
     fn lock_locally(&self, address: IpAddr, user: Option<&str>, remaining: Duration) {
-        let until = Instant::now() + remaining;
+        let until = until(Instant::now(), remaining);
         match user {
             None => Mirror::insert(
                 &self.mirror.addresses,
@@ -73,7 +73,7 @@ impl Cluster {
             .arg(window)
             .arg(duration)
             .arg(&id)
-            .arg(u64::try_from(PENDING_HOLD.as_millis()).unwrap_or(30_000));
+            .arg(u64::try_from(self.pending_hold.as_millis()).unwrap_or(u64::MAX));
         let mut conn = self.connection();
         let Some(answer) = self
             .call::<Vec<u64>, _>(Fallback::Lockout, invocation.invoke_async(&mut conn))
@@ -112,9 +112,16 @@ impl Cluster {
             .arg(&attempt.id)
             .arg(if success { 1 } else { 0 })
             .arg(&text);
+        // Nobody waits on this (the answer has gone), so it is tried even
+        // while Redis is marked down, with a longer deadline: a failure
+        // lost here would be a guess Redis never counted.
         let mut conn = self.connection();
         let Some(answer) = self
-            .call::<Vec<u64>, _>(Fallback::Lockout, invocation.invoke_async(&mut conn))
+            .call_within::<Vec<u64>, _>(
+                Fallback::Lockout,
+                self.timeout.max(Duration::from_secs(1)),
+                invocation.invoke_async(&mut conn),
+            )
             .await
         else {
             return;
@@ -135,7 +142,11 @@ impl Cluster {
         pipe.cmd("ZREM").arg(&keys[3]).arg(&attempt.id).ignore();
         let mut conn = self.connection();
         let _ = self
-            .call::<(), _>(Fallback::Lockout, pipe.query_async(&mut conn))
+            .call_within::<(), _>(
+                Fallback::Lockout,
+                self.timeout.max(Duration::from_secs(1)),
+                pipe.query_async(&mut conn),
+            )
             .await;
     }
 }
@@ -145,16 +156,20 @@ impl SharedLimits for Cluster {
         if !self.rates.contains_key(&kind) {
             return Ok(());
         }
-        if let Some(wait) = Mirror::remaining(
-            &self.mirror.rates,
-            Some(&self.mirror.rate_count),
-            &(kind, key.to_owned()),
-        ) {
+        let key = match kind {
+            RateKind::Address => key.to_owned(),
+            // Usernames reach Redis only as keyed digests.
+            RateKind::User => self.user_digest(key),
+        };
+        let key = (kind, key);
+        if let Some(wait) =
+            Mirror::remaining(&self.mirror.rates, Some(&self.mirror.rate_count), &key)
+        {
             return Err(wait);
         }
         if !self.is_up() {
             self.fell_back(Fallback::Rate);
-        } else if self.rate_queue.try_send((kind, key.to_owned())).is_err() {
+        } else if self.rate_queue.try_send(key).is_err() {
             // Full (a flood faster than Redis answers): this one is decided
             // by the local limiter alone.
             self.fell_back(Fallback::Rate);

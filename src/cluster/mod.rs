@@ -41,9 +41,17 @@ use crate::config::{ClusterSettings, RateLimitSettings};
 use crate::limit::{LockoutPolicy, RateKind};
 use crate::sync::lock;
 
-/// How long a verification in flight holds its slot in Redis. A replica
-/// that dies mid-verification frees it after this long.
-const PENDING_HOLD: Duration = Duration::from_secs(30);
+/// Probes that fail in a row before the connection is rebuilt.
+const REBUILD_AFTER: u32 = 3;
+
+/// The longest a copy of what Redis said is kept (a corrupt or hostile
+/// value cannot overflow a clock).
+const MAX_COPY: Duration = Duration::from_secs(366 * 24 * 3600);
+
+/// `now + d`, with `d` clamped to [`MAX_COPY`].
+fn until(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d.min(MAX_COPY)).unwrap_or(now)
+}
 
 /// The most address locks read from Redis per probe.
 const LOCKS_PER_SYNC: usize = 10_000;
@@ -53,7 +61,7 @@ const LOCKS_PER_SYNC: usize = 10_000;
 const RATE_QUEUE: usize = 65_536;
 
 /// The most distinct keys in one pipelined batch of rate checks.
-const RATE_BATCH: usize = 512;
+const RATE_BATCH: usize = 128;
 
 /// What fell back to local state, for `gatehouse_redis_fallbacks_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -81,6 +89,8 @@ type Labels = Vec<(&'static str, &'static str)>;
 /// Whether Redis answers, and the metrics that say so.
 struct Health {
     up: AtomicBool,
+    /// Calls that failed in a row (reset by a success): two trip `up`.
+    failures: std::sync::atomic::AtomicU32,
     up_gauge: Gauge,
     errors: Counter,
     fallbacks: Family<Labels, Counter>,
@@ -157,7 +167,14 @@ impl Mirror {
 
 /// The Redis connection and everything kept about it.
 pub struct Cluster {
-    conn: ConnectionManager,
+    /// Rebuilt when probes keep failing: redis-rs reconnects by itself
+    /// only after I/O errors, not after a failover's READONLY or a failed
+    /// handshake.
+    conn: arc_swap::ArcSwap<ConnectionManager>,
+    client: redis::Client,
+    manager_config: ConnectionManagerConfig,
+    /// How long a verification in flight holds its slot in Redis.
+    pending_hold: Duration,
     /// `gatehouse:{<prefix>}:`
     prefix: String,
     timeout: Duration,
@@ -166,7 +183,7 @@ pub struct Cluster {
     gcra: redis::Script,
     begin: redis::Script,
     finish: redis::Script,
-    locks_since: redis::Script,
+    live_locks: redis::Script,
     /// Per kind: the emission interval (µs) and the burst.
     rates: HashMap<RateKind, (u64, u32)>,
     lockout: LockoutPolicy,
@@ -176,13 +193,15 @@ pub struct Cluster {
     /// Makes attempt ids unique across replicas.
     replica: u64,
     attempts: AtomicU64,
-    /// Keys usernames' digests, so that Redis holds no names.
-    user_salt: String,
-    /// The key every replica signs consent forms with, once read from
-    /// Redis (made there by the first replica to ask).
-    form_key: arc_swap::ArcSwapOption<[u8; 32]>,
-    /// Whether OAuth grants live here (then the form key is read).
-    oauth: AtomicBool,
+    /// Keys usernames' digests, so that Redis holds no names (derived
+    /// from `[cluster] secret_file`, like the two keys below).
+    user_key: ring::hmac::Key,
+    /// Seals what OAuth grants Redis keeps (who, which client, which
+    /// scopes), and binds each to its key: whoever reads Redis learns
+    /// nothing of them, and whoever writes to it cannot make a grant.
+    seal: ring::aead::LessSafeKey,
+    /// The key every replica signs consent forms with.
+    form_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Cluster {
@@ -212,6 +231,7 @@ impl Cluster {
         settings: &ClusterSettings,
         rates: &RateLimitSettings,
         lockout: LockoutPolicy,
+        verify_timeout: Duration,
     ) -> Result<Arc<Self>, ClusterError> {
         // rediss:// builds its TLS config from the process's default
         // provider: make it ring, as everywhere else here.
@@ -231,7 +251,7 @@ impl Cluster {
             .set_response_timeout(Some(settings.timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
             .map_err(|e| ClusterError::Url(e.to_string()))?;
         let mut random = [0u8; 16];
         getrandom::fill(&mut random).map_err(|_| ClusterError::Random)?;
@@ -256,12 +276,17 @@ impl Cluster {
         let up_gauge = Gauge::default();
         up_gauge.set(1);
         Ok(Arc::new(Self {
-            conn,
+            conn: arc_swap::ArcSwap::from_pointee(conn),
+            client,
+            manager_config: config,
+            // The longest a verification may wait, and a margin to run.
+            pending_hold: verify_timeout.saturating_add(Duration::from_secs(30)),
             prefix: format!("gatehouse:{{{}}}:", settings.prefix),
             timeout: settings.timeout,
             sync_interval: settings.sync_interval,
             health: Health {
                 up: AtomicBool::new(true),
+                failures: std::sync::atomic::AtomicU32::new(0),
                 up_gauge,
                 errors: Counter::default(),
                 fallbacks,
@@ -269,7 +294,7 @@ impl Cluster {
             gcra: redis::Script::new(scripts::GCRA),
             begin: redis::Script::new(&scripts::begin()),
             finish: redis::Script::new(&scripts::finish()),
-            locks_since: redis::Script::new(scripts::LOCKS_SINCE),
+            live_locks: redis::Script::new(scripts::LIVE_LOCKS),
             rates: kinds,
             lockout,
             mirror: Mirror::default(),
@@ -277,9 +302,18 @@ impl Cluster {
             rate_receiver: std::sync::Mutex::new(Some(rate_receiver)),
             replica,
             attempts: AtomicU64::new(0),
-            user_salt: settings.prefix.clone(),
-            form_key: arc_swap::ArcSwapOption::empty(),
-            oauth: AtomicBool::new(false),
+            user_key: ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &derive(&settings.secret, "usernames"),
+            ),
+            seal: ring::aead::LessSafeKey::new(
+                ring::aead::UnboundKey::new(
+                    &ring::aead::CHACHA20_POLY1305,
+                    &derive(&settings.secret, "grants"),
+                )
+                .map_err(|_| ClusterError::Random)?,
+            ),
+            form_key: derive(&settings.secret, "consent forms"),
         }))
     }
 
@@ -314,14 +348,50 @@ impl Cluster {
         key
     }
 
-    /// A username as Redis sees it: a keyed digest (names are not stored).
+    /// A username as Redis sees it: a digest keyed by the shared secret
+    /// (names are not stored, and cannot be tested against it).
     fn user_digest(&self, username: &str) -> String {
-        let mut input = Vec::with_capacity(self.user_salt.len() + username.len() + 1);
-        input.extend_from_slice(self.user_salt.as_bytes());
-        input.push(0);
-        input.extend_from_slice(username.as_bytes());
-        let digest = ring::digest::digest(&ring::digest::SHA256, &input);
-        hex(&digest.as_ref()[..16])
+        let tag = ring::hmac::sign(&self.user_key, username.as_bytes());
+        hex(&tag.as_ref()[..16])
+    }
+
+    /// `plain` sealed for the Redis key `bound_to`: base64 of a random
+    /// nonce and the ciphertext with its tag.
+    fn seal(&self, bound_to: &str, plain: &[u8]) -> Option<String> {
+        use base64::Engine as _;
+        let mut nonce = [0u8; ring::aead::NONCE_LEN];
+        getrandom::fill(&mut nonce).ok()?;
+        let mut data = plain.to_vec();
+        self.seal
+            .seal_in_place_append_tag(
+                ring::aead::Nonce::assume_unique_for_key(nonce),
+                ring::aead::Aad::from(bound_to.as_bytes()),
+                &mut data,
+            )
+            .ok()?;
+        let mut out = nonce.to_vec();
+        out.extend_from_slice(&data);
+        Some(base64::engine::general_purpose::STANDARD_NO_PAD.encode(out))
+    }
+
+    /// What [`seal`](Self::seal) sealed for `bound_to`; `None` when it was
+    /// sealed for another key, by another secret, or altered.
+    fn open(&self, bound_to: &str, sealed: &str) -> Option<Vec<u8>> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::STANDARD_NO_PAD
+            .decode(sealed)
+            .ok()?;
+        if bytes.len() < ring::aead::NONCE_LEN {
+            return None;
+        }
+        let (nonce, rest) = bytes.split_at(ring::aead::NONCE_LEN);
+        let nonce = ring::aead::Nonce::try_assume_unique_for_key(nonce).ok()?;
+        let mut data = rest.to_vec();
+        let plain = self
+            .seal
+            .open_in_place(nonce, ring::aead::Aad::from(bound_to.as_bytes()), &mut data)
+            .ok()?;
+        Some(plain.to_vec())
     }
 
     fn fell_back(&self, what: Fallback) {
@@ -331,18 +401,31 @@ impl Cluster {
             .inc();
     }
 
-    /// Marks Redis down after a failed call: from now on nothing waits for
-    /// it until the probe finds it again. Logged once per outage.
+    /// Counts a failed call; the second in a row marks Redis down: from
+    /// then on nothing waits for it until the probe finds it again. Logged
+    /// once per outage.
     fn failed(&self, error: &dyn std::fmt::Display) {
         self.health.errors.inc();
+        tracing::debug!(%error, "Redis call failed");
+        let in_a_row = self.health.failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if in_a_row >= 2 {
+            self.mark_down(error);
+        }
+    }
+
+    fn mark_down(&self, error: &dyn std::fmt::Display) {
         if self.health.up.swap(false, Ordering::Relaxed) {
             self.health.up_gauge.set(0);
             tracing::warn!(%error, "Redis unreachable: each replica decides from its own records (rate limits local, locks kept, OAuth grants refused with 503) until it answers again");
         }
     }
 
+    fn succeeded(&self) {
+        self.health.failures.store(0, Ordering::Relaxed);
+    }
+
     /// Runs one Redis call under the deadline. `None`: Redis is down (or
-    /// just went down) and the caller falls back.
+    /// did not answer this one) and the caller falls back.
     async fn call<T, F>(&self, what: Fallback, call: F) -> Option<T>
     where
         F: std::future::Future<Output = redis::RedisResult<T>>,
@@ -351,8 +434,21 @@ impl Cluster {
             self.fell_back(what);
             return None;
         }
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => Some(value),
+        self.call_within(what, self.timeout, call).await
+    }
+
+    /// [`call`](Self::call) with its own deadline, tried even while Redis
+    /// is marked down (for work nobody waits on, such as recording an
+    /// attempt's outcome).
+    async fn call_within<T, F>(&self, what: Fallback, deadline: Duration, call: F) -> Option<T>
+    where
+        F: std::future::Future<Output = redis::RedisResult<T>>,
+    {
+        match tokio::time::timeout(deadline, call).await {
+            Ok(Ok(value)) => {
+                self.succeeded();
+                Some(value)
+            }
             Ok(Err(error)) => {
                 self.failed(&error);
                 self.fell_back(what);
@@ -367,7 +463,18 @@ impl Cluster {
     }
 
     fn connection(&self) -> ConnectionManager {
-        self.conn.clone()
+        ConnectionManager::clone(&self.conn.load())
+    }
+
+    /// A new connection manager (lazy: it connects on first use).
+    fn rebuild(&self) {
+        match ConnectionManager::new_lazy_with_config(
+            self.client.clone(),
+            self.manager_config.clone(),
+        ) {
+            Ok(conn) => self.conn.store(Arc::new(conn)),
+            Err(error) => tracing::debug!(%error, "Redis connection not rebuilt"),
+        }
     }
 
     /// Probes Redis every `sync_interval`, reads the locks other replicas
@@ -378,78 +485,80 @@ impl Cluster {
         if let Some(receiver) = receiver {
             tokio::spawn(Arc::clone(&self).send_rates(receiver));
         }
-        let mut newest_lock: u64 = 0;
-        let mut newest_revoked: u64 = 0;
         let mut ticker = tokio::time::interval(self.sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failed_probes = 0u32;
+        let probe_key = self.key(&["probe"]);
         loop {
             ticker.tick().await;
             self.mirror.prune();
             let mut conn = self.connection();
-            let probe = tokio::time::timeout(
+            // A write, not a PING: a Redis demoted to a read-only replica
+            // answers PING but refuses every script.
+            let mut probe = redis::cmd("SET");
+            probe.arg(&probe_key).arg(1).arg("PX").arg(60_000);
+            let answer = tokio::time::timeout(
                 self.timeout.max(Duration::from_millis(250)),
-                redis::cmd("PING").query_async::<String>(&mut conn),
+                probe.query_async::<()>(&mut conn),
             )
             .await;
-            match probe {
-                Ok(Ok(_)) => {
-                    if !self.health.up.swap(true, Ordering::Relaxed) {
-                        self.health.up_gauge.set(1);
-                        tracing::info!(
-                            "Redis answers again: limits, lockouts and OAuth grants are shared"
-                        );
-                    }
+            let error = match answer {
+                Ok(Ok(())) => None,
+                Ok(Err(error)) => Some(error.to_string()),
+                Err(_) => Some("no answer to the probe".to_owned()),
+            };
+            if let Some(error) = error {
+                self.health.errors.inc();
+                self.mark_down(&error);
+                failed_probes += 1;
+                if failed_probes.is_multiple_of(REBUILD_AFTER) {
+                    self.rebuild();
                 }
-                Ok(Err(error)) => {
-                    self.failed(&error);
-                    continue;
-                }
-                Err(_) => {
-                    self.failed(&"no answer to PING");
-                    continue;
-                }
+                continue;
             }
-            if self.oauth.load(Ordering::Relaxed) {
-                self.read_form_key().await;
+            failed_probes = 0;
+            self.succeeded();
+            if !self.health.up.swap(true, Ordering::Relaxed) {
+                self.health.up_gauge.set(1);
+                tracing::info!("Redis answers again: limits, lockouts and OAuth grants are shared");
             }
-            newest_lock = self.read_locks(newest_lock).await.unwrap_or(newest_lock);
-            newest_revoked = self
-                .read_revoked(newest_revoked)
-                .await
-                .unwrap_or(newest_revoked);
+            self.read_locks().await;
+            self.read_revoked().await;
         }
     }
 
-    /// Mirrors the address locks Redis holds that end at or after
-    /// `newest` (ms); returns the newest end seen.
-    async fn read_locks(&self, newest: u64) -> Option<u64> {
+    /// Copies every address lock Redis holds now (the whole live set,
+    /// not what changed since a cursor: replicas' clocks and lock durations
+    /// may differ, so an end time is no order of arrival).
+    async fn read_locks(&self) {
         let mut conn = self.connection();
-        let mut invocation = self.locks_since.key(self.key(&["locks"]));
-        invocation.arg(newest).arg(LOCKS_PER_SYNC);
-        let found: Vec<String> = self
-            .call(Fallback::Lockout, invocation.invoke_async(&mut conn))
-            .await?;
+        let mut invocation = self.live_locks.key(self.key(&["locks"]));
+        invocation.arg(LOCKS_PER_SYNC);
+        let Some(found) = self
+            .call::<Vec<String>, _>(Fallback::Lockout, invocation.invoke_async(&mut conn))
+            .await
+        else {
+            return;
+        };
         let mut items = found.into_iter();
-        let now_ms: u64 = items.next()?.parse().ok()?;
+        let Some(now_ms) = items.next().and_then(|n| n.parse::<u64>().ok()) else {
+            return;
+        };
         let now = Instant::now();
-        let mut newest = newest;
         let rest: Vec<String> = items.collect();
         for pair in rest.chunks(2) {
-            let [address, until] = pair else { continue };
-            let (Ok(address), Ok(until)) = (address.parse::<IpAddr>(), until.parse::<f64>()) else {
+            let [address, end] = pair else { continue };
+            let (Ok(address), Ok(end)) = (address.parse::<IpAddr>(), end.parse::<f64>()) else {
                 continue;
             };
-            let until = until as u64;
-            newest = newest.max(until);
-            let remaining = Duration::from_millis(until.saturating_sub(now_ms));
+            let remaining = Duration::from_millis((end as u64).saturating_sub(now_ms));
             Mirror::insert(
                 &self.mirror.addresses,
                 Some(&self.mirror.address_count),
                 address,
-                now + remaining,
+                until(now, remaining),
             );
         }
-        Some(newest)
     }
 
     /// Sends queued rate checks in pipelined batches, one GCRA script per
@@ -480,7 +589,7 @@ impl Cluster {
                         &self.mirror.rates,
                         Some(&self.mirror.rate_count),
                         (kind, key),
-                        now + Duration::from_micros(wait_us),
+                        until(now, Duration::from_micros(wait_us)),
                     );
                 }
             }
@@ -503,77 +612,39 @@ impl Cluster {
                 .arg(burst)
                 .arg(*cost);
         }
-        let mut conn = self.connection();
-        let first = if self.is_up() {
-            tokio::time::timeout(self.timeout, pipe.query_async::<Vec<(u64, u64)>>(&mut conn)).await
-        } else {
+        if !self.is_up() {
             self.fell_back(Fallback::Rate);
             return None;
+        }
+        // Nobody waits on a batch, so a failed one is dropped (those checks
+        // were decided locally) without marking Redis down: a slow batch
+        // an attacker provoked must not turn the lockouts local.
+        let dropped = |_: &dyn std::fmt::Display| {
+            self.health.errors.inc();
+            self.fell_back(Fallback::Rate);
+            None
         };
-        match first {
+        let mut conn = self.connection();
+        let deadline = self.timeout.saturating_mul(4);
+        match tokio::time::timeout(deadline, pipe.query_async::<Vec<(u64, u64)>>(&mut conn)).await {
+            Ok(Ok(answers)) => Some(answers),
             Ok(Err(error))
                 if error.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
             {
                 // Redis restarted (or flushed its scripts): load and retry.
-                let loaded = self
-                    .call(Fallback::Rate, self.gcra.load_async(&mut conn))
-                    .await;
-                loaded?;
-                self.call(Fallback::Rate, pipe.query_async(&mut conn)).await
+                match tokio::time::timeout(deadline, self.gcra.load_async(&mut conn)).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(error)) => return dropped(&error),
+                    Err(_) => return dropped(&"timeout"),
+                }
+                match tokio::time::timeout(deadline, pipe.query_async(&mut conn)).await {
+                    Ok(Ok(answers)) => Some(answers),
+                    Ok(Err(error)) => dropped(&error),
+                    Err(_) => dropped(&"timeout"),
+                }
             }
-            Ok(Ok(answers)) => Some(answers),
-            Ok(Err(error)) => {
-                self.failed(&error);
-                self.fell_back(Fallback::Rate);
-                None
-            }
-            Err(_) => {
-                self.failed(&"no answer within [cluster] timeout");
-                self.fell_back(Fallback::Rate);
-                None
-            }
-        }
-    }
-
-    /// Reads the shared consent-form key, making it if no replica has
-    /// (read every probe: a Redis that restarted empty gets a new one, and
-    /// every replica follows within a sync interval).
-    async fn read_form_key(&self) {
-        let mut fresh = [0u8; 32];
-        if getrandom::fill(&mut fresh).is_err() {
-            return;
-        }
-        let key = self.key(&["oauth", "form-key"]);
-        let mut pipe = redis::pipe();
-        pipe.cmd("SET")
-            .arg(&key)
-            .arg(hex(&fresh))
-            .arg("NX")
-            .ignore();
-        pipe.cmd("GET").arg(&key);
-        let mut conn = self.connection();
-        let Some((text,)) = self
-            .call::<(String,), _>(Fallback::Grants, pipe.query_async(&mut conn))
-            .await
-        else {
-            return;
-        };
-        let mut key = [0u8; 32];
-        let bytes = text.as_bytes();
-        if bytes.len() != 64 {
-            return;
-        }
-        for (i, pair) in bytes.chunks(2).enumerate() {
-            let Some(byte) = std::str::from_utf8(pair)
-                .ok()
-                .and_then(|p| u8::from_str_radix(p, 16).ok())
-            else {
-                return;
-            };
-            key[i] = byte;
-        }
-        if self.form_key.load().as_deref() != Some(&key) {
-            self.form_key.store(Some(Arc::new(key)));
+            Ok(Err(error)) => dropped(&error),
+            Err(_) => dropped(&"timeout"),
         }
     }
 
@@ -598,35 +669,43 @@ impl Cluster {
             .is_some_and(|until| *until > now)
     }
 
-    /// Copies the revocations made since `newest` (Unix seconds, the end of
-    /// memory of the newest one read); returns the newest seen.
-    async fn read_revoked(&self, newest: u64) -> Option<u64> {
-        let from = newest.max(crate::auth::oauth::unix_now());
+    /// Copies every revocation whose tokens may still be alive (the whole
+    /// live set, for the same reason as the locks).
+    async fn read_revoked(&self) {
         let mut conn = self.connection();
         let mut cmd = redis::cmd("ZRANGEBYSCORE");
         cmd.arg(self.key(&["oauth", "revoked"]))
-            .arg(from)
+            .arg(crate::auth::oauth::unix_now())
             .arg("+inf")
             .arg("WITHSCORES")
             .arg("LIMIT")
             .arg(0)
             .arg(LOCKS_PER_SYNC);
-        let found: Vec<(String, f64)> = self
-            .call(Fallback::Grants, cmd.query_async(&mut conn))
-            .await?;
-        let mut newest = newest;
-        for (family, until) in found {
-            let until = until as u64;
-            newest = newest.max(until);
-            self.remember_revoked(&family, until);
+        let Some(found) = self
+            .call::<Vec<(String, f64)>, _>(Fallback::Grants, cmd.query_async(&mut conn))
+            .await
+        else {
+            return;
+        };
+        let latest = crate::auth::oauth::unix_now().saturating_add(MAX_COPY.as_secs());
+        for (family, end) in found {
+            self.remember_revoked(&family, (end as u64).min(latest));
         }
-        Some(newest)
     }
 
     fn next_attempt_id(&self) -> String {
         let n = self.attempts.fetch_add(1, Ordering::Relaxed);
         format!("{:016x}{n:x}", self.replica)
     }
+}
+
+/// A 32-byte key for `purpose`, derived from the shared secret.
+fn derive(secret: &crate::secret::Password, purpose: &str) -> [u8; 32] {
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret.as_bytes());
+    let tag = ring::hmac::sign(&key, format!("gatehouse cluster: {purpose}").as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -110,7 +110,10 @@ local a, until_ms = fail(KEYS[1])
 if a == 1 then
   redis.call('ZADD', KEYS[5], until_ms, ARGV[6])
   redis.call('ZREMRANGEBYSCORE', KEYS[5], '-inf', now)
-  redis.call('PEXPIRE', KEYS[5], duration + 1000)
+  -- Only ever lengthened: a replica with a shorter duration must not
+  -- expire another's longer locks.
+  local ttl = redis.call('PTTL', KEYS[5])
+  if ttl < 0 or ttl < duration + 1000 then redis.call('PEXPIRE', KEYS[5], duration + 1000) end
 end
 local u = fail(KEYS[3])
 return {a, u}
@@ -118,14 +121,12 @@ return {a, u}
     )
 }
 
-/// The address locks that started since the last read. KEYS[1]: the lock
-/// set. ARGV: the newest end (ms) already read, the most to return. Returns
-/// `{now_ms, address, until_ms, …}`.
-pub(super) const LOCKS_SINCE: &str = r#"
+/// Every address lock still in force. KEYS[1]: the lock set. ARGV: the
+/// most to return. Returns `{now_ms, address, until_ms, …}`.
+pub(super) const LIVE_LOCKS: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local from = math.max(tonumber(ARGV[1]), now)
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], from, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[2]))
-table.insert(found, 1, string.format("%.0f", now))
+local found = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+table.insert(found, 1, string.format('%.0f', now))
 return found
 "#;

@@ -54,6 +54,7 @@ pub(super) struct File {
 #[serde(deny_unknown_fields)]
 pub(super) struct Cluster {
     pub redis: String,
+    pub secret_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
     #[serde(default = "default_cluster_prefix")]
     pub prefix: String,

@@ -784,21 +784,19 @@ pub(super) fn cluster(
         return Ok(None);
     };
     let key = "[cluster] redis";
-    let (scheme, rest) = raw
-        .redis
-        .split_once("://")
-        .ok_or_else(|| KeyError::new(key, "must be a URL like redis://127.0.0.1:6379/0"))?;
-    if !["redis", "rediss", "redis+unix", "unix"].contains(&scheme) {
+    // The URL is never repeated in a message: it may hold a password.
+    let url = url::Url::parse(&raw.redis)
+        .map_err(|_| KeyError::new(key, "is not a URL like redis://127.0.0.1:6379/0"))?;
+    if !["redis", "rediss", "redis+unix", "unix"].contains(&url.scheme()) {
         return Err(KeyError::new(
             key,
-            format!("`{scheme}://` is not redis://, rediss:// or redis+unix://"),
+            format!(
+                "`{}://` is not redis://, rediss:// or redis+unix://",
+                url.scheme()
+            ),
         ));
     }
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
-    if let Some((user_info, _)) = authority.rsplit_once('@')
-        && user_info.contains(':')
-    {
-        // The URL is not repeated: it holds the password.
+    if url.password().is_some() {
         return Err(KeyError::new(
             key,
             format!(
@@ -806,13 +804,53 @@ pub(super) fn cluster(
             ),
         ));
     }
-    #[cfg(feature = "server")]
-    if redis::Client::open(raw.redis.as_str()).is_err() {
+    if url.fragment().is_some() {
         return Err(KeyError::new(
             key,
-            format!("`{}` is not a Redis URL", raw.redis),
+            "a #fragment is not supported (for TLS with a private CA, trust it system-wide)",
         ));
     }
+    // Only the database may be given as a parameter (redis+unix): a
+    // password or user there would escape the check above.
+    if let Some((name, _)) = url.query_pairs().find(|(name, _)| name != "db") {
+        return Err(KeyError::new(
+            key,
+            format!("the URL parameter `{name}` is not supported (only db)"),
+        ));
+    }
+    #[cfg(feature = "server")]
+    if redis::Client::open(raw.redis.as_str()).is_err() {
+        return Err(KeyError::new(key, "is not a Redis URL redis-rs accepts"));
+    }
+    let secret_key = "[cluster] secret_file";
+    let secret = match &raw.secret_file {
+        Some(file) => {
+            let path = resolve(file);
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                KeyError::new(secret_key, format!("cannot read {}: {e}", path.display()))
+            })?;
+            crate::key_file::warn_if_readable_by_others(&path, "[cluster] secret_file");
+            let text = text.trim().to_owned();
+            if text.len() < 32 {
+                return Err(KeyError::new(
+                    secret_key,
+                    format!(
+                        "{} holds {} characters: at least 32 random ones (`head -c 32 /dev/urandom | base64 > {}`)",
+                        path.display(),
+                        text.len(),
+                        path.display()
+                    ),
+                ));
+            }
+            crate::secret::Password::new(text)
+        }
+        None => {
+            return Err(KeyError::new(
+                secret_key,
+                "is required: the same file of 32 or more random characters on every replica (`head -c 32 /dev/urandom | base64 > cluster-secret`); it keys what gatehouse writes to Redis",
+            ));
+        }
+    };
     let password = match &raw.password_file {
         Some(file) => {
             let path = resolve(file);
@@ -868,6 +906,7 @@ pub(super) fn cluster(
     Ok(Some(super::ClusterSettings {
         redis: raw.redis,
         password,
+        secret,
         prefix,
         timeout,
         sync_interval,

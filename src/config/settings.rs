@@ -554,6 +554,9 @@ pub struct ClusterSettings {
     pub redis: String,
     /// The password, from `password_file` or `GATEHOUSE_REDIS_PASSWORD`.
     pub password: Option<crate::secret::Password>,
+    /// The replicas' shared secret (`secret_file`): keys the usernames'
+    /// digests, seals OAuth grants, signs consent forms.
+    pub secret: crate::secret::Password,
     /// Scopes the keys: `gatehouse:{prefix}:…`.
     pub prefix: String,
     /// How long one Redis call may take before the local state decides.
@@ -567,6 +570,7 @@ impl std::fmt::Debug for ClusterSettings {
         f.debug_struct("ClusterSettings")
             .field("redis", &self.redis)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("secret", &"<redacted>")
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("sync_interval", &self.sync_interval)

@@ -448,3 +448,49 @@ fn oauth_redirect_uris_and_public_clients_are_checked() {
         "{message}"
     );
 }
+
+#[test]
+fn cluster_needs_a_secret_and_never_repeats_a_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+    let with = |url: &str, secret_line: &str| {
+        let text = minimal(&format!("[cluster]\nredis = \"{url}\"\n{secret_line}"));
+        Config::from_toml(&dir.path().join("gatehouse.toml"), &text)
+            .map(|c| c.cluster)
+            .map_err(|e| e.to_string())
+    };
+    let secret_line = "secret_file = \"secret\"\n";
+    let ok = with("redis://127.0.0.1:6379/0", secret_line)
+        .unwrap()
+        .unwrap();
+    assert_eq!(ok.prefix, "default");
+    assert_eq!(ok.timeout, std::time::Duration::from_millis(50));
+    assert!(!format!("{ok:?}").contains("0123456789abcdef"), "{ok:?}");
+
+    let missing = with("redis://127.0.0.1:6379/0", "").unwrap_err();
+    assert!(
+        missing.contains("[cluster] secret_file") && missing.contains("required"),
+        "{missing}"
+    );
+    std::fs::write(&secret, "short\n").unwrap();
+    let short = with("redis://127.0.0.1:6379/0", secret_line).unwrap_err();
+    assert!(short.contains("at least 32"), "{short}");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef\n").unwrap();
+
+    // A password anywhere in the URL is refused, and never repeated.
+    for url in [
+        "redis://:hunter2-pw@127.0.0.1:6379/0",
+        "redis://user:hunter2-pw@127.0.0.1/0",
+        "redis://:hunter2#pw@127.0.0.1/0",
+        "redis://:hunter2/pw@127.0.0.1/0",
+        "redis+unix:///run/redis.sock?pass=hunter2-pw",
+        "rediss://127.0.0.1/0#insecure",
+        "http://127.0.0.1/",
+    ] {
+        let error = with(url, secret_line).unwrap_err();
+        assert!(error.contains("[cluster] redis"), "{url}: {error}");
+        assert!(!error.contains("hunter2"), "{url}: {error}");
+    }
+    assert!(with("redis+unix:///run/redis.sock?db=2", secret_line).is_ok());
+}

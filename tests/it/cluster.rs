@@ -2,46 +2,50 @@
 //! one lockout for all of them, what happens when Redis dies or stalls,
 //! and the way back.
 
-use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{ALICE, Gatehouse, TestDir, client_from, require_tool, whoami_response};
 use reqwest::StatusCode;
 
-/// A `redis-server` of the test's own on a free loopback port, stopped by
-/// PID when dropped. No persistence: a restart starts empty.
+/// A `redis-server` of the test's own, on a Unix socket in a directory of
+/// its own (no port two tests could both pick), stopped by PID when
+/// dropped. No persistence: a restart starts empty.
 pub struct Redis {
     child: Option<Child>,
-    pub port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl Redis {
     pub fn start() -> Self {
         require_tool("redis-server", "--version");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let mut redis = Self { child: None, port };
+        let mut redis = Self {
+            child: None,
+            dir: tempfile::tempdir().expect("temp dir"),
+        };
         redis.launch();
         redis
     }
 
+    fn socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("redis.sock")
+    }
+
     fn launch(&mut self) {
+        let _ = std::fs::remove_file(self.socket());
         let child = Command::new("redis-server")
+            .args(["--port", "0", "--unixsocket"])
+            .arg(self.socket())
             .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
+                "--unixsocketperm",
+                "700",
                 "--save",
                 "",
                 "--appendonly",
                 "no",
-                "--protected-mode",
-                "no",
             ])
+            .arg("--dir")
+            .arg(self.dir.path())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -54,13 +58,13 @@ impl Redis {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("redis-server did not answer on port {}", self.port);
+        panic!("redis-server did not answer on {}", self.socket().display());
     }
 
     /// Whether Redis answers PING (a raw RESP exchange).
     fn ping(&self) -> bool {
         use std::io::{Read, Write};
-        let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+        let Ok(mut stream) = std::os::unix::net::UnixStream::connect(self.socket()) else {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
@@ -72,7 +76,7 @@ impl Redis {
     }
 
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        format!("redis+unix://{}", self.socket().display())
     }
 
     fn pid(&self) -> u32 {
@@ -112,15 +116,29 @@ impl Drop for Redis {
     }
 }
 
+/// `[cluster]` on `redis` under `prefix`, with a shared secret written to
+/// `dir` (every replica of a test shares the directory).
+fn cluster_section(dir: &TestDir, redis: &Redis, prefix: &str, timeout: &str) -> String {
+    let secret = dir.write("cluster-secret", "0123456789abcdef0123456789abcdef-test\n");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    format!(
+        "[cluster]\nredis = \"{}\"\nsecret_file = \"cluster-secret\"\nprefix = \"{prefix}\"\ntimeout = \"{timeout}\"\nsync_interval = \"200ms\"\n",
+        redis.url()
+    )
+}
+
 /// A config for one replica: the three test users, metrics, lockouts after
 /// `max_failures`, and `[cluster]` on `redis` under `prefix`.
 fn replica_config(dir: &TestDir, redis: &Redis, prefix: &str, timeout: &str) -> std::path::PathBuf {
     dir.config(&format!(
         "[metrics]\npath = \"/metrics\"\n\
          [lockout]\nmax_failures = 5\nwindow = \"10m\"\nduration = \"10m\"\n\
-         [rate_limit]\nper_ip = {{ per_second = 1000, burst = 1000 }}\nper_user = false\n\
-         [cluster]\nredis = \"{}\"\nprefix = \"{prefix}\"\ntimeout = \"{timeout}\"\nsync_interval = \"200ms\"\n",
-        redis.url()
+         [rate_limit]\nper_ip = {{ per_second = 1000, burst = 1000 }}\nper_user = false\n{}",
+        cluster_section(dir, redis, prefix, timeout)
     ))
 }
 
@@ -139,6 +157,23 @@ async fn metric(server: &Gatehouse, cert: &str, name: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+/// Waits (bounded) until `name` reads `want` at `server`.
+async fn until_metric(server: &Gatehouse, cert: &str, name: &str, want: f64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let value = metric(server, cert, name).await;
+        if value == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} is {value}, not {want}:\n{}",
+            server.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn failed_verifications(servers: &[&Gatehouse], cert: &str) -> f64 {
@@ -218,9 +253,8 @@ async fn the_per_address_rate_is_one_budget_across_replicas() {
     let redis = Redis::start();
     let dir = TestDir::new();
     let config = dir.config(&format!(
-        "[rate_limit]\nper_ip = {{ per_second = 1, burst = 6 }}\nper_user = false\n\
-         [cluster]\nredis = \"{}\"\nprefix = \"rate\"\ntimeout = \"1s\"\nsync_interval = \"200ms\"\n",
-        redis.url()
+        "[rate_limit]\nper_ip = {{ per_second = 1, burst = 6 }}\nper_user = false\n{}",
+        cluster_section(&dir, &redis, "rate", "1s")
     ));
     let servers: Vec<Gatehouse> = (0..3).map(|_| Gatehouse::start(&config)).collect();
     // Requests without credentials cost a refusal: each is counted.
@@ -292,8 +326,9 @@ async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     assert_eq!(failed_verifications(&refs, &cert).await, verified);
+    // The metrics say so within a probe interval (200 ms here).
     for server in &servers {
-        assert_eq!(metric(server, &cert, "gatehouse_redis_up").await, 0.0);
+        until_metric(server, &cert, "gatehouse_redis_up", 0.0).await;
         assert!(metric(server, &cert, "gatehouse_redis_errors_total").await >= 1.0);
         server.wait_for_log("Redis unreachable", 1, Duration::from_secs(5));
     }
@@ -301,15 +336,7 @@ async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
     // Redis returns (empty): shared lockouts resume with no restart.
     redis.restart();
     for server in &servers {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while metric(server, &cert, "gatehouse_redis_up").await != 1.0 {
-            assert!(
-                Instant::now() < deadline,
-                "Redis not found again:\n{}",
-                server.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        until_metric(server, &cert, "gatehouse_redis_up", 1.0).await;
         server.wait_for_log("Redis answers again", 1, Duration::from_secs(5));
     }
     let before = failed_verifications(&refs, &cert).await;
@@ -344,10 +371,7 @@ async fn a_stalled_redis_holds_no_request_past_the_timeout() {
     assert_eq!(answered.status(), StatusCode::OK);
     // Not a speed test: Redis is resumed only now, so every answer above
     // came while it was paused, without waiting for it.
-    assert_eq!(
-        metric(&server, &dir.cert_pem, "gatehouse_redis_up").await,
-        0.0
-    );
+    until_metric(&server, &dir.cert_pem, "gatehouse_redis_up", 0.0).await;
     redis.signal("CONT");
 }
 
@@ -356,10 +380,8 @@ async fn a_stalled_redis_holds_no_request_past_the_timeout() {
 fn oauth_replica_config(dir: &TestDir, redis: &Redis, prefix: &str) -> std::path::PathBuf {
     let path = crate::oauth_code::config(dir, "60s");
     let mut text = std::fs::read_to_string(&path).expect("config");
-    text.push_str(&format!(
-        "\n[cluster]\nredis = \"{}\"\nprefix = \"{prefix}\"\ntimeout = \"1s\"\nsync_interval = \"200ms\"\n",
-        redis.url()
-    ));
+    text.push('\n');
+    text.push_str(&cluster_section(dir, redis, prefix, "1s"));
     std::fs::write(&path, text).expect("write config");
     path
 }
@@ -565,6 +587,7 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
             ("config/examples/replicas.toml:", config.to_owned()),
             ("/tls:", format!("{dir}/tls:ro")),
             ("/users:", format!("{dir}/users:ro")),
+            ("/cluster:", format!("{dir}/cluster:ro")),
         ] {
             assert!(
                 volumes
@@ -580,6 +603,12 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
     let etc = dir.path("etc/gatehouse/config");
     std::fs::create_dir_all(etc.join("tls")).unwrap();
     std::fs::create_dir_all(etc.join("users")).unwrap();
+    std::fs::create_dir_all(etc.join("cluster")).unwrap();
+    std::fs::write(
+        etc.join("cluster/secret"),
+        "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LXNlY3JldA==\n",
+    )
+    .unwrap();
     std::fs::copy(dir.path("cert.pem"), etc.join("tls/tls.crt")).unwrap();
     std::fs::copy(dir.path("key.pem"), etc.join("tls/tls.key")).unwrap();
     std::fs::write(

@@ -53,7 +53,7 @@ pub(crate) struct CodeGrant {
 }
 
 /// What a family grants: fixed at its start.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) struct FamilyGrant {
     pub(crate) client_id: String,
     pub(crate) user: String,
@@ -112,12 +112,14 @@ pub(crate) trait GrantStore: Send + Sync {
     ) -> Stored<'a, Taken<CodeGrant>>;
     /// Drops a pending family whose redemption failed a check.
     fn abandon_family<'a>(&'a self, family: &'a str) -> Stored<'a, ()>;
-    /// Makes a pending family live, with its first refresh token (digest,
-    /// expiry) when the client may refresh. `false` when it was revoked
-    /// meanwhile (the code was replayed): the tokens must not be given.
+    /// Makes a pending family live, granting `grant`, with its first
+    /// refresh token (digest, expiry) when the client may refresh. `false`
+    /// when it was revoked meanwhile (the code was replayed): the tokens
+    /// must not be given.
     fn activate_family<'a>(
         &'a self,
         family: &'a str,
+        grant: &'a FamilyGrant,
         refresh: Option<([u8; 32], u64)>,
         now: u64,
     ) -> Stored<'a, bool>;
@@ -646,6 +648,8 @@ impl GrantStore for MemoryGrants {
     fn activate_family<'a>(
         &'a self,
         family: &'a str,
+        // Kept since the take, with the rest of the family.
+        _grant: &'a FamilyGrant,
         refresh: Option<([u8; 32], u64)>,
         now: u64,
     ) -> Stored<'a, bool> {

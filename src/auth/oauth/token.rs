@@ -231,7 +231,7 @@ async fn authorization_code(
     // gives none either (the code is spent: the user approves again).
     let activated = oauth
         .grants
-        .activate_family(&family.handle, refresh, now)
+        .activate_family(&family.handle, &family_grant, refresh, now)
         .await
         .map_err(|_| unavailable())?;
     if !activated {
