@@ -91,7 +91,7 @@ if #live >= cap then
   local oldest = p .. 'oauth:fam:' .. revoked
   redis.call('HSET', oldest, 'st', 'revoked')
   redis.call('HDEL', oldest, 'cur', 'cx', 'g')
-  raise(oldest, ARGV[6])
+  redis.call('EXPIREAT', oldest, ARGV[6])
   redis.call('ZADD', p .. 'oauth:revoked', ARGV[6], revoked)
   raise(p .. 'oauth:revoked', ARGV[6])
 end
@@ -159,7 +159,10 @@ local st = redis.call('HGET', KEYS[1], 'st')
 if not st or st == 'revoked' then return 0 end
 redis.call('HSET', KEYS[1], 'st', 'revoked', 'until', ARGV[1])
 redis.call('HDEL', KEYS[1], 'cur', 'cx', 'g')
-raise(KEYS[1], ARGV[1])
+-- Remembered as long as its access tokens live, as in memory (shorter
+-- than its refresh token would have: a revoked record must not fill the
+-- user's share for a month).
+redis.call('EXPIREAT', KEYS[1], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[1], ARGV[2])
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[3])
 raise(KEYS[2], ARGV[1])
@@ -289,12 +292,19 @@ impl RedisGrants {
                     .and_then(|g| self.cluster.open(&key, g))
                     .and_then(|plain| serde_json::from_slice(&plain).ok());
                 match grant {
-                    Some(grant) if grant.client_id == client_id => Taken::Fresh(grant),
-                    _ => {
-                        tracing::warn!(
-                            "an OAuth code in Redis does not open with this replica's [cluster] secret_file: refused"
-                        );
-                        Taken::Unknown
+                    Some(grant) if grant.client_id == client_id && grant.expires > now => {
+                        Taken::Fresh(grant)
+                    }
+                    opened => {
+                        if opened.is_none() {
+                            tracing::warn!(
+                                "an OAuth code in Redis does not open with this replica's [cluster] secret_file (is it the same on every replica?): refused"
+                            );
+                        }
+                        // Spent by the script: its pending family goes,
+                        // and the client is not counted as guessing.
+                        let _ = self.abandon_now(family).await;
+                        Taken::Revoked
                     }
                 }
             }
@@ -317,7 +327,10 @@ impl RedisGrants {
     ) -> Result<Taken<FamilyGrant>, StoreError> {
         let key = self.family_key(family);
         let mut invocation = self.peek.key(&key);
-        invocation.arg(hex(presented)).arg(client_id).arg(now);
+        invocation
+            .arg(self.cluster.refresh_mac(&key, presented))
+            .arg(client_id)
+            .arg(now);
         let answer: Vec<String> = self.run(invocation).await?;
         Ok(match answer.first().map(String::as_str) {
             Some("fresh") => {
@@ -330,9 +343,9 @@ impl RedisGrants {
                     Some(grant) if grant.client_id == client_id => Taken::Fresh(grant),
                     _ => {
                         tracing::warn!(
-                            "an OAuth grant in Redis does not open with this replica's [cluster] secret_file: refused"
+                            "an OAuth grant in Redis does not open with this replica's [cluster] secret_file (is it the same on every replica?): refused"
                         );
-                        Taken::Unknown
+                        Taken::Revoked
                     }
                 }
             }
@@ -343,6 +356,12 @@ impl RedisGrants {
             Some("other") => Taken::OtherClient,
             _ => Taken::Unknown,
         })
+    }
+
+    async fn abandon_now(&self, family: &str) -> Result<(), StoreError> {
+        let mut invocation = self.abandon.key(self.family_key(family));
+        invocation.arg(&self.cluster.prefix).arg(family);
+        self.run::<u8>(invocation).await.map(|_| ())
     }
 
     async fn revoke_family_now(&self, family: &str, now: u64) -> Result<(), StoreError> {
@@ -377,11 +396,7 @@ impl GrantStore for RedisGrants {
     }
 
     fn abandon_family<'a>(&'a self, family: &'a str) -> Stored<'a, ()> {
-        Box::pin(async move {
-            let mut invocation = self.abandon.key(self.family_key(family));
-            invocation.arg(&self.cluster.prefix).arg(family);
-            self.run::<u8>(invocation).await.map(|_| ())
-        })
+        Box::pin(self.abandon_now(family))
     }
 
     fn activate_family<'a>(
@@ -393,9 +408,11 @@ impl GrantStore for RedisGrants {
     ) -> Stored<'a, bool> {
         Box::pin(async move {
             let keep = self.keep_until(now);
-            let (current, expires) = refresh.map_or((String::new(), 0), |(d, e)| (hex(&d), e));
-            let until = refresh.map_or(keep, |(_, e)| e.max(keep));
             let key = self.family_key(family);
+            let (current, expires) = refresh.map_or((String::new(), 0), |(d, e)| {
+                (self.cluster.refresh_mac(&key, &d), e)
+            });
+            let until = refresh.map_or(keep, |(_, e)| e.max(keep));
             let json = serde_json::to_vec(grant).map_err(|_| StoreError::Unavailable)?;
             let sealed = self
                 .cluster
@@ -426,10 +443,11 @@ impl GrantStore for RedisGrants {
     ) -> Stored<'a, bool> {
         Box::pin(async move {
             let until = next.1.max(self.keep_until(now));
-            let mut invocation = self.commit.key(self.family_key(family));
+            let key = self.family_key(family);
+            let mut invocation = self.commit.key(&key);
             invocation
-                .arg(hex(presented))
-                .arg(hex(&next.0))
+                .arg(self.cluster.refresh_mac(&key, presented))
+                .arg(self.cluster.refresh_mac(&key, &next.0))
                 .arg(next.1)
                 .arg(until)
                 .arg(&self.cluster.prefix)

@@ -75,10 +75,16 @@ impl Cluster {
             .arg(&id)
             .arg(u64::try_from(self.pending_hold.as_millis()).unwrap_or(u64::MAX));
         let mut conn = self.connection();
+        let up = self.is_up();
         let Some(answer) = self
             .call::<Vec<u64>, _>(Fallback::Lockout, invocation.invoke_async(&mut conn))
             .await
         else {
+            // The script may have run with its answer late: release the
+            // slot in the background, or it would hold until it expires.
+            if up {
+                let _ = self.releases.try_send(SharedAttempt { address, user, id });
+            }
             return Ok(None);
         };
         let remaining = Duration::from_millis(answer.get(1).copied().unwrap_or(0));

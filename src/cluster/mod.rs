@@ -190,6 +190,11 @@ pub struct Cluster {
     mirror: Mirror,
     rate_queue: tokio::sync::mpsc::Sender<(RateKind, String)>,
     rate_receiver: std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<(RateKind, String)>>>,
+    /// Reservations whose answer came too late to use: released in the
+    /// background so that they do not hold a slot until they expire.
+    releases: tokio::sync::mpsc::Sender<crate::limit::SharedAttempt>,
+    release_receiver:
+        std::sync::Mutex<Option<tokio::sync::mpsc::Receiver<crate::limit::SharedAttempt>>>,
     /// Makes attempt ids unique across replicas.
     replica: u64,
     attempts: AtomicU64,
@@ -202,6 +207,9 @@ pub struct Cluster {
     seal: ring::aead::LessSafeKey,
     /// The key every replica signs consent forms with.
     form_key: [u8; 32],
+    /// Keys the refresh-token digests a family holds: whoever writes to
+    /// Redis cannot set one for a token they have.
+    refresh_key: ring::hmac::Key,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -247,8 +255,10 @@ impl Cluster {
         }
         let client = redis::Client::open(info).map_err(|e| ClusterError::Url(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
+            // Deadlines are set per call (`call`, `call_within`): one set
+            // here would cut every call, even those allowed longer.
             .set_connection_timeout(Some(settings.timeout.max(Duration::from_millis(200))))
-            .set_response_timeout(Some(settings.timeout))
+            .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config.clone())
@@ -269,6 +279,7 @@ impl Cluster {
             }
         }
         let (rate_queue, rate_receiver) = tokio::sync::mpsc::channel(RATE_QUEUE);
+        let (releases, release_receiver) = tokio::sync::mpsc::channel(RATE_QUEUE);
         let fallbacks = Family::<Labels, Counter>::default();
         for what in [Fallback::Rate, Fallback::Lockout, Fallback::Grants] {
             let _ = fallbacks.get_or_create(&vec![("what", what.label())]);
@@ -300,6 +311,8 @@ impl Cluster {
             mirror: Mirror::default(),
             rate_queue,
             rate_receiver: std::sync::Mutex::new(Some(rate_receiver)),
+            releases,
+            release_receiver: std::sync::Mutex::new(Some(release_receiver)),
             replica,
             attempts: AtomicU64::new(0),
             user_key: ring::hmac::Key::new(
@@ -314,6 +327,10 @@ impl Cluster {
                 .map_err(|_| ClusterError::Random)?,
             ),
             form_key: derive(&settings.secret, "consent forms"),
+            refresh_key: ring::hmac::Key::new(
+                ring::hmac::HMAC_SHA256,
+                &derive(&settings.secret, "refresh tokens"),
+            ),
         }))
     }
 
@@ -353,6 +370,16 @@ impl Cluster {
     fn user_digest(&self, username: &str) -> String {
         let tag = ring::hmac::sign(&self.user_key, username.as_bytes());
         hex(&tag.as_ref()[..16])
+    }
+
+    /// A refresh token's digest as the family `key` stores it: keyed by
+    /// the shared secret and bound to the family.
+    fn refresh_mac(&self, key: &str, digest: &[u8; 32]) -> String {
+        let mut context = ring::hmac::Context::with_key(&self.refresh_key);
+        context.update(key.as_bytes());
+        context.update(&[0]);
+        context.update(digest);
+        hex(context.sign().as_ref())
     }
 
     /// `plain` sealed for the Redis key `bound_to`: base64 of a random
@@ -485,6 +512,15 @@ impl Cluster {
         if let Some(receiver) = receiver {
             tokio::spawn(Arc::clone(&self).send_rates(receiver));
         }
+        let releases = lock(&self.release_receiver).take();
+        if let Some(mut releases) = releases {
+            let cluster = Arc::clone(&self);
+            tokio::spawn(async move {
+                while let Some(attempt) = releases.recv().await {
+                    crate::limit::SharedLimits::cancel(&*cluster, attempt).await;
+                }
+            });
+        }
         let mut ticker = tokio::time::interval(self.sync_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut failed_probes = 0u32;
@@ -546,6 +582,12 @@ impl Cluster {
         };
         let now = Instant::now();
         let rest: Vec<String> = items.collect();
+        if rest.len() / 2 >= LOCKS_PER_SYNC {
+            tracing::warn!(
+                copied = LOCKS_PER_SYNC,
+                "more locked addresses in Redis than one sync copies: the locks ending first are kept only where they were made"
+            );
+        }
         for pair in rest.chunks(2) {
             let [address, end] = pair else { continue };
             let (Ok(address), Ok(end)) = (address.parse::<IpAddr>(), end.parse::<f64>()) else {
@@ -673,10 +715,11 @@ impl Cluster {
     /// live set, for the same reason as the locks).
     async fn read_revoked(&self) {
         let mut conn = self.connection();
-        let mut cmd = redis::cmd("ZRANGEBYSCORE");
+        // Newest first: past the cap it is the oldest that are missed.
+        let mut cmd = redis::cmd("ZREVRANGEBYSCORE");
         cmd.arg(self.key(&["oauth", "revoked"]))
-            .arg(crate::auth::oauth::unix_now())
             .arg("+inf")
+            .arg(crate::auth::oauth::unix_now())
             .arg("WITHSCORES")
             .arg("LIMIT")
             .arg(0)
@@ -687,6 +730,12 @@ impl Cluster {
         else {
             return;
         };
+        if found.len() >= LOCKS_PER_SYNC {
+            tracing::warn!(
+                copied = LOCKS_PER_SYNC,
+                "more revoked OAuth grants in Redis than one sync copies: the oldest are refused only by the replica that revoked them"
+            );
+        }
         let latest = crate::auth::oauth::unix_now().saturating_add(MAX_COPY.as_secs());
         for (family, end) in found {
             self.remember_revoked(&family, (end as u64).min(latest));

@@ -126,7 +126,8 @@ return {a, u}
 pub(super) const LIVE_LOCKS: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local found = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf', 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
+-- Newest first: past the cap, the locks ending soonest are missed.
+local found = redis.call('ZREVRANGEBYSCORE', KEYS[1], '+inf', now, 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[1]))
 table.insert(found, 1, string.format('%.0f', now))
 return found
 "#;

@@ -650,3 +650,67 @@ async fn the_compose_example_runs_two_replicas_on_one_redis() {
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
 }
+
+impl Redis {
+    /// Runs `redis-cli` against this server; its output.
+    fn cli(&self, args: &[&str]) -> String {
+        let output = Command::new("redis-cli")
+            .arg("-s")
+            .arg(self.socket())
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8(output.stdout).expect("utf-8")
+    }
+}
+
+/// What Redis holds names no user, and whoever writes to it cannot bring a
+/// rotated refresh token back: the current one is stored keyed by the
+/// replicas' secret, not as a digest anyone holding a token can compute.
+#[tokio::test]
+async fn redis_holds_no_names_and_a_writer_cannot_revive_a_refresh_token() {
+    use crate::oauth_code::{VERIFIER, desktop_code, http, redeem_form, refresh_desktop, token};
+    let redis = Redis::start();
+    let dir = TestDir::new();
+    let config = oauth_replica_config(&dir, &redis, "writer");
+    let server = Gatehouse::start(&config);
+    let http = http(&dir);
+    let code = desktop_code(&http, &server).await;
+    let (_, issued) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
+    let first = issued["refresh_token"].as_str().unwrap().to_owned();
+    let rotated = refresh_desktop(&http, &server, &first).await;
+    let second = rotated["refresh_token"].as_str().expect("rotated").to_owned();
+
+    // Every key and every value: no username, no token.
+    let keys = redis.cli(&["--scan", "--pattern", "gatehouse:*"]);
+    let mut everything = keys.clone();
+    for key in keys.lines() {
+        let kind = redis.cli(&["TYPE", key]);
+        let dump = match kind.trim() {
+            "hash" => redis.cli(&["HGETALL", key]),
+            "zset" => redis.cli(&["ZRANGE", key, "0", "-1"]),
+            "string" => redis.cli(&["GET", key]),
+            other => panic!("unexpected {other} at {key}"),
+        };
+        everything.push_str(&dump);
+    }
+    for secret in ["alice", first.as_str(), second.as_str(), code.as_str()] {
+        assert!(!everything.contains(secret), "{secret} in Redis:\n{everything}");
+    }
+
+    // A writer sets the family's current token back to the first one's
+    // SHA-256 (what a store of plain digests would hold): refused.
+    let family = keys
+        .lines()
+        .find(|k| k.contains(":oauth:fam:"))
+        .expect("a family key")
+        .to_owned();
+    let sha = {
+        let digest = ring::digest::digest(&ring::digest::SHA256, first.as_bytes());
+        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+    };
+    redis.cli(&["HSET", &family, "cur", &sha]);
+    let revived = refresh_desktop(&http, &server, &first).await;
+    assert_eq!(revived["error"], "invalid_grant", "{revived}");
+}

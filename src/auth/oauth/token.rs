@@ -311,6 +311,13 @@ async fn refresh(
     };
     let presented = digest(token);
     let now = unix_now();
+    // Revoked (here, or at another replica as of the last sync) whatever
+    // the store says now.
+    if oauth.grants.is_revoked(&family.handle, now) {
+        return Err(invalid_grant(
+            "the refresh token is unknown, expired or revoked",
+        ));
+    }
     let peeked = oauth
         .grants
         .peek_refresh(&family.handle, &presented, &client.client.id, now)
