@@ -660,7 +660,11 @@ impl Redis {
             .args(args)
             .output()
             .expect("redis-cli");
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         String::from_utf8(output.stdout).expect("utf-8")
     }
 }
@@ -680,7 +684,10 @@ async fn redis_holds_no_names_and_a_writer_cannot_revive_a_refresh_token() {
     let (_, issued) = token(&http, &server, &redeem_form(&code, VERIFIER)).await;
     let first = issued["refresh_token"].as_str().unwrap().to_owned();
     let rotated = refresh_desktop(&http, &server, &first).await;
-    let second = rotated["refresh_token"].as_str().expect("rotated").to_owned();
+    let second = rotated["refresh_token"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
 
     // Every key and every value: no username, no token.
     let keys = redis.cli(&["--scan", "--pattern", "gatehouse:*"]);
@@ -696,7 +703,10 @@ async fn redis_holds_no_names_and_a_writer_cannot_revive_a_refresh_token() {
         everything.push_str(&dump);
     }
     for secret in ["alice", first.as_str(), second.as_str(), code.as_str()] {
-        assert!(!everything.contains(secret), "{secret} in Redis:\n{everything}");
+        assert!(
+            !everything.contains(secret),
+            "{secret} in Redis:\n{everything}"
+        );
     }
 
     // A writer sets the family's current token back to the first one's
@@ -708,7 +718,11 @@ async fn redis_holds_no_names_and_a_writer_cannot_revive_a_refresh_token() {
         .to_owned();
     let sha = {
         let digest = ring::digest::digest(&ring::digest::SHA256, first.as_bytes());
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect::<String>()
+        digest
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
     };
     redis.cli(&["HSET", &family, "cur", &sha]);
     let revived = refresh_desktop(&http, &server, &first).await;
