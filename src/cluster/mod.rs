@@ -253,7 +253,18 @@ impl Cluster {
                 .set_password(password.as_str());
             info = info.set_redis_settings(redis);
         }
-        let client = redis::Client::open(info).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = match &settings.ca {
+            // A private CA: trusted instead of the system's roots.
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            ),
+            None => redis::Client::open(info),
+        }
+        .map_err(|e| ClusterError::Url(e.to_string()))?;
         let config = ConnectionManagerConfig::new()
             // Deadlines are set per call (`call`, `call_within`): one set
             // here would cut every call, even those allowed longer.

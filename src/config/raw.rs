@@ -56,6 +56,7 @@ pub(super) struct Cluster {
     pub redis: String,
     pub secret_file: Option<PathBuf>,
     pub password_file: Option<PathBuf>,
+    pub ca: Option<PathBuf>,
     #[serde(default = "default_cluster_prefix")]
     pub prefix: String,
     #[serde(default = "default_cluster_timeout")]

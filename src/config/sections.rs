@@ -851,6 +851,31 @@ pub(super) fn cluster(
             ));
         }
     };
+    let ca = match &raw.ca {
+        Some(file) => {
+            if url.scheme() != "rediss" {
+                return Err(KeyError::new(
+                    "[cluster] ca",
+                    "is for rediss:// (TLS) URLs only",
+                ));
+            }
+            let path = resolve(file);
+            let pem = std::fs::read(&path).map_err(|e| {
+                KeyError::new(
+                    "[cluster] ca",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(KeyError::new(
+                    "[cluster] ca",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            Some(pem)
+        }
+        None => None,
+    };
     let password = match &raw.password_file {
         Some(file) => {
             let path = resolve(file);
@@ -907,6 +932,7 @@ pub(super) fn cluster(
         redis: raw.redis,
         password,
         secret,
+        ca,
         prefix,
         timeout,
         sync_interval,

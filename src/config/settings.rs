@@ -557,6 +557,9 @@ pub struct ClusterSettings {
     /// The replicas' shared secret (`secret_file`): keys the usernames'
     /// digests, seals OAuth grants, signs consent forms.
     pub secret: crate::secret::Password,
+    /// For `rediss://`: the PEM certificates that sign Redis's (`ca`),
+    /// instead of the system's and the webpki roots.
+    pub ca: Option<Vec<u8>>,
     /// Scopes the keys: `gatehouse:{prefix}:…`.
     pub prefix: String,
     /// How long one Redis call may take before the local state decides.
@@ -571,6 +574,7 @@ impl std::fmt::Debug for ClusterSettings {
             .field("redis", &self.redis)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("secret", &"<redacted>")
+            .field("ca", &self.ca.as_ref().map(|_| "<PEM>"))
             .field("prefix", &self.prefix)
             .field("timeout", &self.timeout)
             .field("sync_interval", &self.sync_interval)

@@ -14,14 +14,21 @@ use reqwest::StatusCode;
 pub struct Redis {
     child: Option<Child>,
     dir: tempfile::TempDir,
+    /// More `redis-server` arguments (a password).
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra: &[&str]) -> Self {
         require_tool("redis-server", "--version");
         let mut redis = Self {
             child: None,
             dir: tempfile::tempdir().expect("temp dir"),
+            extra: extra.iter().map(|a| (*a).to_owned()).collect(),
         };
         redis.launch();
         redis
@@ -46,6 +53,7 @@ impl Redis {
             ])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -68,11 +76,13 @@ impl Redis {
             return false;
         };
         let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+        // With a password, PING is refused with -NOAUTH: an answer all the
+        // same.
         if stream.write_all(b"PING\r\n").is_err() {
             return false;
         }
         let mut reply = [0u8; 7];
-        stream.read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+        stream.read_exact(&mut reply).is_ok() && (&reply == b"+PONG\r\n" || reply[0] == b'-')
     }
 
     pub fn url(&self) -> String {
@@ -326,9 +336,12 @@ async fn redis_down_keeps_locks_and_the_gate_open_and_recovers() {
         assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
     }
     assert_eq!(failed_verifications(&refs, &cert).await, verified);
-    // The metrics say so within a probe interval (200 ms here).
+    // The metrics say so within a probe interval (200 ms here), and the
+    // health check stays 200: the gate still works.
     for server in &servers {
         until_metric(server, &cert, "gatehouse_redis_up", 0.0).await;
+        let health = legitimate.get(server.url("/healthz")).send().await.unwrap();
+        assert_eq!(health.status(), StatusCode::OK);
         assert!(metric(server, &cert, "gatehouse_redis_errors_total").await >= 1.0);
         server.wait_for_log("Redis unreachable", 1, Duration::from_secs(5));
     }
@@ -727,4 +740,106 @@ async fn redis_holds_no_names_and_a_writer_cannot_revive_a_refresh_token() {
     redis.cli(&["HSET", &family, "cur", &sha]);
     let revived = refresh_desktop(&http, &server, &first).await;
     assert_eq!(revived["error"], "invalid_grant", "{revived}");
+}
+
+/// A Redis that wants a password: gatehouse reads it from `password_file`
+/// and shares state; with a wrong one it decides alone, says so, and never
+/// writes either password to its log.
+#[tokio::test]
+async fn a_redis_password_comes_from_a_file_and_stays_out_of_the_logs() {
+    let _heavy = crate::common::HEAVY.lock().await;
+    let redis = Redis::start_with(&["--requirepass", "hunter2-redis-pw"]);
+    let dir = TestDir::new();
+    dir.write("redis-password", "hunter2-redis-pw\n");
+    let section = cluster_section(&dir, &redis, "password", "1s").replace(
+        "[cluster]\n",
+        "[cluster]\npassword_file = \"redis-password\"\n",
+    );
+    let config = dir.config(&format!(
+        "[metrics]\npath = \"/metrics\"\n[lockout]\nmax_failures = 5\n{section}"
+    ));
+    let servers: Vec<Gatehouse> = (0..2).map(|_| Gatehouse::start(&config)).collect();
+    let refs: Vec<&Gatehouse> = servers.iter().collect();
+    flood(&refs, &dir.cert_pem, "127.0.0.14", 5).await;
+    assert_eq!(failed_verifications(&refs, &dir.cert_pem).await, 5.0);
+    assert!(
+        redis
+            .cli(&["-a", "hunter2-redis-pw", "--no-auth-warning", "KEYS", "*"])
+            .contains(":lk:")
+    );
+
+    dir.write("redis-password", "not-the-password\n");
+    let wrong = Gatehouse::start(&config);
+    until_metric(&wrong, &dir.cert_pem, "gatehouse_redis_up", 0.0).await;
+    let ok = whoami_response(
+        &client_from(&dir.cert_pem, "127.0.0.15"),
+        &wrong,
+        ALICE.0,
+        ALICE.1,
+    )
+    .await;
+    assert_eq!(ok.status(), StatusCode::OK, "the gate works without Redis");
+    for server in servers.iter().chain([&wrong]) {
+        let logs = server.logs();
+        assert!(
+            !logs.contains("hunter2-redis-pw") && !logs.contains("not-the-password"),
+            "{logs}"
+        );
+    }
+}
+
+/// `rediss://` to a real `redis-server` speaking TLS, its certificate
+/// signed by a CA that only `[cluster] ca` names.
+#[tokio::test]
+async fn rediss_with_a_private_ca() {
+    let dir = TestDir::new();
+    // The test directory's self-signed certificate (for 127.0.0.1) is the
+    // Redis server's, and its own CA.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port();
+    let cert = dir.path("cert.pem");
+    let key = dir.path("key.pem");
+    let redis = Redis::start_with(&[
+        "--tls-port",
+        &port.to_string(),
+        "--tls-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-key-file",
+        key.to_str().unwrap(),
+        "--tls-ca-cert-file",
+        cert.to_str().unwrap(),
+        "--tls-auth-clients",
+        "no",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let section = cluster_section(&dir, &redis, "tls", "1s")
+        .replace(&redis.url(), &format!("rediss://127.0.0.1:{port}/0"))
+        .replace("[cluster]\n", "[cluster]\nca = \"cert.pem\"\n");
+    let config = dir.config(&format!(
+        "[metrics]\npath = \"/metrics\"\n[lockout]\nmax_failures = 5\n{section}"
+    ));
+    let server = Gatehouse::start(&config);
+    flood(&[&server], &dir.cert_pem, "127.0.0.16", 7).await;
+    // The lock records went over TLS into this Redis.
+    let keys = redis.cli(&["KEYS", "*"]);
+    assert!(keys.contains("gatehouse:{tls}:lk:ip:127.0.0.16"), "{keys}");
+    assert_eq!(
+        metric(&server, &dir.cert_pem, "gatehouse_redis_up").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&server, &dir.cert_pem, "gatehouse_redis_errors_total").await,
+        0.0
+    );
+
+    // Without the CA the certificate is not trusted: Redis is down to it.
+    let untrusted = dir.config(&format!(
+        "[metrics]\npath = \"/metrics\"\n{}",
+        section.replace("ca = \"cert.pem\"\n", "")
+    ));
+    let stranger = Gatehouse::start(&untrusted);
+    until_metric(&stranger, &dir.cert_pem, "gatehouse_redis_up", 0.0).await;
 }
