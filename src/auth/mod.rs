@@ -910,7 +910,7 @@ impl Shared {
     fn address_locked(&self, client: Option<IpAddr>) -> Option<Decision> {
         let client = client?;
         self.lockouts
-            .address_locked(client, Instant::now())
+            .address_locked_now(client)
             .or_else(|| self.shared_limits.as_ref()?.address_locked(client))
             .map(|wait| failed(too_many(wait), events::Reason::LockedOut, None))
     }
@@ -1029,10 +1029,15 @@ impl Shared {
             // look the same (statuses, failures recorded, lockouts) whether
             // or not the user exists. Only successes enter the cache, so an
             // unknown user is never found there.
-            let stored = store.fingerprint_or_dummy(&username);
+            // One lookup serves the digest and, on a hit, the user's name.
+            let known = store.stored_hash(&username);
+            let stored = match known {
+                Some((_, fingerprint)) => fingerprint,
+                None => store.fingerprint_or_dummy(&username),
+            };
             let credential = cache.digest(&username, password.as_bytes(), stored.as_slice());
-            if cache.contains(&username, &credential, Instant::now())
-                && let Some((name, _)) = store.stored_hash(&username)
+            if let Some((name, _)) = known
+                && cache.contains(&username, &credential, Instant::now())
             {
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }

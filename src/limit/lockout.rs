@@ -178,6 +178,10 @@ impl<K: Hash + Eq + Copy> Records<K> {
 pub struct Lockouts {
     policy: LockoutPolicy,
     addresses: Mutex<Records<IpAddr>>,
+    /// Zero only while there is no address record (set before one is made,
+    /// counted exactly when pruned), read without the lock: the common case
+    /// costs a request neither the lock nor the clock.
+    address_count: std::sync::atomic::AtomicUsize,
     users: Mutex<Records<(IpAddr, u64)>>,
     /// Usernames are stored as keyed 64-bit hashes: a 3 KiB username costs
     /// no more memory than a short one, and names are not kept around.
@@ -204,6 +208,7 @@ impl Lockouts {
         Self {
             policy,
             addresses: Mutex::new(Records::new()),
+            address_count: std::sync::atomic::AtomicUsize::new(0),
             users: Mutex::new(Records::new()),
             user_hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -216,6 +221,20 @@ impl Lockouts {
 
     fn enabled(&self) -> bool {
         self.policy.max_failures > 0
+    }
+
+    /// [`address_locked`](Self::address_locked) now; no lock taken and
+    /// no clock read while no address has a record.
+    pub fn address_locked_now(&self, address: IpAddr) -> Option<Duration> {
+        if !self.enabled()
+            || self
+                .address_count
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+        {
+            return None;
+        }
+        self.address_locked(address, Instant::now())
     }
 
     /// How long `address` stays locked out, if it is.
@@ -238,6 +257,10 @@ impl Lockouts {
                 user,
             });
         }
+        // Not zero from here on (pruning counts exactly again): a record is
+        // only ever locked after a begin.
+        self.address_count
+            .fetch_max(1, std::sync::atomic::Ordering::Relaxed);
         let mut addresses = lock(&self.addresses);
         let mut users = lock(&self.users);
         // The address is checked first: a locked address hears about its own
@@ -348,6 +371,8 @@ impl Lockouts {
         let mut addresses = lock(&self.addresses);
         addresses.prune(&self.policy, now);
         addresses.map.shrink_to_fit();
+        self.address_count
+            .store(addresses.map.len(), std::sync::atomic::Ordering::Relaxed);
         drop(addresses);
         let mut users = lock(&self.users);
         users.prune(&self.policy, now);

@@ -2,7 +2,7 @@
 //! metrics, the auth layer's counters read at scrape time, the process's
 //! `process_*` metrics and `gatehouse_build_info`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::StatusCode;
@@ -178,6 +178,12 @@ pub struct RequestMetrics {
     authenticated: Labelled,
     duration: Histograms,
     upstream: Histograms,
+    /// Handles to the series every request touches, each looked up in its
+    /// family once (a lookup builds a label vector, hashes it and takes a
+    /// lock): per outcome, its counter and its histogram per status class
+    /// (made on first use, so that an unused one is not shown).
+    by_outcome: Vec<(&'static str, Counter, [OnceLock<Histogram>; 5])>,
+    by_method: Vec<(&'static str, Counter)>,
 }
 
 /// 0.5 ms … 16 s.
@@ -208,11 +214,29 @@ impl Default for RequestMetrics {
         for method in ["basic", "bearer", "api_key"] {
             let _ = authenticated.get_or_create(&vec![("method", method)]);
         }
+        let by_outcome = OUTCOMES
+            .iter()
+            .map(|outcome| {
+                let counter = requests.get_or_create(&vec![("outcome", *outcome)]).clone();
+                (*outcome, counter, Default::default())
+            })
+            .collect();
+        let by_method = ["basic", "bearer", "api_key"]
+            .iter()
+            .map(|method| {
+                let counter = authenticated
+                    .get_or_create(&vec![("method", *method)])
+                    .clone();
+                (*method, counter)
+            })
+            .collect();
         Self {
             requests,
             authenticated,
             duration: Family::new_with_constructor(duration_histogram),
             upstream: Family::new_with_constructor(duration_histogram),
+            by_outcome,
+            by_method,
         }
     }
 }
@@ -221,22 +245,46 @@ impl RequestMetrics {
     /// Counts one answered request: its outcome, status and how long the
     /// answer's head took.
     pub fn record(&self, outcome: &'static str, status: StatusCode, took: Duration) {
-        self.requests
-            .get_or_create(&vec![("outcome", outcome)])
-            .inc();
-        self.duration
-            .get_or_create(&vec![
-                ("outcome", outcome),
-                ("status_class", status_class(status)),
-            ])
+        let class = status_class(status);
+        let Some((_, counter, histograms)) = self.by_outcome.iter().find(|(o, ..)| *o == outcome)
+        else {
+            self.requests
+                .get_or_create(&vec![("outcome", outcome)])
+                .inc();
+            self.duration
+                .get_or_create(&vec![("outcome", outcome), ("status_class", class)])
+                .observe(took.as_secs_f64());
+            return;
+        };
+        counter.inc();
+        let slot = match class {
+            "1xx" => 0,
+            "2xx" => 1,
+            "3xx" => 2,
+            "4xx" => 3,
+            _ => 4,
+        };
+        histograms[slot]
+            .get_or_init(|| {
+                self.duration
+                    .get_or_create(&vec![("outcome", outcome), ("status_class", class)])
+                    .clone()
+            })
             .observe(took.as_secs_f64());
     }
 
     /// Counts a request let in by `method` (`basic`, `bearer`, `api_key`).
     pub fn record_authenticated(&self, method: &'static str) {
-        self.authenticated
-            .get_or_create(&vec![("method", method)])
-            .inc();
+        match self.by_method.iter().find(|(m, _)| *m == method) {
+            Some((_, counter)) => {
+                counter.inc();
+            }
+            None => {
+                self.authenticated
+                    .get_or_create(&vec![("method", method)])
+                    .inc();
+            }
+        }
     }
 
     /// Times one upstream exchange up to its answer's head; `result` is the

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Issue 16's measures, in one run on this machine:
+#
+#   bash bench/sidecar.sh        # SLICE=3 seconds per round, ROUNDS=5
+#
+# 1. Proxies in front of the same upstream (nginx serving a small file,
+#    keep-alive): direct, nginx proxy_pass with upstream keep-alive, Caddy
+#    reverse_proxy, and the gatehouse sidecar with Basic auth (cached). The
+#    upstream and the proxy share CPU 0; wrk (32 connections) runs on CPU 1.
+# 2. The same handler (/healthz) public in one gatehouse and protected in
+#    another, over HTTP and TLS: the authenticated ÷ public ratio of every
+#    round, and of the p99s.
+# 3. A 1 MiB download and a 1 MiB upload through nginx proxy_pass and
+#    through gatehouse (MB/s), and gatehouse's peak RSS with 100 transfers
+#    at once.
+#
+# Rows are measured in alternating rounds and medians reported, so that
+# drift on a shared machine favours no one. Every server is started here
+# on a high loopback port and stopped by PID at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SLICE=${SLICE:-3}
+ROUNDS=${ROUNDS:-5}
+CONNECTIONS=${CONNECTIONS:-32}
+PASSWORD="bench-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
+AUTH="Authorization: Basic $(printf 'bench:%s' "$PASSWORD" | base64 -w0)"
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+export PATH="$PATH:/usr/sbin"
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || ! need caddy; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light caddy >/dev/null 2>&1 || true
+  fi
+fi
+need wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
+need nginx || { echo "nginx is required (apt-get install nginx-light)" >&2; exit 1; }
+
+cargo build --release --quiet --bin gatehouse
+GATEHOUSE=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
+HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
+
+wait_port() {
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  return 1
+}
+to_ms() {
+  awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0; else if (v ~ /s$/) printf "%.3f", v * 1000; else print v }'
+}
+wrk_once() { # url [wrk args...]: prints "req/s p50 p99 MB/s"
+  local url=$1 out
+  shift
+  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"${SLICE}s" --latency "$@" "$url")
+  non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
+  [ -z "$non2xx" ] || echo "warning: $url had $non2xx non-2xx answers" >&2
+  printf '%s %s %s %s\n' "$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")" \
+    "$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")" \
+    "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")" \
+    "$(awk '/^Transfer\/sec:/ { v = $2; if (v ~ /GB$/) v *= 1024; else if (v ~ /KB$/) v /= 1024; printf "%.1f", v }' <<<"$out")"
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
+declare -A ROWS
+PER_ROUND=""
+row() { ROWS[$1]+="$2"$'\n'; }
+col() { awk -v c="$2" '{ print $c }' <<<"${ROWS[$1]%$'\n'}" | median; }
+
+NGINX_TEMP="client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;"
+mkdir -p "$WORK/app"
+echo '{"hello":"app"}' >"$WORK/app/data.json"
+head -c 1048576 /dev/urandom >"$WORK/app/big.bin"
+head -c 1048576 /dev/urandom >"$WORK/upload.bin"
+# wrk posts the 1 MiB body from a Lua script.
+cat >"$WORK/upload.lua" <<'LUA'
+local f = io.open(os.getenv("UPLOAD"), "rb")
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/octet-stream"
+LUA
+
+# The upstream: small file, 1 MiB file, and an upload sink.
+cat >"$WORK/upstream.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/upstream.pid;
+error_log $WORK/upstream-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  $NGINX_TEMP
+  server {
+    listen 127.0.0.1:18500;
+    root $WORK/app;
+    # An upload is read and dropped, then answered.
+    location = /upload { client_max_body_size 8m; return 200 "ok\n"; }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
+PIDS+=($!)
+wait_port 18500
+
+cat >"$WORK/proxy.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  $NGINX_TEMP
+  upstream app { server 127.0.0.1:18500; keepalive 64; }
+  server {
+    listen 127.0.0.1:18501;
+    client_max_body_size 8m;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+taskset -c 0 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
+PIDS+=($!)
+wait_port 18501
+
+if need caddy; then
+  cat >"$WORK/Caddyfile" <<CADDY
+{
+  admin off
+  auto_https off
+}
+http://127.0.0.1:18502 {
+  log {
+    output discard
+  }
+  reverse_proxy 127.0.0.1:18500
+}
+CADDY
+  XDG_DATA_HOME=$WORK XDG_CONFIG_HOME=$WORK taskset -c 0 caddy run --config "$WORK/Caddyfile" --adapter caddyfile >"$WORK/caddy.log" 2>&1 &
+  PIDS+=($!)
+  wait_port 18502
+fi
+
+gatehouse_config() { # port tls(true|false) extra
+  local file="$WORK/gatehouse-$1.toml" tls='[tls]
+enabled = false'
+  [ "$2" = true ] && tls='[tls]
+self_signed = true'
+  cat >"$file" <<TOML
+[server]
+listen = "127.0.0.1:$1"
+$tls
+[users]
+bench = "$HASH"
+[rate_limit]
+per_ip = false
+per_user = false
+[limits]
+max_body_bytes = 8388608
+$3
+TOML
+  echo "$file"
+}
+start_gatehouse() { # port tls extra
+  local config
+  config=$(gatehouse_config "$1" "$2" "$3")
+  RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+  PIDS+=($!)
+  wait_port "$1"
+}
+start_gatehouse 18503 false '[upstream]
+url = "http://127.0.0.1:18500"'
+SIDECAR_PID=${PIDS[-1]}
+curl -sf -H "$AUTH" http://127.0.0.1:18503/data.json >/dev/null
+
+echo "1. proxies in front of one upstream ($ROUNDS rounds of ${SLICE}s)" >&2
+for _ in $(seq 1 "$ROUNDS"); do
+  row direct "$(wrk_once http://127.0.0.1:18500/data.json)"
+  row nginx-proxy "$(wrk_once http://127.0.0.1:18501/data.json)"
+  need caddy && row caddy-proxy "$(wrk_once http://127.0.0.1:18502/data.json)"
+  row gatehouse-sidecar "$(wrk_once http://127.0.0.1:18503/data.json -H "$AUTH")"
+done
+
+echo "3. 1 MiB down and up ($ROUNDS rounds)" >&2
+for _ in $(seq 1 "$ROUNDS"); do
+  row nginx-down "$(CONNECTIONS=8 wrk_once http://127.0.0.1:18501/big.bin)"
+  row gatehouse-down "$(CONNECTIONS=8 wrk_once http://127.0.0.1:18503/big.bin -H "$AUTH")"
+  row nginx-up "$(UPLOAD=$WORK/upload.bin CONNECTIONS=8 wrk_once http://127.0.0.1:18501/upload -s "$WORK/upload.lua")"
+  row gatehouse-up "$(UPLOAD=$WORK/upload.bin CONNECTIONS=8 wrk_once http://127.0.0.1:18503/upload -s "$WORK/upload.lua" -H "$AUTH")"
+done
+# Peak RSS with 100 transfers at once (downloads, then uploads).
+rss() { awk '/^VmHWM:/ { printf "%.1f", $2 / 1024 }' "/proc/$1/status"; }
+RSS_BEFORE=$(awk '/^VmRSS:/ { printf "%.1f", $2 / 1024 }' "/proc/$SIDECAR_PID/status")
+CONNECTIONS=100 wrk_once http://127.0.0.1:18503/big.bin -H "$AUTH" >/dev/null
+UPLOAD=$WORK/upload.bin CONNECTIONS=100 wrk_once http://127.0.0.1:18503/upload -s "$WORK/upload.lua" -H "$AUTH" >/dev/null
+RSS_PEAK=$(rss "$SIDECAR_PID")
+
+echo "2. the same handler, public and protected ($ROUNDS rounds)" >&2
+for tls in false true; do
+  if [ "$tls" = true ]; then pub=18506; scheme=https; else pub=18504; scheme=http; fi
+  prot=$((pub + 1))
+  start_gatehouse "$pub" "$tls" ""
+  start_gatehouse "$prot" "$tls" '[auth]
+public = []'
+  curl -skf -H "$AUTH" "$scheme://127.0.0.1:$prot/healthz" >/dev/null
+  [ "$(curl -sk -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$prot/healthz")" = 401 ] || { echo "the protected server does not ask for a password" >&2; exit 1; }
+  for round in $(seq 1 "$ROUNDS"); do
+    a=$(wrk_once "$scheme://127.0.0.1:$pub/healthz")
+    b=$(wrk_once "$scheme://127.0.0.1:$prot/healthz" -H "$AUTH")
+    row "same-$scheme-public" "$a"
+    row "same-$scheme-auth" "$b"
+    echo "  $scheme round $round: auth/public $(awk -v a="${b%% *}" -v b="${a%% *}" 'BEGIN { printf "%.3f", a / b }'), p99 $(awk -v a="$(cut -d' ' -f3 <<<"$b")" -v b="$(cut -d' ' -f3 <<<"$a")" 'BEGIN { printf "%.2f", a / b }')" >&2
+    PER_ROUND+="$scheme $(awk -v a="${b%% *}" -v b="${a%% *}" 'BEGIN { printf "%.3f", a / b }') $(awk -v a="$(cut -d' ' -f3 <<<"$b")" -v b="$(cut -d' ' -f3 <<<"$a")" 'BEGIN { printf "%.2f", a / b }')"$'\n'
+  done
+done
+
+printf '\n| %-22s | %10s | %9s | %9s | %8s |\n' "row" "req/s" "p50 ms" "p99 ms" "MB/s"
+printf '| %-22s | %10s | %9s | %9s | %8s |\n' "---" "---:" "---:" "---:" "---:"
+for name in direct nginx-proxy caddy-proxy gatehouse-sidecar nginx-down gatehouse-down nginx-up gatehouse-up same-http-public same-http-auth same-https-public same-https-auth; do
+  [ -n "${ROWS[$name]:-}" ] || continue
+  printf '| %-22s | %10s | %9s | %9s | %8s |\n' "$name" "$(col "$name" 1)" "$(col "$name" 2)" "$(col "$name" 3)" "$(col "$name" 4)"
+done
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+echo
+echo "sidecar / nginx proxy_pass:           $(ratio "$(col gatehouse-sidecar 1)" "$(col nginx-proxy 1)")   (target >= 1.0)"
+need caddy && echo "sidecar / Caddy reverse_proxy:        $(ratio "$(col gatehouse-sidecar 1)" "$(col caddy-proxy 1)")"
+echo "1 MiB download, gatehouse / nginx:    $(ratio "$(col gatehouse-down 4)" "$(col nginx-down 4)")   (target >= 0.9)"
+echo "1 MiB upload, gatehouse / nginx:      $(ratio "$(col gatehouse-up 4)" "$(col nginx-up 4)")   (target >= 0.9)"
+echo "gatehouse RSS: $RSS_BEFORE MiB idle, $RSS_PEAK MiB peak with 100 transfers at once"
+echo "auth / public per round (HTTP):       $(awk '$1 == "http" { printf "%s ", $2 }' <<<"$PER_ROUND")  (target >= 0.95 each)"
+echo "auth / public per round (TLS):        $(awk '$1 == "https" { printf "%s ", $2 }' <<<"$PER_ROUND")  (target >= 0.95 each)"
+echo "p99 auth / public per round (TLS):    $(awk '$1 == "https" { printf "%s ", $3 }' <<<"$PER_ROUND")  (target <= 1.3)"
