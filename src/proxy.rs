@@ -47,6 +47,11 @@ const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scop
 /// The user's groups (`[groups]`), comma-separated, for the upstream.
 const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
 
+/// The most bytes read from the upstream and not yet sent on, per
+/// connection: enough for throughput, small enough that a hundred large
+/// transfers at once stay a few MiB.
+const UPSTREAM_READ_BUFFER: usize = 128 * 1024;
+
 /// An upstream and the client that talks to it.
 pub struct Proxy {
     client: Client<HttpsConnector<HttpConnector>, Body>,
@@ -88,6 +93,9 @@ impl Proxy {
             .wrap_connector(http);
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(60))
+            // Reads from the upstream run at most this far ahead of the
+            // client (hyper's default lets ~400 KiB pile up per transfer).
+            .http1_max_buf_size(UPSTREAM_READ_BUFFER)
             .build(connector);
         Ok(Self {
             client,
