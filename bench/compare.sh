@@ -382,14 +382,54 @@ NGINX
   PIDS+=($!)
   wait_port 18085
   curl -sf -H "$AUTH" http://127.0.0.1:18085/data.json >/dev/null
-  run_pair upstream-direct http://127.0.0.1:18084/data.json gatehouse-proxy-auth http://127.0.0.1:18085/data.json "$AUTH"
+  # The same upstream behind nginx proxy_pass (upstream keep-alive) and
+  # Caddy reverse_proxy, also on CPU 0: what a sidecar is measured against.
+  cat >"$WORK/proxy.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/proxy.pid;
+error_log $WORK/proxy-error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  $NGINX_TEMP_PATHS
+  upstream app { server 127.0.0.1:18084; keepalive 64; }
+  server {
+    listen 127.0.0.1:18090;
+    location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGINX
+  taskset -c 0 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
+  PIDS+=($!)
+  wait_port 18090
+  r_direct="" r_nginx="" r_caddy="" r_gatehouse=""
+  if need caddy; then
+    printf '{\n  admin off\n  auto_https off\n}\nhttp://127.0.0.1:18091 {\n  log {\n    output discard\n  }\n  reverse_proxy 127.0.0.1:18084\n}\n' >"$WORK/Caddyfile-proxy"
+    XDG_DATA_HOME=$WORK XDG_CONFIG_HOME=$WORK taskset -c 0 caddy run --config "$WORK/Caddyfile-proxy" --adapter caddyfile >"$WORK/caddy-proxy.log" 2>&1 &
+    PIDS+=($!)
+    wait_port 18091
+  fi
+  for _ in $(seq 1 "$ROUNDS"); do
+    r_direct+="$(wrk_once http://127.0.0.1:18084/data.json)"$'\n'
+    r_nginx+="$(wrk_once http://127.0.0.1:18090/data.json)"$'\n'
+    need caddy && r_caddy+="$(wrk_once http://127.0.0.1:18091/data.json)"$'\n'
+    r_gatehouse+="$(wrk_once http://127.0.0.1:18085/data.json -H "$AUTH")"$'\n'
+  done
+  record upstream-direct <<<"${r_direct%$'\n'}"
+  record nginx-proxy-pass <<<"${r_nginx%$'\n'}"
+  [ -n "$r_caddy" ] && record caddy-reverse-proxy <<<"${r_caddy%$'\n'}"
+  record gatehouse-proxy-auth <<<"${r_gatehouse%$'\n'}"
+  need caddy && stop_last
+  stop_last
   stop_last
   stop_last
 fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc same-http-public same-http-auth same-https-public same-https-auth rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc same-http-public same-http-auth same-https-public same-https-auth rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct nginx-proxy-pass caddy-reverse-proxy gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -414,5 +454,7 @@ echo "OAuth client credentials / Basic cached:   $(ratio tokens-oauth-cc tokens-
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
 if [ -n "${RPS[upstream-direct]:-}" ]; then
   echo "proxy: through gatehouse / direct:         $(ratio gatehouse-proxy-auth upstream-direct)"
+  echo "sidecar / nginx proxy_pass:                $(ratio gatehouse-proxy-auth nginx-proxy-pass)   (target >= 1.0)"
+  echo "sidecar / Caddy reverse_proxy:             $(ratio gatehouse-proxy-auth caddy-reverse-proxy)"
   echo "proxy: added p50 / p99 (ms):               $(awk -v a="${P50[gatehouse-proxy-auth]}" -v b="${P50[upstream-direct]}" 'BEGIN { printf "%.3f", a - b }') / $(awk -v a="${P99[gatehouse-proxy-auth]}" -v b="${P99[upstream-direct]}" 'BEGIN { printf "%.3f", a - b }')"
 fi
