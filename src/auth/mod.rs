@@ -1036,9 +1036,9 @@ impl Shared {
                 None => store.fingerprint_or_dummy(&username),
             };
             let credential = cache.digest(&username, password.as_bytes(), stored.as_slice());
-            if let Some((name, _)) = known
-                && cache.contains(&username, &credential, Instant::now())
-            {
+            // Looked up for unknown users too: the same work either way.
+            let hit = cache.contains(&username, &credential, Instant::now());
+            if let (true, Some((name, _))) = (hit, known) {
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
             if count && let Some(decision) = self.rate_limited(client) {

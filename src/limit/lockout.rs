@@ -257,11 +257,12 @@ impl Lockouts {
                 user,
             });
         }
+        let mut addresses = lock(&self.addresses);
         // Not zero from here on (pruning counts exactly again): a record is
-        // only ever locked after a begin.
+        // only ever locked after a begin. Set under the lock, so that a
+        // prune running now cannot store a count from before this record.
         self.address_count
             .fetch_max(1, std::sync::atomic::Ordering::Relaxed);
-        let mut addresses = lock(&self.addresses);
         let mut users = lock(&self.users);
         // The address is checked first: a locked address hears about its own
         // (longer) lock, whatever the username.

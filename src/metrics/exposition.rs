@@ -162,12 +162,17 @@ pub struct UpstreamFailure;
 
 /// `1xx` … `5xx`.
 pub fn status_class(status: StatusCode) -> &'static str {
+    status_slot(status).1
+}
+
+/// A status's class, and its place among the five.
+fn status_slot(status: StatusCode) -> (usize, &'static str) {
     match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
     }
 }
 
@@ -245,7 +250,7 @@ impl RequestMetrics {
     /// Counts one answered request: its outcome, status and how long the
     /// answer's head took.
     pub fn record(&self, outcome: &'static str, status: StatusCode, took: Duration) {
-        let class = status_class(status);
+        let (slot, class) = status_slot(status);
         let Some((_, counter, histograms)) = self.by_outcome.iter().find(|(o, ..)| *o == outcome)
         else {
             self.requests
@@ -257,13 +262,6 @@ impl RequestMetrics {
             return;
         };
         counter.inc();
-        let slot = match class {
-            "1xx" => 0,
-            "2xx" => 1,
-            "3xx" => 2,
-            "4xx" => 3,
-            _ => 4,
-        };
         histograms[slot]
             .get_or_init(|| {
                 self.duration

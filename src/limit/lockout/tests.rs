@@ -178,3 +178,34 @@ fn unknown_address_failures_are_per_user_and_a_login_does_not_clear_them() {
     assert!(l.begin_unknown_address("alice", now).is_ok());
     assert_eq!(l.tracked().0, 0);
 }
+
+#[test]
+fn the_lock_free_check_sees_every_lock_and_is_free_while_none() {
+    let lockouts = Lockouts::new(LockoutPolicy {
+        max_failures: 2,
+        window: Duration::from_secs(60),
+        duration: Duration::from_secs(60),
+        max_tracked: 100,
+    });
+    let address: IpAddr = "192.0.2.7".parse().unwrap();
+    assert_eq!(lockouts.address_locked_now(address), None);
+    let now = Instant::now();
+    for _ in 0..2 {
+        let attempt = lockouts.begin(address, "alice", now).unwrap();
+        let _ = lockouts.finish(attempt, false, now);
+    }
+    assert!(lockouts.address_locked_now(address).is_some());
+    // Pruning keeps a live lock, and the check still sees it.
+    lockouts.prune(Instant::now());
+    assert!(lockouts.address_locked_now(address).is_some());
+    // Once everything is stale and pruned, a new record is seen again.
+    let later = now + Duration::from_secs(200);
+    lockouts.prune(later);
+    assert_eq!(lockouts.tracked().0, 0);
+    let other: IpAddr = "192.0.2.8".parse().unwrap();
+    for _ in 0..2 {
+        let attempt = lockouts.begin(other, "bob", later).unwrap();
+        let _ = lockouts.finish(attempt, false, later);
+    }
+    assert!(lockouts.address_locked_now(other).is_some());
+}
