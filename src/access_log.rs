@@ -95,7 +95,8 @@ impl RefusalSampler {
 }
 
 /// The access-log middleware: client (as resolved), the proxy it came
-/// `via` (or `-`), method, path, status, user or `-`, latency. Only the path is logged (not the query), never a header value;
+/// `via` (or `-`), method, path, status, user or `-`, for a forward-auth
+/// decision the method and path it decided on (else `-`), latency. Only the path is logged (not the query), never a header value;
 /// strings a client chose are written quoted and escaped.
 pub async fn access_log(
     State(sampler): State<Arc<RefusalSampler>>,
@@ -147,6 +148,10 @@ pub async fn access_log(
     let authenticated = response.extensions().get::<AuthenticatedUser>();
     let user = authenticated.map_or("-", AuthenticatedUser::name);
     let auth = authenticated.map_or("-", |u| u.method().label());
+    // A forward-auth decision names the request it was about.
+    let decided = response.extensions().get::<crate::auth::DecidedRequest>();
+    let decided_method = decided.map_or("-", |d| d.method.as_str());
+    let decided_path = decided.map_or("-", |d| d.path.as_str());
     tracing::info!(
         target: "gatehouse::access",
         %client,
@@ -156,6 +161,8 @@ pub async fn access_log(
         status = status.as_u16(),
         user,
         auth,
+        decided_method,
+        decided_path,
         // A number (to the microsecond), so JSON logs can be summed and
         // compared without parsing strings.
         latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,

@@ -141,7 +141,9 @@ impl Application {
                         suppressed_lines.clone(),
                         Arc::clone(&requests),
                     );
+                    // Counted with the main listener's connections.
                     let server = Server::from_listener(listener, None, app, config.limits.clone())
+                        .with_counters(Arc::clone(&connections))
                         .with_trusted_proxies(ClientIpResolver::new(
                             config.server.trusted_proxies.clone(),
                         ));

@@ -56,6 +56,17 @@ pub struct ForwardAuth {
 #[derive(Debug, Clone, Copy)]
 pub struct ForwardAuthListener;
 
+/// The request a decision was about (its canonical path, without the
+/// query), in the decision response's extensions: the access log names it
+/// beside the decision request's own path.
+#[derive(Debug, Clone)]
+pub struct DecidedRequest {
+    /// The original method.
+    pub method: http::Method,
+    /// The original canonical path.
+    pub path: String,
+}
+
 impl ForwardAuth {
     /// Whether the canonical `path` of `req` asks for a decision.
     pub(super) fn matches<B>(&self, req: &Request<B>) -> bool {
@@ -322,6 +333,25 @@ pub(super) async fn decide<B>(
         );
     }
     tracing::debug!(method = %original.method, path = original.uri.path(), "forward-auth decision");
+    let decided = DecidedRequest {
+        method: original.method.clone(),
+        path: original.uri.path().to_owned(),
+    };
+    let (outcome, mut response) =
+        decide_original(shared, forward, req, original, resolved, nginx).await;
+    response.extensions_mut().insert(decided);
+    (outcome, response)
+}
+
+/// Runs the pipeline on the original request a decision is about.
+async fn decide_original<B>(
+    shared: &Arc<Shared>,
+    forward: &ForwardAuth,
+    req: Request<B>,
+    original: Original,
+    resolved: Option<IpAddr>,
+    nginx: bool,
+) -> (Outcome, Response) {
     let client = client(forward, shared, &req, resolved);
     let (mut parts, _) = req.into_parts();
     // Proxies drop hop-by-hop headers from the decision request: a

@@ -79,7 +79,7 @@ pub use builder::{
     BasicAuthBuilder, BuildError, InvalidRealm, Realm, WithoutPeerAddress, validate_realm,
 };
 pub use cache::{CachePolicy, NoRandomKey};
-pub use forward::{ForwardAuth, ForwardAuthListener};
+pub use forward::{DecidedRequest, ForwardAuth, ForwardAuthListener};
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
 

@@ -249,7 +249,21 @@ async fn nginx_auth_request_with_the_shipped_snippet() {
     tokio::task::spawn_blocking(move || the_proxy_checks(front, "X-User", 401))
         .await
         .unwrap();
-    assert!(server.logs().contains("forward-auth decisions on http://"));
+    let logs = server.logs();
+    assert!(logs.contains("forward-auth decisions on http://"));
+    // The access log names the request each decision was about (its
+    // canonical path, never the query), beside the decision's own path.
+    let decided: Vec<&str> = logs
+        .lines()
+        .filter(|l| l.contains("gatehouse::access") && l.contains("path=\"/authz\""))
+        .collect();
+    assert!(
+        decided
+            .iter()
+            .any(|l| l.contains("decided_method=\"GET\"") && l.contains("decided_path=\"/app\"")),
+        "{logs}"
+    );
+    assert!(decided.iter().all(|l| !l.contains("x=1")), "{logs}");
     drop(nginx);
 }
 
@@ -475,4 +489,45 @@ async fn decisions_on_the_main_listener_and_nginx_style_limits() {
         .await
         .unwrap();
     assert_eq!(other.status(), StatusCode::OK);
+}
+
+/// Connections to the decision listener count in `gatehouse_open_connections`
+/// with the main listener's.
+#[tokio::test]
+async fn the_decision_listener_counts_its_connections() {
+    let dir = TestDir::new();
+    let (server, decisions) = gatehouse(&dir, "[metrics]\npath = \"/metrics\"\n");
+    let http = crate::common::client(&dir.cert_pem);
+    let open = || async {
+        let text = http
+            .get(server.url("/metrics"))
+            .basic_auth(ALICE.0, Some(ALICE.1))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("gatehouse_open_connections ")?
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or_else(|| panic!("no gauge in:\n{text}"))
+    };
+    let before = open().await;
+    let held: Vec<std::net::TcpStream> = (0..3)
+        .map(|_| std::net::TcpStream::connect(decisions).unwrap())
+        .collect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while open().await < before + 3.0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the decision listener's connections are not counted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    drop(held);
 }
