@@ -5,11 +5,10 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::Next;
+use axum::extract::ConnectInfo;
 use axum::response::Response;
 use prometheus_client::metrics::counter::Counter;
 
@@ -94,28 +93,47 @@ impl RefusalSampler {
     }
 }
 
-/// The access-log middleware: client (as resolved), the proxy it came
-/// `via` (or `-`), method, path, status, user or `-`, for a forward-auth
-/// decision the method and path it decided on (else `-`), latency. Only the path is logged (not the query), never a header value;
-/// strings a client chose are written quoted and escaped.
-pub async fn access_log(
-    State(sampler): State<Arc<RefusalSampler>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// What the access log needs from a request, taken before it is handled:
+/// `None` when the line would not be written (access logging off).
+pub struct Entry {
+    start: Instant,
+    method: http::Method,
+    path: String,
+    peer: Option<IpAddr>,
+    resolved: Option<IpAddr>,
+}
+
+/// Starts a request's line: client (as resolved), the proxy it came `via`
+/// (or `-`), method, path, status, user or `-`, for a forward-auth decision
+/// the method and path it decided on (else `-`), latency. Only the path is
+/// logged (not the query), never a header value; strings a client chose
+/// are written quoted and escaped.
+pub fn begin<B>(req: &http::Request<B>) -> Option<Entry> {
     // Skip all the gathering below when the line would not be written.
     if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
-        return next.run(req).await;
+        return None;
     }
-    let start = Instant::now();
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(addr)| addr.ip());
-    let resolved = req.extensions().get::<ClientAddress>().map(|c| c.0);
-    let response = next.run(req).await;
+    Some(Entry {
+        start: Instant::now(),
+        method: req.method().clone(),
+        path: req.uri().path().to_owned(),
+        peer: req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|ConnectInfo(addr)| addr.ip()),
+        resolved: req.extensions().get::<ClientAddress>().map(|c| c.0),
+    })
+}
+
+/// Writes the line for `response` (refused requests sampled per client).
+pub fn finish(entry: Entry, sampler: &RefusalSampler, response: &Response) {
+    let Entry {
+        start,
+        method,
+        path,
+        peer,
+        resolved,
+    } = entry;
     let status = response.status();
     // The resolved client (behind a trusted proxy, not the proxy), so one
     // noisy client behind it does not silence the others. The server
@@ -136,7 +154,7 @@ pub async fn access_log(
             );
         }
         if !write {
-            return response;
+            return;
         }
     }
     let client = client_ip.map_or_else(|| "-".to_owned(), |p| p.to_string());
@@ -168,7 +186,6 @@ pub async fn access_log(
         latency_ms = (start.elapsed().as_secs_f64() * 1_000_000.0).round() / 1000.0,
         "request"
     );
-    response
 }
 
 #[cfg(test)]

@@ -31,6 +31,8 @@ pub mod cluster;
 #[cfg(feature = "server")]
 mod files;
 #[cfg(feature = "server")]
+mod frame;
+#[cfg(feature = "server")]
 mod io_watch;
 #[cfg(feature = "server")]
 pub(crate) mod proxy;

@@ -4,7 +4,6 @@
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::middleware::Next;
 use axum::response::Response;
 use http::header::{ALLOW, HOST, TRANSFER_ENCODING};
 
@@ -23,7 +22,7 @@ const ALLOWED: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
 /// credentials back) and `CONNECT` (a gate is not a tunnel), in any case;
 /// with 501 a transfer coding other than `chunked`; and answers `OPTIONS *`
 /// here.
-pub async fn guard(req: Request, next: Next) -> Response {
+pub fn check(req: &Request) -> Option<Response> {
     let method = req.method().as_str();
     if ["TRACE", "TRACK", "CONNECT"]
         .iter()
@@ -33,25 +32,25 @@ pub async fn guard(req: Request, next: Next) -> Response {
         response
             .headers_mut()
             .insert(ALLOW, HeaderValue::from_static(ALLOWED));
-        return response;
+        return Some(response);
     }
     // Method names are case-sensitive (RFC 9110 §9.1), but some frameworks
     // upper-case them (Django, Werkzeug): `delete` would pass a rule for
     // `DELETE` and reach the DELETE handler. No standard method has a
     // lower-case letter.
     if method.bytes().any(|b| b.is_ascii_lowercase()) {
-        return refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: method names are upper case\n",
-        );
+        ));
     }
     let mut hosts = req.headers().get_all(HOST).iter();
     let host = hosts.next();
     if hosts.next().is_some() {
-        return refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: two Host headers\n",
-        );
+        ));
     }
     // A Host is copied into X-Forwarded-Host: it must be one plain
     // host[:port], not a list an upstream could split (`a, evil`), nor carry
@@ -60,7 +59,10 @@ pub async fn guard(req: Request, next: Next) -> Response {
     if host.is_some_and(|h| !is_plain_authority(h.as_bytes()))
         || authority.is_some_and(|a| !is_plain_authority(a.as_bytes()))
     {
-        return refuse(StatusCode::BAD_REQUEST, "400 Bad Request: malformed Host\n");
+        return Some(refuse(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: malformed Host\n",
+        ));
     }
     // Only `chunked` is a transfer coding gatehouse speaks (RFC 9112 §6.1:
     // an unknown one gets 501); anything else would reach the upstream
@@ -72,20 +74,20 @@ pub async fn guard(req: Request, next: Next) -> Response {
         .flat_map(|v| v.as_bytes().split(|&b| b == b','))
         .any(|coding| !coding.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     {
-        return refuse(
+        return Some(refuse(
             StatusCode::NOT_IMPLEMENTED,
             "501 Not Implemented: only the chunked transfer coding is accepted\n",
-        );
+        ));
     }
     if let (Some(host), Some(authority)) = (host, req.uri().authority())
         && !host
             .as_bytes()
             .eq_ignore_ascii_case(authority.as_str().as_bytes())
     {
-        return refuse(
+        return Some(refuse(
             StatusCode::BAD_REQUEST,
             "400 Bad Request: Host does not match the request target\n",
-        );
+        ));
     }
     if req.uri().path() == "*" {
         if req.method() == Method::OPTIONS {
@@ -93,11 +95,14 @@ pub async fn guard(req: Request, next: Next) -> Response {
             response
                 .headers_mut()
                 .insert(ALLOW, HeaderValue::from_static(ALLOWED));
-            return response;
+            return Some(response);
         }
-        return refuse(StatusCode::BAD_REQUEST, "400 Bad Request: malformed path\n");
+        return Some(refuse(
+            StatusCode::BAD_REQUEST,
+            "400 Bad Request: malformed path\n",
+        ));
     }
-    next.run(req).await
+    None
 }
 
 /// A refusal, marked as one for the request metrics.

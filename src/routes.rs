@@ -3,9 +3,8 @@
 use std::sync::Arc;
 
 use crate::config::{Backend, ConfigError};
-use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::Request;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -13,9 +12,8 @@ use axum::{Json, Router};
 use http::StatusCode;
 use tower_http::limit::RequestBodyLimitLayer;
 
-use crate::access_log::{RefusalSampler, access_log};
+use crate::access_log::RefusalSampler;
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
-use crate::limit::{ClientAddress, ClientIpResolver};
 use crate::metrics::{AuthCounters, CountersSnapshot, Registry, RequestMetrics};
 use crate::proxy::{self, Proxy};
 use prometheus_client::metrics::counter::Counter;
@@ -119,34 +117,16 @@ fn stack(
     // below run before any route is chosen: the auth layer makes the path
     // canonical first, and routing, the file server and the proxy all see
     // that one form. (Layers added with `Router::layer` run after routing.)
+    // One layer around the auth layer: client, clock, access log, guard
+    // (frame.rs).
     Router::new()
         .fallback_service(router)
         .layer(auth)
-        .layer(middleware::from_fn(crate::request_guard::guard))
-        .layer(middleware::from_fn_with_state(
-            Arc::new(RefusalSampler::new(suppressed_log_lines)),
-            access_log,
-        ))
-        .layer(middleware::from_fn_with_state(
+        .layer(crate::frame::FrameLayer::new(
+            resolver,
+            RefusalSampler::new(suppressed_log_lines),
             requests,
-            crate::request_metrics::record,
         ))
-        .layer(middleware::from_fn_with_state(resolver, resolve_client))
-}
-
-/// Resolves the client once, first, so that every later step (the access
-/// log and its sampling, the request guard's refusals, the auth layer, the
-/// proxy's `X-Real-IP`) speaks of the same client.
-async fn resolve_client(
-    State(resolver): State<ClientIpResolver>,
-    mut req: Request,
-    next: Next,
-) -> Response {
-    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-        let client = resolver.resolve(peer.ip(), req.headers());
-        req.extensions_mut().insert(ClientAddress(client));
-    }
-    next.run(req).await
 }
 
 /// gatehouse's own routes, whatever the backend.
