@@ -343,14 +343,19 @@ where
             // already, so that what runs before the layer agrees.
             // `None`: the peer's address is unknown and address-keyed
             // limits are off (see `WithoutPeerAddress`).
-            let (client, keyed) = match req.extensions().get::<ClientAddress>() {
-                Some(client) => (*client, Some(ip_key(client.0))),
+            let outer = req.extensions().get::<ClientAddress>().copied();
+            let (client, keyed) = match outer {
+                Some(client) => (client, Some(ip_key(client.0))),
                 None => match shared.resolve_client(&req) {
                     Some(ip) => (ClientAddress(ip), Some(ip_key(ip))),
                     None => (ClientAddress(Ipv4Addr::UNSPECIFIED.into()), None),
                 },
             };
-            req.extensions_mut().insert(client);
+            // Put where later steps read it, unless the outer middleware
+            // did (an insert allocates).
+            if outer.is_none() {
+                req.extensions_mut().insert(client);
+            }
             // For the failure event, if there is one.
             let scheme = events::scheme(req.headers(), shared.api_keys.as_ref().map(|k| &k.header));
             let canonical = canonicalize_uri(&mut req);
@@ -446,7 +451,9 @@ where
             if let Some(failure) = response.extensions_mut().remove::<events::Failure>() {
                 shared.events.log(client.0, scheme, &failure);
             }
-            response.extensions_mut().insert(client);
+            if outer.is_none() {
+                response.extensions_mut().insert(client);
+            }
             Ok(response)
         })
     }

@@ -178,10 +178,11 @@ impl<K: Hash + Eq + Copy> Records<K> {
 pub struct Lockouts {
     policy: LockoutPolicy,
     addresses: Mutex<Records<IpAddr>>,
-    /// Zero only while there is no address record (set before one is made,
-    /// counted exactly when pruned), read without the lock: the common case
-    /// costs a request neither the lock nor the clock.
-    address_count: std::sync::atomic::AtomicUsize,
+    /// Zero only while no address is locked: raised (under the lock) when
+    /// a lock starts, counted exactly (under the lock) when pruned, read
+    /// without it. The common case, no lock anywhere, costs a request
+    /// neither the mutex nor the clock.
+    locked_addresses: std::sync::atomic::AtomicUsize,
     users: Mutex<Records<(IpAddr, u64)>>,
     /// Usernames are stored as keyed 64-bit hashes: a 3 KiB username costs
     /// no more memory than a short one, and names are not kept around.
@@ -208,7 +209,7 @@ impl Lockouts {
         Self {
             policy,
             addresses: Mutex::new(Records::new()),
-            address_count: std::sync::atomic::AtomicUsize::new(0),
+            locked_addresses: std::sync::atomic::AtomicUsize::new(0),
             users: Mutex::new(Records::new()),
             user_hasher: std::collections::hash_map::RandomState::new(),
         }
@@ -223,13 +224,13 @@ impl Lockouts {
         self.policy.max_failures > 0
     }
 
-    /// [`address_locked`](Self::address_locked) now; no lock taken and
-    /// no clock read while no address has a record.
+    /// [`address_locked`](Self::address_locked) now; no mutex taken and
+    /// no clock read while no address is locked.
     pub fn address_locked_now(&self, address: IpAddr) -> Option<Duration> {
         if !self.enabled()
             || self
-                .address_count
-                .load(std::sync::atomic::Ordering::Relaxed)
+                .locked_addresses
+                .load(std::sync::atomic::Ordering::Acquire)
                 == 0
         {
             return None;
@@ -258,11 +259,6 @@ impl Lockouts {
             });
         }
         let mut addresses = lock(&self.addresses);
-        // Not zero from here on (pruning counts exactly again): a record is
-        // only ever locked after a begin. Set under the lock, so that a
-        // prune running now cannot store a count from before this record.
-        self.address_count
-            .fetch_max(1, std::sync::atomic::Ordering::Relaxed);
         let mut users = lock(&self.users);
         // The address is checked first: a locked address hears about its own
         // (longer) lock, whatever the username.
@@ -325,6 +321,11 @@ impl Lockouts {
             if !success {
                 address_locked = record.fail(&self.policy, now);
             }
+            if address_locked {
+                // Still under the lock: a prune counts after or before.
+                self.locked_addresses
+                    .fetch_add(1, std::sync::atomic::Ordering::Release);
+            }
         }
         let mut user_locked = false;
         let mut users = lock(&self.users);
@@ -372,8 +373,9 @@ impl Lockouts {
         let mut addresses = lock(&self.addresses);
         addresses.prune(&self.policy, now);
         addresses.map.shrink_to_fit();
-        self.address_count
-            .store(addresses.map.len(), std::sync::atomic::Ordering::Relaxed);
+        let locked = addresses.map.values().filter(|r| r.is_locked(now)).count();
+        self.locked_addresses
+            .store(locked, std::sync::atomic::Ordering::Release);
         drop(addresses);
         let mut users = lock(&self.users);
         users.prune(&self.policy, now);
