@@ -95,7 +95,7 @@ impl RefusalSampler {
 
 /// What the access log needs from a request, taken before it is handled:
 /// `None` when the line would not be written (access logging off).
-pub struct Entry {
+pub(crate) struct Entry {
     start: Instant,
     method: http::Method,
     path: String,
@@ -108,7 +108,7 @@ pub struct Entry {
 /// the method and path it decided on (else `-`), latency. Only the path is
 /// logged (not the query), never a header value; strings a client chose
 /// are written quoted and escaped.
-pub fn begin<B>(req: &http::Request<B>) -> Option<Entry> {
+pub(crate) fn begin<B>(req: &http::Request<B>) -> Option<Entry> {
     // Skip all the gathering below when the line would not be written.
     if !tracing::enabled!(target: "gatehouse::access", tracing::Level::INFO) {
         return None;
@@ -126,7 +126,7 @@ pub fn begin<B>(req: &http::Request<B>) -> Option<Entry> {
 }
 
 /// Writes the line for `response` (refused requests sampled per client).
-pub fn finish(entry: Entry, sampler: &RefusalSampler, response: &Response) {
+pub(crate) fn finish(entry: Entry, sampler: &RefusalSampler, response: &Response) {
     let Entry {
         start,
         method,

@@ -6,10 +6,12 @@ use std::net::{IpAddr, Ipv6Addr};
 use http::HeaderMap;
 use ipnet::IpNet;
 
-/// The client a request came from, as the auth layer resolved it (the TCP
-/// peer, or behind a trusted proxy the address it reported): put in both
-/// the request's and the response's extensions, so that what runs after the
-/// layer (the proxy's `X-Real-IP`, the access log) uses the same address.
+/// The client a request came from (the TCP peer, or behind a trusted proxy
+/// the address it reported), in the request's extensions so that every
+/// step uses the same address (the proxy's `X-Real-IP`, the access log).
+/// An outer middleware may put it there first (the server's does); when it
+/// has not, the auth layer resolves it and puts it in the response's
+/// extensions too, for what runs around the layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ClientAddress(pub IpAddr);
 
