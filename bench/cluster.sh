@@ -23,41 +23,15 @@ DURATION=${DURATION:-10}
 ROUNDS=${ROUNDS:-5}
 FLOOD=${FLOOD:-5}
 CONNECTIONS=${CONNECTIONS:-32}
-PASSWORD="bench-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
-AUTH="Authorization: Basic $(printf 'bench:%s' "$PASSWORD" | base64 -w0)"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need redis-server; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk redis-server >/dev/null 2>&1 || true
-  fi
-fi
+install_missing wrk wrk redis-server redis-server
 need wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
 need redis-server || { echo "redis-server is required (apt-get install redis-server)" >&2; exit 1; }
-
-cargo build --release --quiet --bin gatehouse
-GATEHOUSE=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
-HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
+build_gatehouse
 head -c 32 /dev/urandom | base64 >"$WORK/cluster-secret"
 chmod 600 "$WORK/cluster-secret"
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
 
 REDIS_PORT=16379
 taskset -c 1 redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no >/dev/null 2>&1 &
@@ -65,19 +39,7 @@ PIDS+=($!)
 wait_port "$REDIS_PORT"
 
 declare -A RPS P50 P99
-to_ms() {
-  awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0; else if (v ~ /s$/) printf "%.3f", v * 1000; else print v }'
-}
 SLICE="$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { s = d / r; if (s < 1) s = 1; printf "%ds", s }')"
-wrk_once() { # url: prints "req/s p50 p99" for one authenticated run
-  local out non2xx
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SLICE" --latency -H "$AUTH" "$1")
-  non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-  [ -z "$non2xx" ] || echo "warning: $1 had $non2xx non-2xx answers" >&2
-  printf '%s %s %s\n' "$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")" \
-    "$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")" "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 record() {
   local name=$1 rows
   rows=$(cat)
@@ -131,8 +93,8 @@ for counting in default every; do
   start "$(config 18201 "$counting" yes "bench-$counting")" 18201
   r_local="" r_redis=""
   for _ in $(seq 1 "$ROUNDS"); do
-    r_local+="$(wrk_once http://127.0.0.1:18200/api/whoami)"$'\n'
-    r_redis+="$(wrk_once http://127.0.0.1:18201/api/whoami)"$'\n'
+    r_local+="$(wrk_once http://127.0.0.1:18200/api/whoami -H "$AUTH")"$'\n'
+    r_redis+="$(wrk_once http://127.0.0.1:18201/api/whoami -H "$AUTH")"$'\n'
   done
   record "$counting-local" <<<"${r_local%$'\n'}"
   record "$counting-redis" <<<"${r_redis%$'\n'}"

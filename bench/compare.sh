@@ -20,55 +20,15 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-15}
 ROUNDS=${ROUNDS:-5}
 CONNECTIONS=${CONNECTIONS:-32}
-PASSWORD="bench-$(head -c 12 /dev/urandom | base64 | tr -dc 'A-Za-z0-9')"
-AUTH="Authorization: Basic $(printf 'bench:%s' "$PASSWORD" | base64 -w0)"
-WORK=$(mktemp -d)
-PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
+# shellcheck source=bench/lib.sh
+source bench/lib.sh
 
-need() { command -v "$1" >/dev/null 2>&1; }
-if ! need wrk || ! need nginx || ! need caddy || ! need htpasswd; then
-  if [ "$(id -u)" = 0 ]; then
-    apt-get update -qq >/dev/null 2>&1 || true
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx-light caddy apache2-utils >/dev/null 2>&1 \
-      || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk nginx caddy apache2-utils >/dev/null 2>&1 || true
-  fi
-fi
+install_missing wrk wrk nginx nginx-light caddy caddy htpasswd apache2-utils
 need wrk || { echo "wrk is required (apt-get install wrk)" >&2; exit 1; }
-
-cargo build --release --quiet --bin gatehouse
-GATEHOUSE=${CARGO_TARGET_DIR:-$PWD/target}/release/gatehouse
-HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
-
-wait_port() {
-  for _ in $(seq 1 100); do
-    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  return 1
-}
+build_gatehouse
 
 # Rows: name, req/s, p50, p99 (ms).
 declare -A RPS P50 P99
-to_ms() { # wrk prints 1.23ms, 456.00us or 1.20s
-  awk -v v="$1" 'BEGIN { if (v ~ /us$/) printf "%.3f", v / 1000; else if (v ~ /ms$/) printf "%.3f", v + 0; else if (v ~ /s$/) printf "%.3f", v * 1000; else print v }'
-}
-wrk_once() { # url [header...]: prints "req/s p50 p99" for one run
-  local url=$1 out non2xx
-  shift
-  out=$(taskset -c 1 wrk -t1 -c"$CONNECTIONS" -d"$SLICE" --latency "$@" "$url")
-  non2xx=$(awk '/Non-2xx/ { print $NF }' <<<"$out")
-  [ -z "$non2xx" ] || echo "warning: $url had $non2xx non-2xx answers" >&2
-  printf '%s %s %s\n' "$(awk '/^Requests\/sec:/ { printf "%.0f", $2 }' <<<"$out")" \
-    "$(to_ms "$(awk '$1 == "50%" { print $2 }' <<<"$out")")" "$(to_ms "$(awk '$1 == "99%" { print $2 }' <<<"$out")")"
-}
-median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
 record() { # name, then lines of "req/s p50 p99"
   local name=$1 rows
   rows=$(cat)
