@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 pub(crate) fn random_suffix() -> std::io::Result<String> {
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| std::io::Error::other(e.to_string()))?;
-    Ok(random.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::hex::encode(&random))
 }
 
 /// Writes `bytes` to a new temporary file beside `path` (a random name,

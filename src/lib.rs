@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod config;
 pub mod credentials;
+mod hex;
 mod key_file;
 pub mod limit;
 pub mod logging;

@@ -24,10 +24,11 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::{Cluster, Fallback, hex};
+use super::{Cluster, Fallback};
 use crate::auth::oauth::grants::{
     CodeGrant, FamilyGrant, GrantStore, MemoryLimits, StoreError, Stored, Taken,
 };
+use crate::hex::encode as hex;
 
 /// Sets a key's expiry to `at` (Unix seconds) unless it already lasts
 /// longer: replicas with other settings never shorten each other's keys.

@@ -53,8 +53,8 @@ fn until(now: Instant, d: Duration) -> Instant {
     now.checked_add(d.min(MAX_COPY)).unwrap_or(now)
 }
 
-/// The most address locks read from Redis per probe.
-const LOCKS_PER_SYNC: usize = 10_000;
+/// The most address locks, and revoked grants, read from Redis per probe.
+const COPIES_PER_SYNC: usize = 10_000;
 
 /// The most rate checks waiting to be sent: past it, checks are not sent
 /// (the local limiter still applies).
@@ -380,7 +380,7 @@ impl Cluster {
     /// (names are not stored, and cannot be tested against it).
     fn user_digest(&self, username: &str) -> String {
         let tag = ring::hmac::sign(&self.user_key, username.as_bytes());
-        hex(&tag.as_ref()[..16])
+        crate::hex::encode(&tag.as_ref()[..16])
     }
 
     /// A refresh token's digest as the family `key` stores it: keyed by
@@ -390,7 +390,7 @@ impl Cluster {
         context.update(key.as_bytes());
         context.update(&[0]);
         context.update(digest);
-        hex(context.sign().as_ref())
+        crate::hex::encode(context.sign().as_ref())
     }
 
     /// `plain` sealed for the Redis key `bound_to`: base64 of a random
@@ -580,7 +580,7 @@ impl Cluster {
     async fn read_locks(&self) {
         let mut conn = self.connection();
         let mut invocation = self.live_locks.key(self.key(&["locks"]));
-        invocation.arg(LOCKS_PER_SYNC);
+        invocation.arg(COPIES_PER_SYNC);
         let Some(found) = self
             .call::<Vec<String>, _>(Fallback::Lockout, invocation.invoke_async(&mut conn))
             .await
@@ -593,9 +593,9 @@ impl Cluster {
         };
         let now = Instant::now();
         let rest: Vec<String> = items.collect();
-        if rest.len() / 2 >= LOCKS_PER_SYNC {
+        if rest.len() / 2 >= COPIES_PER_SYNC {
             tracing::warn!(
-                copied = LOCKS_PER_SYNC,
+                copied = COPIES_PER_SYNC,
                 "more locked addresses in Redis than one sync copies: the locks ending first are kept only where they were made"
             );
         }
@@ -650,6 +650,10 @@ impl Cluster {
     }
 
     async fn gcra_batch(&self, checks: &[((RateKind, String), u32)]) -> Option<Vec<(u64, u64)>> {
+        if !self.is_up() {
+            self.fell_back(Fallback::Rate);
+            return None;
+        }
         let mut pipe = redis::pipe();
         for ((kind, key), cost) in checks {
             let (interval, burst) = self.rates.get(kind).copied().unwrap_or((1, 1));
@@ -664,10 +668,6 @@ impl Cluster {
                 .arg(interval)
                 .arg(burst)
                 .arg(*cost);
-        }
-        if !self.is_up() {
-            self.fell_back(Fallback::Rate);
-            return None;
         }
         // Nobody waits on a batch, so a failed one is dropped (those checks
         // were decided locally) without marking Redis down: a slow batch
@@ -734,16 +734,16 @@ impl Cluster {
             .arg("WITHSCORES")
             .arg("LIMIT")
             .arg(0)
-            .arg(LOCKS_PER_SYNC);
+            .arg(COPIES_PER_SYNC);
         let Some(found) = self
             .call::<Vec<(String, f64)>, _>(Fallback::Grants, cmd.query_async(&mut conn))
             .await
         else {
             return;
         };
-        if found.len() >= LOCKS_PER_SYNC {
+        if found.len() >= COPIES_PER_SYNC {
             tracing::warn!(
-                copied = LOCKS_PER_SYNC,
+                copied = COPIES_PER_SYNC,
                 "more revoked OAuth grants in Redis than one sync copies: the oldest are refused only by the replica that revoked them"
             );
         }
@@ -766,13 +766,4 @@ fn derive(secret: &crate::secret::Password, purpose: &str) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(tag.as_ref());
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        let _ = write!(text, "{byte:02x}");
-    }
-    text
 }

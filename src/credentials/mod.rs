@@ -277,7 +277,7 @@ impl CredentialStore {
             UserHash::Legacy(_) => None,
         });
         let params = typical_params(argon2);
-        let dummy_text = hash_password(&Password::new(hex(&random)), params)?;
+        let dummy_text = hash_password(&Password::new(crate::hex::encode(&random)), params)?;
         let client_dummy = UserHash::from(parse_phc(&dummy_text)?);
         // The dummy is in the most common scheme (ties go to the costlier
         // scheme), and for bcrypt at the most common cost (ties go to the
@@ -541,10 +541,6 @@ fn typical_params<'a>(hashes: impl Iterator<Item = &'a PasswordHash>) -> Params 
         .max_by_key(|&((m, t, p), n)| (n, u64::from(m) * u64::from(t) * u64::from(p)))
         .and_then(|((m, t, p), _)| Params::new(m, t, p, None).ok())
         .unwrap_or_else(default_params)
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[cfg(test)]

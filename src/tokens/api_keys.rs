@@ -67,10 +67,6 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     out
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 fn unhex(text: &str) -> Option<[u8; 32]> {
     if text.len() != 64 || !text.is_ascii() {
         return None;
@@ -118,9 +114,9 @@ impl NewApiKey {
         let mut secret = zeroize::Zeroizing::new([0u8; 32]);
         getrandom::fill(&mut id).map_err(|_| ApiKeyError::Random)?;
         getrandom::fill(secret.as_mut_slice()).map_err(|_| ApiKeyError::Random)?;
-        let id = hex(&id);
+        let id = crate::hex::encode(&id);
         let secret = zeroize::Zeroizing::new(URL_SAFE_NO_PAD.encode(secret.as_slice()));
-        let digest = hex(&sha256(secret.as_bytes()));
+        let digest = crate::hex::encode(&sha256(secret.as_bytes()));
         Ok(Self {
             line: format!("{id}:{}:{name}:{digest}", user.as_str()),
             key: zeroize::Zeroizing::new(format!("{PREFIX}{id}_{}", secret.as_str())),

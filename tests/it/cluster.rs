@@ -5,7 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::common::{ALICE, Gatehouse, TestDir, client_from, require_tool, whoami_response};
+use crate::common::{
+    ALICE, Gatehouse, TestDir, client_from, metric, require_tool, whoami_response,
+};
 use reqwest::StatusCode;
 
 /// A `redis-server` of the test's own, on a Unix socket in a directory of
@@ -150,23 +152,6 @@ fn replica_config(dir: &TestDir, redis: &Redis, prefix: &str, timeout: &str) -> 
          [rate_limit]\nper_ip = {{ per_second = 1000, burst = 1000 }}\nper_user = false\n{}",
         cluster_section(dir, redis, prefix, timeout)
     ))
-}
-
-/// One sample from `server`'s metrics (as alice from 127.0.0.254, an
-/// address no test here floods).
-async fn metric(server: &Gatehouse, cert: &str, name: &str) -> f64 {
-    let text = client_from(cert, "127.0.0.254")
-        .get(server.url("/metrics"))
-        .basic_auth(ALICE.0, Some(ALICE.1))
-        .send()
-        .await
-        .expect("metrics request")
-        .text()
-        .await
-        .expect("metrics text");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
 /// Waits (bounded) until `name` reads `want` at `server`.

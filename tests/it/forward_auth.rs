@@ -497,26 +497,7 @@ async fn decisions_on_the_main_listener_and_nginx_style_limits() {
 async fn the_decision_listener_counts_its_connections() {
     let dir = TestDir::new();
     let (server, decisions) = gatehouse(&dir, "[metrics]\npath = \"/metrics\"\n");
-    let http = crate::common::client(&dir.cert_pem);
-    let open = || async {
-        let text = http
-            .get(server.url("/metrics"))
-            .basic_auth(ALICE.0, Some(ALICE.1))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix("gatehouse_open_connections ")?
-                    .trim()
-                    .parse::<f64>()
-                    .ok()
-            })
-            .unwrap_or_else(|| panic!("no gauge in:\n{text}"))
-    };
+    let open = || crate::common::metric(&server, &dir.cert_pem, "gatehouse_open_connections");
     let before = open().await;
     let held: Vec<std::net::TcpStream> = (0..3)
         .map(|_| std::net::TcpStream::connect(decisions).unwrap())

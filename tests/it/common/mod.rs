@@ -382,6 +382,23 @@ pub async fn stats(server: &Gatehouse, cert_pem: &str) -> serde_json::Value {
         .expect("stats json")
 }
 
+/// One sample of `server`'s `[metrics] path = "/metrics"`, read as alice
+/// from 127.0.0.254 (a client no test throttles).
+pub async fn metric(server: &Gatehouse, cert_pem: &str, name: &str) -> f64 {
+    let text = client_from(cert_pem, "127.0.0.254")
+        .get(server.url("/metrics"))
+        .basic_auth(ALICE.0, Some(ALICE.1))
+        .send()
+        .await
+        .expect("metrics request")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
 /// Peak resident memory of a process, in MiB (Linux `VmHWM`).
 pub fn peak_rss_mib(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
