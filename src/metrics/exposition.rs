@@ -189,7 +189,13 @@ pub struct RequestMetrics {
     /// (made on first use, so that an unused one is not shown).
     by_outcome: Vec<(&'static str, Counter, [OnceLock<Histogram>; 5])>,
     by_method: Vec<(&'static str, Counter)>,
+    /// The upstream's histograms by result: the five status classes, then
+    /// `error` and `timeout` (made on first use, as above).
+    upstream_by_result: [OnceLock<Histogram>; 7],
 }
+
+/// The upstream results other than a status class, after the five classes.
+const UPSTREAM_FAILURES: [&str; 2] = ["error", "timeout"];
 
 /// 0.5 ms … 16 s.
 fn duration_histogram() -> Histogram {
@@ -242,6 +248,7 @@ impl Default for RequestMetrics {
             upstream: Family::new_with_constructor(duration_histogram),
             by_outcome,
             by_method,
+            upstream_by_result: Default::default(),
         }
     }
 }
@@ -288,8 +295,25 @@ impl RequestMetrics {
     /// Times one upstream exchange up to its answer's head; `result` is the
     /// status class, or `error` / `timeout`.
     pub fn record_upstream(&self, result: &'static str, took: Duration) {
-        self.upstream
-            .get_or_create(&vec![("result", result)])
+        let slot = match ["1xx", "2xx", "3xx", "4xx", "5xx"]
+            .iter()
+            .chain(UPSTREAM_FAILURES.iter())
+            .position(|r| *r == result)
+        {
+            Some(slot) => slot,
+            None => {
+                self.upstream
+                    .get_or_create(&vec![("result", result)])
+                    .observe(took.as_secs_f64());
+                return;
+            }
+        };
+        self.upstream_by_result[slot]
+            .get_or_init(|| {
+                self.upstream
+                    .get_or_create(&vec![("result", result)])
+                    .clone()
+            })
             .observe(took.as_secs_f64());
     }
 
