@@ -103,7 +103,7 @@ mod tests {
     async fn same_credential_follows_other_password_goes_alone() {
         let cache = VerifiedCache::new(CachePolicy::default()).unwrap();
         let inflight = InFlight::default();
-        let d = cache.digest("alice", b"secret", b"h");
+        let d = cache.digest("alice", b"secret", &[1; 32]);
         let Join::Lead(leader) = inflight.join("alice", d) else {
             panic!("first leads")
         };
@@ -111,7 +111,7 @@ mod tests {
             panic!("same credential follows")
         };
         assert!(matches!(
-            inflight.join("alice", cache.digest("alice", b"guess", b"h")),
+            inflight.join("alice", cache.digest("alice", b"guess", &[1; 32])),
             Join::Alone
         ));
         let waiter = tokio::spawn(follow(rx));
@@ -125,7 +125,7 @@ mod tests {
     async fn a_leader_that_gives_up_releases_its_followers() {
         let cache = VerifiedCache::new(CachePolicy::default()).unwrap();
         let inflight = InFlight::default();
-        let d = cache.digest("alice", b"secret", b"h");
+        let d = cache.digest("alice", b"secret", &[1; 32]);
         let Join::Lead(leader) = inflight.join("alice", d) else {
             panic!()
         };

@@ -821,7 +821,7 @@ impl Shared {
         let Some((_, fingerprint)) = store.stored_hash(username) else {
             return false;
         };
-        let digest = cache.digest(username, password.as_bytes(), fingerprint.as_slice());
+        let digest = cache.digest(username, password.as_bytes(), fingerprint);
         cache.contains(username, &digest, Instant::now())
     }
 
@@ -1042,7 +1042,7 @@ impl Shared {
                 Some((_, fingerprint)) => fingerprint,
                 None => store.fingerprint_or_dummy(&username),
             };
-            let credential = cache.digest(&username, password.as_bytes(), stored.as_slice());
+            let credential = cache.digest(&username, password.as_bytes(), stored);
             // Looked up for unknown users too: the same work either way.
             let hit = cache.contains(&username, &credential, Instant::now());
             if let (true, Some((name, _))) = (hit, known) {

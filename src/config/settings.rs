@@ -186,6 +186,15 @@ impl HeaderPattern {
             Self::Prefix(prefix) => name.as_str().starts_with(prefix.as_str()),
         }
     }
+
+    /// The first byte of every name covered (`None` when that could be
+    /// any byte).
+    pub fn first_byte(&self) -> Option<u8> {
+        match self {
+            Self::Exact(exact) => exact.as_str().bytes().next(),
+            Self::Prefix(prefix) => prefix.bytes().next(),
+        }
+    }
 }
 
 /// `[rate_limit]`: request rates (governor), checked before any hashing.

@@ -41,6 +41,10 @@ const HOP_BY_HOP: [HeaderName; 9] = [
     HeaderName::from_static("http2-settings"),
 ];
 
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
 /// The OAuth scopes of the request's token, for the upstream.
 const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
 /// The user's groups (`[groups]`), comma-separated, for the upstream.
@@ -62,6 +66,31 @@ pub struct Proxy {
     metrics: Arc<RequestMetrics>,
     /// The API-key header, dropped with `Authorization` unless forwarded.
     api_key_header: Option<http::HeaderName>,
+    /// The first bytes of the names `identity_headers`, `untrusted_headers`
+    /// and `user_header` cover: a name starting with any other byte (most
+    /// of a request's, such as `host` or `accept`) is not matched against
+    /// each pattern.
+    claimed_first_bytes: [bool; 256],
+}
+
+/// See `Proxy::claimed_first_bytes`.
+fn claimed_first_bytes(settings: &UpstreamSettings) -> [bool; 256] {
+    let mut set = [false; 256];
+    let patterns = settings
+        .identity_headers
+        .iter()
+        .chain(settings.untrusted_headers.iter());
+    let firsts =
+        patterns
+            .map(|p| p.first_byte())
+            .chain([settings.user_header.as_str().bytes().next()]);
+    for first in firsts {
+        match first {
+            Some(byte) => set[usize::from(byte)] = true,
+            None => return [true; 256],
+        }
+    }
+    set
 }
 
 impl Proxy {
@@ -92,6 +121,7 @@ impl Proxy {
         )
         .map_err(|e| ConfigError::invalid(config, "[upstream] url", e))?;
         Ok(Self {
+            claimed_first_bytes: claimed_first_bytes(&settings),
             pool,
             settings,
             clients,
@@ -244,9 +274,11 @@ impl Proxy {
                         return true;
                     }
                 }
-                **name == settings.user_header
-                    || settings.identity_headers.iter().any(|p| p.matches(name))
-                    || (!trusted && settings.untrusted_headers.iter().any(|p| p.matches(name)))
+                let first = text.bytes().next().map_or(0, usize::from);
+                self.claimed_first_bytes[first]
+                    && (**name == settings.user_header
+                        || settings.identity_headers.iter().any(|p| p.matches(name))
+                        || (!trusted && settings.untrusted_headers.iter().any(|p| p.matches(name))))
             })
             .cloned()
             .collect();
@@ -264,7 +296,7 @@ impl Proxy {
         trusted: bool,
         host: Option<HeaderValue>,
     ) {
-        let xff_name = HeaderName::from_static("x-forwarded-for");
+        let xff_name = X_FORWARDED_FOR;
         let forwarded_for = match (trusted, peer) {
             (true, Some(peer)) => {
                 let earlier: Vec<&str> = headers
@@ -285,8 +317,8 @@ impl Proxy {
         if let Some(value) = forwarded_for {
             headers.insert(xff_name, value);
         }
-        let proto_name = HeaderName::from_static("x-forwarded-proto");
-        let host_name = HeaderName::from_static("x-forwarded-host");
+        let proto_name = X_FORWARDED_PROTO;
+        let host_name = X_FORWARDED_HOST;
         if !trusted || !headers.contains_key(&proto_name) {
             headers.insert(proto_name, HeaderValue::from_static(self.scheme));
         }

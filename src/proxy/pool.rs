@@ -19,8 +19,11 @@ use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
-/// At most this many idle connections are kept; more are closed when
-/// their exchange ends (nginx's `keepalive` directive, here a constant).
+/// At most this many idle connections are kept (nginx's `keepalive`
+/// directive, here a constant). Connections whose answer is still
+/// streaming are in the pool too but do not count: they are bounded by
+/// the requests in flight, and counting them would let a few long streams
+/// turn reuse off for everyone.
 const MAX_IDLE: usize = 128;
 
 /// How often a request is tried again on a fresh connection when a pooled
@@ -65,7 +68,8 @@ struct Target {
     tls: Option<(TlsConnector, ServerName<'static>)>,
 }
 
-/// An idle connection and when it last finished an exchange.
+/// A pooled connection, and when its last exchange's answer came (its
+/// body may still be streaming: `is_ready` tells).
 struct Idle {
     sender: SendRequest<Body>,
     since: Instant,
@@ -114,7 +118,15 @@ impl Pool {
         } else {
             None
         };
-        let host = HeaderValue::from_str(authority.as_str()).map_err(|e| e.to_string())?;
+        // `Host` leaves out the scheme's default port, as clients write it
+        // (an upstream matching virtual hosts or signing requests expects
+        // `app`, not `app:80`). The config refuses user info in the URL.
+        let default_port = if https { 443 } else { 80 };
+        let host = match authority.port_u16() {
+            Some(port) if port != default_port => authority.as_str(),
+            _ => authority.host(),
+        };
+        let host = HeaderValue::from_str(host).map_err(|e| e.to_string())?;
         Ok(Self {
             target: Target { address, tls },
             host,
@@ -192,11 +204,66 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < MAX_IDLE {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+        idle.push(Idle {
+            sender,
+            since: Instant::now(),
+        });
+        if idle.len() > MAX_IDLE {
+            // Over the bound: closed ones go, then the least recently used
+            // ready ones beyond MAX_IDLE. Busy ones stay.
+            idle.retain(|c| !c.sender.is_closed());
+            let mut ready = idle.iter().filter(|c| c.sender.is_ready()).count();
+            while ready > MAX_IDLE {
+                match idle.iter().position(|c| c.sender.is_ready()) {
+                    Some(oldest) => {
+                        idle.remove(oldest);
+                        ready -= 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+    }
+
+    /// A TCP connection to the first of the target's addresses that answers:
+    /// each address in turn gets an equal share of what is left of the
+    /// connect timeout (as hyper-util's connector did), so a blackholed
+    /// IPv6 address does not use it all before IPv4 is tried.
+    async fn connect_tcp(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<TcpStream, UpstreamError> {
+        let target = &self.target;
+        let failed = |source| UpstreamError::Connect {
+            target: target.address.clone(),
+            source,
+        };
+        let addresses: Vec<std::net::SocketAddr> =
+            tokio::time::timeout_at(deadline, tokio::net::lookup_host(target.address.as_str()))
+                .await
+                .map_err(|_| UpstreamError::ConnectTimeout(target.address.clone()))?
+                .map_err(failed)?
+                .collect();
+        let mut last_error = None;
+        for (i, address) in addresses.iter().enumerate() {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let share = left / u32::try_from(addresses.len() - i).unwrap_or(u32::MAX);
+            match tokio::time::timeout(share, TcpStream::connect(address)).await {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    return Ok(stream);
+                }
+                Ok(Err(error)) => last_error = Some(error),
+                Err(_) => {}
+            }
+        }
+        match last_error {
+            Some(error) => Err(failed(error)),
+            None if addresses.is_empty() => Err(failed(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                "the name has no address",
+            ))),
+            None => Err(UpstreamError::ConnectTimeout(target.address.clone())),
         }
     }
 
@@ -204,21 +271,9 @@ impl Pool {
     /// WebSockets).
     async fn connect(&self) -> Result<SendRequest<Body>, UpstreamError> {
         let target = &self.target;
-        let connect = async {
-            let stream = TcpStream::connect(&target.address)
-                .await
-                .map_err(|source| UpstreamError::Connect {
-                    target: target.address.clone(),
-                    source,
-                })?;
-            let _ = stream.set_nodelay(true);
-            Ok::<_, UpstreamError>(stream)
-        };
         let timeout = || UpstreamError::ConnectTimeout(target.address.clone());
         let deadline = tokio::time::Instant::now() + self.connect_timeout;
-        let stream = tokio::time::timeout_at(deadline, connect)
-            .await
-            .map_err(|_| timeout())??;
+        let stream = self.connect_tcp(deadline).await?;
         let mut builder = Builder::new();
         builder.max_buf_size(self.max_buf_size);
         match &target.tls {
@@ -241,5 +296,38 @@ impl Pool {
                 Ok(sender)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host_for(url: &str) -> String {
+        let tls = rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth();
+        let pool = Pool::new(
+            &url.parse().unwrap(),
+            tls,
+            Duration::from_secs(1),
+            Duration::from_secs(60),
+            8192,
+        )
+        .unwrap();
+        pool.host().to_str().unwrap().to_owned()
+    }
+
+    #[test]
+    fn host_leaves_out_the_default_port_only() {
+        assert_eq!(host_for("http://app:80"), "app");
+        assert_eq!(host_for("http://app"), "app");
+        assert_eq!(host_for("http://app:8080"), "app:8080");
+        assert_eq!(host_for("https://app:443/prefix"), "app");
+        assert_eq!(host_for("https://app:80"), "app:80");
+        assert_eq!(host_for("http://[::1]:9000"), "[::1]:9000");
+        assert_eq!(host_for("http://[::1]"), "[::1]");
     }
 }

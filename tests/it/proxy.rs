@@ -377,3 +377,53 @@ async fn preserve_host_passes_the_clients_host() {
         assert_eq!(seen["headers"]["x-forwarded-host"], server.addr.to_string());
     }
 }
+
+/// Pooled upstream connections are reused only once their exchange is over:
+/// a download the client abandons half-way, a request the client gives up
+/// waiting for, and concurrent requests never get each other's answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn abandoned_exchanges_never_leak_into_the_next_answer() {
+    let (dir, server) = gate_in_front_of_upstream("timeout = \"1s\"").await;
+    let http = client(&dir.cert_pem);
+    let echo_path = |response: Value| response["path"].as_str().unwrap_or_default().to_owned();
+    for round in 0..3 {
+        // A 64 MiB download, dropped after its first chunk.
+        let mut download = http
+            .get(server.url("/download?bytes=67108864"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream();
+        assert!(!download.next().await.unwrap().unwrap().is_empty());
+        drop(download);
+        // A request the upstream takes 30 s to answer: the gate gives up
+        // after its 1 s timeout (504).
+        let late = http
+            .get(server.url("/slow"))
+            .basic_auth("alice", Some("secret"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(late.status(), StatusCode::GATEWAY_TIMEOUT);
+        // Then many requests at once, each must get its own answer.
+        let answers = futures_util::future::join_all((0..16).map(|i| {
+            let http = http.clone();
+            let url = server.url(&format!("/echo/{round}/{i}"));
+            async move {
+                let response = http
+                    .get(url)
+                    .basic_auth("alice", Some("secret"))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(response.status(), StatusCode::OK);
+                (i, response.json::<Value>().await.unwrap())
+            }
+        }))
+        .await;
+        for (i, seen) in answers {
+            assert_eq!(echo_path(seen), format!("/echo/{round}/{i}"));
+        }
+    }
+}
