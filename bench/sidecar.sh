@@ -5,8 +5,11 @@
 #
 # 1. Proxies in front of the same upstream (nginx serving a small file,
 #    keep-alive): direct, nginx proxy_pass with upstream keep-alive, Caddy
-#    reverse_proxy, and the gatehouse sidecar with Basic auth (cached). The
-#    upstream and the proxy share CPU 0; wrk (32 connections) runs on CPU 1.
+#    reverse_proxy, the gatehouse sidecar with Basic auth (cached), and the
+#    floor under it: benches/bare_proxy.rs, hyper's server and client with
+#    nothing else (no auth, no header hygiene, no metrics), pooled through
+#    hyper-util and with a connection per client connection. The upstream
+#    and the proxy share CPU 0; wrk (32 connections) runs on CPU 1.
 # 2. The same handler (/healthz) public in one gatehouse and protected in
 #    another, over HTTP and TLS: the authenticated ÷ public ratio of every
 #    round, and of the p99s.
@@ -142,17 +145,32 @@ start_gatehouse() { # port tls extra
   PIDS+=($!)
   wait_port "$1"
 }
+BARE=$(cargo bench --quiet --bench bare_proxy --no-run --message-format=json 2>/dev/null |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    m = json.loads(line)
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "bare_proxy" and m.get("executable"):
+        print(m["executable"])' | tail -1)
+taskset -c 0 "$BARE" 127.0.0.1:18508 127.0.0.1:18500 legacy &
+PIDS+=($!)
+taskset -c 0 "$BARE" 127.0.0.1:18509 127.0.0.1:18500 dedicated &
+PIDS+=($!)
+wait_port 18508
+wait_port 18509
+
 start_gatehouse 18503 false '[upstream]
 url = "http://127.0.0.1:18500"'
 SIDECAR_PID=${PIDS[-1]}
 curl -sf -H "$AUTH" http://127.0.0.1:18503/data.json >/dev/null
 
-echo "1. proxies in front of one upstream ($ROUNDS rounds of ${SLICE}s)" >&2
+echo "1. proxies in front of one upstream ($ROUNDS rounds of $SLICE)" >&2
 for _ in $(seq 1 "$ROUNDS"); do
   row direct "$(wrk_once http://127.0.0.1:18500/data.json)"
   row nginx-proxy "$(wrk_once http://127.0.0.1:18501/data.json)"
   need caddy && row caddy-proxy "$(wrk_once http://127.0.0.1:18502/data.json)"
   row gatehouse-sidecar "$(wrk_once http://127.0.0.1:18503/data.json -H "$AUTH")"
+  row bare-hyper-pooled "$(wrk_once http://127.0.0.1:18508/data.json)"
+  row bare-hyper-dedicated "$(wrk_once http://127.0.0.1:18509/data.json)"
 done
 
 echo "3. 1 MiB down and up ($ROUNDS rounds)" >&2
@@ -190,7 +208,7 @@ done
 
 printf '\n| %-22s | %10s | %9s | %9s | %8s |\n' "row" "req/s" "p50 ms" "p99 ms" "MB/s"
 printf '| %-22s | %10s | %9s | %9s | %8s |\n' "---" "---:" "---:" "---:" "---:"
-for name in direct nginx-proxy caddy-proxy gatehouse-sidecar nginx-down gatehouse-down nginx-up gatehouse-up same-http-public same-http-auth same-https-public same-https-auth; do
+for name in direct nginx-proxy caddy-proxy gatehouse-sidecar bare-hyper-pooled bare-hyper-dedicated nginx-down gatehouse-down nginx-up gatehouse-up same-http-public same-http-auth same-https-public same-https-auth; do
   [ -n "${ROWS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s | %8s |\n' "$name" "$(col "$name" 1)" "$(col "$name" 2)" "$(col "$name" 3)" "$(col "$name" 4)"
 done
@@ -198,6 +216,8 @@ ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 echo
 echo "sidecar / nginx proxy_pass:           $(ratio "$(col gatehouse-sidecar 1)" "$(col nginx-proxy 1)")   (target >= 1.0)"
 need caddy && echo "sidecar / Caddy reverse_proxy:        $(ratio "$(col gatehouse-sidecar 1)" "$(col caddy-proxy 1)")"
+echo "bare hyper proxy / nginx proxy_pass:  $(ratio "$(col bare-hyper-pooled 1)" "$(col nginx-proxy 1)") pooled, $(ratio "$(col bare-hyper-dedicated 1)" "$(col nginx-proxy 1)") dedicated   (the floor: hyper with nothing else)"
+echo "sidecar / bare hyper proxy (pooled):  $(ratio "$(col gatehouse-sidecar 1)" "$(col bare-hyper-pooled 1)")   (what auth, hygiene and accounting cost)"
 echo "1 MiB download, gatehouse / nginx:    $(ratio "$(col gatehouse-down 4)" "$(col nginx-down 4)")   (target >= 0.9)"
 # An upload's answer is a few bytes: its throughput is uploads/s x 1 MiB.
 echo "1 MiB upload, gatehouse / nginx:      $(ratio "$(col gatehouse-up 1)" "$(col nginx-up 1)")   (target >= 0.9; MiB/s = uploads/s: $(col gatehouse-up 1) vs $(col nginx-up 1))"
