@@ -67,6 +67,26 @@ impl CredentialDigest {
         };
         (same(&self.mac, &other.mac) & same(&self.stored, &other.stored)).into()
     }
+
+    /// Whether this digest was made with `fingerprint` as the stored hash's.
+    pub(crate) fn was_made_for(&self, fingerprint: &[u8; 32]) -> bool {
+        self.stored == *fingerprint
+    }
+
+    /// The HMAC half, for a connection's memo.
+    pub(crate) fn mac(&self) -> [u8; 32] {
+        self.mac
+    }
+
+    /// A digest from an HMAC a memo kept and the user's current
+    /// fingerprint: what [`VerifiedCache::digest`] gives for the same
+    /// credential.
+    pub(crate) fn from_parts(mac: [u8; 32], stored: &[u8; 32]) -> Self {
+        Self {
+            mac,
+            stored: *stored,
+        }
+    }
 }
 
 struct Entry {
@@ -118,10 +138,21 @@ impl VerifiedCache {
 
     /// Whether this exact credential was verified within the TTL.
     pub fn contains(&self, username: &str, digest: &CredentialDigest, now: Instant) -> bool {
+        self.expiry(username, digest, now).is_some()
+    }
+
+    /// When the entry for this exact credential expires, if it is cached.
+    pub(crate) fn expiry(
+        &self,
+        username: &str,
+        digest: &CredentialDigest,
+        now: Instant,
+    ) -> Option<Instant> {
         let entries = crate::sync::read(&self.entries);
         entries
             .get(username)
-            .is_some_and(|entry| entry.expires > now && entry.digest.matches(digest))
+            .filter(|entry| entry.expires > now && entry.digest.matches(digest))
+            .map(|entry| entry.expires)
     }
 
     /// Records a credential that argon2 just verified.

@@ -58,6 +58,7 @@ pub mod events;
 mod forward;
 pub mod header;
 mod login;
+mod memo;
 pub mod oauth;
 mod public;
 pub(crate) mod response;
@@ -80,6 +81,7 @@ pub use builder::{
 };
 pub use cache::{CachePolicy, NoRandomKey};
 pub use forward::{DecidedRequest, ForwardAuth, ForwardAuthListener};
+pub(crate) use memo::CredentialMemo;
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
 
@@ -413,6 +415,9 @@ where
                     Screened::Decided(decision) => decision,
                     checking => shared.conclude(checking).await,
                 };
+                // The connection's credential memo is the layer's alone:
+                // the app never gets a handle on it.
+                req.extensions_mut().remove::<CredentialMemo>();
                 match decision {
                     Decision::Refuse(outcome, mut response) => {
                         shared.counters.record(outcome);
@@ -953,18 +958,24 @@ impl Shared {
             }
             decision => Screened::Decided(decision),
         };
-        let credentials = match bearer::presented(req.headers(), key_header) {
-            Ok(Presented::Basic(value)) => match header::parse_basic(value) {
-                Ok(credentials) => credentials,
-                Err(reason) => {
-                    tracing::debug!(%reason, "authorization header refused");
-                    return refused(failed(
-                        self.refuse_unauthorized(),
-                        events::Reason::Malformed,
-                        None,
-                    ));
+        let memo = req.extensions().get::<CredentialMemo>();
+        let (credentials, value) = match bearer::presented(req.headers(), key_header) {
+            Ok(Presented::Basic(value)) => {
+                if let Some(user) = memo.and_then(|memo| self.recalled(memo, value)) {
+                    return Screened::Cached(user);
                 }
-            },
+                match header::parse_basic(value) {
+                    Ok(credentials) => (credentials, value),
+                    Err(reason) => {
+                        tracing::debug!(%reason, "authorization header refused");
+                        return refused(failed(
+                            self.refuse_unauthorized(),
+                            events::Reason::Malformed,
+                            None,
+                        ));
+                    }
+                }
+            }
             Ok(Presented::Bearer(value)) if bearer_on => {
                 return refused(self.screen_bearer(client, value, false));
             }
@@ -992,7 +1003,30 @@ impl Shared {
             credentials.username,
             credentials.password,
             !self.count_verified,
+            memo.map(|memo| (memo, value)),
         )
+    }
+
+    /// A connection's memo answering for `value`: the user, when the cache
+    /// still vouches for the credential it holds (see `memo.rs`), asked as
+    /// the full path asks it.
+    /// A memo the cache no longer vouches for is wiped.
+    fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
+        let cache = self.cache.as_ref()?;
+        let now = Instant::now();
+        let (username, mac) = memo.recall(value, now)?;
+        let store = self.verifier.current_store();
+        let vouched = store.stored_hash(&username).filter(|(_, fingerprint)| {
+            let credential = cache::CredentialDigest::from_parts(mac, fingerprint);
+            cache.contains(&username, &credential, now)
+        });
+        match vouched {
+            Some((name, _)) => Some(AuthenticatedUser::new(Arc::clone(name))),
+            None => {
+                memo.forget();
+                None
+            }
+        }
     }
 
     /// The per-address limit for a request that costs or fails something,
@@ -1014,18 +1048,21 @@ impl Shared {
         password: Password,
     ) -> Screened {
         // The layer's own endpoints count every request at their door.
-        self.screen_password_counted(client, username, password, false)
+        self.screen_password_counted(client, username, password, false, None)
     }
 
     /// [`screen_password`](Self::screen_password), counting the request
     /// against the per-address limit (`count`) once it is known to need a
     /// verification: a cached credential costs nothing and is not counted.
+    /// A cache hit is remembered in `memo` under the header `value` it was
+    /// decoded from.
     fn screen_password_counted(
         &self,
         client: Option<IpAddr>,
         username: String,
         password: Password,
         count: bool,
+        memo: Option<(&CredentialMemo, &[u8])>,
     ) -> Screened {
         let mut digest = None;
         let mut leader = None;
@@ -1044,8 +1081,12 @@ impl Shared {
             };
             let credential = cache.digest(&username, password.as_bytes(), stored);
             // Looked up for unknown users too: the same work either way.
-            let hit = cache.contains(&username, &credential, Instant::now());
-            if let (true, Some((name, _))) = (hit, known) {
+            let hit = cache.expiry(&username, &credential, Instant::now());
+            if let (Some(expires), Some((name, _))) = (hit, known) {
+                // The memo lasts no longer than the entry it stands for.
+                if let Some((memo, value)) = memo {
+                    memo.remember(value, &username, credential.mac(), expires);
+                }
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
             if count && let Some(decision) = self.rate_limited(client) {
@@ -1242,7 +1283,7 @@ impl Shared {
         let result = self.verifier.verify_timed(username.clone(), password).await;
         let now = Instant::now();
         match result {
-            Ok((ok, took)) => {
+            Ok((ok, took, checked)) => {
                 self.counters.record_verification(!ok, took);
                 if ok {
                     // Successes at debug, beside the failure events (a
@@ -1255,7 +1296,12 @@ impl Shared {
                 {
                     self.counters.record_legacy_login(scheme.label());
                 }
-                if let (true, Some(cache), Some(digest)) = (ok, &self.cache, digest) {
+                // Filed under the hash the password was checked against:
+                // a reload since the digest was made (a new hash) leaves
+                // the success uncached rather than filed under the old one.
+                if let (true, Some(cache), Some(digest)) = (ok, &self.cache, digest)
+                    && checked.is_some_and(|fingerprint| digest.was_made_for(&fingerprint))
+                {
                     cache.insert(&username, digest, now);
                 }
                 if let Some(leader) = leader {
@@ -1290,7 +1336,7 @@ impl Shared {
         // as in flight, so no guess slips through meanwhile.
         if let (Some(limits), Some(attempt)) = (&self.shared_limits, shared) {
             let limits = Arc::clone(limits);
-            let outcome = result.as_ref().map(|(ok, _)| *ok).ok();
+            let outcome = result.as_ref().map(|(ok, _, _)| *ok).ok();
             tokio::spawn(async move {
                 match outcome {
                     Some(ok) => limits.finish(attempt, ok).await,
@@ -1298,7 +1344,7 @@ impl Shared {
                 }
             });
         }
-        result.map(|(ok, _)| ok)
+        result.map(|(ok, _, _)| ok)
     }
 }
 

@@ -152,16 +152,19 @@ impl Verifier {
     pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
         self.verify_timed(username, password)
             .await
-            .map(|(ok, _)| ok)
+            .map(|(ok, _, _)| ok)
     }
 
     /// Like [`verify`](Self::verify), also returning how long argon2 itself
-    /// took (waiting for a slot excluded).
+    /// took (waiting for a slot excluded) and the fingerprint of the hash
+    /// the password was checked against (`None` for an unknown user): a
+    /// reload between a caller's look at the store and the check would
+    /// otherwise let the caller file a success under the wrong hash.
     pub async fn verify_timed(
         &self,
         username: String,
         password: Password,
-    ) -> Result<(bool, Duration), VerifyError> {
+    ) -> Result<(bool, Duration, Option<[u8; 32]>), VerifyError> {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(VerifyError::Unavailable),
@@ -186,7 +189,10 @@ impl Verifier {
             let ok = store.verify_with_memory(&username, &password, &mut memory);
             let took = started.elapsed();
             crate::sync::lock(&pool).push(memory);
-            (ok, took)
+            let checked = store
+                .stored_hash(&username)
+                .map(|(_, fingerprint)| *fingerprint);
+            (ok, took, checked)
         })
         .await
         .map_err(|_| VerifyError::Unavailable)

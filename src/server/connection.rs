@@ -195,9 +195,13 @@ async fn drive<I>(
     let service = {
         let app = shared.app.clone();
         let activity = Arc::clone(&activity);
+        // The connection's memo of the last Basic credential the cache
+        // vouched for (auth/memo.rs).
+        let memo = crate::auth::CredentialMemo::default();
         hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(context.clone());
+            req.extensions_mut().insert(memo.clone());
             let guard = activity.start_request();
             let head = req.method() == http::Method::HEAD;
             let response = app.clone().oneshot(req);

@@ -265,7 +265,7 @@ fn the_layer_alone_does_not_pull_in_the_server() {
         "rcgen",
         "rpassword",
         "prometheus-client",
-        "hyper-rustls",
+        "tokio-rustls",
     ] {
         assert!(
             full.contains(server_only),

@@ -300,3 +300,56 @@ async fn the_log_level_changes_on_reload() {
         server.logs()
     );
 }
+
+/// A keep-alive connection's credential memo (auth/memo.rs) never outlives
+/// what the cache vouches for: a password changed by a reload, or an
+/// address locked out by another client's guesses, is refused on the very
+/// connection that had been let in three times with it.
+#[tokio::test]
+async fn a_connections_memo_never_outlives_the_password_or_the_lockout() {
+    let dir = TestDir::new();
+    let path = dir.write(
+        "gatehouse.toml",
+        &config_text(&[("alice", "secret")], "").replace("max_failures = 1000", "max_failures = 3"),
+    );
+    let server = Gatehouse::start(&path);
+    let http = client(&dir.cert_pem);
+    for _ in 0..3 {
+        assert_eq!(
+            whoami(&http, &server, "alice", "secret").await,
+            StatusCode::OK
+        );
+    }
+    dir.write(
+        "gatehouse.toml",
+        &config_text(&[("alice", "new secret")], "")
+            .replace("max_failures = 1000", "max_failures = 3"),
+    );
+    server.signal("HUP");
+    server.wait_for_log(RELOADED, 1, Duration::from_secs(10));
+    assert_eq!(
+        whoami(&http, &server, "alice", "secret").await,
+        StatusCode::UNAUTHORIZED,
+        "the old password, on the connection that remembered it"
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            whoami(&http, &server, "alice", "new secret").await,
+            StatusCode::OK
+        );
+    }
+    // Another client from the same address guesses until the address is
+    // locked; the remembered credential is then refused too.
+    let guesser = client(&dir.cert_pem);
+    for _ in 0..3 {
+        assert_ne!(
+            whoami(&guesser, &server, "mallory", "guess").await,
+            StatusCode::OK
+        );
+    }
+    assert_ne!(
+        whoami(&http, &server, "alice", "new secret").await,
+        StatusCode::OK,
+        "a locked address is refused, remembered credential or not"
+    );
+}

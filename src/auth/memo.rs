@@ -1,0 +1,142 @@
+//! A connection's memo of the last Basic credential the cache vouched for.
+//!
+//! A keep-alive client sends the same `Authorization` value on every
+//! request. Decoding it and computing its cache digest (base64, UTF-8
+//! checks, HMAC-SHA256) was most of what a cached request cost over a
+//! public one. When the value is byte for byte the one the memo holds, the
+//! memo gives back the username and the HMAC that value always decodes and
+//! hashes to (both are pure functions of the bytes), and the cache is
+//! asked exactly as on the full path: with the user's current stored-hash
+//! fingerprint, against its expiry. So a memo never lets in what the full
+//! path would refuse; when it misses or the cache says no, the full path
+//! runs.
+//!
+//! The memo keeps the credential as sent for the life of the connection
+//! (as the connection's own read buffer briefly does), wiped when replaced
+//! or dropped. It is per connection: another connection, or another user
+//! on a connection a proxy shares, never matches it.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+/// One connection's memo, in every request's extensions while it is
+/// screened (the server puts it there; the auth layer takes it out before
+/// the app sees the request). Cloning shares it.
+#[derive(Clone, Default)]
+pub(crate) struct CredentialMemo(Arc<Mutex<Option<Remembered>>>);
+
+impl std::fmt::Debug for CredentialMemo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CredentialMemo")
+    }
+}
+
+struct Remembered {
+    /// The `Authorization` value, exactly as sent.
+    value: Zeroizing<Vec<u8>>,
+    username: Arc<str>,
+    /// The cache's HMAC of the username and password it decodes to.
+    mac: [u8; 32],
+    /// No later than the cache entry it stood for: the credential is not
+    /// kept past the cache's TTL, however long the connection lives.
+    until: Instant,
+}
+
+impl CredentialMemo {
+    /// The username and HMAC for `value`, if it is the value remembered
+    /// and not past its time (an expired memo is wiped).
+    pub(crate) fn recall(&self, value: &[u8], now: Instant) -> Option<(Arc<str>, [u8; 32])> {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.as_ref().is_some_and(|r| now >= r.until) {
+            *memo = None;
+        }
+        let remembered = memo.as_ref()?;
+        let same = remembered.value.len() == value.len()
+            && bool::from(remembered.value.as_slice().ct_eq(value));
+        same.then(|| (Arc::clone(&remembered.username), remembered.mac))
+    }
+
+    /// Remembers `value`, which decodes to `username` and hashes to `mac`,
+    /// until `until`. A memo holding another user's credential keeps it: on
+    /// a connection a proxy shares between users, rewriting it on every
+    /// request would cost more than it saves.
+    pub(crate) fn remember(&self, value: &[u8], username: &str, mac: [u8; 32], until: Instant) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if memo
+            .as_ref()
+            .is_some_and(|r| &*r.username != username && Instant::now() < r.until)
+        {
+            return;
+        }
+        *memo = Some(Remembered {
+            value: Zeroizing::new(value.to_vec()),
+            username: Arc::from(username),
+            mac,
+            until,
+        });
+    }
+
+    /// Wipes the memo: what it held no longer gets in.
+    pub(crate) fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    const ALICE: &[u8] = b"Basic YWxpY2U6c2VjcmV0";
+
+    #[test]
+    fn only_the_exact_value_is_recalled() {
+        let memo = CredentialMemo::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        assert!(memo.recall(ALICE, now).is_none());
+        memo.remember(ALICE, "alice", [7; 32], later);
+        let (user, mac) = memo.recall(ALICE, now).unwrap();
+        assert_eq!((&*user, mac), ("alice", [7; 32]));
+        for other in [
+            &b"Basic YWxpY2U6c2VjcmV1"[..],
+            b"Basic YWxpY2U6c2VjcmV0 ",
+            b"basic YWxpY2U6c2VjcmV0",
+            b"Basic YWxpY2U6c2VjcmV",
+            b"",
+        ] {
+            assert!(memo.recall(other, now).is_none());
+        }
+        // A clone is the same connection's memo.
+        assert!(memo.clone().recall(ALICE, now).is_some());
+        memo.forget();
+        assert!(memo.recall(ALICE, now).is_none());
+    }
+
+    #[test]
+    fn a_memo_expires_and_keeps_its_user() {
+        let memo = CredentialMemo::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        memo.remember(ALICE, "alice", [7; 32], later);
+        // Another user's credential does not displace a live memo; the
+        // same user's new one does.
+        memo.remember(b"Basic Ym9iOnB3", "bob", [9; 32], later);
+        assert!(memo.recall(b"Basic Ym9iOnB3", now).is_none());
+        memo.remember(b"Basic YWxpY2U6bmV3", "alice", [8; 32], later);
+        assert!(memo.recall(b"Basic YWxpY2U6bmV3", now).is_some());
+        assert!(memo.recall(ALICE, now).is_none());
+        // Past its time it is gone, and another user may take it.
+        assert!(memo.recall(b"Basic YWxpY2U6bmV3", later).is_none());
+        memo.remember(
+            b"Basic Ym9iOnB3",
+            "bob",
+            [9; 32],
+            later + later.duration_since(now),
+        );
+        assert!(memo.recall(b"Basic Ym9iOnB3", later).is_some());
+    }
+}
