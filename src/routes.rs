@@ -1,21 +1,23 @@
-//! The built-in routes and the assembly of the app `Router`.
+//! The built-in routes and the assembly of the app: the frame and the auth
+//! layer around the `Router`.
 
 use std::sync::Arc;
 
 use crate::config::{Backend, ConfigError};
 
 use axum::extract::Request;
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use http::StatusCode;
+use tower::{Layer as _, ServiceExt as _};
 use tower_http::limit::RequestBodyLimitLayer;
 
 use crate::access_log::RefusalSampler;
 use crate::auth::{AuthenticatedUser, BasicAuthLayer};
 use crate::metrics::{AuthCounters, CountersSnapshot, Registry, RequestMetrics};
 use crate::proxy::{self, Proxy};
+use crate::server::App;
 use prometheus_client::metrics::counter::Counter;
 
 /// Settings of the app beyond its backend.
@@ -48,7 +50,7 @@ pub fn app(
     auth: BasicAuthLayer,
     backend: &Backend,
     options: AppOptions,
-) -> Result<Router, ConfigError> {
+) -> Result<App, ConfigError> {
     let max_body_bytes = options.max_body_bytes;
     let router: Router = match backend {
         Backend::Api => {
@@ -94,15 +96,14 @@ pub fn forward_auth_app(
     auth: BasicAuthLayer,
     suppressed_log_lines: Counter,
     requests: Arc<RequestMetrics>,
-) -> Router {
+) -> App {
     let router = Router::new().fallback(not_found);
-    stack(router, auth, suppressed_log_lines, requests).layer(middleware::from_fn(
-        |mut req: Request, next: Next| async move {
-            req.extensions_mut()
-                .insert(crate::auth::ForwardAuthListener);
-            next.run(req).await
-        },
-    ))
+    let app = stack(router, auth, suppressed_log_lines, requests);
+    App::new(app.map_request(|mut req: Request| {
+        req.extensions_mut()
+            .insert(crate::auth::ForwardAuthListener);
+        req
+    }))
 }
 
 /// The middleware every listener's requests go through, outermost last.
@@ -111,22 +112,21 @@ fn stack(
     auth: BasicAuthLayer,
     suppressed_log_lines: Counter,
     requests: Arc<RequestMetrics>,
-) -> Router {
+) -> App {
     let resolver = auth.client_resolver().clone();
-    // The routes are the fallback of an empty router, so that the layers
-    // below run before any route is chosen: the auth layer makes the path
-    // canonical first, and routing, the file server and the proxy all see
-    // that one form. (Layers added with `Router::layer` run after routing.)
-    // One layer around the auth layer: client, clock, access log, guard
-    // (frame.rs).
-    Router::new()
-        .fallback_service(router)
-        .layer(auth)
-        .layer(crate::frame::FrameLayer::new(
-            resolver,
-            RefusalSampler::new(suppressed_log_lines),
-            requests,
-        ))
+    // The layers wrap the router itself, so that they run before any route
+    // is chosen: the auth layer makes the path canonical first, and
+    // routing, the file server and the proxy all see that one form.
+    // (Layers added with `Router::layer` would run after routing; an outer
+    // router holding this one as its fallback did the same at the cost of
+    // a second routing per request.) One layer around the auth layer:
+    // client, clock, access log, guard (frame.rs).
+    let frame = crate::frame::FrameLayer::new(
+        resolver,
+        RefusalSampler::new(suppressed_log_lines),
+        requests,
+    );
+    App::new(frame.layer(auth.layer(router)))
 }
 
 /// gatehouse's own routes, whatever the backend.

@@ -28,18 +28,23 @@ mod pool;
 const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only,
-/// never forwarded. `HTTP2-Settings` belongs to the `h2c` upgrade.
-const HOP_BY_HOP: [HeaderName; 9] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-    header::PROXY_AUTHORIZATION,
-    HeaderName::from_static("proxy-connection"),
-    HeaderName::from_static("http2-settings"),
-];
+/// never forwarded. `HTTP2-Settings` belongs to the `h2c` upgrade. A match on
+/// the (lower-case) name: a `const` array of `HeaderName`s would be built and
+/// dropped again for every header looked at.
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+            | "proxy-authorization"
+            | "proxy-connection"
+            | "http2-settings"
+    )
+}
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -395,7 +400,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     let doomed: Vec<HeaderName> = headers
         .keys()
-        .filter(|name| HOP_BY_HOP.contains(name) || named.contains(name))
+        .filter(|name| is_hop_by_hop(name) || named.contains(name))
         .cloned()
         .collect();
     for name in doomed {

@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -32,7 +31,7 @@ enum Protocol {
 
 /// Everything a connection task needs, shared by all of them.
 pub(super) struct Shared {
-    pub(super) app: Router,
+    pub(super) app: super::App,
     pub(super) tls: Option<TlsAcceptor>,
     pub(super) limits: Limits,
 }
@@ -204,7 +203,7 @@ async fn drive<I>(
             req.extensions_mut().insert(memo.clone());
             let guard = activity.start_request();
             let head = req.method() == http::Method::HEAD;
-            let response = app.clone().oneshot(req);
+            let response = app.clone().oneshot(req.map(axum::body::Body::new));
             async move {
                 let mut response = response.await?;
                 if head {

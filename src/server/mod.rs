@@ -14,7 +14,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
@@ -42,28 +41,48 @@ struct Slot {
     _open: OpenConnection,
 }
 
+/// What a listener serves: any cloneable service of axum requests, boxed
+/// once (an axum `Router`, or the gate's stack of layers around one).
+pub type App = tower::util::BoxCloneSyncService<
+    http::Request<axum::body::Body>,
+    axum::response::Response,
+    std::convert::Infallible,
+>;
+
 /// A bound listener with the app it serves.
 pub struct Server {
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
-    app: Router,
+    app: App,
     limits: Limits,
     exempt: ClientIpResolver,
     counters: Arc<ConnectionCounters>,
 }
 
 impl Server {
-    /// Serves on an already-bound listener.
-    pub fn from_listener(
+    /// Serves `app` (an axum `Router`, or any service like it) on an
+    /// already-bound listener.
+    pub fn from_listener<S>(
         listener: TcpListener,
         tls: Option<Arc<ServerConfig>>,
-        app: Router,
+        app: S,
         limits: Limits,
-    ) -> Self {
+    ) -> Self
+    where
+        S: tower::Service<
+                http::Request<axum::body::Body>,
+                Response = axum::response::Response,
+                Error = std::convert::Infallible,
+            > + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Future: Send + 'static,
+    {
         Self {
             listener,
             tls: tls.map(TlsAcceptor::from),
-            app,
+            app: App::new(app),
             limits,
             exempt: ClientIpResolver::default(),
             counters: Arc::default(),
