@@ -33,7 +33,7 @@ use crate::metrics::{self, ConnectionCounters, RequestMetrics};
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
 use crate::secret::Password;
-use crate::server::Server;
+use crate::server::{App, Server};
 use crate::tls::{self, TlsSetup};
 use prometheus_client::metrics::counter::Counter;
 
@@ -177,8 +177,12 @@ impl Application {
                 // The same connection hygiene as the main listener: header and
                 // idle timeouts, a small connection cap, a per-address cap.
                 let app = routes::metrics_app(Arc::clone(&registry));
-                let server =
-                    Server::from_listener(listener, None, app, config.limits.for_metrics());
+                let server = Server::from_listener(
+                    listener,
+                    None,
+                    App::new(app),
+                    config.limits.for_metrics(),
+                );
                 (Some(server), Some(bound))
             }
             None => (None, None),

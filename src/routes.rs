@@ -82,12 +82,12 @@ pub fn app(
         Some((path, registry)) => router.route(&path, get(move || metrics(Arc::clone(&registry)))),
         None => router,
     };
-    Ok(stack(
+    Ok(App::new(gate(
         router,
         auth,
         options.suppressed_log_lines,
         options.requests,
-    ))
+    )))
 }
 
 /// The app of the separate forward-auth listener: decisions only (the auth
@@ -98,7 +98,7 @@ pub fn forward_auth_app(
     requests: Arc<RequestMetrics>,
 ) -> App {
     let router = Router::new().fallback(not_found);
-    let app = stack(router, auth, suppressed_log_lines, requests);
+    let app = gate(router, auth, suppressed_log_lines, requests);
     App::new(app.map_request(|mut req: Request| {
         req.extensions_mut()
             .insert(crate::auth::ForwardAuthListener);
@@ -106,13 +106,14 @@ pub fn forward_auth_app(
     }))
 }
 
-/// The middleware every listener's requests go through, outermost last.
-fn stack(
+/// The middleware every listener's requests go through around `router`:
+/// the frame, then the auth layer.
+fn gate(
     router: Router,
     auth: BasicAuthLayer,
     suppressed_log_lines: Counter,
     requests: Arc<RequestMetrics>,
-) -> App {
+) -> crate::frame::Frame<crate::auth::BasicAuth<Router>> {
     let resolver = auth.client_resolver().clone();
     // The layers wrap the router itself, so that they run before any route
     // is chosen: the auth layer makes the path canonical first, and
@@ -126,7 +127,7 @@ fn stack(
         RefusalSampler::new(suppressed_log_lines),
         requests,
     );
-    App::new(frame.layer(auth.layer(router)))
+    frame.layer(auth.layer(router))
 }
 
 /// gatehouse's own routes, whatever the backend.

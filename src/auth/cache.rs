@@ -99,6 +99,7 @@ pub struct VerifiedCache {
     key: hmac::Key,
     policy: CachePolicy,
     entries: RwLock<HashMap<Box<str>, Entry>>,
+    generation: std::sync::atomic::AtomicU64,
 }
 
 /// The system random generator failed: no secret key could be made.
@@ -115,6 +116,7 @@ impl VerifiedCache {
             key,
             policy,
             entries: RwLock::new(HashMap::new()),
+            generation: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -177,7 +179,17 @@ impl VerifiedCache {
 
     /// Forgets everything (used when the users change).
     pub fn clear(&self) {
-        crate::sync::write(&self.entries).clear();
+        let mut entries = crate::sync::write(&self.entries);
+        entries.clear();
+        // Under the lock: no lookup sees the old generation with the new
+        // (empty) entries.
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Counts clears: connections' memos made before a clear are void.
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Drops expired entries.

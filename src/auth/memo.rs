@@ -40,17 +40,28 @@ struct Remembered {
     username: Arc<str>,
     /// The cache's HMAC of the username and password it decodes to.
     mac: [u8; 32],
-    /// No later than the cache entry it stood for: the credential is not
-    /// kept past the cache's TTL, however long the connection lives.
+    /// The cache entry's expiry: past it the memo is wiped, at the next
+    /// look or at the connection watchdog's next tick, whichever is first.
     until: Instant,
+    /// The cache's generation when remembered: a cleared cache (users
+    /// reloaded) voids every memo made before.
+    generation: u64,
 }
 
 impl CredentialMemo {
     /// The username and HMAC for `value`, if it is the value remembered
     /// and not past its time (an expired memo is wiped).
-    pub(crate) fn recall(&self, value: &[u8], now: Instant) -> Option<(Arc<str>, [u8; 32])> {
+    pub(crate) fn recall(
+        &self,
+        value: &[u8],
+        now: Instant,
+        generation: u64,
+    ) -> Option<(Arc<str>, [u8; 32])> {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if memo.as_ref().is_some_and(|r| now >= r.until) {
+        if memo
+            .as_ref()
+            .is_some_and(|r| now >= r.until || r.generation != generation)
+        {
             *memo = None;
         }
         let remembered = memo.as_ref()?;
@@ -63,7 +74,14 @@ impl CredentialMemo {
     /// until `until`. A memo holding another user's credential keeps it: on
     /// a connection a proxy shares between users, rewriting it on every
     /// request would cost more than it saves.
-    pub(crate) fn remember(&self, value: &[u8], username: &str, mac: [u8; 32], until: Instant) {
+    pub(crate) fn remember(
+        &self,
+        value: &[u8],
+        username: &str,
+        mac: [u8; 32],
+        until: Instant,
+        generation: u64,
+    ) {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if memo
             .as_ref()
@@ -76,12 +94,30 @@ impl CredentialMemo {
             username: Arc::from(username),
             mac,
             until,
+            generation,
         });
     }
 
-    /// Wipes the memo: what it held no longer gets in.
-    pub(crate) fn forget(&self) {
-        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    /// Wipes the memo if it holds `value`, which no longer gets in (another
+    /// request on the connection may have put a newer value there since).
+    pub(crate) fn forget(&self, value: &[u8]) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.as_ref().is_some_and(|r| {
+            r.value.len() == value.len() && bool::from(r.value.as_slice().ct_eq(value))
+        }) {
+            *memo = None;
+        }
+    }
+
+    /// Wipes the memo if it is past its time: the connection's watchdog
+    /// calls this on every tick, so a credential is not kept past its cache
+    /// entry on a connection that sends nothing more.
+    #[cfg_attr(not(feature = "server"), allow(dead_code))]
+    pub(crate) fn expire(&self, now: Instant) {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.as_ref().is_some_and(|r| now >= r.until) {
+            *memo = None;
+        }
     }
 }
 
@@ -97,9 +133,9 @@ mod tests {
         let memo = CredentialMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        assert!(memo.recall(ALICE, now).is_none());
-        memo.remember(ALICE, "alice", [7; 32], later);
-        let (user, mac) = memo.recall(ALICE, now).unwrap();
+        assert!(memo.recall(ALICE, now, 0).is_none());
+        memo.remember(ALICE, "alice", [7; 32], later, 0);
+        let (user, mac) = memo.recall(ALICE, now, 0).unwrap();
         assert_eq!((&*user, mac), ("alice", [7; 32]));
         for other in [
             &b"Basic YWxpY2U6c2VjcmV1"[..],
@@ -108,12 +144,25 @@ mod tests {
             b"Basic YWxpY2U6c2VjcmV",
             b"",
         ] {
-            assert!(memo.recall(other, now).is_none());
+            assert!(memo.recall(other, now, 0).is_none());
         }
         // A clone is the same connection's memo.
-        assert!(memo.clone().recall(ALICE, now).is_some());
-        memo.forget();
-        assert!(memo.recall(ALICE, now).is_none());
+        assert!(memo.clone().recall(ALICE, now, 0).is_some());
+        // Forgetting another value keeps it; forgetting its own wipes it.
+        memo.forget(b"Basic Ym9iOnB3");
+        assert!(memo.recall(ALICE, now, 0).is_some());
+        memo.forget(ALICE);
+        assert!(memo.recall(ALICE, now, 0).is_none());
+        // A cleared cache (a new generation) voids it.
+        memo.remember(ALICE, "alice", [7; 32], later, 0);
+        assert!(memo.recall(ALICE, now, 1).is_none());
+        assert!(memo.recall(ALICE, now, 0).is_none());
+        // The watchdog's tick wipes it past its time.
+        memo.remember(ALICE, "alice", [7; 32], later, 0);
+        memo.expire(now);
+        assert!(memo.recall(ALICE, now, 0).is_some());
+        memo.expire(later);
+        assert!(memo.recall(ALICE, now, 0).is_none());
     }
 
     #[test]
@@ -121,22 +170,23 @@ mod tests {
         let memo = CredentialMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        memo.remember(ALICE, "alice", [7; 32], later);
+        memo.remember(ALICE, "alice", [7; 32], later, 0);
         // Another user's credential does not displace a live memo; the
         // same user's new one does.
-        memo.remember(b"Basic Ym9iOnB3", "bob", [9; 32], later);
-        assert!(memo.recall(b"Basic Ym9iOnB3", now).is_none());
-        memo.remember(b"Basic YWxpY2U6bmV3", "alice", [8; 32], later);
-        assert!(memo.recall(b"Basic YWxpY2U6bmV3", now).is_some());
-        assert!(memo.recall(ALICE, now).is_none());
+        memo.remember(b"Basic Ym9iOnB3", "bob", [9; 32], later, 0);
+        assert!(memo.recall(b"Basic Ym9iOnB3", now, 0).is_none());
+        memo.remember(b"Basic YWxpY2U6bmV3", "alice", [8; 32], later, 0);
+        assert!(memo.recall(b"Basic YWxpY2U6bmV3", now, 0).is_some());
+        assert!(memo.recall(ALICE, now, 0).is_none());
         // Past its time it is gone, and another user may take it.
-        assert!(memo.recall(b"Basic YWxpY2U6bmV3", later).is_none());
+        assert!(memo.recall(b"Basic YWxpY2U6bmV3", later, 0).is_none());
         memo.remember(
             b"Basic Ym9iOnB3",
             "bob",
             [9; 32],
             later + later.duration_since(now),
+            0,
         );
-        assert!(memo.recall(b"Basic Ym9iOnB3", later).is_some());
+        assert!(memo.recall(b"Basic Ym9iOnB3", later, 0).is_some());
     }
 }

@@ -1014,7 +1014,7 @@ impl Shared {
     fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
         let cache = self.cache.as_ref()?;
         let now = Instant::now();
-        let (username, mac) = memo.recall(value, now)?;
+        let (username, mac) = memo.recall(value, now, cache.generation())?;
         let store = self.verifier.current_store();
         let vouched = store.stored_hash(&username).filter(|(_, fingerprint)| {
             let credential = cache::CredentialDigest::from_parts(mac, fingerprint);
@@ -1023,7 +1023,7 @@ impl Shared {
         match vouched {
             Some((name, _)) => Some(AuthenticatedUser::new(Arc::clone(name))),
             None => {
-                memo.forget();
+                memo.forget(value);
                 None
             }
         }
@@ -1085,7 +1085,8 @@ impl Shared {
             if let (Some(expires), Some((name, _))) = (hit, known) {
                 // The memo lasts no longer than the entry it stands for.
                 if let Some((memo, value)) = memo {
-                    memo.remember(value, &username, credential.mac(), expires);
+                    let generation = cache.generation();
+                    memo.remember(value, &username, credential.mac(), expires, generation);
                 }
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
@@ -1283,7 +1284,12 @@ impl Shared {
         let result = self.verifier.verify_timed(username.clone(), password).await;
         let now = Instant::now();
         match result {
-            Ok((ok, took, checked)) => {
+            Ok(crate::credentials::Verification {
+                ok,
+                took,
+                scheme,
+                checked,
+            }) => {
                 self.counters.record_verification(!ok, took);
                 if ok {
                     // Successes at debug, beside the failure events (a
@@ -1291,7 +1297,7 @@ impl Shared {
                     tracing::debug!(target: "gatehouse::auth_success", %client, user = username.as_str(), "password verified");
                 }
                 if ok
-                    && let Some(scheme) = self.verifier.current_store().scheme_of(&username)
+                    && let Some(scheme) = scheme
                     && scheme != crate::credentials::Scheme::Argon2
                 {
                     self.counters.record_legacy_login(scheme.label());
@@ -1336,7 +1342,7 @@ impl Shared {
         // as in flight, so no guess slips through meanwhile.
         if let (Some(limits), Some(attempt)) = (&self.shared_limits, shared) {
             let limits = Arc::clone(limits);
-            let outcome = result.as_ref().map(|(ok, _, _)| *ok).ok();
+            let outcome = result.as_ref().map(|v| v.ok).ok();
             tokio::spawn(async move {
                 match outcome {
                     Some(ok) => limits.finish(attempt, ok).await,
@@ -1344,7 +1350,7 @@ impl Shared {
                 }
             });
         }
-        result.map(|(ok, _, _)| ok)
+        result.map(|v| v.ok)
     }
 }
 

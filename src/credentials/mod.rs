@@ -21,7 +21,8 @@ pub mod legacy;
 
 pub use legacy::{Legacy, Scheme};
 pub use verifier::{
-    DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verifier, VerifierBuilder, VerifyError, available_cores,
+    DEFAULT_MAX_WAIT, DEFAULT_QUEUE, Verification, Verifier, VerifierBuilder, VerifyError,
+    available_cores,
 };
 
 /// Why a string is not a usable argon2 hash. The messages never contain the

@@ -9,7 +9,7 @@ use arc_swap::ArcSwap;
 use argon2::Block;
 use tokio::sync::Semaphore;
 
-use super::CredentialStore;
+use super::{CredentialStore, Scheme};
 use crate::secret::Password;
 
 /// Why a verification could not be carried out (as opposed to failing).
@@ -150,21 +150,16 @@ impl Verifier {
 
     /// Verifies `password` for `username` on the blocking pool.
     pub async fn verify(&self, username: String, password: Password) -> Result<bool, VerifyError> {
-        self.verify_timed(username, password)
-            .await
-            .map(|(ok, _, _)| ok)
+        self.verify_timed(username, password).await.map(|v| v.ok)
     }
 
-    /// Like [`verify`](Self::verify), also returning how long argon2 itself
-    /// took (waiting for a slot excluded) and the fingerprint of the hash
-    /// the password was checked against (`None` for an unknown user): a
-    /// reload between a caller's look at the store and the check would
-    /// otherwise let the caller file a success under the wrong hash.
+    /// Like [`verify`](Self::verify), also telling how long it took and
+    /// what it was checked against.
     pub async fn verify_timed(
         &self,
         username: String,
         password: Password,
-    ) -> Result<(bool, Duration, Option<[u8; 32]>), VerifyError> {
+    ) -> Result<Verification, VerifyError> {
         let permit = match Arc::clone(&self.permits).try_acquire_owned() {
             Ok(permit) => permit,
             Err(tokio::sync::TryAcquireError::Closed) => return Err(VerifyError::Unavailable),
@@ -189,14 +184,34 @@ impl Verifier {
             let ok = store.verify_with_memory(&username, &password, &mut memory);
             let took = started.elapsed();
             crate::sync::lock(&pool).push(memory);
-            let checked = store
-                .stored_hash(&username)
-                .map(|(_, fingerprint)| *fingerprint);
-            (ok, took, checked)
+            Verification {
+                ok,
+                took,
+                scheme: store.scheme_of(&username),
+                checked: store
+                    .stored_hash(&username)
+                    .map(|(_, fingerprint)| *fingerprint),
+            }
         })
         .await
         .map_err(|_| VerifyError::Unavailable)
     }
+}
+
+/// What one verification found. The scheme and the fingerprint are those
+/// of the hash the password was checked against, from the same snapshot of
+/// the store: a reload between a caller's own look at the store and the
+/// check would otherwise let the caller file a success (in the cache, in
+/// the legacy-login counter) under the wrong hash.
+pub struct Verification {
+    /// Whether the password matched.
+    pub ok: bool,
+    /// How long the hash itself took (waiting for a slot excluded).
+    pub took: Duration,
+    /// The stored hash's scheme (`None`: an unknown user).
+    pub scheme: Option<Scheme>,
+    /// The stored hash's fingerprint (`None`: an unknown user).
+    pub(crate) checked: Option<[u8; 32]>,
 }
 
 #[cfg(test)]

@@ -191,12 +191,13 @@ async fn drive<I>(
 {
     let limits = &shared.limits;
     let mut shutdown = context.shutdown.clone();
+    // The connection's memo of the last Basic credential the cache vouched
+    // for (auth/memo.rs); the watchdog wipes it once past its time.
+    let memo = crate::auth::CredentialMemo::default();
     let service = {
         let app = shared.app.clone();
         let activity = Arc::clone(&activity);
-        // The connection's memo of the last Basic credential the cache
-        // vouched for (auth/memo.rs).
-        let memo = crate::auth::CredentialMemo::default();
+        let memo = memo.clone();
         hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
             req.extensions_mut().insert(context.clone());
@@ -233,6 +234,7 @@ async fn drive<I>(
                 limits,
                 &mut shutdown,
                 peer,
+                &memo,
             )
             .await;
         }
@@ -253,6 +255,7 @@ async fn drive<I>(
                 limits,
                 &mut shutdown,
                 peer,
+                &memo,
             )
             .await;
         }
@@ -288,6 +291,7 @@ async fn watch_over<C>(
     limits: &Limits,
     shutdown: &mut watch::Receiver<bool>,
     peer: SocketAddr,
+    memo: &crate::auth::CredentialMemo,
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
 {
@@ -322,6 +326,7 @@ async fn watch_over<C>(
                 return;
             }
             _ = ticks.tick() => {
+                memo.expire(std::time::Instant::now());
                 if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                     return tracing::debug!(%peer, "connection did not close in time: dropped");
                 }

@@ -60,29 +60,18 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves `app` (an axum `Router`, or any service like it) on an
-    /// already-bound listener.
-    pub fn from_listener<S>(
+    /// Serves `app` on an already-bound listener (`App::new(router)` for
+    /// an axum `Router`).
+    pub fn from_listener(
         listener: TcpListener,
         tls: Option<Arc<ServerConfig>>,
-        app: S,
+        app: App,
         limits: Limits,
-    ) -> Self
-    where
-        S: tower::Service<
-                http::Request<axum::body::Body>,
-                Response = axum::response::Response,
-                Error = std::convert::Infallible,
-            > + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) -> Self {
         Self {
             listener,
             tls: tls.map(TlsAcceptor::from),
-            app: App::new(app),
+            app,
             limits,
             exempt: ClientIpResolver::default(),
             counters: Arc::default(),
