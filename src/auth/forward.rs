@@ -100,15 +100,26 @@ enum Unreadable {
     Method,
 }
 
+const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
+const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+
 /// The headers that describe the original URL, and those that describe
-/// its method: at most one of each may be present.
-const URL_HEADERS: [&str; 3] = ["x-original-url", "x-forwarded-uri", "x-original-uri"];
-const METHOD_HEADERS: [&str; 2] = ["x-original-method", "x-forwarded-method"];
+/// its method: at most one of each may be present. Statics of parsed
+/// names: a lookup by `&str` parses the name again every time.
+static URL_HEADERS: [HeaderName; 3] = [
+    X_ORIGINAL_URL,
+    HeaderName::from_static("x-forwarded-uri"),
+    X_ORIGINAL_URI,
+];
+static METHOD_HEADERS: [HeaderName; 2] = [
+    HeaderName::from_static("x-original-method"),
+    HeaderName::from_static("x-forwarded-method"),
+];
 
 /// The one present header of `names`, if any; two present are ambiguous.
 fn one_of(
     headers: &HeaderMap,
-    names: &[&'static str],
+    names: &'static [HeaderName],
     what: &'static str,
 ) -> Result<Option<(&'static str, String)>, Unreadable> {
     let mut found = None;
@@ -117,25 +128,29 @@ fn one_of(
             if found.is_some() {
                 return Err(Unreadable::Ambiguous(what));
             }
-            found = Some((*name, value.trim().to_owned()));
+            found = Some((name.as_str(), value.trim().to_owned()));
         }
     }
     Ok(found)
 }
 
 /// The one value of `name`, if present; two are ambiguous.
-fn single<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<Option<&'a str>, Unreadable> {
+fn single<'a>(
+    headers: &'a HeaderMap,
+    name: &'static HeaderName,
+) -> Result<Option<&'a str>, Unreadable> {
+    let name_text = name.as_str();
     let mut values = headers.get_all(name).iter();
     let Some(first) = values.next() else {
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(Unreadable::Ambiguous(name));
+        return Err(Unreadable::Ambiguous(name_text));
     }
     first
         .to_str()
         .map(Some)
-        .map_err(|_| Unreadable::Malformed(name))
+        .map_err(|_| Unreadable::Malformed(name_text))
 }
 
 /// The path and query of a URL or of an origin-form target.
@@ -216,7 +231,7 @@ impl ForwardAuth {
         match self.style {
             ForwardAuthStyle::Nginx => true,
             ForwardAuthStyle::Auto => {
-                headers.contains_key("x-original-uri") || headers.contains_key("x-original-url")
+                headers.contains_key(X_ORIGINAL_URI) || headers.contains_key(X_ORIGINAL_URL)
             }
         }
     }
@@ -321,7 +336,7 @@ pub(super) async fn decide<B>(
     // must say which method it is deciding for.
     let described = METHOD_HEADERS
         .iter()
-        .any(|name| req.headers().contains_key(*name));
+        .any(|name| req.headers().contains_key(name));
     if nginx && !described && shared.access.load().uses_methods() {
         tracing::warn!(
             "forward-auth request from nginx without X-Original-Method, and access rules name methods: refused (add `proxy_set_header X-Original-Method $request_method;`)"
@@ -444,12 +459,14 @@ fn allowed(forward: &ForwardAuth, user: &str, scopes: &str, groups: &str) -> Res
     for header in &forward.identity_headers {
         headers.insert(header.clone(), user.clone());
     }
+    const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+    const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
     headers.insert(
-        HeaderName::from_static("x-forwarded-scopes"),
+        X_FORWARDED_SCOPES,
         HeaderValue::from_str(scopes).unwrap_or(HeaderValue::from_static("")),
     );
     headers.insert(
-        HeaderName::from_static("x-forwarded-groups"),
+        X_FORWARDED_GROUPS,
         HeaderValue::from_str(groups).unwrap_or(HeaderValue::from_static("")),
     );
     response
