@@ -34,8 +34,18 @@ impl std::fmt::Debug for CredentialMemo {
     }
 }
 
+/// What a memo's value is: a Basic `Authorization` value (its HMAC for
+/// the verified-credentials cache), or a bearer token (its key in the token
+/// cache). A value is only ever recalled as the kind it was remembered as.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MemoKind {
+    Basic,
+    Token,
+}
+
 struct Remembered {
-    /// The `Authorization` value, exactly as sent.
+    kind: MemoKind,
+    /// The `Authorization` value (or the token), exactly as sent.
     value: Zeroizing<Vec<u8>>,
     username: Arc<str>,
     /// The cache's HMAC of the username and password it decodes to.
@@ -53,6 +63,7 @@ impl CredentialMemo {
     /// and not past its time (an expired memo is wiped).
     pub(crate) fn recall(
         &self,
+        kind: MemoKind,
         value: &[u8],
         now: Instant,
         generation: u64,
@@ -64,10 +75,9 @@ impl CredentialMemo {
         {
             *memo = None;
         }
-        let remembered = memo.as_ref()?;
-        let same = remembered.value.len() == value.len()
-            && bool::from(remembered.value.as_slice().ct_eq(value));
-        same.then(|| (Arc::clone(&remembered.username), remembered.mac))
+        let remembered = memo.as_ref().filter(|r| r.kind == kind)?;
+        same_bytes(&remembered.value, value)
+            .then(|| (Arc::clone(&remembered.username), remembered.mac))
     }
 
     /// Remembers `value`, which decodes to `username` and hashes to `mac`,
@@ -76,6 +86,7 @@ impl CredentialMemo {
     /// request would cost more than it saves.
     pub(crate) fn remember(
         &self,
+        kind: MemoKind,
         value: &[u8],
         username: &str,
         mac: [u8; 32],
@@ -90,6 +101,7 @@ impl CredentialMemo {
             return;
         }
         *memo = Some(Remembered {
+            kind,
             value: Zeroizing::new(value.to_vec()),
             username: Arc::from(username),
             mac,
@@ -102,9 +114,7 @@ impl CredentialMemo {
     /// request on the connection may have put a newer value there since).
     pub(crate) fn forget(&self, value: &[u8]) {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if memo.as_ref().is_some_and(|r| {
-            r.value.len() == value.len() && bool::from(r.value.as_slice().ct_eq(value))
-        }) {
+        if memo.as_ref().is_some_and(|r| same_bytes(&r.value, value)) {
             *memo = None;
         }
     }
@@ -121,6 +131,27 @@ impl CredentialMemo {
     }
 }
 
+/// Whether `a` and `b` are the same bytes, in time that depends on their
+/// lengths only: a word at a time, XORed into one accumulator, with no early
+/// exit (`subtle`'s slice compare puts a barrier on every byte, which for a
+/// token of a few hundred bytes cost more than the HMAC the memo saves).
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let word = |chunk: &[u8]| u64::from_ne_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+    let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail = words_a
+        .remainder()
+        .iter()
+        .zip(words_b.remainder())
+        .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
+    let difference = words_a
+        .zip(words_b)
+        .fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y)));
+    difference.ct_eq(&0).into()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,9 +164,9 @@ mod tests {
         let memo = CredentialMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        assert!(memo.recall(ALICE, now, 0).is_none());
-        memo.remember(ALICE, "alice", [7; 32], later, 0);
-        let (user, mac) = memo.recall(ALICE, now, 0).unwrap();
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_none());
+        memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
+        let (user, mac) = memo.recall(MemoKind::Basic, ALICE, now, 0).unwrap();
         assert_eq!((&*user, mac), ("alice", [7; 32]));
         for other in [
             &b"Basic YWxpY2U6c2VjcmV1"[..],
@@ -144,25 +175,46 @@ mod tests {
             b"Basic YWxpY2U6c2VjcmV",
             b"",
         ] {
-            assert!(memo.recall(other, now, 0).is_none());
+            assert!(memo.recall(MemoKind::Basic, other, now, 0).is_none());
         }
         // A clone is the same connection's memo.
-        assert!(memo.clone().recall(ALICE, now, 0).is_some());
+        assert!(
+            memo.clone()
+                .recall(MemoKind::Basic, ALICE, now, 0)
+                .is_some()
+        );
         // Forgetting another value keeps it; forgetting its own wipes it.
         memo.forget(b"Basic Ym9iOnB3");
-        assert!(memo.recall(ALICE, now, 0).is_some());
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_some());
         memo.forget(ALICE);
-        assert!(memo.recall(ALICE, now, 0).is_none());
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_none());
         // A cleared cache (a new generation) voids it.
-        memo.remember(ALICE, "alice", [7; 32], later, 0);
-        assert!(memo.recall(ALICE, now, 1).is_none());
-        assert!(memo.recall(ALICE, now, 0).is_none());
+        memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 1).is_none());
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_none());
+        // A value is recalled only as the kind it was remembered as.
+        memo.remember(MemoKind::Token, b"eyJ.x.y", "alice", [3; 32], later, 0);
+        assert!(memo.recall(MemoKind::Basic, b"eyJ.x.y", now, 0).is_none());
+        assert!(memo.recall(MemoKind::Token, b"eyJ.x.y", now, 0).is_some());
         // The watchdog's tick wipes it past its time.
-        memo.remember(ALICE, "alice", [7; 32], later, 0);
+        memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
         memo.expire(now);
-        assert!(memo.recall(ALICE, now, 0).is_some());
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_some());
         memo.expire(later);
-        assert!(memo.recall(ALICE, now, 0).is_none());
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_none());
+    }
+
+    #[test]
+    fn same_bytes_compares_every_byte() {
+        let a: Vec<u8> = (0..=255).collect();
+        assert!(same_bytes(&a, &a.clone()));
+        for i in 0..a.len() {
+            let mut b = a.clone();
+            b[i] ^= 1;
+            assert!(!same_bytes(&a, &b), "byte {i}");
+            assert!(!same_bytes(&a[..i], &a[..i + 1]));
+        }
+        assert!(same_bytes(b"", b""));
     }
 
     #[test]
@@ -170,23 +222,43 @@ mod tests {
         let memo = CredentialMemo::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
-        memo.remember(ALICE, "alice", [7; 32], later, 0);
+        memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
         // Another user's credential does not displace a live memo; the
         // same user's new one does.
-        memo.remember(b"Basic Ym9iOnB3", "bob", [9; 32], later, 0);
-        assert!(memo.recall(b"Basic Ym9iOnB3", now, 0).is_none());
-        memo.remember(b"Basic YWxpY2U6bmV3", "alice", [8; 32], later, 0);
-        assert!(memo.recall(b"Basic YWxpY2U6bmV3", now, 0).is_some());
-        assert!(memo.recall(ALICE, now, 0).is_none());
-        // Past its time it is gone, and another user may take it.
-        assert!(memo.recall(b"Basic YWxpY2U6bmV3", later, 0).is_none());
+        memo.remember(MemoKind::Basic, b"Basic Ym9iOnB3", "bob", [9; 32], later, 0);
+        assert!(
+            memo.recall(MemoKind::Basic, b"Basic Ym9iOnB3", now, 0)
+                .is_none()
+        );
         memo.remember(
+            MemoKind::Basic,
+            b"Basic YWxpY2U6bmV3",
+            "alice",
+            [8; 32],
+            later,
+            0,
+        );
+        assert!(
+            memo.recall(MemoKind::Basic, b"Basic YWxpY2U6bmV3", now, 0)
+                .is_some()
+        );
+        assert!(memo.recall(MemoKind::Basic, ALICE, now, 0).is_none());
+        // Past its time it is gone, and another user may take it.
+        assert!(
+            memo.recall(MemoKind::Basic, b"Basic YWxpY2U6bmV3", later, 0)
+                .is_none()
+        );
+        memo.remember(
+            MemoKind::Basic,
             b"Basic Ym9iOnB3",
             "bob",
             [9; 32],
             later + later.duration_since(now),
             0,
         );
-        assert!(memo.recall(b"Basic Ym9iOnB3", later, 0).is_some());
+        assert!(
+            memo.recall(MemoKind::Basic, b"Basic Ym9iOnB3", later, 0)
+                .is_some()
+        );
     }
 }

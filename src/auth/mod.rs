@@ -82,6 +82,7 @@ pub use builder::{
 pub use cache::{CachePolicy, NoRandomKey};
 pub use forward::{DecidedRequest, ForwardAuth, ForwardAuthListener};
 pub(crate) use memo::CredentialMemo;
+use memo::MemoKind;
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
 
@@ -617,14 +618,20 @@ impl Shared {
 
     /// A bearer credential (a token, or an API key as `Bearer` or in the
     /// key header): checked without argon2, so the whole check is here.
-    fn screen_bearer(&self, client: Option<IpAddr>, value: &str, key_header: bool) -> Decision {
+    fn screen_bearer(
+        &self,
+        client: Option<IpAddr>,
+        value: &str,
+        key_header: bool,
+        memo: Option<&CredentialMemo>,
+    ) -> Decision {
         if let Some(decision) = self.bearer_locked(client) {
             return decision;
         }
         let checked = if key_header || crate::tokens::api_keys::looks_like_key(value) {
             self.check_api_key(value)
         } else {
-            self.check_token(value, client)
+            self.check_token(value, client, memo)
         };
         match checked {
             BearerCheck::Valid(user) => self.per_user_quota(user),
@@ -657,17 +664,81 @@ impl Shared {
     /// since it was issued. A token verified before skips the signature
     /// check (the cache never outlives `exp`); the binding is checked every
     /// time, so a reload revokes at once.
-    fn check_token(&self, token: &str, client: Option<IpAddr>) -> BearerCheck {
+    ///
+    /// A connection's memo gives the token's cache key when the token is
+    /// the one it holds (skipping the HMAC over a few hundred bytes); every
+    /// check below runs all the same.
+    fn check_token(
+        &self,
+        token: &str,
+        client: Option<IpAddr>,
+        memo: Option<&CredentialMemo>,
+    ) -> BearerCheck {
         let Some(state) = self.tokens.as_ref() else {
             return BearerCheck::Guess;
         };
+        // The generation first, then the keys: see `TokenState::generation`.
+        let generation = state.generation();
+        let recalled = memo
+            .and_then(|m| {
+                m.recall(
+                    MemoKind::Token,
+                    token.as_bytes(),
+                    Instant::now(),
+                    generation,
+                )
+            })
+            .map(|(_, digest)| digest);
+        let digest = recalled.unwrap_or_else(|| state.cache.digest(token));
+        let mut cache_expiry = None;
+        let checked =
+            self.check_token_digest(state, token, &digest, generation, client, &mut cache_expiry);
+        let Some(memo) = memo else {
+            return checked;
+        };
+        match (&checked, recalled, cache_expiry) {
+            // A token the cache vouched for, not yet remembered: remembered
+            // until its cache entry expires.
+            (BearerCheck::Valid(user), None, Some(exp)) => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let until = Instant::now() + Duration::from_secs(exp.saturating_sub(now));
+                memo.remember(
+                    MemoKind::Token,
+                    token.as_bytes(),
+                    user.name(),
+                    digest,
+                    until,
+                    generation,
+                );
+            }
+            (BearerCheck::Valid(_), ..) | (_, None, _) => {}
+            // A remembered token that no longer gets in is wiped.
+            (_, Some(_), _) => memo.forget(token.as_bytes()),
+        }
+        checked
+    }
+
+    /// [`check_token`](Self::check_token) with the token's cache key;
+    /// `cache_expiry` is set when the cache answered.
+    fn check_token_digest(
+        &self,
+        state: &TokenState,
+        token: &str,
+        digest: &[u8; 32],
+        generation: u64,
+        client: Option<IpAddr>,
+        cache_expiry: &mut Option<u64>,
+    ) -> BearerCheck {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        // The generation first, then the keys: see `TokenState::generation`.
-        let generation = state.generation();
-        let cached = match state.cache.get(token, now, generation) {
-            Some(hit) => hit,
+        let cached = match state.cache.get(digest, now, generation) {
+            Some((hit, exp)) => {
+                *cache_expiry = Some(exp);
+                hit
+            }
             None => {
                 // A signature check costs: it counts against the address
                 // first, like a password that needs verifying.
@@ -705,13 +776,13 @@ impl Shared {
                 let cached = crate::tokens::Cached {
                     user: Arc::from(store_name),
                     scope: claims.scope.map(Arc::from),
-                    binding: claims.pwh,
+                    binding: Arc::from(claims.pwh),
                     client: claims.client_id.map(Arc::from),
                     family: claims.fam.map(Arc::from),
                 };
                 state
                     .cache
-                    .insert(token, cached.clone(), until, now, generation);
+                    .insert(digest, cached.clone(), until, now, generation);
                 cached
             }
         };
@@ -721,17 +792,21 @@ impl Shared {
             return BearerCheck::Revoked;
         };
         let client_id = name.strip_prefix(crate::tokens::CLIENT_PREFIX);
-        let current = match client_id {
+        let current: std::borrow::Cow<'_, str> = match client_id {
             // A client's binding covers its scopes and grants too; a client
             // no longer registered has none.
             Some(id) => {
                 let clients = self.oauth.as_ref().map(|o| o.clients.load());
                 match clients.as_ref().and_then(|c| c.get(id)) {
-                    Some(client) => oauth::binding(client, fingerprint),
+                    Some(client) => oauth::binding(client, fingerprint).into(),
                     None => return BearerCheck::Revoked,
                 }
             }
-            None => crate::tokens::password_binding(fingerprint),
+            // A user's, made when the store was loaded.
+            None => match store.token_binding(name) {
+                Some((_, binding)) => binding.into(),
+                None => return BearerCheck::Revoked,
+            },
         };
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(current.as_bytes(), cached.binding.as_bytes()).into();
@@ -977,10 +1052,10 @@ impl Shared {
                 }
             }
             Ok(Presented::Bearer(value)) if bearer_on => {
-                return refused(self.screen_bearer(client, value, false));
+                return refused(self.screen_bearer(client, value, false, memo));
             }
             Ok(Presented::ApiKey(value)) => {
-                return refused(self.screen_bearer(client, value, true));
+                return refused(self.screen_bearer(client, value, true, memo));
             }
             Err(PresentedError::Malformed) if bearer_on => {
                 tracing::debug!("bearer credential refused: malformed");
@@ -1014,7 +1089,7 @@ impl Shared {
     fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
         let cache = self.cache.as_ref()?;
         let now = Instant::now();
-        let (username, mac) = memo.recall(value, now, cache.generation())?;
+        let (username, mac) = memo.recall(MemoKind::Basic, value, now, cache.generation())?;
         let store = self.verifier.current_store();
         let vouched = store.stored_hash(&username).filter(|(_, fingerprint)| {
             let credential = cache::CredentialDigest::from_parts(mac, fingerprint);
@@ -1086,7 +1161,14 @@ impl Shared {
                 // The memo lasts no longer than the entry it stands for.
                 if let Some((memo, value)) = memo {
                     let generation = cache.generation();
-                    memo.remember(value, &username, credential.mac(), expires, generation);
+                    memo.remember(
+                        MemoKind::Basic,
+                        value,
+                        &username,
+                        credential.mac(),
+                        expires,
+                        generation,
+                    );
                 }
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }

@@ -214,6 +214,10 @@ struct StoredHash {
     /// key, so a changed hash can never match an old entry. 32 bytes rather
     /// than the ~100-byte string keeps the per-request HMAC to two blocks.
     fingerprint: [u8; 32],
+    /// The `pwh` claim a token for this user carries
+    /// (`tokens::password_binding` of the fingerprint), made once here
+    /// rather than hashed again for every bearer request.
+    binding: Box<str>,
 }
 
 /// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
@@ -262,11 +266,13 @@ impl CredentialStore {
             .map(|(name, hash)| {
                 let hash = hash.into();
                 let fingerprint = fingerprint(&hash);
+                let binding = crate::tokens::password_binding(&fingerprint).into();
                 (
                     Arc::from(name),
                     StoredHash {
                         parsed: hash,
                         fingerprint,
+                        binding,
                     },
                 )
             })
@@ -398,6 +404,14 @@ impl CredentialStore {
         self.users
             .get_key_value(username)
             .map(|(name, h)| (name, &h.fingerprint))
+    }
+
+    /// The `pwh` binding a token for `username` must carry (see
+    /// `tokens::password_binding`), with the fingerprint it was made from.
+    pub(crate) fn token_binding(&self, username: &str) -> Option<(&[u8; 32], &str)> {
+        self.users
+            .get(username)
+            .map(|h| (&h.fingerprint, &*h.binding))
     }
 
     /// The fingerprint `username` is keyed with: its own hash's, or for an

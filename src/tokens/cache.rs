@@ -21,7 +21,7 @@ pub(crate) struct Cached {
     /// The credential-store name (a user, or a client's key).
     pub(crate) user: Arc<str>,
     pub(crate) scope: Option<Arc<str>>,
-    pub(crate) binding: String,
+    pub(crate) binding: Arc<str>,
     /// The OAuth client a user's token was issued to.
     pub(crate) client: Option<Arc<str>>,
     /// The OAuth grant family, checked against revocations every time.
@@ -48,24 +48,38 @@ impl TokenCache {
         })
     }
 
-    fn digest(&self, token: &str) -> [u8; 32] {
+    /// The key a token is filed under (a connection's memo keeps it, so
+    /// that the same token on the same connection is not hashed again).
+    pub(crate) fn digest(&self, token: &str) -> [u8; 32] {
         let tag = hmac::sign(&self.key, token.as_bytes());
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
     }
 
-    /// The user and binding of a token verified before and not expired.
-    pub(crate) fn get(&self, token: &str, now: u64, generation: u64) -> Option<Cached> {
-        let digest = self.digest(token);
+    /// The user and binding of the token with this `digest`, verified
+    /// before and not expired, and when its entry expires (`exp`).
+    pub(crate) fn get(
+        &self,
+        digest: &[u8; 32],
+        now: u64,
+        generation: u64,
+    ) -> Option<(Cached, u64)> {
         let entries = lock(&self.entries);
-        let entry = entries.get(&digest)?;
-        (now < entry.exp && entry.generation == generation).then(|| entry.cached.clone())
+        let entry = entries.get(digest)?;
+        (now < entry.exp && entry.generation == generation)
+            .then(|| (entry.cached.clone(), entry.exp))
     }
 
     /// Remembers a verified token until `exp`, for key `generation`.
-    pub(crate) fn insert(&self, token: &str, cached: Cached, exp: u64, now: u64, generation: u64) {
-        let digest = self.digest(token);
+    pub(crate) fn insert(
+        &self,
+        digest: &[u8; 32],
+        cached: Cached,
+        exp: u64,
+        now: u64,
+        generation: u64,
+    ) {
         let mut entries = lock(&self.entries);
         if entries.len() >= self.max_entries {
             entries.retain(|_, e| e.exp > now);
@@ -74,7 +88,7 @@ impl TokenCache {
             }
         }
         entries.insert(
-            digest,
+            *digest,
             Entry {
                 cached,
                 exp,
