@@ -69,13 +69,13 @@ impl CredentialMemo {
         generation: u64,
     ) -> Option<(Arc<str>, [u8; 32])> {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if memo
-            .as_ref()
-            .is_some_and(|r| now >= r.until || r.generation != generation)
-        {
-            *memo = None;
-        }
+        // The kind first: Basic and tokens count their generations apart,
+        // so another kind's memo is left alone, not judged by this one's.
         let remembered = memo.as_ref().filter(|r| r.kind == kind)?;
+        if now >= remembered.until || remembered.generation != generation {
+            *memo = None;
+            return None;
+        }
         same_bytes(&remembered.value, value)
             .then(|| (Arc::clone(&remembered.username), remembered.mac))
     }
@@ -139,7 +139,9 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
-    let word = |chunk: &[u8]| u64::from_ne_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
+    // No fallback that could compare zeros with zeros: every byte of the
+    // chunk goes in.
+    let word = |chunk: &[u8]| chunk.iter().fold(0u64, |w, &b| w << 8 | u64::from(b));
     let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail = words_a
         .remainder()
@@ -215,6 +217,17 @@ mod tests {
             assert!(!same_bytes(&a[..i], &a[..i + 1]));
         }
         assert!(same_bytes(b"", b""));
+        // Every length up to two words, with a difference in each place
+        // (the bytes past the last whole word included).
+        for len in 0..=17 {
+            let a: Vec<u8> = (0..len).map(|i| i as u8 + 1).collect();
+            assert!(same_bytes(&a, &a.clone()));
+            for i in 0..len {
+                let mut b = a.clone();
+                b[i] = 0;
+                assert!(!same_bytes(&a, &b), "length {len}, byte {i}");
+            }
+        }
     }
 
     #[test]

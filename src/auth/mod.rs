@@ -703,15 +703,19 @@ impl Shared {
                 let now = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let until = Instant::now() + Duration::from_secs(exp.saturating_sub(now));
-                memo.remember(
-                    MemoKind::Token,
-                    token.as_bytes(),
-                    user.name(),
-                    digest,
-                    until,
-                    generation,
-                );
+                // Not remembered when the expiry is too far to count to
+                // (a library user's boundless token lifetime).
+                let wait = Duration::from_secs(exp.saturating_sub(now));
+                if let Some(until) = Instant::now().checked_add(wait) {
+                    memo.remember(
+                        MemoKind::Token,
+                        token.as_bytes(),
+                        user.name(),
+                        digest,
+                        until,
+                        generation,
+                    );
+                }
             }
             (BearerCheck::Valid(_), ..) | (_, None, _) => {}
             // A remembered token that no longer gets in is wiped.
