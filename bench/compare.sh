@@ -201,22 +201,12 @@ SLICE=$SAVED_SLICE
 COLD_VERIFICATIONS=$(curl -sf -H "$AUTH" http://127.0.0.1:18081/api/stats | sed 's/.*"verifications":\([0-9]*\).*/\1/')
 stop_last
 
-# nginx wants writable temp folders even when it never buffers anything.
-NGINX_TEMP_PATHS="client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;"
 
 if need nginx && need htpasswd; then
   echo "nginx auth_basic (bcrypt)" >&2
   htpasswd -bBc "$WORK/htpasswd" bench "$PASSWORD" 2>/dev/null
   mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && echo ok >"$WORK/www/auth"
-  cat >"$WORK/nginx.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx.pid;
-error_log $WORK/nginx-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  $NGINX_TEMP_PATHS
+  start_nginx nginx 18082 <<NGINX
   server {
     listen 127.0.0.1:18082;
     # Static files, not a return directive: return answers in the rewrite
@@ -225,11 +215,7 @@ http {
     location = /open { }
     location = /auth { auth_basic "bench"; auth_basic_user_file $WORK/htpasswd; }
   }
-}
 NGINX
-  taskset -c 0 nginx -c "$WORK/nginx.conf" -e "$WORK/nginx-error.log" &
-  PIDS+=($!)
-  wait_port 18082
   [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18082/auth)" = 401 ] || { echo "nginx does not ask for a password" >&2; exit 1; }
   run_pair nginx-public http://127.0.0.1:18082/open nginx-auth http://127.0.0.1:18082/auth "$AUTH"
   stop_last
@@ -276,15 +262,7 @@ if need nginx; then
   PIDS+=($!)
   wait_port 18088
   mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && echo ok >"$WORK/www/auth"
-  cat >"$WORK/nginx-fa.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/nginx-fa.pid;
-error_log $WORK/nginx-fa-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  $NGINX_TEMP_PATHS
+  start_nginx nginx-fa 18087 <<NGINX
   upstream gatehouse_decisions { server 127.0.0.1:18088; keepalive 64; }
   server {
     listen 127.0.0.1:18087;
@@ -302,11 +280,7 @@ http {
       proxy_set_header Connection "";
     }
   }
-}
 NGINX
-  taskset -c 0 nginx -c "$WORK/nginx-fa.conf" -e "$WORK/nginx-fa-error.log" &
-  PIDS+=($!)
-  wait_port 18087
   [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18087/auth)" = 401 ] || { echo "nginx + gatehouse does not ask for a password" >&2; exit 1; }
   curl -sf -H "$AUTH" http://127.0.0.1:18087/auth >/dev/null
   run_pair nginx-fa-public http://127.0.0.1:18087/open nginx-forward-auth http://127.0.0.1:18087/auth "$AUTH"
@@ -320,22 +294,10 @@ if need nginx; then
   # share CPU 0, so the proxied rows pay for both hops on one core.
   echo "gatehouse as a reverse proxy in front of nginx" >&2
   mkdir -p "$WORK/app" && echo '{"hello":"app"}' >"$WORK/app/data.json"
-  cat >"$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+  start_nginx upstream 18084 <<NGINX
   keepalive_requests 1000000;
-  $NGINX_TEMP_PATHS
   server { listen 127.0.0.1:18084; root $WORK/app; }
-}
 NGINX
-  taskset -c 0 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
-  PIDS+=($!)
-  wait_port 18084
   config=$(gatehouse_config 18085 false)
   printf '[upstream]\nurl = "http://127.0.0.1:18084"\n' >>"$config"
   RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
@@ -344,26 +306,14 @@ NGINX
   curl -sf -H "$AUTH" http://127.0.0.1:18085/data.json >/dev/null
   # The same upstream behind nginx proxy_pass (upstream keep-alive) and
   # Caddy reverse_proxy, also on CPU 0: what a sidecar is measured against.
-  cat >"$WORK/proxy.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy-error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
+  start_nginx proxy 18090 <<NGINX
   keepalive_requests 1000000;
-  $NGINX_TEMP_PATHS
   upstream app { server 127.0.0.1:18084; keepalive 64; }
   server {
     listen 127.0.0.1:18090;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
-}
 NGINX
-  taskset -c 0 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
-  PIDS+=($!)
-  wait_port 18090
   r_direct="" r_nginx="" r_caddy="" r_gatehouse=""
   if need caddy; then
     printf '{\n  admin off\n  auto_https off\n}\nhttp://127.0.0.1:18091 {\n  log {\n    output discard\n  }\n  reverse_proxy 127.0.0.1:18084\n}\n' >"$WORK/Caddyfile-proxy"

@@ -40,6 +40,30 @@ build_gatehouse() {
   HASH=$(printf '%s\n' "$PASSWORD" | "$GATEHOUSE" hash-password)
 }
 
+# start_nginx name port <<NGINX ... NGINX: a one-worker nginx on CPU 0 with
+# the standard input inside `http { }`, no access log and its temp files
+# under $WORK (nginx wants writable temp folders even when it never buffers
+# anything); stopped at exit like every server here.
+start_nginx() {
+  local name=$1 port=$2 body
+  body=$(cat)
+  cat >"$WORK/$name.conf" <<NGINX
+worker_processes 1;
+daemon off;
+pid $WORK/$name.pid;
+error_log $WORK/$name-error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;
+$body
+}
+NGINX
+  taskset -c 0 nginx -c "$WORK/$name.conf" -e "$WORK/$name-error.log" &
+  PIDS+=($!)
+  wait_port "$port"
+}
+
 wait_port() {
   for _ in $(seq 1 100); do
     (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0

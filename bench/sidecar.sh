@@ -41,7 +41,6 @@ PER_ROUND=""
 row() { ROWS[$1]+="$2"$'\n'; }
 col() { awk -v c="$2" '{ print $c }' <<<"${ROWS[$1]%$'\n'}" | median; }
 
-NGINX_TEMP="client_body_temp_path $WORK; proxy_temp_path $WORK; fastcgi_temp_path $WORK; uwsgi_temp_path $WORK; scgi_temp_path $WORK;"
 mkdir -p "$WORK/app"
 echo '{"hello":"app"}' >"$WORK/app/data.json"
 head -c 1048576 /dev/urandom >"$WORK/app/big.bin"
@@ -56,49 +55,25 @@ wrk.headers["Content-Type"] = "application/octet-stream"
 LUA
 
 # The upstream: small file, 1 MiB file, and an upload sink.
-cat >"$WORK/upstream.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/upstream.pid;
-error_log $WORK/upstream-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
+start_nginx upstream 18500 <<NGINX
   keepalive_requests 1000000;
-  $NGINX_TEMP
   server {
     listen 127.0.0.1:18500;
     root $WORK/app;
     # An upload is read and dropped, then answered.
     location = /upload { client_max_body_size 8m; return 200 "ok\n"; }
   }
-}
 NGINX
-taskset -c 0 nginx -c "$WORK/upstream.conf" -e "$WORK/upstream-error.log" &
-PIDS+=($!)
-wait_port 18500
 
-cat >"$WORK/proxy.conf" <<NGINX
-worker_processes 1;
-daemon off;
-pid $WORK/proxy.pid;
-error_log $WORK/proxy-error.log;
-events { worker_connections 4096; }
-http {
-  access_log off;
+start_nginx proxy 18501 <<NGINX
   keepalive_requests 1000000;
-  $NGINX_TEMP
   upstream app { server 127.0.0.1:18500; keepalive 64; }
   server {
     listen 127.0.0.1:18501;
     client_max_body_size 8m;
     location / { proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection ""; }
   }
-}
 NGINX
-taskset -c 0 nginx -c "$WORK/proxy.conf" -e "$WORK/proxy-error.log" &
-PIDS+=($!)
-wait_port 18501
 
 if need caddy; then
   cat >"$WORK/Caddyfile" <<CADDY
