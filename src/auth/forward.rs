@@ -31,7 +31,7 @@ use axum::response::Response;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
-use super::{Decision, Screened, Shared};
+use super::{Decision, Screened, Shared, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
 use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
 use crate::metrics::Outcome;
 
@@ -459,8 +459,6 @@ fn allowed(forward: &ForwardAuth, user: &str, scopes: &str, groups: &str) -> Res
     for header in &forward.identity_headers {
         headers.insert(header.clone(), user.clone());
     }
-    const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
-    const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
     headers.insert(
         X_FORWARDED_SCOPES,
         HeaderValue::from_str(scopes).unwrap_or(HeaderValue::from_static("")),

@@ -85,6 +85,7 @@ pub(crate) use memo::CredentialMemo;
 use memo::MemoKind;
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
+pub(crate) use user::{X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
 
 use crate::credentials::{Verifier, VerifyError};
 use crate::limit::{
@@ -791,7 +792,8 @@ impl Shared {
             }
         };
         let store = self.verifier.current_store();
-        let Some((name, fingerprint)) = store.stored_hash(&cached.user) else {
+        let Some((name, fingerprint, user_binding)) = store.stored_hash_and_binding(&cached.user)
+        else {
             tracing::debug!("token refused: its user or client is gone");
             return BearerCheck::Revoked;
         };
@@ -807,10 +809,7 @@ impl Shared {
                 }
             }
             // A user's, made when the store was loaded.
-            None => match store.token_binding(name) {
-                Some((_, binding)) => binding.into(),
-                None => return BearerCheck::Revoked,
-            },
+            None => user_binding.into(),
         };
         let same: bool =
             subtle::ConstantTimeEq::ct_eq(current.as_bytes(), cached.binding.as_bytes()).into();

@@ -3,8 +3,14 @@
 use std::sync::Arc;
 
 use axum::extract::FromRequestParts;
-use http::StatusCode;
 use http::request::Parts;
+use http::{HeaderName, StatusCode};
+
+/// The OAuth scopes of the request's token, as the upstream (sidecar) and
+/// a proxy asking for a decision (forward auth) are told them.
+pub(crate) const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
+/// The user's groups (`[groups]`), comma-separated, told the same way.
+pub(crate) const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
 
 /// The user whose password was verified for this request.
 ///

@@ -406,12 +406,15 @@ impl CredentialStore {
             .map(|(name, h)| (name, &h.fingerprint))
     }
 
-    /// The `pwh` binding a token for `username` must carry (see
-    /// `tokens::password_binding`), with the fingerprint it was made from.
-    pub(crate) fn token_binding(&self, username: &str) -> Option<(&[u8; 32], &str)> {
+    /// [`stored_hash`](Self::stored_hash), with the `pwh` binding a user's
+    /// token must carry (see `tokens::password_binding`), in one lookup.
+    pub(crate) fn stored_hash_and_binding(
+        &self,
+        username: &str,
+    ) -> Option<(&Arc<str>, &[u8; 32], &str)> {
         self.users
-            .get(username)
-            .map(|h| (&h.fingerprint, &*h.binding))
+            .get_key_value(username)
+            .map(|(name, h)| (name, &h.fingerprint, &*h.binding))
     }
 
     /// The fingerprint `username` is keyed with: its own hash's, or for an

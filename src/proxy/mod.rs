@@ -16,7 +16,7 @@ use http::uri::{PathAndQuery, Uri};
 use http::{StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
-use crate::auth::AuthenticatedUser;
+use crate::auth::{AuthenticatedUser, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
 use crate::config::{ConfigError, UpstreamSettings};
 use crate::limit::{ClientAddress, ClientIpResolver};
 use crate::metrics::RequestMetrics;
@@ -49,11 +49,6 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// The OAuth scopes of the request's token, for the upstream.
-const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
-/// The user's groups (`[groups]`), comma-separated, for the upstream.
-const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
 
 /// The most bytes read from the upstream and not yet sent on, per
 /// connection: enough for throughput, small enough that a hundred large

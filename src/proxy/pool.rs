@@ -26,8 +26,8 @@ use tokio_rustls::TlsConnector;
 /// turn reuse off for everyone.
 const MAX_IDLE: usize = 128;
 
-/// How often a request is tried again on a fresh connection when a pooled
-/// one turned out closed before the request was written.
+/// How many pooled connections a request is tried on, each found closed by
+/// the upstream before the request was written, before a new connection.
 const RETRIES: usize = 2;
 
 /// Why the upstream gave no answer.
@@ -148,11 +148,19 @@ impl Pool {
     /// to the pool at once: it takes the next request only once this
     /// answer's body has been read, which `is_ready` tells at checkout.
     pub async fn send(&self, mut req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        for _ in 0..RETRIES {
-            let (mut sender, pooled) = match self.checkout() {
+        let mut pooled_tries = 0;
+        loop {
+            // After RETRIES pooled connections turned out closed, a new one.
+            let pooled = if pooled_tries < RETRIES {
+                self.checkout()
+            } else {
+                None
+            };
+            let (mut sender, pooled) = match pooled {
                 Some(sender) => (sender, true),
                 None => (self.connect().await?, false),
             };
+            pooled_tries += usize::from(pooled);
             match sender.try_send_request(req).await {
                 Ok(response) => {
                     self.put_back(sender);
@@ -160,16 +168,12 @@ impl Pool {
                 }
                 Err(mut failed) => match failed.take_message() {
                     // Never written: a pooled connection the upstream had
-                    // closed. The request goes on a fresh connection.
+                    // closed. The request goes on another connection.
                     Some(unsent) if pooled => req = unsent,
                     _ => return Err(failed.into_error().into()),
                 },
             }
         }
-        let mut sender = self.connect().await?;
-        let response = sender.send_request(req).await?;
-        self.put_back(sender);
-        Ok(response)
     }
 
     /// The most recently used idle connection that is ready for a request.

@@ -108,18 +108,6 @@ impl FormTokens {
         request: &[u8; 32],
         now: u64,
     ) -> Option<([u8; NONCE], u64)> {
-        self.check(shared_key, token, user, client, request, now)
-    }
-
-    fn check(
-        &self,
-        shared_key: Option<&[u8; 32]>,
-        token: &str,
-        user: &str,
-        client: &str,
-        request: &[u8; 32],
-        now: u64,
-    ) -> Option<([u8; NONCE], u64)> {
         let bytes = URL_SAFE_NO_PAD.decode(token).ok()?;
         if bytes.len() != NONCE + 8 + TAG {
             return None;
