@@ -33,7 +33,7 @@ use crate::metrics::{self, ConnectionCounters, RequestMetrics};
 use crate::reload::{Reloader, Triggers};
 use crate::routes::{self, AppOptions};
 use crate::secret::Password;
-use crate::server::{App, Server};
+use crate::server::{App, Listener, Server};
 use crate::tls::{self, TlsSetup};
 use prometheus_client::metrics::counter::Counter;
 
@@ -47,6 +47,8 @@ pub struct Application {
     /// The separate forward-auth listener, if there is one.
     forward_auth: Option<Server>,
     forward_auth_addr: Option<SocketAddr>,
+    /// Where it listens, as the start-up log names it.
+    forward_auth_listen: Option<String>,
     layer: BasicAuthLayer,
     reloader: Reloader,
     triggers: Triggers,
@@ -77,20 +79,21 @@ impl Application {
         // Bind first: a second instance on the same config must fail here,
         // before it writes anything (a new self-signed certificate would
         // break the running instance's clients).
-        let bind_error = |addr, io| StartError::Bind {
+        let bind_error = |key: &'static str, addr: &dyn std::fmt::Display, io| StartError::Bind {
             path: config.path.clone(),
-            addr,
+            key,
+            addr: addr.to_string(),
             io,
         };
         let listener = match listener {
             Some(listener) => listener,
             None => TcpListener::bind(config.server.listen)
                 .await
-                .map_err(|io| bind_error(config.server.listen, io))?,
+                .map_err(|io| bind_error("[server] listen", &config.server.listen, io))?,
         };
         let addr = listener
             .local_addr()
-            .map_err(|io| bind_error(config.server.listen, io))?;
+            .map_err(|io| bind_error("[server] listen", &config.server.listen, io))?;
         let tls = tls::setup(&config.tls, &config.path)?;
         let cluster = match &config.cluster {
             Some(settings) => Some(
@@ -128,13 +131,14 @@ impl Application {
             }
         }
         let registry = Arc::new(registry);
-        let (forward_auth, forward_auth_addr) =
-            match config.forward_auth.as_ref().and_then(|f| f.listen) {
+        let (forward_auth, forward_auth_addr, forward_auth_listen) =
+            match config.forward_auth.as_ref().and_then(|f| f.listen.as_ref()) {
                 Some(wanted) => {
-                    let listener = TcpListener::bind(wanted)
+                    let listener = Listener::bind(wanted)
                         .await
-                        .map_err(|io| bind_error(wanted, io))?;
-                    let bound = listener.local_addr().unwrap_or(wanted);
+                        .map_err(|io| bind_error("[forward_auth] listen", wanted, io))?;
+                    let bound = listener.local_addr();
+                    let described = listener.describe();
                     // Plain HTTP, with the main listener's connection hygiene.
                     let app = routes::forward_auth_app(
                         layer.clone(),
@@ -147,9 +151,9 @@ impl Application {
                         .with_trusted_proxies(ClientIpResolver::new(
                             config.server.trusted_proxies.clone(),
                         ));
-                    (Some(server), Some(bound))
+                    (Some(server), bound, Some(described))
                 }
-                None => (None, None),
+                None => (None, None, None),
             };
         let options = AppOptions {
             max_body_bytes: config.limits.max_body_bytes,
@@ -172,7 +176,7 @@ impl Application {
             Some(wanted) => {
                 let listener = TcpListener::bind(wanted)
                     .await
-                    .map_err(|io| bind_error(wanted, io))?;
+                    .map_err(|io| bind_error("[metrics] listen", &wanted, io))?;
                 let bound = listener.local_addr().unwrap_or(wanted);
                 // The same connection hygiene as the main listener: header and
                 // idle timeouts, a small connection cap, a per-address cap.
@@ -198,6 +202,7 @@ impl Application {
             metrics_addr,
             forward_auth,
             forward_auth_addr,
+            forward_auth_listen,
             layer,
             reloader,
             triggers,
@@ -217,7 +222,8 @@ impl Application {
         self.metrics_addr
     }
 
-    /// The address of the separate forward-auth listener, if there is one.
+    /// The address of the separate forward-auth listener, if there is one
+    /// on TCP (not on a Unix socket).
     pub fn forward_auth_addr(&self) -> Option<SocketAddr> {
         self.forward_auth_addr
     }
@@ -288,6 +294,10 @@ impl Application {
         }
         if let (Some(forward), Some(addr)) = (&self.config.forward_auth, self.forward_auth_addr) {
             tracing::info!("forward-auth decisions on http://{addr}{}", forward.path);
+        } else if let (Some(forward), Some(socket)) =
+            (&self.config.forward_auth, &self.forward_auth_listen)
+        {
+            tracing::info!("forward-auth decisions on {socket} at {}", forward.path);
         } else if let Some(forward) = &self.config.forward_auth {
             tracing::info!(
                 path = forward.path.as_str(),
@@ -395,13 +405,15 @@ pub enum StartError {
     /// The config (or a file it names) is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
-    /// The listen address could not be bound.
-    #[error("{path}: [server] listen: cannot bind {addr}: {io}")]
+    /// A listen address could not be bound.
+    #[error("{path}: {key}: cannot bind {addr}: {io}")]
     Bind {
         /// The config file.
         path: std::path::PathBuf,
-        /// The address.
-        addr: std::net::SocketAddr,
+        /// The key that names it (`[server] listen`, …).
+        key: &'static str,
+        /// The address (`unix:/path` for a Unix socket).
+        addr: String,
         /// Why (kept out of `source()` so it is printed once).
         io: std::io::Error,
     },

@@ -46,6 +46,8 @@ mod request_metrics;
 #[cfg(feature = "server")]
 pub(crate) mod routes;
 #[cfg(feature = "server")]
+pub mod scheduling;
+#[cfg(feature = "server")]
 pub(crate) mod server;
 #[cfg(feature = "server")]
 pub mod static_files;

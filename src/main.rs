@@ -46,6 +46,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         None | Some(Command::Serve) => {
             let (config, level) = load_config_and_log(&cli)?;
+            // Before the runtime: its threads inherit the policy.
+            if let Err(error) = gatehouse::scheduling::apply(config.server.cpu_scheduling) {
+                tracing::warn!(%error, key = "[server] cpu_scheduling", "cannot change the scheduling policy: the default stays");
+            }
             let runtime =
                 tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
             runtime.block_on(async {

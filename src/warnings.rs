@@ -1,7 +1,7 @@
 //! What is valid but unwise in a config. One list, so that `check-config`
 //! prints exactly what `serve` logs at start-up.
 
-use crate::config::{Config, TlsSettings};
+use crate::config::{Config, ListenAddress, TlsSettings};
 use crate::credentials::CredentialStore;
 
 /// One warning: where in the config, and what to do about it.
@@ -195,7 +195,9 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
         }
     }
     if let Some(forward) = &config.forward_auth {
-        if config.server.trusted_proxies.is_empty() {
+        let unix = matches!(forward.listen, Some(ListenAddress::Unix { .. }));
+        // A Unix socket's peer is trusted as the proxy without a list.
+        if config.server.trusted_proxies.is_empty() && !unix {
             warn(
                 "[server] trusted_proxies",
                 format!(
@@ -204,7 +206,18 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
                 ),
             );
         }
-        if let Some(listen) = forward.listen
+        if let Some(ListenAddress::Unix { path, mode }) = &forward.listen
+            && mode & 0o002 != 0
+        {
+            warn(
+                "[forward_auth] socket_mode",
+                format!(
+                    "{mode:o} lets any local user connect to {}: whoever connects is trusted as the proxy, so it can name any client address in X-Forwarded-For and escape per-address lockouts; give the proxy a group instead",
+                    path.display()
+                ),
+            );
+        }
+        if let Some(ListenAddress::Tcp(listen)) = forward.listen
             && !listen.ip().is_loopback()
         {
             warn(

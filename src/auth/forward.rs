@@ -258,7 +258,7 @@ fn client<B>(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip())?;
-    if !shared.client_ip.is_trusted(peer) {
+    if !shared.client_ip.is_trusted_peer(peer) {
         return Some(resolved);
     }
     let mut values = req.headers().get_all("x-real-ip").iter();
@@ -302,7 +302,7 @@ pub(super) async fn decide<B>(
         .map(|c| c.0.ip());
     if let Some(peer) = peer
         && shared.client_ip.has_trusted()
-        && !shared.client_ip.is_trusted(peer)
+        && !shared.client_ip.is_trusted_peer(peer)
     {
         if !WARNED_UNTRUSTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::error!(%peer, "forward-auth request from a peer not in [server] trusted_proxies: refused (add the proxy's address)");

@@ -20,9 +20,10 @@ use crate::limit::LockoutPolicy;
 pub(crate) use sections::is_scope_token;
 pub use settings::{
     AccessRuleSettings, AccessSettings, ApiKeySettings, AuthSettings, Backend, ClusterSettings,
-    FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader, ForwardAuthSettings, ForwardAuthStyle,
-    GrantType, Limits, LogSettings, MetricsSettings, OAuthClient, OAuthSettings, RateLimitSettings,
-    ServerSettings, SigningKeySource, StaticSettings, TlsSettings, TokenSettings, UpstreamSettings,
+    CpuScheduling, FORWARD_IDENTITY_HEADERS, ForwardAuthClientHeader, ForwardAuthSettings,
+    ForwardAuthStyle, GrantType, Limits, ListenAddress, LogSettings, MetricsSettings, OAuthClient,
+    OAuthSettings, RateLimitSettings, ServerSettings, SigningKeySource, StaticSettings,
+    TlsSettings, TokenSettings, UpstreamSettings,
 };
 pub use users::{Username, validate_username};
 use values::tls_settings;
@@ -193,7 +194,7 @@ impl Config {
             tokens: sections::tokens(raw.tokens, &resolve).map_err(in_file)?,
             api_keys: sections::api_keys(raw.api_keys, &resolve).map_err(in_file)?,
             oauth: sections::oauth(raw.oauth, raw_tokens_on).map_err(in_file)?,
-            forward_auth: sections::forward_auth(raw.forward_auth).map_err(in_file)?,
+            forward_auth: sections::forward_auth(raw.forward_auth, &resolve).map_err(in_file)?,
             access: sections::access(raw.groups, raw.access, raw.access_default)
                 .map_err(in_file)?,
             cluster: sections::cluster(raw.cluster, &resolve).map_err(in_file)?,

@@ -99,6 +99,7 @@ pub(super) struct AccessDefault {
 pub(super) struct ForwardAuth {
     pub path: String,
     pub listen: Option<String>,
+    pub socket_mode: Option<String>,
     pub style: String,
     pub identity_headers: Vec<String>,
     pub client_header: String,
@@ -109,6 +110,7 @@ impl Default for ForwardAuth {
         Self {
             path: "/authz".into(),
             listen: None,
+            socket_mode: None,
             style: "auto".into(),
             client_header: "x-forwarded-for".into(),
             identity_headers: settings::FORWARD_IDENTITY_HEADERS
@@ -349,6 +351,7 @@ impl Default for Lockout {
 pub(super) struct Server {
     pub listen: String,
     pub trusted_proxies: Vec<String>,
+    pub cpu_scheduling: String,
 }
 
 impl Default for Server {
@@ -356,6 +359,7 @@ impl Default for Server {
         Self {
             listen: "127.0.0.1:8443".into(),
             trusted_proxies: Vec::new(),
+            cpu_scheduling: "default".into(),
         }
     }
 }

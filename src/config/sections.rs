@@ -37,10 +37,21 @@ pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
             })
         })
         .collect::<Result<_, _>>()?;
+    let cpu_scheduling = match raw.cpu_scheduling.as_str() {
+        "default" => super::CpuScheduling::Default,
+        "batch" => super::CpuScheduling::Batch,
+        other => {
+            return Err(KeyError::new(
+                "[server] cpu_scheduling",
+                format!("`{other}` is not default or batch"),
+            ));
+        }
+    };
     Ok(ServerSettings {
         listen,
         trusted_proxies,
         listen_overridden: false,
+        cpu_scheduling,
     })
 }
 
@@ -573,6 +584,7 @@ const RESERVED_IDENTITY_HEADERS: [&str; 10] = [
 /// `[forward_auth]`: `None` unless the section is present.
 pub(super) fn forward_auth(
     raw: Option<raw::ForwardAuth>,
+    resolve: &impl Fn(&Path) -> PathBuf,
 ) -> Result<Option<super::ForwardAuthSettings>, KeyError> {
     let Some(raw) = raw else {
         return Ok(None);
@@ -594,14 +606,20 @@ pub(super) fn forward_auth(
         ));
     }
     let listen = match &raw.listen {
-        Some(text) => Some(text.parse().map_err(|e| {
-            KeyError::new(
-                "[forward_auth] listen",
-                format!("`{text}` is not an address:port ({e})"),
-            )
-        })?),
+        Some(text) => Some(listen_address(
+            text,
+            raw.socket_mode.as_deref(),
+            "[forward_auth]",
+            resolve,
+        )?),
         None => None,
     };
+    if raw.socket_mode.is_some() && !matches!(listen, Some(super::ListenAddress::Unix { .. })) {
+        return Err(KeyError::new(
+            "[forward_auth] socket_mode",
+            "applies only to a Unix socket (listen = \"unix:/path\")",
+        ));
+    }
     let style = match raw.style.as_str() {
         "auto" => super::ForwardAuthStyle::Auto,
         "nginx" => super::ForwardAuthStyle::Nginx,
@@ -649,6 +667,57 @@ pub(super) fn forward_auth(
         identity_headers,
         client_header,
     }))
+}
+
+/// The longest path a Unix socket address holds on Linux (`sun_path` is 108
+/// bytes with its terminating NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// A `listen` value: `address:port`, or `unix:/path` with its `socket_mode`
+/// (octal, `660` by default: the owner and its group).
+fn listen_address(
+    text: &str,
+    socket_mode: Option<&str>,
+    section: &str,
+    resolve: &impl Fn(&Path) -> PathBuf,
+) -> Result<super::ListenAddress, KeyError> {
+    let Some(file) = text.strip_prefix("unix:") else {
+        return text.parse().map(super::ListenAddress::Tcp).map_err(|e| {
+            KeyError::new(
+                format!("{section} listen"),
+                format!("`{text}` is not an address:port or unix:/path ({e})"),
+            )
+        });
+    };
+    if file.is_empty() || file.ends_with('/') || file.contains('\0') {
+        return Err(KeyError::new(
+            format!("{section} listen"),
+            format!("`{text}` names no socket file (unix:/run/gatehouse/authz.sock)"),
+        ));
+    }
+    let path = resolve(Path::new(file));
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(KeyError::new(
+            format!("{section} listen"),
+            format!(
+                "`{}` is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
+                path.display()
+            ),
+        ));
+    }
+    let mode = match socket_mode {
+        None => 0o660,
+        Some(text) => u32::from_str_radix(text, 8)
+            .ok()
+            .filter(|m| *m <= 0o777 && (1..=4).contains(&text.len()))
+            .ok_or_else(|| {
+                KeyError::new(
+                    format!("{section} socket_mode"),
+                    format!("`{text}` is not octal permission bits like \"660\""),
+                )
+            })?,
+    };
+    Ok(super::ListenAddress::Unix { path, mode })
 }
 
 /// `[groups]`, `[[access]]` and `[access_default]`.

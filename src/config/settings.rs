@@ -237,6 +237,23 @@ pub struct ServerSettings {
     /// Set when `listen` came from `--listen` (or `GATEHOUSE_LISTEN`), not
     /// the file: a reload keeps it.
     pub listen_overridden: bool,
+    /// See [`CpuScheduling`].
+    pub cpu_scheduling: CpuScheduling,
+}
+
+/// `[server] cpu_scheduling`: the Linux scheduling policy of the
+/// `gatehouse` binary's threads.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum CpuScheduling {
+    /// Whatever the process was started with (`"default"`).
+    #[default]
+    Default,
+    /// `SCHED_BATCH` (`"batch"`): a request arriving does not preempt the
+    /// process running on the CPU. Beside a proxy on the same CPU (forward
+    /// auth) the proxy finishes its turn and gatehouse then answers every
+    /// waiting decision in one go, instead of two context switches per
+    /// request; a CPU-bound neighbour delays gatehouse by up to its slice.
+    Batch,
 }
 
 /// `[tls]`: how connections are secured.
@@ -512,6 +529,32 @@ pub enum ForwardAuthClientHeader {
     XRealIp,
 }
 
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddress {
+    /// An address and port (`127.0.0.1:9091`).
+    Tcp(SocketAddr),
+    /// A Unix socket (`unix:/run/gatehouse/authz.sock`). Its peer is a
+    /// process on this host that the file's permissions let in: it is
+    /// trusted like a listed proxy (its `X-Forwarded-For` names the client).
+    Unix {
+        /// The socket file (absolute, or resolved against the config
+        /// file's folder).
+        path: PathBuf,
+        /// The file's permission bits (`socket_mode`, 0o660 by default).
+        mode: u32,
+    },
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Tcp(addr) => write!(f, "{addr}"),
+            Self::Unix { path, .. } => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
 /// `[forward_auth]`: decisions for nginx `auth_request`, Caddy
 /// `forward_auth`, Traefik `ForwardAuth` and Envoy `ext_authz`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -519,8 +562,8 @@ pub struct ForwardAuthSettings {
     /// Any method on this path or below it asks for a decision.
     pub path: String,
     /// A separate plain-HTTP listener for decisions (then the main
-    /// listener does not answer them).
-    pub listen: Option<SocketAddr>,
+    /// listener does not answer them): a TCP address, or a Unix socket.
+    pub listen: Option<ListenAddress>,
     /// See [`ForwardAuthStyle`].
     pub style: ForwardAuthStyle,
     /// The headers an allowed answer names the user in.

@@ -38,6 +38,14 @@ impl ClientIpResolver {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
+    /// Whether the peer of a connection is a trusted proxy: one of the
+    /// list, or a process on a Unix socket ([`UNIX_PEER`]), which the
+    /// socket file's permissions let in. Only ever asked of the peer: an
+    /// `X-Forwarded-For` hop is trusted only by the list.
+    pub fn is_trusted_peer(&self, peer: IpAddr) -> bool {
+        peer == UNIX_PEER || self.is_trusted(peer)
+    }
+
     /// The client: `peer` itself unless `peer` is a trusted proxy; then the
     /// hops of `X-Forwarded-For` are walked from the right (each proxy
     /// appends the address it saw, so everything left of the first
@@ -50,7 +58,7 @@ impl ClientIpResolver {
     /// header must never share the proxy's key (it would lock out everyone
     /// behind it, and escape its own lockout).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if self.trusted.is_empty() || !self.is_trusted(peer) {
+        if !self.is_trusted_peer(peer) {
             return canonical(peer);
         }
         if !headers.contains_key("x-forwarded-for") {
@@ -77,6 +85,12 @@ impl ClientIpResolver {
         last_good.unwrap_or(UNREADABLE_CLIENT)
     }
 }
+
+/// The peer address a connection on a Unix socket stands under (no TCP
+/// peer has it: Linux drops packets from 0.0.0.0). Such a peer is trusted
+/// as a proxy ([`ClientIpResolver::is_trusted_peer`]); without
+/// `X-Forwarded-For` its clients share this address as their key.
+pub const UNIX_PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
 
 /// The key for a client behind a trusted proxy whose `X-Forwarded-For`
 /// names no readable address: such clients share one key of their own

@@ -10,7 +10,7 @@ use axum::extract::ConnectInfo;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpStream, UnixStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt as _;
@@ -63,22 +63,55 @@ pub(super) async fn serve(
                 Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
             }
             let tcp = ReadTracked::new(tcp, activity.read_clock());
-            let stream = match tokio::time::timeout_at(deadline, acceptor.accept(tcp)).await {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
-                Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
-            };
-            let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
-            match alpn.as_deref() {
-                Some(b"h2") => {
-                    drive(&shared, stream, Protocol::Http2, peer, context, activity).await
-                }
-                Some(b"http/1.1") => {
-                    drive(&shared, stream, Protocol::Http1, peer, context, activity).await
-                }
-                _ => serve_sniffed(&shared, stream, peer, context, activity).await,
-            }
+            serve_tls(&shared, acceptor, tcp, deadline, peer, context, activity).await
         }
+    }
+}
+
+/// Serves one connection accepted on a Unix socket (`peer` is the stand-in
+/// address such peers share): as [`serve`], without the plain-HTTP check
+/// before a TLS handshake (it needs a TCP peek, and a local proxy knows
+/// what it speaks).
+pub(super) async fn serve_unix(
+    shared: Arc<Shared>,
+    stream: UnixStream,
+    peer: SocketAddr,
+    context: ConnectionContext,
+) {
+    let activity = Activity::new();
+    let stream = ReadTracked::new(stream, activity.read_clock());
+    match &shared.tls {
+        None => serve_sniffed(&shared, stream, peer, context, activity).await,
+        Some(acceptor) => {
+            let deadline = tokio::time::Instant::now() + shared.limits.tls_handshake_timeout;
+            serve_tls(&shared, acceptor, stream, deadline, peer, context, activity).await
+        }
+    }
+}
+
+/// The TLS handshake (by `deadline`), then the protocol ALPN chose, or
+/// the first bytes tell.
+async fn serve_tls<I>(
+    shared: &Shared,
+    acceptor: &TlsAcceptor,
+    io: I,
+    deadline: tokio::time::Instant,
+    peer: SocketAddr,
+    context: ConnectionContext,
+    activity: Arc<Activity>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(io)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => return tracing::debug!(%peer, %error, "TLS handshake failed"),
+        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+    };
+    let alpn = stream.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    match alpn.as_deref() {
+        Some(b"h2") => drive(shared, stream, Protocol::Http2, peer, context, activity).await,
+        Some(b"http/1.1") => drive(shared, stream, Protocol::Http1, peer, context, activity).await,
+        _ => serve_sniffed(shared, stream, peer, context, activity).await,
     }
 }
 

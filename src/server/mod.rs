@@ -8,14 +8,15 @@
 
 mod activity;
 mod connection;
+mod listener;
 mod per_ip;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::ServerConfig;
-use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -23,6 +24,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::config::Limits;
 use crate::limit::{ClientIpResolver, ip_key};
 pub use crate::metrics::ConnectionCounters;
+pub use listener::Listener;
 
 /// A connection's hold on the server: its slots and the shutdown signal.
 /// The proxy keeps a clone for the life of an upgraded tunnel.
@@ -51,7 +53,7 @@ pub type App = tower::util::BoxCloneSyncService<
 
 /// A bound listener with the app it serves.
 pub struct Server {
-    listener: TcpListener,
+    listener: Listener,
     tls: Option<TlsAcceptor>,
     app: App,
     limits: Limits,
@@ -61,15 +63,17 @@ pub struct Server {
 
 impl Server {
     /// Serves `app` on an already-bound listener (`App::new(router)` for
-    /// an axum `Router`).
+    /// an axum `Router`): a `TcpListener`, or a [`Listener`]. On a Unix
+    /// socket the peer is [`UNIX_PEER`](crate::limit::UNIX_PEER), trusted
+    /// as a proxy and exempt from the per-address cap.
     pub fn from_listener(
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         tls: Option<Arc<ServerConfig>>,
         app: App,
         limits: Limits,
     ) -> Self {
         Self {
-            listener,
+            listener: listener.into(),
             tls: tls.map(TlsAcceptor::from),
             app,
             limits,
@@ -117,7 +121,7 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let (tcp, peer) = tokio::select! {
+            let accepted = tokio::select! {
                 accepted = self.listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -129,7 +133,11 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let per_ip_slot = if self.exempt.is_trusted(peer.ip()) {
+            let peer = match &accepted {
+                listener::Accepted::Tcp(_, peer) => *peer,
+                listener::Accepted::Unix(_) => SocketAddr::new(crate::limit::UNIX_PEER, 0),
+            };
+            let per_ip_slot = if self.exempt.is_trusted_peer(peer.ip()) {
                 None
             } else {
                 match per_ip.try_take(ip_key(peer.ip()), self.limits.max_connections_per_ip) {
@@ -141,7 +149,6 @@ impl Server {
                     }
                 }
             };
-            let _ = tcp.set_nodelay(true);
             self.counters.open.inc();
             let context = ConnectionContext {
                 _slot: Arc::new(Slot {
@@ -151,7 +158,16 @@ impl Server {
                 }),
                 shutdown: stopped.clone(),
             };
-            tasks.spawn(connection::serve(Arc::clone(&shared), tcp, peer, context));
+            let shared = Arc::clone(&shared);
+            match accepted {
+                listener::Accepted::Tcp(tcp, peer) => {
+                    let _ = tcp.set_nodelay(true);
+                    tasks.spawn(connection::serve(shared, tcp, peer, context));
+                }
+                listener::Accepted::Unix(stream) => {
+                    tasks.spawn(connection::serve_unix(shared, stream, peer, context));
+                }
+            }
         }
         drop(self.listener);
         tracing::info!("shutting down: waiting for in-flight requests");
