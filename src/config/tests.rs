@@ -494,3 +494,95 @@ fn cluster_needs_a_secret_and_never_repeats_a_password() {
     }
     assert!(with("redis+unix:///run/redis.sock?db=2", secret_line).is_ok());
 }
+
+#[test]
+fn forward_auth_listens_on_a_unix_socket() {
+    let forward = |extra: &str| {
+        load(&minimal(&format!("[forward_auth]\n{extra}")))
+            .unwrap()
+            .forward_auth
+            .unwrap()
+            .listen
+    };
+    assert_eq!(
+        forward("listen = \"unix:run/authz.sock\""),
+        Some(ListenAddress::Unix {
+            path: "/etc/gatehouse/run/authz.sock".into(),
+            mode: 0o660
+        })
+    );
+    assert_eq!(
+        forward("listen = \"unix:/run/a.sock\"\nsocket_mode = \"0600\""),
+        Some(ListenAddress::Unix {
+            path: "/run/a.sock".into(),
+            mode: 0o600
+        })
+    );
+    assert_eq!(
+        forward("listen = \"127.0.0.1:9091\""),
+        Some(ListenAddress::Tcp("127.0.0.1:9091".parse().unwrap()))
+    );
+    let long = format!("unix:/{}", "x".repeat(120));
+    for (extra, key, problem) in [
+        (
+            "listen = \"unix:\"",
+            "[forward_auth] listen",
+            "names no socket file",
+        ),
+        (
+            "listen = \"unix:/run/\"",
+            "[forward_auth] listen",
+            "names no socket file",
+        ),
+        (
+            &format!("listen = \"{long}\""),
+            "[forward_auth] listen",
+            "longer than",
+        ),
+        (
+            "listen = \"localhost\"",
+            "[forward_auth] listen",
+            "address:port or unix:/path",
+        ),
+        (
+            "listen = \"unix:/a.sock\"\nsocket_mode = \"999\"",
+            "[forward_auth] socket_mode",
+            "octal",
+        ),
+        (
+            "listen = \"unix:/a.sock\"\nsocket_mode = \"1777\"",
+            "[forward_auth] socket_mode",
+            "octal",
+        ),
+        (
+            "listen = \"127.0.0.1:1\"\nsocket_mode = \"660\"",
+            "[forward_auth] socket_mode",
+            "only to a Unix socket",
+        ),
+    ] {
+        let message = error(&minimal(&format!("[forward_auth]\n{extra}")));
+        assert!(
+            message.contains(key) && message.contains(problem),
+            "{extra}: {message}"
+        );
+    }
+}
+
+#[test]
+fn cpu_scheduling_is_default_or_batch() {
+    assert_eq!(
+        load(&minimal("")).unwrap().server.cpu_scheduling,
+        CpuScheduling::Default
+    );
+    let batch = load(&format!(
+        "[server]\ncpu_scheduling = \"batch\"\n{}",
+        minimal("")
+    ))
+    .unwrap();
+    assert_eq!(batch.server.cpu_scheduling, CpuScheduling::Batch);
+    let message = error(&format!(
+        "[server]\ncpu_scheduling = \"fifo\"\n{}",
+        minimal("")
+    ));
+    assert!(message.contains("[server] cpu_scheduling"), "{message}");
+}

@@ -607,3 +607,31 @@ async fn json_logs_point_to_the_generated_password_file() {
     assert!(status.success());
     assert!(!file.exists(), "{} left behind", file.display());
 }
+
+/// A decision socket any local user may connect to is warned about (its
+/// peer is trusted as the proxy); the default mode, and a TCP decision
+/// listener with trusted_proxies, are not; a socket without
+/// trusted_proxies gets no "no proxy is trusted" warning.
+#[test]
+fn check_config_warns_of_a_world_writable_decision_socket() {
+    let dir = TestDir::new();
+    let base = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[tls]\ncert = \"cert.pem\"\nkey = \"key.pem\"\n[users]\nalice = \"{}\"\n[forward_auth]\nlisten = \"unix:authz.sock\"\n",
+        cheap_hash("a")
+    );
+    let open = dir.write("open.toml", &format!("{base}socket_mode = \"666\"\n"));
+    let checked = run(&["check-config", "--config", open.to_str().unwrap()], "");
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    assert!(
+        stderr(&checked)
+            .contains("warning: [forward_auth] socket_mode: 666 lets any local user connect"),
+        "{}",
+        stderr(&checked)
+    );
+    let closed = dir.write("closed.toml", &base);
+    let checked = run(&["check-config", "--config", closed.to_str().unwrap()], "");
+    assert!(checked.status.success(), "{}", stderr(&checked));
+    let warnings = stderr(&checked);
+    assert!(!warnings.contains("socket_mode"), "{warnings}");
+    assert!(!warnings.contains("no proxy is trusted"), "{warnings}");
+}

@@ -512,3 +512,166 @@ async fn the_decision_listener_counts_its_connections() {
     }
     drop(held);
 }
+
+/// gatehouse with decisions on a Unix socket in `dir` (no trusted proxy:
+/// the socket's peer is trusted as the proxy), the same rules as
+/// [`gatehouse`]. Returns the server and the socket's path.
+fn gatehouse_on_a_socket(dir: &TestDir) -> (Gatehouse, std::path::PathBuf) {
+    let socket = dir.path("authz.sock");
+    let config = dir.config(&format!(
+        "[auth]\npublic = [\"/healthz\", \"/public/*\"]\n\
+         [lockout]\nmax_failures = 3\n\
+         [forward_auth]\nlisten = \"unix:{}\"\n",
+        socket.display()
+    ));
+    let server = Gatehouse::start_with_env(&config, &[("RUST_LOG", "debug")]);
+    (server, socket)
+}
+
+/// The shipped nginx snippet with its decision address replaced by a Unix
+/// socket: the same checks as over TCP, the client told apart by the
+/// `X-Forwarded-For` nginx sends without any `trusted_proxies`; the socket
+/// file is the owner's and its group's only, and gone after a clean stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nginx_auth_request_over_a_unix_socket() {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    let dir = TestDir::new();
+    let app = upstream::start().await;
+    let (server, socket) = gatehouse_on_a_socket(&dir);
+    let meta = std::fs::symlink_metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.permissions().mode() & 0o777, 0o660);
+    let port = free_port();
+    let site = snippet(
+        "nginx.conf",
+        &[
+            ("127.0.0.1:9091", format!("unix:{}", socket.display())),
+            ("127.0.0.1:3000", app.to_string()),
+            ("127.0.0.1:8080", format!("127.0.0.1:{port}")),
+        ],
+    );
+    let nginx = nginx_with(&dir, port, &site);
+    let front = nginx.addr;
+    tokio::task::spawn_blocking(move || the_proxy_checks(front, "X-User", 401))
+        .await
+        .unwrap();
+    let logs = server.logs();
+    assert!(
+        logs.contains(&format!(
+            "forward-auth decisions on unix:{}",
+            socket.display()
+        )),
+        "{logs}"
+    );
+    // No warning about an untrusted proxy: the socket is the trust.
+    assert!(!logs.contains("no proxy is trusted"), "{logs}");
+    drop(nginx);
+    server.terminate(std::time::Duration::from_secs(10));
+    assert!(!socket.exists(), "the socket file outlived the server");
+}
+
+/// A socket file left behind by a process that is gone is replaced; one a
+/// running instance listens on is not (the second instance fails naming
+/// the key), and neither is a file that is not a socket.
+#[tokio::test]
+async fn a_socket_left_behind_is_replaced_and_a_live_or_foreign_one_is_not() {
+    let dir = TestDir::new();
+    let socket = dir.path("authz.sock");
+    // Left behind: bound, then the listener closed without removing it.
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    assert!(socket.exists());
+    let (first, _) = gatehouse_on_a_socket(&dir);
+    // The new socket answers decisions (curl speaks to it directly).
+    let answer = Command::new("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--unix-socket",
+        ])
+        .arg(&socket)
+        .args(["-H", "X-Forwarded-Uri: /app", "http://localhost/authz"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
+    // A second instance on the same socket (another main port; its own
+    // folder, so that the first does not reload the second's config).
+    let elsewhere = TestDir::new();
+    let second = elsewhere.config(&format!(
+        "[forward_auth]\nlisten = \"unix:{}\"\n",
+        socket.display()
+    ));
+    let refused = Command::new(crate::common::binary())
+        .args(["serve", "--config"])
+        .arg(&second)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        stderr.contains("[forward_auth] listen: cannot bind unix:")
+            && stderr.contains("another process listens"),
+        "{stderr}"
+    );
+    assert!(socket.exists(), "the running instance lost its socket");
+    drop(first);
+    // A regular file where the socket would go is left alone.
+    let file = dir.write("not-a-socket", "keep me");
+    let foreign = elsewhere.config(&format!(
+        "[forward_auth]\nlisten = \"unix:{}\"\n",
+        file.display()
+    ));
+    let refused = Command::new(crate::common::binary())
+        .args(["serve", "--config"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("is not a socket"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+}
+
+/// `[server] cpu_scheduling = "batch"`: every thread of the server runs
+/// under SCHED_BATCH (policy 3 in /proc), the default leaves SCHED_OTHER (0).
+#[tokio::test]
+async fn cpu_scheduling_batch_reaches_every_runtime_thread() {
+    let policies = |pid: u32| -> Vec<(String, u32)> {
+        let mut seen = Vec::new();
+        for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+            let task = task.unwrap().path();
+            let name = std::fs::read_to_string(task.join("comm")).unwrap();
+            let stat = std::fs::read_to_string(task.join("stat")).unwrap();
+            // Fields after the command name's closing parenthesis; the
+            // policy is field 41 of the whole line, the 39th after it.
+            let after = &stat[stat.rfind(')').unwrap() + 2..];
+            let policy = after.split(' ').nth(38).unwrap().parse().unwrap();
+            seen.push((name.trim().to_owned(), policy));
+        }
+        seen
+    };
+    let dir = TestDir::new();
+    let batch = Gatehouse::start(&dir.config_with_server("cpu_scheduling = \"batch\"", ""));
+    let threads = policies(batch.pid());
+    assert!(
+        threads.iter().any(|(name, _)| name.starts_with("tokio-rt")),
+        "{threads:?}"
+    );
+    for (name, policy) in &threads {
+        if name.starts_with("tokio-rt") || name == "gatehouse" {
+            assert_eq!(*policy, 3, "{name} is not SCHED_BATCH: {threads:?}");
+        }
+    }
+    let dir = TestDir::new();
+    let default = Gatehouse::start(&dir.config(""));
+    assert!(
+        policies(default.pid())
+            .iter()
+            .all(|(_, policy)| *policy == 0)
+    );
+}
