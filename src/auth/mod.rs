@@ -973,6 +973,9 @@ impl Shared {
                 }
             }
         };
+        if req.extensions().get::<crate::limit::UnixPeer>().is_some() {
+            return Some(self.client_ip.resolve_unix(req.headers()));
+        }
         Some(self.client_ip.resolve(peer, req.headers()))
     }
 

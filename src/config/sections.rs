@@ -39,7 +39,13 @@ pub(super) fn server(raw: raw::Server) -> Result<ServerSettings, KeyError> {
         .collect::<Result<_, _>>()?;
     let cpu_scheduling = match raw.cpu_scheduling.as_str() {
         "default" => super::CpuScheduling::Default,
-        "batch" => super::CpuScheduling::Batch,
+        "batch" if cfg!(target_os = "linux") => super::CpuScheduling::Batch,
+        "batch" => {
+            return Err(KeyError::new(
+                "[server] cpu_scheduling",
+                "batch (SCHED_BATCH) exists on Linux only",
+            ));
+        }
         other => {
             return Err(KeyError::new(
                 "[server] cpu_scheduling",
@@ -672,6 +678,9 @@ pub(super) fn forward_auth(
 /// The longest path a Unix socket address holds on Linux (`sun_path` is 108
 /// bytes with its terminating NUL).
 const MAX_SOCKET_PATH: usize = 107;
+/// The longest folder a socket may be in: it is made in a private folder
+/// beside it first (`.gatehouse-<pid>-<random>/s`, at most 32 bytes more).
+const MAX_SOCKET_FOLDER: usize = MAX_SOCKET_PATH - 32;
 
 /// A `listen` value: `address:port`, or `unix:/path` with its `socket_mode`
 /// (octal, `660` by default: the owner and its group).
@@ -696,11 +705,12 @@ fn listen_address(
         ));
     }
     let path = resolve(Path::new(file));
-    if path.as_os_str().len() > MAX_SOCKET_PATH {
+    let folder = path.parent().map_or(0, |p| p.as_os_str().len());
+    if path.as_os_str().len() > MAX_SOCKET_PATH || folder > MAX_SOCKET_FOLDER {
         return Err(KeyError::new(
             format!("{section} listen"),
             format!(
-                "`{}` is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes)",
+                "`{}` is longer than a Unix socket path may be ({MAX_SOCKET_PATH} bytes, its folder {MAX_SOCKET_FOLDER})",
                 path.display()
             ),
         ));

@@ -38,14 +38,6 @@ impl ClientIpResolver {
         self.trusted.iter().any(|net| net.contains(&ip))
     }
 
-    /// Whether the peer of a connection is a trusted proxy: one of the
-    /// list, or a process on a Unix socket ([`UNIX_PEER`]), which the
-    /// socket file's permissions let in. Only ever asked of the peer: an
-    /// `X-Forwarded-For` hop is trusted only by the list.
-    pub fn is_trusted_peer(&self, peer: IpAddr) -> bool {
-        peer == UNIX_PEER || self.is_trusted(peer)
-    }
-
     /// The client: `peer` itself unless `peer` is a trusted proxy; then the
     /// hops of `X-Forwarded-For` are walked from the right (each proxy
     /// appends the address it saw, so everything left of the first
@@ -58,12 +50,29 @@ impl ClientIpResolver {
     /// header must never share the proxy's key (it would lock out everyone
     /// behind it, and escape its own lockout).
     pub fn resolve(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        if !self.is_trusted_peer(peer) {
+        if self.trusted.is_empty() || !self.is_trusted(peer) {
             return canonical(peer);
         }
         if !headers.contains_key("x-forwarded-for") {
             return canonical(peer);
         }
+        self.walk(headers)
+    }
+
+    /// The client of a request that came over a Unix socket ([`UnixPeer`]):
+    /// its peer is a local proxy, trusted without a list, so
+    /// `X-Forwarded-For` is walked as from a trusted proxy. Without the
+    /// header the client cannot be told: [`UNREADABLE_CLIENT`] (forward
+    /// auth refuses such decisions before it gets here).
+    pub fn resolve_unix(&self, headers: &HeaderMap) -> IpAddr {
+        if !headers.contains_key("x-forwarded-for") {
+            return UNREADABLE_CLIENT;
+        }
+        self.walk(headers)
+    }
+
+    /// `X-Forwarded-For` from the right: the first hop not in the list.
+    fn walk(&self, headers: &HeaderMap) -> IpAddr {
         let mut last_good = None;
         for value in headers.get_all("x-forwarded-for").iter().rev() {
             for part in value.as_bytes().rsplit(|&b| b == b',') {
@@ -86,11 +95,13 @@ impl ClientIpResolver {
     }
 }
 
-/// The peer address a connection on a Unix socket stands under (no TCP
-/// peer has it: Linux drops packets from 0.0.0.0). Such a peer is trusted
-/// as a proxy ([`ClientIpResolver::is_trusted_peer`]); without
-/// `X-Forwarded-For` its clients share this address as their key.
-pub const UNIX_PEER: IpAddr = IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED);
+/// In a request's extensions when it came over a Unix socket (the server
+/// puts it beside a `ConnectInfo` of `0.0.0.0:0`): the peer is a local
+/// process the socket file's permissions let in, trusted as a proxy. A
+/// marker, not an address, so that no TCP peer and no stand-in address
+/// (the layer's `OneClient` uses 0.0.0.0 too) can ever pass for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UnixPeer;
 
 /// The key for a client behind a trusted proxy whose `X-Forwarded-For`
 /// names no readable address: such clients share one key of their own
@@ -154,6 +165,32 @@ mod tests {
         assert_eq!(
             none.resolve(ip("10.0.0.1"), &headers(&["1.2.3.4"])),
             ip("10.0.0.1")
+        );
+    }
+
+    /// Only the marker makes a peer a local proxy: 0.0.0.0 (the layer's
+    /// `OneClient` stand-in) or a mapped form of it is an address like any.
+    #[test]
+    fn a_unix_socket_peer_is_trusted_by_its_marker_not_an_address() {
+        let none = ClientIpResolver::default();
+        for peer in ["0.0.0.0", "::ffff:0.0.0.0", "::"] {
+            assert_eq!(
+                none.resolve(ip(peer), &headers(&["1.2.3.4"])),
+                canonical(ip(peer)),
+                "{peer}"
+            );
+        }
+        // Over a Unix socket the right-most hop not in the list is the
+        // client; no header: the shared "cannot tell" key.
+        assert_eq!(
+            none.resolve_unix(&headers(&["6.6.6.6, 198.51.100.7"])),
+            ip("198.51.100.7")
+        );
+        assert_eq!(none.resolve_unix(&HeaderMap::new()), UNREADABLE_CLIENT);
+        let listed = ClientIpResolver::new(vec!["10.0.0.0/8".parse().unwrap()]);
+        assert_eq!(
+            listed.resolve_unix(&headers(&["198.51.100.7, 10.2.2.2"])),
+            ip("198.51.100.7")
         );
     }
 

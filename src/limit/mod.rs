@@ -16,7 +16,7 @@ use arc_swap::ArcSwap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 
-pub use client::{ClientAddress, ClientIpResolver, UNIX_PEER, UNREADABLE_CLIENT, ip_key};
+pub use client::{ClientAddress, ClientIpResolver, UNREADABLE_CLIENT, UnixPeer, ip_key};
 pub use lockout::{Attempt, LockedOut, LockoutPolicy, Lockouts, Refusal};
 pub use shared::{RateKind, SharedAttempt, SharedLimits};
 

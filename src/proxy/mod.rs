@@ -174,7 +174,7 @@ impl Proxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
-        let trusted = peer.is_some_and(|p| self.clients.is_trusted_peer(p));
+        let trusted = peer.is_some_and(|p| self.clients.is_trusted(p));
         let client = req
             .extensions()
             .get::<ClientAddress>()

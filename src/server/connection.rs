@@ -233,6 +233,9 @@ async fn drive<I>(
         let memo = memo.clone();
         hyper::service::service_fn(move |mut req: http::Request<Incoming>| {
             req.extensions_mut().insert(ConnectInfo(peer));
+            if context.via_unix {
+                req.extensions_mut().insert(crate::limit::UnixPeer);
+            }
             req.extensions_mut().insert(context.clone());
             req.extensions_mut().insert(memo.clone());
             let guard = activity.start_request();

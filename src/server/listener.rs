@@ -37,7 +37,9 @@ impl Listener {
     pub async fn bind(address: &ListenAddress) -> io::Result<Self> {
         match address {
             ListenAddress::Tcp(addr) => TcpListener::bind(addr).await.map(Self::Tcp),
-            ListenAddress::Unix { path, mode } => UnixSocket::bind(path, *mode).map(Self::Unix),
+            ListenAddress::Unix { path, mode } => {
+                UnixSocket::bind(path, *mode).await.map(Self::Unix)
+            }
         }
     }
 
@@ -84,7 +86,12 @@ pub struct UnixSocket {
 }
 
 impl UnixSocket {
-    fn bind(path: &Path, mode: u32) -> io::Result<Self> {
+    /// Binds `path`. The socket is made in a fresh private folder beside
+    /// it, given `mode` there, and renamed into place: nobody can swap it
+    /// for a symlink before the mode is set (a path-based chmod follows
+    /// symlinks), it is never reachable with wider permissions (whatever
+    /// the umask), and a file left behind is replaced in one step.
+    async fn bind(path: &Path, mode: u32) -> io::Result<Self> {
         match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
                 return Err(io::Error::new(
@@ -92,34 +99,71 @@ impl UnixSocket {
                     "the file exists and is not a socket (not removed)",
                 ));
             }
-            Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
-                Ok(_) => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another process listens on this socket",
-                    ));
+            Ok(_) => {
+                // A live socket answers (or, with a full backlog, keeps us
+                // waiting); one left behind by a process that is gone
+                // refuses at once.
+                let probe = tokio::time::timeout(
+                    std::time::Duration::from_secs(1),
+                    UnixStream::connect(path),
+                )
+                .await;
+                match probe {
+                    Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
+                    Ok(Err(e)) => return Err(e),
+                    Ok(Ok(_)) | Err(_) => {
+                        return Err(io::Error::new(
+                            io::ErrorKind::AddrInUse,
+                            "another process listens on this socket",
+                        ));
+                    }
                 }
-                // Left behind by a process that is gone: nobody answers.
-                Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
-                    std::fs::remove_file(path)?;
-                }
-                Err(e) => return Err(e),
-            },
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        let listener = UnixListener::bind(path)?;
-        let meta = std::fs::symlink_metadata(path)?;
-        let socket = Self {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let private = Private::create(parent)?;
+        let staged = private.0.join("s");
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
+        let meta = std::fs::symlink_metadata(&staged)?;
+        std::fs::rename(&staged, path)?;
+        Ok(Self {
             listener,
             path: path.to_owned(),
             identity: (meta.dev(), meta.ino()),
-        };
-        // The file is made under the umask (usually 755: only the owner may
-        // connect), and only then opened up to `mode`: never wider between.
-        // On failure `socket` is dropped, and the file with it.
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
-        Ok(socket)
+        })
+    }
+}
+
+/// A folder only this process may enter, removed (with whatever is left
+/// in it) when dropped.
+struct Private(PathBuf);
+
+impl Private {
+    fn create(parent: &Path) -> io::Result<Self> {
+        use std::os::unix::fs::DirBuilderExt as _;
+        let mut random = [0u8; 4];
+        getrandom::fill(&mut random).map_err(|e| io::Error::other(e.to_string()))?;
+        let name = format!(
+            ".gatehouse-{:x}-{}",
+            std::process::id(),
+            crate::hex::encode(&random)
+        );
+        let dir = parent.join(name);
+        // mkdir fails on anything already there, a symlink included.
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

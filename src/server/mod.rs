@@ -33,6 +33,9 @@ pub struct ConnectionContext {
     _slot: Arc<Slot>,
     /// Turns `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
+    /// Accepted on a Unix socket: each request gets the
+    /// [`UnixPeer`](crate::limit::UnixPeer) marker.
+    via_unix: bool,
 }
 
 /// What a connection holds while open; released when the last holder (the
@@ -64,8 +67,8 @@ pub struct Server {
 impl Server {
     /// Serves `app` on an already-bound listener (`App::new(router)` for
     /// an axum `Router`): a `TcpListener`, or a [`Listener`]. On a Unix
-    /// socket the peer is [`UNIX_PEER`](crate::limit::UNIX_PEER), trusted
-    /// as a proxy and exempt from the per-address cap.
+    /// socket the peer is `0.0.0.0:0` with a [`UnixPeer`](crate::limit::UnixPeer)
+    /// marker beside it: trusted as a proxy, exempt from the per-address cap.
     pub fn from_listener(
         listener: impl Into<Listener>,
         tls: Option<Arc<ServerConfig>>,
@@ -133,11 +136,13 @@ impl Server {
                 },
                 () = &mut shutdown => break,
             };
-            let peer = match &accepted {
-                listener::Accepted::Tcp(_, peer) => *peer,
-                listener::Accepted::Unix(_) => SocketAddr::new(crate::limit::UNIX_PEER, 0),
+            let (peer, via_unix) = match &accepted {
+                listener::Accepted::Tcp(_, peer) => (*peer, false),
+                listener::Accepted::Unix(_) => {
+                    (SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, 0)), true)
+                }
             };
-            let per_ip_slot = if self.exempt.is_trusted_peer(peer.ip()) {
+            let per_ip_slot = if via_unix || self.exempt.is_trusted(peer.ip()) {
                 None
             } else {
                 match per_ip.try_take(ip_key(peer.ip()), self.limits.max_connections_per_ip) {
@@ -157,6 +162,7 @@ impl Server {
                     _open: OpenConnection(Arc::clone(&self.counters)),
                 }),
                 shutdown: stopped.clone(),
+                via_unix,
             };
             let shared = Arc::clone(&shared);
             match accepted {

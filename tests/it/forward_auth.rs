@@ -581,21 +581,36 @@ async fn a_socket_left_behind_is_replaced_and_a_live_or_foreign_one_is_not() {
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
     assert!(socket.exists());
     let (first, _) = gatehouse_on_a_socket(&dir);
-    // The new socket answers decisions (curl speaks to it directly).
-    let answer = Command::new("curl")
-        .args([
-            "-s",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code}",
-            "--unix-socket",
-        ])
-        .arg(&socket)
-        .args(["-H", "X-Forwarded-Uri: /app", "http://localhost/authz"])
-        .output()
-        .unwrap();
-    assert_eq!(String::from_utf8_lossy(&answer.stdout), "401");
+    // The new socket answers decisions (curl speaks to it directly); a
+    // request that does not name its client is refused.
+    let ask = |extra: &[&str]| {
+        let answer = Command::new("curl")
+            .args([
+                "-s",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_code}",
+                "--unix-socket",
+            ])
+            .arg(&socket)
+            .args(["-H", "X-Forwarded-Uri: /app"])
+            .args(extra)
+            .arg("http://localhost/authz")
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&answer.stdout).into_owned()
+    };
+    assert_eq!(ask(&["-H", "X-Forwarded-For: 127.0.0.9"]), "401");
+    assert_eq!(ask(&[]), "403");
+    first.wait_for_log("names no client", 1, std::time::Duration::from_secs(5));
+    // No private staging folder is left beside the socket.
+    let left: Vec<_> = std::fs::read_dir(dir.path(""))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".gatehouse-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
     // A second instance on the same socket (another main port; its own
     // folder, so that the first does not reload the second's config).
     let elsewhere = TestDir::new();

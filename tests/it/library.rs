@@ -67,7 +67,13 @@ static CAPTURING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// curl from `source`; returns the status code.
 async fn curl_status(port: u16, source: &str, user: &str) -> String {
+    curl_status_claiming(port, source, user, &[]).await
+}
+
+/// As [`curl_status`], with `extra` headers (`-H` arguments).
+async fn curl_status_claiming(port: u16, source: &str, user: &str, extra: &[&str]) -> String {
     let output = tokio::process::Command::new("curl")
+        .args(extra)
         .args([
             "-s",
             "-o",
@@ -133,8 +139,14 @@ async fn without_connect_info_one_client_is_a_stated_choice() {
     // callsite interest to "never" for the other test.
     let _one_at_a_time = CAPTURING.lock().await;
     let port = serve_without_connect_info(Some(WithoutPeerAddress::OneClient)).await;
-    for _ in 0..5 {
-        assert_eq!(curl_status(port, "127.0.0.2", "bob:wrong").await, "401");
+    // Each guess claims another address: with no proxy trusted, the claim
+    // is ignored (the stand-in peer is not a proxy), and all five count.
+    for i in 0..5 {
+        let claim = format!("X-Forwarded-For: 198.51.100.{i}");
+        assert_eq!(
+            curl_status_claiming(port, "127.0.0.2", "bob:wrong", &["-H", &claim]).await,
+            "401"
+        );
     }
     assert_eq!(
         curl_status(port, "127.0.0.3", "alice:alice-pw").await,
