@@ -309,6 +309,7 @@ NGINX
       proxy_set_header Content-Length "";
       proxy_set_header X-Original-URI \$request_uri;
       proxy_set_header X-Original-Method \$request_method;
+      proxy_set_header X-Forwarded-For \$remote_addr;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
     }
@@ -339,6 +340,9 @@ NGINX
     XDG_DATA_HOME=$WORK XDG_CONFIG_HOME=$WORK taskset -c 0 caddy run --config "$WORK/Caddyfile" --adapter caddyfile >>"$WORK/caddy.log" 2>&1 &
     PIDS+=($!)
     wait_port 18083
+    # One request first: Caddy caches a password only once it has checked
+    # it, and 32 connections at once would each run bcrypt.
+    curl -sf -H "$AUTH" http://127.0.0.1:18083/auth >/dev/null
     beside=(caddy-auth-beside http://127.0.0.1:18083/auth)
   fi
   run_rows nginx-fa-public http://127.0.0.1:18087/open nginx-forward-auth http://127.0.0.1:18087/auth \
