@@ -56,13 +56,15 @@ fn start_nginx(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process
     nginx_with(dir, port, &server)
 }
 
-fn start_caddy(dir: &TestDir, decisions: SocketAddr, app: SocketAddr) -> Process {
+/// Caddy with the shipped snippet; `decisions` as Caddy spells an upstream
+/// (`127.0.0.1:9091`, or `unix//path` for a socket).
+fn start_caddy(dir: &TestDir, decisions: &str, app: SocketAddr) -> Process {
     require_tool("caddy", "version");
     let port = free_port();
     let site = snippet(
         "Caddyfile",
         &[
-            ("127.0.0.1:9091", decisions.to_string()),
+            ("127.0.0.1:9091", decisions.to_owned()),
             ("127.0.0.1:3000", app.to_string()),
             ("127.0.0.1:8081", format!("127.0.0.1:{port}")),
         ],
@@ -272,7 +274,7 @@ async fn caddy_forward_auth_with_the_shipped_snippet() {
     let dir = TestDir::new();
     let app = upstream::start().await;
     let (_server, decisions) = gatehouse(&dir, "");
-    let caddy = start_caddy(&dir, decisions, app);
+    let caddy = start_caddy(&dir, &decisions.to_string(), app);
     let front = caddy.addr;
     // Caddy passes any status through: the lockout is a 429.
     tokio::task::spawn_blocking(move || the_proxy_checks(front, "Remote-User", 429))
@@ -568,6 +570,22 @@ async fn nginx_auth_request_over_a_unix_socket() {
     drop(nginx);
     server.terminate(std::time::Duration::from_secs(10));
     assert!(!socket.exists(), "the socket file outlived the server");
+}
+
+/// The shipped Caddyfile with a Unix socket as the decision upstream
+/// (Caddy's `unix//path`): Caddy names the client in `X-Forwarded-For`
+/// itself, so the same checks hold with no `trusted_proxies`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caddy_forward_auth_over_a_unix_socket() {
+    let dir = TestDir::new();
+    let app = upstream::start().await;
+    let (_server, socket) = gatehouse_on_a_socket(&dir);
+    let caddy = start_caddy(&dir, &format!("unix/{}", socket.display()), app);
+    let front = caddy.addr;
+    tokio::task::spawn_blocking(move || the_proxy_checks(front, "Remote-User", 429))
+        .await
+        .unwrap();
+    drop(caddy);
 }
 
 /// A socket file left behind by a process that is gone is replaced; one a
