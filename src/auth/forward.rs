@@ -238,8 +238,8 @@ impl ForwardAuth {
     }
 }
 
-/// Set once a Unix-socket decision request without the client's address
-/// has been logged.
+/// Set once a Unix-socket decision request without a readable client
+/// address has been logged.
 static WARNED_UNNAMED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Set once an untrusted peer's decision request has been logged.
@@ -309,17 +309,30 @@ pub(super) async fn decide<B>(
         .map(|c| c.0.ip());
     if req.extensions().get::<UnixPeer>().is_some() {
         // A local proxy is trusted without a list, so it must name the
-        // client: without the header every client would share one key (one
+        // client readably: otherwise every client would share one key (one
         // could lock out the rest).
-        let header = match forward.client_header {
-            ForwardAuthClientHeader::XForwardedFor => "x-forwarded-for",
-            ForwardAuthClientHeader::XRealIp => "x-real-ip",
+        let (header, named) = match forward.client_header {
+            ForwardAuthClientHeader::XForwardedFor => (
+                "x-forwarded-for",
+                shared.client_ip.resolve_unix(req.headers()) != crate::limit::UNREADABLE_CLIENT,
+            ),
+            ForwardAuthClientHeader::XRealIp => {
+                let mut values = req.headers().get_all("x-real-ip").iter();
+                let one = match (values.next(), values.next()) {
+                    (Some(value), None) => value
+                        .to_str()
+                        .ok()
+                        .is_some_and(|v| v.trim().parse::<IpAddr>().is_ok()),
+                    _ => false,
+                };
+                ("x-real-ip", one)
+            }
         };
-        if !req.headers().contains_key(header) {
+        if !named {
             if !WARNED_UNNAMED.swap(true, std::sync::atomic::Ordering::Relaxed) {
                 tracing::error!(
                     header,
-                    "forward-auth request on the Unix socket names no client: refused (the proxy must send the client's address, as the shipped snippets do)"
+                    "forward-auth request on the Unix socket names no readable client address: refused (the proxy must send the client's address, as the shipped snippets do)"
                 );
             }
             return refuse(

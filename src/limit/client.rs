@@ -62,8 +62,9 @@ impl ClientIpResolver {
     /// The client of a request that came over a Unix socket ([`UnixPeer`]):
     /// its peer is a local proxy, trusted without a list, so
     /// `X-Forwarded-For` is walked as from a trusted proxy. Without the
-    /// header the client cannot be told: [`UNREADABLE_CLIENT`] (forward
-    /// auth refuses such decisions before it gets here).
+    /// header the client cannot be told: [`UNREADABLE_CLIENT`] (the
+    /// binary's Unix socket answers forward-auth decisions only, and those
+    /// are refused when the client cannot be told).
     pub fn resolve_unix(&self, headers: &HeaderMap) -> IpAddr {
         if !headers.contains_key("x-forwarded-for") {
             return UNREADABLE_CLIENT;

@@ -87,22 +87,23 @@ pub struct UnixSocket {
 
 impl UnixSocket {
     /// Binds `path`. The socket is made in a fresh private folder beside
-    /// it, given `mode` there, and renamed into place: nobody can swap it
-    /// for a symlink before the mode is set (a path-based chmod follows
-    /// symlinks), it is never reachable with wider permissions (whatever
-    /// the umask), and a file left behind is replaced in one step.
+    /// it and given `mode` there, so it is never reachable with wider
+    /// permissions (whatever the umask), then hard-linked into place, which
+    /// fails rather than replace anything that appeared meanwhile. The
+    /// folder it is in must not be writable by others (unless sticky):
+    /// they could swap the private folder, or the socket, by name.
     async fn bind(path: &Path, mode: u32) -> io::Result<Self> {
-        match std::fs::symlink_metadata(path) {
+        let stale = match std::fs::symlink_metadata(path) {
             Ok(meta) if !meta.file_type().is_socket() => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
                     "the file exists and is not a socket (not removed)",
                 ));
             }
-            Ok(_) => {
-                // A live socket answers (or, with a full backlog, keeps us
-                // waiting); one left behind by a process that is gone
-                // refuses at once.
+            Ok(meta) => {
+                // A live socket answers, or with a full backlog refuses
+                // to wait (EAGAIN); one left behind by a process that is
+                // gone refuses the connection.
                 let probe = tokio::time::timeout(
                     std::time::Duration::from_secs(1),
                     UnixStream::connect(path),
@@ -110,28 +111,54 @@ impl UnixSocket {
                 .await;
                 match probe {
                     Ok(Err(e)) if e.kind() == io::ErrorKind::ConnectionRefused => {}
-                    Ok(Err(e)) => return Err(e),
-                    Ok(Ok(_)) | Err(_) => {
+                    Ok(Err(e)) if e.kind() != io::ErrorKind::WouldBlock => return Err(e),
+                    _ => {
                         return Err(io::Error::new(
                             io::ErrorKind::AddrInUse,
                             "another process listens on this socket",
                         ));
                     }
                 }
+                Some((meta.dev(), meta.ino()))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(e),
-        }
+        };
         let parent = match path.parent() {
             Some(p) if !p.as_os_str().is_empty() => p,
             _ => Path::new("."),
         };
         let private = Private::create(parent)?;
+        let ours = std::fs::symlink_metadata(&private.0)?.uid();
+        let folder = std::fs::metadata(parent)?;
+        let shared = folder.mode() & 0o022 != 0 && folder.mode() & 0o1000 == 0;
+        if shared || (folder.uid() != ours && folder.uid() != 0) {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "its folder can be written by another user (and is not sticky): the socket could be swapped",
+            ));
+        }
         let staged = private.0.join("s");
         let listener = UnixListener::bind(&staged)?;
         std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(mode))?;
         let meta = std::fs::symlink_metadata(&staged)?;
-        std::fs::rename(&staged, path)?;
+        if let Some(identity) = stale {
+            // Only the file that was probed: not one put there since.
+            let now = std::fs::symlink_metadata(path)?;
+            if (now.dev(), now.ino()) == identity {
+                std::fs::remove_file(path)?;
+            }
+        }
+        std::fs::hard_link(&staged, path).map_err(|e| {
+            if e.kind() == io::ErrorKind::AlreadyExists {
+                io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    "another process made this file while gatehouse was binding it",
+                )
+            } else {
+                e
+            }
+        })?;
         Ok(Self {
             listener,
             path: path.to_owned(),

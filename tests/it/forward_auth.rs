@@ -620,8 +620,20 @@ async fn a_socket_left_behind_is_replaced_and_a_live_or_foreign_one_is_not() {
         String::from_utf8_lossy(&answer.stdout).into_owned()
     };
     assert_eq!(ask(&["-H", "X-Forwarded-For: 127.0.0.9"]), "401");
-    assert_eq!(ask(&[]), "403");
-    first.wait_for_log("names no client", 1, std::time::Duration::from_secs(5));
+    // Missing, empty, or what nginx sends when it listens on a socket
+    // itself ($remote_addr is "unix:"): all clients would share one key.
+    for unnamed in [
+        &[][..],
+        &["-H", "X-Forwarded-For;"],
+        &["-H", "X-Forwarded-For: unix:"],
+    ] {
+        assert_eq!(ask(unnamed), "403", "{unnamed:?}");
+    }
+    first.wait_for_log(
+        "names no readable client",
+        1,
+        std::time::Duration::from_secs(5),
+    );
     // No private staging folder is left beside the socket.
     let left: Vec<_> = std::fs::read_dir(dir.path(""))
         .unwrap()
@@ -668,6 +680,28 @@ async fn a_socket_left_behind_is_replaced_and_a_live_or_foreign_one_is_not() {
         String::from_utf8_lossy(&refused.stderr)
     );
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
+    // A folder anyone may write to (not sticky): the socket could be
+    // swapped by name, so it is refused.
+    use std::os::unix::fs::PermissionsExt as _;
+    let open = dir.path("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let shared = elsewhere.config(&format!(
+        "[forward_auth]\nlisten = \"unix:{}/authz.sock\"\n",
+        open.display()
+    ));
+    let refused = Command::new(crate::common::binary())
+        .args(["serve", "--config"])
+        .arg(&shared)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("can be written by another user"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
 }
 
 /// `[server] cpu_scheduling = "batch"`: every thread of the server runs
