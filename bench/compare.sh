@@ -161,11 +161,15 @@ echo "gatehouse: the same handler, public in one server and protected in the oth
 # Issue 16's measure of what authentication costs: the same handler
 # (/healthz), public in one config (the default) and protected in the other
 # (no public paths), so the two rows differ by authentication alone.
+# A third server, public like the first (the A/A control), measures how far
+# two identical servers drift apart in one round: the resolution of any
+# per-round ratio on this machine.
+declare -A PER_ROUND_AB PER_ROUND_AA
 for tls in false true; do
-  # Ports: 18094/18095 over HTTP, 18096/18097 over TLS.
-  if [ "$tls" = true ]; then pub=18096; else pub=18094; fi
+  # Ports: 18094/18095 (control 18100) over HTTP, 18096/18097 (18101) over TLS.
+  if [ "$tls" = true ]; then pub=18096 ctl=18101; else pub=18094 ctl=18100; fi
   prot=$((pub + 1))
-  for port in $pub $prot; do
+  for port in $pub $prot $ctl; do
     config=$(gatehouse_config "$port" "$tls")
     [ "$port" = "$prot" ] && sed -i 's|^\[users\]|[auth]\npublic = []\n[users]|' "$config"
     RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
@@ -176,13 +180,19 @@ for tls in false true; do
   [ "$tls" = true ] && scheme=https
   [ "$(curl -sk -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$prot/healthz")" = 401 ] || { echo "the protected server does not ask for a password" >&2; exit 1; }
   curl -skf -H "$AUTH" "$scheme://127.0.0.1:$prot/healthz" >/dev/null
-  r_pub="" r_prot=""
+  r_pub="" r_prot="" ab="" aa=""
   for _ in $(seq 1 "$ROUNDS"); do
-    r_pub+="$(wrk_once "$scheme://127.0.0.1:$pub/healthz")"$'\n'
-    r_prot+="$(wrk_once "$scheme://127.0.0.1:$prot/healthz" -H "$AUTH")"$'\n'
+    a=$(wrk_once "$scheme://127.0.0.1:$pub/healthz")
+    b=$(wrk_once "$scheme://127.0.0.1:$prot/healthz" -H "$AUTH")
+    c=$(wrk_once "$scheme://127.0.0.1:$ctl/healthz")
+    r_pub+="$a"$'\n' r_prot+="$b"$'\n'
+    ab+="$(awk -v a="${a%% *}" -v b="${b%% *}" 'BEGIN { printf "%.3f ", b / a }')"
+    aa+="$(awk -v a="${a%% *}" -v c="${c%% *}" 'BEGIN { printf "%.3f ", c / a }')"
   done
   record "same-$scheme-public" <<<"${r_pub%$'\n'}"
   record "same-$scheme-auth" <<<"${r_prot%$'\n'}"
+  PER_ROUND_AB[$scheme]=${ab% } PER_ROUND_AA[$scheme]=${aa% }
+  stop_last
   stop_last
   stop_last
 done
@@ -431,6 +441,11 @@ echo "login p50 / p99 (ms):                      ${P50[tokens-login]:-n/a} / ${P
 echo "same handler, protected / public (HTTP):   $(ratio same-http-auth same-http-public)   (target >= 0.95)"
 echo "same handler, protected / public (TLS):    $(ratio same-https-auth same-https-public)   (target >= 0.95)"
 echo "same handler, p99 protected / public (TLS): $(p99ratio same-https-auth same-https-public)   (target <= 1.3)"
+for scheme in http https; do
+  [ -n "${PER_ROUND_AB[$scheme]:-}" ] || continue
+  echo "  per round ($scheme), protected / public:  ${PER_ROUND_AB[$scheme]}"
+  echo "  per round ($scheme), public / public (A/A): ${PER_ROUND_AA[$scheme]}"
+done
 echo "100 access rules / no rules (HTTP):        $(ratio rules-100 rules-none)   (target >= 0.95)"
 echo "OAuth client credentials / Basic cached:   $(ratio tokens-oauth-cc tokens-basic-cached)   (p50 / p99 ms: ${P50[tokens-oauth-cc]:-n/a} / ${P99[tokens-oauth-cc]:-n/a})"
 echo "cold-start burst argon2 verifications:     ${COLD_VERIFICATIONS:-n/a}   (target 1)"
