@@ -642,64 +642,45 @@ async fn a_socket_left_behind_is_replaced_and_a_live_or_foreign_one_is_not() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
     // A second instance on the same socket (another main port; its own
-    // folder, so that the first does not reload the second's config).
+    // folder, so that the first does not reload the second's config) fails
+    // to start; so does one on a file that is not a socket, or in a folder
+    // anyone may write to (not sticky), where the socket could be swapped
+    // by name. Each says why, naming the key.
     let elsewhere = TestDir::new();
-    let second = elsewhere.config(&format!(
-        "[forward_auth]\nlisten = \"unix:{}\"\n",
-        socket.display()
-    ));
-    let refused = Command::new(crate::common::binary())
-        .args(["serve", "--config"])
-        .arg(&second)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    let stderr = String::from_utf8_lossy(&refused.stderr);
-    assert!(
-        stderr.contains("[forward_auth] listen: cannot bind unix:")
-            && stderr.contains("another process listens"),
-        "{stderr}"
-    );
+    let refused = |socket: &std::path::Path| {
+        let config = elsewhere.config(&format!(
+            "[forward_auth]\nlisten = \"unix:{}\"\n",
+            socket.display()
+        ));
+        let output = Command::new(crate::common::binary())
+            .args(["serve", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+        assert!(
+            stderr.contains("[forward_auth] listen: cannot bind unix:"),
+            "{stderr}"
+        );
+        stderr
+    };
+    let stderr = refused(&socket);
+    assert!(stderr.contains("another process listens"), "{stderr}");
     assert!(socket.exists(), "the running instance lost its socket");
     drop(first);
-    // A regular file where the socket would go is left alone.
     let file = dir.write("not-a-socket", "keep me");
-    let foreign = elsewhere.config(&format!(
-        "[forward_auth]\nlisten = \"unix:{}\"\n",
-        file.display()
-    ));
-    let refused = Command::new(crate::common::binary())
-        .args(["serve", "--config"])
-        .arg(&foreign)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
-    assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("is not a socket"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
-    );
+    let stderr = refused(&file);
+    assert!(stderr.contains("is not a socket"), "{stderr}");
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me");
-    // A folder anyone may write to (not sticky): the socket could be
-    // swapped by name, so it is refused.
     use std::os::unix::fs::PermissionsExt as _;
     let open = dir.path("open");
     std::fs::create_dir(&open).unwrap();
     std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-    let shared = elsewhere.config(&format!(
-        "[forward_auth]\nlisten = \"unix:{}/authz.sock\"\n",
-        open.display()
-    ));
-    let refused = Command::new(crate::common::binary())
-        .args(["serve", "--config"])
-        .arg(&shared)
-        .output()
-        .unwrap();
-    assert!(!refused.status.success());
+    let stderr = refused(&open.join("authz.sock"));
     assert!(
-        String::from_utf8_lossy(&refused.stderr).contains("can be written by another user"),
-        "{}",
-        String::from_utf8_lossy(&refused.stderr)
+        stderr.contains("can be written by another user"),
+        "{stderr}"
     );
     assert_eq!(std::fs::read_dir(&open).unwrap().count(), 0);
 }
