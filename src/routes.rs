@@ -122,12 +122,18 @@ fn gate(
     // router holding this one as its fallback did the same at the cost of
     // a second routing per request.) One layer around the auth layer:
     // client, clock, access log, guard (frame.rs).
+    let counted = Arc::clone(&requests);
     let frame = crate::frame::FrameLayer::new(
         resolver,
         RefusalSampler::new(suppressed_log_lines),
         requests,
     );
-    frame.layer(auth.layer(router))
+    frame.layer(auth.layer_counting(
+        router,
+        Arc::new(move |method: crate::auth::AuthMethod| {
+            counted.record_authenticated(method.label())
+        }),
+    ))
 }
 
 /// gatehouse's own routes, whatever the backend.

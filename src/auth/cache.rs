@@ -98,7 +98,7 @@ struct Entry {
 pub struct VerifiedCache {
     key: hmac::Key,
     policy: CachePolicy,
-    entries: RwLock<HashMap<Box<str>, Entry>>,
+    entries: RwLock<HashMap<Box<str>, Entry, foldhash::fast::RandomState>>,
     generation: std::sync::atomic::AtomicU64,
 }
 
@@ -115,7 +115,7 @@ impl VerifiedCache {
         Ok(Self {
             key,
             policy,
-            entries: RwLock::new(HashMap::new()),
+            entries: RwLock::new(HashMap::default()),
             generation: std::sync::atomic::AtomicU64::new(0),
         })
     }

@@ -224,7 +224,7 @@ struct StoredHash {
 pub struct CredentialStore {
     /// Names are `Arc<str>` so an authenticated request can share the name
     /// instead of copying it.
-    users: HashMap<Arc<str>, StoredHash>,
+    users: HashMap<Arc<str>, StoredHash, foldhash::fast::RandomState>,
     /// Verified against when the username is unknown, so that an unknown user
     /// costs the same work as a known one (of the most common scheme).
     dummy: UserHash,
@@ -261,7 +261,7 @@ impl CredentialStore {
     pub fn new<H: Into<UserHash>>(
         users: impl IntoIterator<Item = (String, H)>,
     ) -> Result<Self, HashError> {
-        let users: HashMap<Arc<str>, StoredHash> = users
+        let users: HashMap<Arc<str>, StoredHash, foldhash::fast::RandomState> = users
             .into_iter()
             .map(|(name, hash)| {
                 let hash = hash.into();

@@ -295,3 +295,36 @@ async fn durations_status_classes_process_and_build_info() {
         "started {started}, now {now}"
     );
 }
+
+/// `gatehouse_authenticated_requests_total` counts each request let in once,
+/// whether the access log is on (the response then names the user for it)
+/// or off (the layer counts without putting the user in the response), for
+/// the layer's own answers (a forward-auth decision) too.
+#[tokio::test]
+async fn authenticated_requests_are_counted_once_with_or_without_the_access_log() {
+    for log in ["info", "info,gatehouse::access=off"] {
+        let dir = TestDir::new();
+        let config =
+            dir.config("[metrics]\npath = \"/metrics\"\n[forward_auth]\npath = \"/authz\"\n");
+        let server = Gatehouse::start_with_env(&config, &[("RUST_LOG", log)]);
+        let http = client(&dir.cert_pem);
+        for path in ["/api/whoami", "/api/whoami", "/api/whoami", "/authz"] {
+            let response = http
+                .get(server.url(path))
+                .header("X-Forwarded-Uri", "/app")
+                .basic_auth("alice", Some("secret"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.status(), StatusCode::OK, "{log} {path}");
+        }
+        // The scrape is let in, and counted, before the text is made.
+        let basic = crate::common::metric(
+            &server,
+            &dir.cert_pem,
+            "gatehouse_authenticated_requests_total{method=\"basic\"}",
+        )
+        .await;
+        assert_eq!(basic, 5.0, "RUST_LOG={log}");
+    }
+}
