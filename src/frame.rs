@@ -99,6 +99,11 @@ where
         }
         let start = Instant::now();
         let entry = crate::access_log::begin(&req);
+        if entry.is_some() {
+            // The line will name the user: the auth layer puts it in the
+            // response for it.
+            req.extensions_mut().insert(crate::auth::UserWanted);
+        }
         // The guard's answer, or the inner service's future.
         let answer = match crate::request_guard::check(&req) {
             Some(refusal) => Err(refusal),

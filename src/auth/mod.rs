@@ -315,9 +315,9 @@ impl<S> Layer<S> for BasicAuthLayer {
 }
 
 impl BasicAuthLayer {
-    /// The layer around `inner`, telling `hook` how each request it lets
-    /// in authenticated. The response then carries the
-    /// [`AuthenticatedUser`] only while the `gatehouse::access` log is on
+    /// The layer around `inner`, telling `hook` how each request it
+    /// authenticates authenticated. The response then carries the
+    /// [`AuthenticatedUser`] only when the request carries [`UserWanted`]
     /// (the server's metrics count through the hook instead): one
     /// allocation less per request. Without a hook it always does.
     #[cfg(feature = "server")]
@@ -330,8 +330,19 @@ impl BasicAuthLayer {
     }
 }
 
-/// Told the method of every request the layer lets in authenticated.
+/// Told the method of every request the layer authenticated: when it lets
+/// it in (before the app answers), when an access rule refuses it (403),
+/// and for the layer's own answers that name a user (a forward-auth
+/// decision, a login, an authorization).
 pub(crate) type AuthenticatedHook = Arc<dyn Fn(AuthMethod) + Send + Sync>;
+
+/// Put in a request by whatever outside the layer will read the
+/// [`AuthenticatedUser`] from the response (the server's frame, while its
+/// access log is on): with a hook, the layer puts the user in the response
+/// only then. One decision, made where the log line is started.
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "server"), allow(dead_code))]
+pub(crate) struct UserWanted;
 
 /// Tells `hook` about the user an answer the layer made itself names (a
 /// forward-auth decision, a login, an authorization).
@@ -474,6 +485,9 @@ where
                         match shared.authorize(user, req.method(), req.uri().path()) {
                             Err(response) => {
                                 shared.counters.record(Outcome::Forbidden);
+                                // Authenticated, then refused by a rule:
+                                // counted, as the 403 names the user.
+                                count_authenticated(on_authenticated.as_ref(), &response);
                                 *response
                             }
                             Ok(user) => {
@@ -485,10 +499,7 @@ where
                                     None => true,
                                     Some(hook) => {
                                         hook(user.method());
-                                        tracing::enabled!(
-                                            target: "gatehouse::access",
-                                            tracing::Level::INFO
-                                        )
+                                        req.extensions().get::<UserWanted>().is_some()
                                     }
                                 };
                                 if in_response {

@@ -221,6 +221,10 @@ struct StoredHash {
 }
 
 /// Users and their parsed argon2 hashes, plus a dummy hash for unknown users.
+///
+/// The users are hashed with foldhash, which is fast but not built to
+/// resist collisions an attacker crafts: build a store from names you
+/// chose (a config, an admin's list), not from names anyone can register.
 pub struct CredentialStore {
     /// Names are `Arc<str>` so an authenticated request can share the name
     /// instead of copying it.

@@ -299,16 +299,26 @@ async fn durations_status_classes_process_and_build_info() {
 /// `gatehouse_authenticated_requests_total` counts each request let in once,
 /// whether the access log is on (the response then names the user for it)
 /// or off (the layer counts without putting the user in the response), for
-/// the layer's own answers (a forward-auth decision) too.
+/// the layer's own answers (a forward-auth decision) and for a request an
+/// access rule refuses after authenticating it (403) too; the access log
+/// names the user when it is on.
 #[tokio::test]
 async fn authenticated_requests_are_counted_once_with_or_without_the_access_log() {
     for log in ["info", "info,gatehouse::access=off"] {
         let dir = TestDir::new();
-        let config =
-            dir.config("[metrics]\npath = \"/metrics\"\n[forward_auth]\npath = \"/authz\"\n");
+        let config = dir.config(
+            "[metrics]\npath = \"/metrics\"\n[forward_auth]\npath = \"/authz\"\n\
+             [[access]]\npath = \"/api/stats\"\nallow = [\"user:bob\"]\n",
+        );
         let server = Gatehouse::start_with_env(&config, &[("RUST_LOG", log)]);
         let http = client(&dir.cert_pem);
-        for path in ["/api/whoami", "/api/whoami", "/api/whoami", "/authz"] {
+        for (path, status) in [
+            ("/api/whoami", StatusCode::OK),
+            ("/api/whoami", StatusCode::OK),
+            ("/api/whoami", StatusCode::OK),
+            ("/authz", StatusCode::OK),
+            ("/api/stats", StatusCode::FORBIDDEN),
+        ] {
             let response = http
                 .get(server.url(path))
                 .header("X-Forwarded-Uri", "/app")
@@ -316,7 +326,7 @@ async fn authenticated_requests_are_counted_once_with_or_without_the_access_log(
                 .send()
                 .await
                 .unwrap();
-            assert_eq!(response.status(), StatusCode::OK, "{log} {path}");
+            assert_eq!(response.status(), status, "{log} {path}");
         }
         // The scrape is let in, and counted, before the text is made.
         let basic = crate::common::metric(
@@ -325,6 +335,13 @@ async fn authenticated_requests_are_counted_once_with_or_without_the_access_log(
             "gatehouse_authenticated_requests_total{method=\"basic\"}",
         )
         .await;
-        assert_eq!(basic, 5.0, "RUST_LOG={log}");
+        assert_eq!(basic, 6.0, "RUST_LOG={log}");
+        if log == "info" {
+            server.wait_for_log(
+                "path=\"/api/whoami\" status=200 user=\"alice\"",
+                1,
+                Duration::from_secs(5),
+            );
+        }
     }
 }
