@@ -31,7 +31,10 @@ use axum::response::Response;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
-use super::{Decision, Screened, Shared, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
+use super::{
+    AuthenticatedHook, Decision, Screened, Shared, UserWanted, X_FORWARDED_GROUPS,
+    X_FORWARDED_SCOPES,
+};
 use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
 use crate::limit::UnixPeer;
 use crate::metrics::Outcome;
@@ -293,14 +296,21 @@ fn refuse(nginx: bool, status: StatusCode, body: &'static str) -> (Outcome, Resp
 }
 
 /// Answers a decision request.
+///
+/// `hook` (the server's) is told about an authenticated decision; the
+/// answer then names the user and the decided request (for the access
+/// log) only if the request carries [`UserWanted`]. Without a hook it
+/// always does.
 pub(super) async fn decide<B>(
     shared: &Arc<Shared>,
     forward: &ForwardAuth,
     req: Request<B>,
     resolved: Option<IpAddr>,
     rewritten: bool,
+    hook: Option<&AuthenticatedHook>,
 ) -> (Outcome, Response) {
     let nginx = forward.is_nginx(req.headers());
+    let logged = hook.is_none() || req.extensions().get::<UserWanted>().is_some();
     // A proxy gatehouse does not trust cannot say who the client is: all its
     // clients would share its address, and one could lock out the rest.
     let peer = req
@@ -389,17 +399,22 @@ pub(super) async fn decide<B>(
         );
     }
     tracing::debug!(method = %original.method, path = original.uri.path(), "forward-auth decision");
-    let decided = DecidedRequest {
+    let decided = logged.then(|| DecidedRequest {
         method: original.method.clone(),
         path: original.uri.path().to_owned(),
-    };
-    let (outcome, mut response) =
-        decide_original(shared, forward, req, original, resolved, nginx).await;
-    response.extensions_mut().insert(decided);
+    });
+    let (outcome, mut response) = decide_original(
+        shared, forward, req, original, resolved, nginx, hook, logged,
+    )
+    .await;
+    if let Some(decided) = decided {
+        response.extensions_mut().insert(decided);
+    }
     (outcome, response)
 }
 
 /// Runs the pipeline on the original request a decision is about.
+#[allow(clippy::too_many_arguments)]
 async fn decide_original<B>(
     shared: &Arc<Shared>,
     forward: &ForwardAuth,
@@ -407,6 +422,8 @@ async fn decide_original<B>(
     original: Original,
     resolved: Option<IpAddr>,
     nginx: bool,
+    hook: Option<&AuthenticatedHook>,
+    logged: bool,
 ) -> (Outcome, Response) {
     let client = client(forward, shared, &req, resolved);
     let (mut parts, _) = req.into_parts();
@@ -435,7 +452,12 @@ async fn decide_original<B>(
             // which every proxy (nginx included) passes on.
             let user = match shared.authorize(user, original.method(), original.uri().path()) {
                 Ok(user) => user,
-                Err(response) => return (Outcome::Forbidden, *response),
+                Err(response) => {
+                    // Authenticated, then refused by a rule: counted (the
+                    // 403 names the user).
+                    super::count_authenticated(hook, &response);
+                    return (Outcome::Forbidden, *response);
+                }
             };
             // Every identity header on every 200, so that a proxy that
             // copies them overwrites whatever the client sent; a name that
@@ -458,7 +480,12 @@ async fn decide_original<B>(
                 return refuse(nginx, StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
             let mut response = allowed(forward, name, scopes, &groups);
-            response.extensions_mut().insert(user);
+            if let Some(hook) = hook {
+                hook(user.method());
+            }
+            if logged {
+                response.extensions_mut().insert(user);
+            }
             (Outcome::Allowed, response)
         }
         Decision::Refuse(outcome, mut response) => {

@@ -426,9 +426,15 @@ where
             } else if let Some(forward) = forward {
                 // A proxy asks whether the request it describes may pass.
                 let rewritten = canonical.unwrap_or(true);
-                let (outcome, mut response) =
-                    forward::decide(&shared, forward, req, keyed, rewritten).await;
-                count_authenticated(on_authenticated.as_ref(), &response);
+                let (outcome, mut response) = forward::decide(
+                    &shared,
+                    forward,
+                    req,
+                    keyed,
+                    rewritten,
+                    on_authenticated.as_ref(),
+                )
+                .await;
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
                     response.extensions_mut().insert(outcome);
