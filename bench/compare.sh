@@ -301,8 +301,11 @@ if need nginx; then
   config=$(gatehouse_config 18098 false)
   sed -i 's/^listen = "127.0.0.1:18098"$/&\ncpu_scheduling = "batch"/' "$config"
   # nginx's workers run as nobody here: the socket is opened to everyone
-  # (in production, give nginx's user the socket's group instead).
-  printf '[forward_auth]\nlisten = "unix:%s/authz.sock"\nsocket_mode = "666"\n' "$WORK" >>"$config"
+  # (in production, give nginx's user the socket's group instead). Its own
+  # folder: nginx hands $WORK, its temp path, to its worker user, and
+  # gatehouse refuses a socket in a folder another user may write to.
+  mkdir -p "$WORK/sock"
+  printf '[forward_auth]\nlisten = "unix:%s/sock/authz.sock"\nsocket_mode = "666"\n' "$WORK" >>"$config"
   RUST_LOG=${RUST_LOG:-warn} taskset -c 0 "$GATEHOUSE" serve --config "$config" 2>>"$WORK/gatehouse.log" >/dev/null &
   PIDS+=($!)
   wait_port 18098
@@ -327,7 +330,7 @@ LOCATION
   }
   start_nginx nginx-fa 18087 <<NGINX
   upstream gatehouse_tcp { server 127.0.0.1:18088; keepalive 64; }
-  upstream gatehouse_unix { server unix:$WORK/authz.sock; keepalive 64; }
+  upstream gatehouse_unix { server unix:$WORK/sock/authz.sock; keepalive 64; }
   upstream stub { server unix:$WORK/stub.sock; keepalive 64; }
   server {
     listen 127.0.0.1:18087;
