@@ -236,7 +236,13 @@ async fn drive<I>(
             if context.via_unix {
                 req.extensions_mut().insert(crate::limit::UnixPeer);
             }
-            req.extensions_mut().insert(context.clone());
+            // Only an upgrade can become a tunnel, the one thing that holds
+            // the connection's context past its request (proxy/mod.rs):
+            // other requests skip an insert, and the extension map stays
+            // small enough not to grow for the frame's ClientAddress.
+            if req.headers().contains_key(http::header::UPGRADE) {
+                req.extensions_mut().insert(context.clone());
+            }
             req.extensions_mut().insert(memo.clone());
             let guard = activity.start_request();
             let head = req.method() == http::Method::HEAD;
