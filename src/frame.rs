@@ -90,11 +90,10 @@ where
     fn call(&mut self, mut req: Request) -> Self::Future {
         let shared = Arc::clone(&self.shared);
         if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>() {
-            let client = if req.extensions().get::<crate::limit::UnixPeer>().is_some() {
-                shared.resolver.resolve_unix(req.headers())
-            } else {
-                shared.resolver.resolve(peer.ip(), req.headers())
-            };
+            let client =
+                shared
+                    .resolver
+                    .resolve_request(peer.ip(), req.extensions(), req.headers());
             req.extensions_mut().insert(ClientAddress(client));
         }
         let start = Instant::now();

@@ -36,7 +36,7 @@ use super::{
     X_FORWARDED_SCOPES,
 };
 use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
-use crate::limit::UnixPeer;
+use crate::limit::{ClientAddress, UnixPeer};
 use crate::metrics::Outcome;
 
 /// Forward authentication as the layer holds it.
@@ -271,18 +271,19 @@ fn client<B>(
             return Some(resolved);
         }
     }
-    let mut values = req.headers().get_all("x-real-ip").iter();
     // Missing, twice, or unreadable: the shared key the resolver gives an
     // unreadable `X-Forwarded-For`, never the proxy's own.
-    let ip = match (values.next(), values.next()) {
-        (Some(value), None) => value
-            .to_str()
-            .ok()
-            .and_then(|v| v.trim().parse::<IpAddr>().ok())
-            .unwrap_or(crate::limit::UNREADABLE_CLIENT),
-        _ => crate::limit::UNREADABLE_CLIENT,
-    };
+    let ip = real_ip(req.headers()).unwrap_or(crate::limit::UNREADABLE_CLIENT);
     Some(crate::limit::ip_key(ip))
+}
+
+/// The address in `X-Real-IP`, if it holds exactly one readable address.
+fn real_ip(headers: &HeaderMap) -> Option<IpAddr> {
+    let mut values = headers.get_all("x-real-ip").iter();
+    match (values.next(), values.next()) {
+        (Some(value), None) => value.to_str().ok()?.trim().parse().ok(),
+        _ => None,
+    }
 }
 
 /// A refusal before the pipeline: 403 to nginx (which would turn a 400 into
@@ -321,22 +322,16 @@ pub(super) async fn decide<B>(
         // A local proxy is trusted without a list, so it must name the
         // client readably: otherwise every client would share one key (one
         // could lock out the rest).
+        // `X-Forwarded-For` was walked already, into the request's
+        // `ClientAddress`.
         let (header, named) = match forward.client_header {
             ForwardAuthClientHeader::XForwardedFor => (
                 "x-forwarded-for",
-                shared.client_ip.resolve_unix(req.headers()) != crate::limit::UNREADABLE_CLIENT,
+                req.extensions()
+                    .get::<ClientAddress>()
+                    .is_some_and(|c| c.0 != crate::limit::UNREADABLE_CLIENT),
             ),
-            ForwardAuthClientHeader::XRealIp => {
-                let mut values = req.headers().get_all("x-real-ip").iter();
-                let one = match (values.next(), values.next()) {
-                    (Some(value), None) => value
-                        .to_str()
-                        .ok()
-                        .is_some_and(|v| v.trim().parse::<IpAddr>().is_ok()),
-                    _ => false,
-                };
-                ("x-real-ip", one)
-            }
+            ForwardAuthClientHeader::XRealIp => ("x-real-ip", real_ip(req.headers()).is_some()),
         };
         if !named {
             if !WARNED_UNNAMED.swap(true, std::sync::atomic::Ordering::Relaxed) {

@@ -1040,10 +1040,10 @@ impl Shared {
                 }
             }
         };
-        if req.extensions().get::<crate::limit::UnixPeer>().is_some() {
-            return Some(self.client_ip.resolve_unix(req.headers()));
-        }
-        Some(self.client_ip.resolve(peer, req.headers()))
+        Some(
+            self.client_ip
+                .resolve_request(peer, req.extensions(), req.headers()),
+        )
     }
 
     /// Steps 1–5: everything that costs no hashing, in a synchronous

@@ -59,6 +59,22 @@ impl ClientIpResolver {
         self.walk(headers)
     }
 
+    /// The client of a request from `peer`, whose extensions say whether it
+    /// came over a Unix socket ([`UnixPeer`]: [`resolve_unix`](Self::resolve_unix))
+    /// or not ([`resolve`](Self::resolve)).
+    pub fn resolve_request(
+        &self,
+        peer: IpAddr,
+        extensions: &http::Extensions,
+        headers: &HeaderMap,
+    ) -> IpAddr {
+        if extensions.get::<UnixPeer>().is_some() {
+            self.resolve_unix(headers)
+        } else {
+            self.resolve(peer, headers)
+        }
+    }
+
     /// The client of a request that came over a Unix socket ([`UnixPeer`]):
     /// its peer is a local proxy, trusted without a list, so
     /// `X-Forwarded-For` is walked as from a trusted proxy. Without the
