@@ -122,18 +122,12 @@ fn gate(
     // router holding this one as its fallback did the same at the cost of
     // a second routing per request.) One layer around the auth layer:
     // client, clock, access log, guard (frame.rs).
-    let counted = Arc::clone(&requests);
     let frame = crate::frame::FrameLayer::new(
         resolver,
         RefusalSampler::new(suppressed_log_lines),
         requests,
     );
-    frame.layer(auth.layer_counting(
-        router,
-        Arc::new(move |method: crate::auth::AuthMethod| {
-            counted.record_authenticated(method.label())
-        }),
-    ))
+    frame.layer(auth.layer_for_server(router))
 }
 
 /// gatehouse's own routes, whatever the backend.

@@ -31,10 +31,7 @@ use axum::response::Response;
 use http::header::{CACHE_CONTROL, RETRY_AFTER};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode};
 
-use super::{
-    AuthenticatedHook, Decision, Screened, Shared, UserWanted, X_FORWARDED_GROUPS,
-    X_FORWARDED_SCOPES,
-};
+use super::{Decision, Screened, Shared, UserWanted, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
 use crate::config::{ForwardAuthClientHeader, ForwardAuthStyle};
 use crate::limit::{ClientAddress, UnixPeer};
 use crate::metrics::Outcome;
@@ -298,20 +295,19 @@ fn refuse(nginx: bool, status: StatusCode, body: &'static str) -> (Outcome, Resp
 
 /// Answers a decision request.
 ///
-/// `hook` (the server's) is told about an authenticated decision; the
-/// answer then names the user and the decided request (for the access
-/// log) only if the request carries [`UserWanted`]. Without a hook it
-/// always does.
+/// With `user_when_wanted` (the server's layer) the answer names the user
+/// and the decided request (for the access log) only if the request
+/// carries [`UserWanted`]; without, it always does.
 pub(super) async fn decide<B>(
     shared: &Arc<Shared>,
     forward: &ForwardAuth,
     req: Request<B>,
     resolved: Option<IpAddr>,
     rewritten: bool,
-    hook: Option<&AuthenticatedHook>,
+    user_when_wanted: bool,
 ) -> (Outcome, Response) {
     let nginx = forward.is_nginx(req.headers());
-    let logged = hook.is_none() || req.extensions().get::<UserWanted>().is_some();
+    let logged = !user_when_wanted || req.extensions().get::<UserWanted>().is_some();
     // A proxy gatehouse does not trust cannot say who the client is: all its
     // clients would share its address, and one could lock out the rest.
     let peer = req
@@ -398,10 +394,8 @@ pub(super) async fn decide<B>(
         method: original.method.clone(),
         path: original.uri.path().to_owned(),
     });
-    let (outcome, mut response) = decide_original(
-        shared, forward, req, original, resolved, nginx, hook, logged,
-    )
-    .await;
+    let (outcome, mut response) =
+        decide_original(shared, forward, req, original, resolved, nginx, logged).await;
     if let Some(decided) = decided {
         response.extensions_mut().insert(decided);
     }
@@ -409,7 +403,6 @@ pub(super) async fn decide<B>(
 }
 
 /// Runs the pipeline on the original request a decision is about.
-#[allow(clippy::too_many_arguments)]
 async fn decide_original<B>(
     shared: &Arc<Shared>,
     forward: &ForwardAuth,
@@ -417,7 +410,6 @@ async fn decide_original<B>(
     original: Original,
     resolved: Option<IpAddr>,
     nginx: bool,
-    hook: Option<&AuthenticatedHook>,
     logged: bool,
 ) -> (Outcome, Response) {
     let client = client(forward, shared, &req, resolved);
@@ -450,7 +442,7 @@ async fn decide_original<B>(
                 Err(response) => {
                     // Authenticated, then refused by a rule: counted (the
                     // 403 names the user).
-                    super::count_authenticated(hook, &response);
+                    super::count_authenticated(&shared.counters, &response);
                     return (Outcome::Forbidden, *response);
                 }
             };
@@ -475,9 +467,7 @@ async fn decide_original<B>(
                 return refuse(nginx, StatusCode::FORBIDDEN, "403 Forbidden\n");
             }
             let mut response = allowed(forward, name, scopes, &groups);
-            if let Some(hook) = hook {
-                hook(user.method());
-            }
+            shared.counters.record_authenticated(user.method());
             if logged {
                 response.extensions_mut().insert(user);
             }

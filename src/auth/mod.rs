@@ -309,48 +309,40 @@ impl<S> Layer<S> for BasicAuthLayer {
         BasicAuth {
             inner,
             shared: Arc::clone(&self.shared),
-            on_authenticated: None,
+            user_when_wanted: false,
         }
     }
 }
 
 impl BasicAuthLayer {
-    /// The layer around `inner`, telling `hook` how each request it
-    /// authenticates authenticated. The response then carries the
-    /// [`AuthenticatedUser`] only when the request carries [`UserWanted`]
-    /// (the server's metrics count through the hook instead): one
-    /// allocation less per request. Without a hook it always does.
+    /// The layer around `inner` for the server, whose frame says when its
+    /// access log will name the user: the response then carries the
+    /// [`AuthenticatedUser`] only when the request carries [`UserWanted`],
+    /// one allocation less per request otherwise. (`Layer::layer` always
+    /// puts it there, for whatever a library user runs around the layer.)
     #[cfg(feature = "server")]
-    pub(crate) fn layer_counting<S>(&self, inner: S, hook: AuthenticatedHook) -> BasicAuth<S> {
+    pub(crate) fn layer_for_server<S>(&self, inner: S) -> BasicAuth<S> {
         BasicAuth {
             inner,
             shared: Arc::clone(&self.shared),
-            on_authenticated: Some(hook),
+            user_when_wanted: true,
         }
     }
 }
 
-/// Told the method of every request the layer authenticated: when it lets
-/// it in (before the app answers), when an access rule refuses it (403),
-/// and for the layer's own answers that name a user (a forward-auth
-/// decision, a login, an authorization).
-pub(crate) type AuthenticatedHook = Arc<dyn Fn(AuthMethod) + Send + Sync>;
-
 /// Put in a request by whatever outside the layer will read the
 /// [`AuthenticatedUser`] from the response (the server's frame, while its
-/// access log is on): with a hook, the layer puts the user in the response
-/// only then. One decision, made where the log line is started.
+/// access log is on): in the server, the layer puts the user in the
+/// response only then. One decision, made where the log line is started.
 #[derive(Debug, Clone, Copy)]
 #[cfg_attr(not(feature = "server"), allow(dead_code))]
 pub(crate) struct UserWanted;
 
-/// Tells `hook` about the user an answer the layer made itself names (a
-/// forward-auth decision, a login, an authorization).
-fn count_authenticated(hook: Option<&AuthenticatedHook>, response: &Response) {
-    if let Some(hook) = hook
-        && let Some(user) = response.extensions().get::<AuthenticatedUser>()
-    {
-        hook(user.method());
+/// Counts the user an answer names (an access rule's 403, a forward-auth
+/// decision, a login, an authorization) as authenticated.
+fn count_authenticated(counters: &AuthCounters, response: &Response) {
+    if let Some(user) = response.extensions().get::<AuthenticatedUser>() {
+        counters.record_authenticated(user.method());
     }
 }
 
@@ -359,7 +351,8 @@ fn count_authenticated(hook: Option<&AuthenticatedHook>, response: &Response) {
 pub struct BasicAuth<S> {
     inner: S,
     shared: Arc<Shared>,
-    on_authenticated: Option<AuthenticatedHook>,
+    /// See [`BasicAuthLayer::layer_for_server`].
+    user_when_wanted: bool,
 }
 
 impl<S, B> Service<Request<B>> for BasicAuth<S>
@@ -382,7 +375,7 @@ where
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let shared = Arc::clone(&self.shared);
-        let on_authenticated = self.on_authenticated.clone();
+        let user_when_wanted = self.user_when_wanted;
         Box::pin(async move {
             // Resolved once; the proxy (X-Real-IP) and the access log read
             // it from the request's and the response's extensions.
@@ -426,15 +419,9 @@ where
             } else if let Some(forward) = forward {
                 // A proxy asks whether the request it describes may pass.
                 let rewritten = canonical.unwrap_or(true);
-                let (outcome, mut response) = forward::decide(
-                    &shared,
-                    forward,
-                    req,
-                    keyed,
-                    rewritten,
-                    on_authenticated.as_ref(),
-                )
-                .await;
+                let (outcome, mut response) =
+                    forward::decide(&shared, forward, req, keyed, rewritten, user_when_wanted)
+                        .await;
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
                     response.extensions_mut().insert(outcome);
@@ -457,7 +444,7 @@ where
                     OwnEndpoint::OAuthAuthorize => oauth::authorize(&shared, req, keyed).await,
                     OwnEndpoint::OAuthRevoke => oauth::revoke(&shared, req, keyed).await,
                 };
-                count_authenticated(on_authenticated.as_ref(), &response);
+                count_authenticated(&shared.counters, &response);
                 shared.counters.record(outcome);
                 if outcome != Outcome::Allowed {
                     response.extensions_mut().insert(outcome);
@@ -493,30 +480,23 @@ where
                                 shared.counters.record(Outcome::Forbidden);
                                 // Authenticated, then refused by a rule:
                                 // counted, as the 403 names the user.
-                                count_authenticated(on_authenticated.as_ref(), &response);
+                                count_authenticated(&shared.counters, &response);
                                 *response
                             }
                             Ok(user) => {
                                 shared.counters.record(Outcome::Allowed);
+                                shared.counters.record_authenticated(user.method());
                                 // Lets an access log outside the layer name
-                                // the user (and, without a hook, metrics
-                                // count it).
-                                let in_response = match &on_authenticated {
-                                    None => true,
-                                    Some(hook) => {
-                                        hook(user.method());
-                                        req.extensions().get::<UserWanted>().is_some()
-                                    }
-                                };
-                                if in_response {
-                                    req.extensions_mut().insert(user.clone());
-                                    let mut response = inner.call(req).await?;
+                                // the user.
+                                let wanted = !user_when_wanted
+                                    || req.extensions().get::<UserWanted>().is_some();
+                                let named = wanted.then(|| user.clone());
+                                req.extensions_mut().insert(user);
+                                let mut response = inner.call(req).await?;
+                                if let Some(user) = named {
                                     response.extensions_mut().insert(user);
-                                    response
-                                } else {
-                                    req.extensions_mut().insert(user);
-                                    inner.call(req).await?
                                 }
+                                response
                             }
                         }
                     }

@@ -130,6 +130,20 @@ impl Collector for AuthCollector {
             let metric = family.encode_family(&labels)?;
             ConstCounter::new(value).encode(metric)?;
         }
+        let mut family = encoder.encode_descriptor(
+            "authenticated_requests",
+            "Authenticated requests by how the user authenticated",
+            None,
+            MetricType::Counter,
+        )?;
+        for (method, value) in self.0.authenticated() {
+            // OAuth client tokens only once there are any.
+            if method != "oauth_client" || value > 0 {
+                let labels = [("method", method)];
+                let metric = family.encode_family(&labels)?;
+                ConstCounter::new(value).encode(metric)?;
+            }
+        }
         Ok(())
     }
 }
@@ -180,7 +194,6 @@ fn status_slot(status: StatusCode) -> (usize, &'static str) {
 #[derive(Debug)]
 pub struct RequestMetrics {
     requests: Labelled,
-    authenticated: Labelled,
     duration: Histograms,
     upstream: Histograms,
     /// Handles to the series every request touches, each looked up in its
@@ -188,7 +201,6 @@ pub struct RequestMetrics {
     /// lock): per outcome, its counter and its histogram per status class
     /// (made on first use, so that an unused one is not shown).
     by_outcome: Vec<(&'static str, Counter, [OnceLock<Histogram>; 5])>,
-    by_method: Vec<(&'static str, Counter)>,
     /// The upstream's histograms by result: the five status classes, then
     /// `error` and `timeout` (made on first use, as above).
     upstream_by_result: [OnceLock<Histogram>; 7],
@@ -221,10 +233,6 @@ impl Default for RequestMetrics {
         for outcome in OUTCOMES {
             let _ = requests.get_or_create(&vec![("outcome", outcome)]);
         }
-        let authenticated = Labelled::default();
-        for method in ["basic", "bearer", "api_key"] {
-            let _ = authenticated.get_or_create(&vec![("method", method)]);
-        }
         let by_outcome = OUTCOMES
             .iter()
             .map(|outcome| {
@@ -232,22 +240,11 @@ impl Default for RequestMetrics {
                 (*outcome, counter, Default::default())
             })
             .collect();
-        let by_method = ["basic", "bearer", "api_key"]
-            .iter()
-            .map(|method| {
-                let counter = authenticated
-                    .get_or_create(&vec![("method", *method)])
-                    .clone();
-                (*method, counter)
-            })
-            .collect();
         Self {
             requests,
-            authenticated,
             duration: Family::new_with_constructor(duration_histogram),
             upstream: Family::new_with_constructor(duration_histogram),
             by_outcome,
-            by_method,
             upstream_by_result: Default::default(),
         }
     }
@@ -278,20 +275,6 @@ impl RequestMetrics {
             .observe(took.as_secs_f64());
     }
 
-    /// Counts a request let in by `method` (`basic`, `bearer`, `api_key`).
-    pub fn record_authenticated(&self, method: &'static str) {
-        match self.by_method.iter().find(|(m, _)| *m == method) {
-            Some((_, counter)) => {
-                counter.inc();
-            }
-            None => {
-                self.authenticated
-                    .get_or_create(&vec![("method", method)])
-                    .inc();
-            }
-        }
-    }
-
     /// Times one upstream exchange up to its answer's head; `result` is the
     /// status class, or `error` / `timeout`.
     pub fn record_upstream(&self, result: &'static str, took: Duration) {
@@ -320,11 +303,6 @@ impl RequestMetrics {
     /// Registers these metrics (once, at start-up).
     pub fn register(&self, registry: &mut Registry) {
         registry.register("requests", "Requests by outcome", self.requests.clone());
-        registry.register(
-            "authenticated_requests",
-            "Authenticated requests by how the user authenticated",
-            self.authenticated.clone(),
-        );
         registry.register(
             "request_duration_seconds",
             "Time from a request's arrival to its answer's head, by outcome and status class",

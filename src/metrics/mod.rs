@@ -86,7 +86,17 @@ pub struct AuthCounters {
     /// Successful verifications against a legacy (htpasswd) hash: bcrypt,
     /// apr1, sha1.
     legacy_logins: [AtomicU64; 3],
+    /// Requests authenticated, by method (in [`AUTH_METHODS`] order).
+    authenticated: [AtomicU64; 4],
 }
+
+/// The authentication methods, in the order the counters keep them.
+const AUTH_METHODS: [crate::auth::AuthMethod; 4] = [
+    crate::auth::AuthMethod::Basic,
+    crate::auth::AuthMethod::Bearer,
+    crate::auth::AuthMethod::ApiKey,
+    crate::auth::AuthMethod::OAuthClient,
+];
 
 impl Default for AuthCounters {
     fn default() -> Self {
@@ -106,6 +116,7 @@ impl Default for AuthCounters {
             lockouts: AtomicU64::new(0),
             lockout_table_full: AtomicU64::new(0),
             legacy_logins: Default::default(),
+            authenticated: Default::default(),
         }
     }
 }
@@ -192,6 +203,19 @@ impl AuthCounters {
     /// Successful verifications per legacy scheme.
     pub fn legacy_logins(&self) -> [(&'static str, u64); 3] {
         [0, 1, 2].map(|i| (LEGACY_SCHEMES[i], get(&self.legacy_logins[i])))
+    }
+
+    /// Counts a request the layer authenticated by `method`: let in, refused
+    /// by an access rule, or answered by the layer itself naming the user.
+    pub fn record_authenticated(&self, method: crate::auth::AuthMethod) {
+        if let Some(i) = AUTH_METHODS.iter().position(|m| *m == method) {
+            bump(&self.authenticated[i]);
+        }
+    }
+
+    /// Authenticated requests per method, by its metric label.
+    pub fn authenticated(&self) -> [(&'static str, u64); 4] {
+        [0, 1, 2, 3].map(|i| (AUTH_METHODS[i].label(), get(&self.authenticated[i])))
     }
 
     /// Counts a request let in from the cache.
