@@ -47,8 +47,6 @@ pub struct Application {
     /// The separate forward-auth listener, if there is one.
     forward_auth: Option<Server>,
     forward_auth_addr: Option<SocketAddr>,
-    /// Where it listens, as the start-up log names it.
-    forward_auth_listen: Option<String>,
     layer: BasicAuthLayer,
     reloader: Reloader,
     triggers: Triggers,
@@ -131,14 +129,13 @@ impl Application {
             }
         }
         let registry = Arc::new(registry);
-        let (forward_auth, forward_auth_addr, forward_auth_listen) =
+        let (forward_auth, forward_auth_addr) =
             match config.forward_auth.as_ref().and_then(|f| f.listen.as_ref()) {
                 Some(wanted) => {
                     let listener = Listener::bind(wanted)
                         .await
                         .map_err(|io| bind_error("[forward_auth] listen", wanted, io))?;
                     let bound = listener.local_addr();
-                    let described = listener.describe();
                     // Plain HTTP, with the main listener's connection hygiene.
                     let app = routes::forward_auth_app(
                         layer.clone(),
@@ -151,9 +148,9 @@ impl Application {
                         .with_trusted_proxies(ClientIpResolver::new(
                             config.server.trusted_proxies.clone(),
                         ));
-                    (Some(server), bound, Some(described))
+                    (Some(server), bound)
                 }
-                None => (None, None, None),
+                None => (None, None),
             };
         let options = AppOptions {
             max_body_bytes: config.limits.max_body_bytes,
@@ -202,7 +199,6 @@ impl Application {
             metrics_addr,
             forward_auth,
             forward_auth_addr,
-            forward_auth_listen,
             layer,
             reloader,
             triggers,
@@ -294,8 +290,8 @@ impl Application {
         }
         if let (Some(forward), Some(addr)) = (&self.config.forward_auth, self.forward_auth_addr) {
             tracing::info!("forward-auth decisions on http://{addr}{}", forward.path);
-        } else if let (Some(forward), Some(socket)) =
-            (&self.config.forward_auth, &self.forward_auth_listen)
+        } else if let Some(forward) = &self.config.forward_auth
+            && let Some(socket @ crate::config::ListenAddress::Unix { .. }) = &forward.listen
         {
             tracing::info!("forward-auth decisions on {socket} at {}", forward.path);
         } else if let Some(forward) = &self.config.forward_auth {

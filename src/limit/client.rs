@@ -82,13 +82,11 @@ impl ClientIpResolver {
     /// binary's Unix socket answers forward-auth decisions only, and those
     /// are refused when the client cannot be told).
     pub fn resolve_unix(&self, headers: &HeaderMap) -> IpAddr {
-        if !headers.contains_key("x-forwarded-for") {
-            return UNREADABLE_CLIENT;
-        }
         self.walk(headers)
     }
 
-    /// `X-Forwarded-For` from the right: the first hop not in the list.
+    /// `X-Forwarded-For` from the right: the first hop not in the list;
+    /// no header at all, [`UNREADABLE_CLIENT`].
     fn walk(&self, headers: &HeaderMap) -> IpAddr {
         let mut last_good = None;
         for value in headers.get_all("x-forwarded-for").iter().rev() {

@@ -43,16 +43,6 @@ impl Listener {
         }
     }
 
-    /// What it listens on, as a log line or a URL would name it.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Tcp(listener) => listener
-                .local_addr()
-                .map_or_else(|_| "?".into(), |a| a.to_string()),
-            Self::Unix(socket) => format!("unix:{}", socket.path.display()),
-        }
-    }
-
     /// The TCP address, if it is a TCP listener.
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match self {
