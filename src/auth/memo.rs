@@ -23,8 +23,10 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
 /// One connection's memo, in every request's extensions while it is
-/// screened (the server puts it there; the auth layer takes it out before
-/// the app sees the request). Cloning shares it.
+/// screened (the server puts it there). It stays in the request the app
+/// gets: the type is the crate's own, so no app can name it to look it up,
+/// and taking it out cost a rehash of the extension map per request.
+/// Cloning shares it.
 #[derive(Clone, Default)]
 pub(crate) struct CredentialMemo(Arc<Mutex<Option<Remembered>>>);
 
@@ -141,16 +143,16 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     }
     // No fallback that could compare zeros with zeros: every byte of the
     // chunk goes in.
-    let word = |chunk: &[u8]| chunk.iter().fold(0u64, |w, &b| w << 8 | u64::from(b));
-    let (words_a, words_b) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail = words_a
-        .remainder()
+    let (words_a, tail_a) = a.as_chunks::<8>();
+    let (words_b, tail_b) = b.as_chunks::<8>();
+    let tail = tail_a
         .iter()
-        .zip(words_b.remainder())
+        .zip(tail_b)
         .fold(0u64, |acc, (x, y)| acc | u64::from(x ^ y));
-    let difference = words_a
-        .zip(words_b)
-        .fold(tail, |acc, (x, y)| acc | (word(x) ^ word(y)));
+    // One load a word, not a shift a byte.
+    let difference = words_a.iter().zip(words_b).fold(tail, |acc, (x, y)| {
+        acc | (u64::from_ne_bytes(*x) ^ u64::from_ne_bytes(*y))
+    });
     difference.ct_eq(&0).into()
 }
 

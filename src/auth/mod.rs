@@ -455,9 +455,6 @@ where
                     Screened::Decided(decision) => decision,
                     checking => shared.conclude(checking).await,
                 };
-                // The connection's credential memo is the layer's alone:
-                // the app never gets a handle on it.
-                req.extensions_mut().remove::<CredentialMemo>();
                 match decision {
                     Decision::Refuse(outcome, mut response) => {
                         shared.counters.record(outcome);
