@@ -453,6 +453,8 @@ where
             } else {
                 let decision = match shared.screen(&req, keyed) {
                     Screened::Decided(decision) => decision,
+                    // The common case, without building `conclude`'s future.
+                    Screened::Cached(user) => shared.cache_hit(user),
                     checking => shared.conclude(checking).await,
                 };
                 match decision {
@@ -1292,13 +1294,16 @@ impl Shared {
 
     /// Steps 6–8: verify (or reuse a verification), then apply the per-user
     /// quota.
+    /// A credential the cache vouched for: counted, then the user's quota.
+    fn cache_hit(&self, user: AuthenticatedUser) -> Decision {
+        self.counters.record_cache_hit();
+        self.per_user_quota(user)
+    }
+
     async fn conclude(self: &Arc<Self>, screened: Screened) -> Decision {
         let (username, verified) = match screened {
             Screened::Decided(decision) => return decision,
-            Screened::Cached(user) => {
-                self.counters.record_cache_hit();
-                return self.per_user_quota(user);
-            }
+            Screened::Cached(user) => return self.cache_hit(user),
             Screened::Follow(username, result) => {
                 self.counters.record_coalesced();
                 (

@@ -181,16 +181,24 @@ impl Proxy {
             .map(|c| c.0)
             .or_else(|| peer.map(|p| self.clients.resolve(p, req.headers())));
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        self.strip_client_claims(headers, trusted);
-        if !self.settings.forward_authorization {
-            headers.remove(header::AUTHORIZATION);
-            if let Some(key_header) = &self.api_key_header {
-                headers.remove(key_header);
-            }
-        }
-        // Set by gatehouse alone: a client's own is dropped.
-        headers.remove(X_FORWARDED_SCOPES);
+        // Everything that goes, found in one pass over the names present
+        // and removed by name only when there: a removal by name hashes it,
+        // and most requests carry none of these but `Authorization`.
+        let named = connection_named(headers);
+        let credentials_go = !self.settings.forward_authorization;
+        remove_where(headers, |name| {
+            is_hop_by_hop(name)
+                || named.contains(name)
+                || self.is_client_claim(name, trusted)
+                || (credentials_go
+                    && (name == header::AUTHORIZATION || self.api_key_header.as_ref() == Some(name)))
+                // Set by gatehouse alone: a client's own are dropped.
+                || name == X_FORWARDED_SCOPES
+                || name == X_FORWARDED_GROUPS
+                || name == header::FORWARDED
+                // From a trusted proxy the list is extended, below.
+                || (!trusted && name == X_FORWARDED_FOR)
+        });
         if let Some(scopes) = user
             .as_ref()
             .and_then(|u| u.scopes())
@@ -198,7 +206,6 @@ impl Proxy {
         {
             headers.insert(X_FORWARDED_SCOPES, scopes);
         }
-        headers.remove(X_FORWARDED_GROUPS);
         if let Some(groups) = user
             .as_ref()
             .filter(|u| !u.groups().is_empty())
@@ -236,12 +243,12 @@ impl Proxy {
         Ok(())
     }
 
-    /// Drops what the client may claim about itself: any header that reads
-    /// as one gatehouse sets once `_` is taken for `-` (CGI, WSGI, PHP and
-    /// Rails all do that), every header with `_` unless allowed, the
-    /// `identity_headers` from everyone, and, from a peer that is not a
-    /// trusted proxy, the `untrusted_headers`.
-    fn strip_client_claims(&self, headers: &mut HeaderMap, trusted: bool) {
+    /// Whether `name` is something the client may not claim about itself:
+    /// any header that reads as one gatehouse sets once `_` is taken for `-`
+    /// (CGI, WSGI, PHP and Rails all do that), every header with `_` unless
+    /// allowed, the `identity_headers` from everyone, and, from a peer that
+    /// is not a trusted proxy, the `untrusted_headers`.
+    fn is_client_claim(&self, name: &HeaderName, trusted: bool) -> bool {
         let key_header = self.api_key_header.as_ref().map_or("", HeaderName::as_str);
         let ours = [
             self.settings.user_header.as_str(),
@@ -260,35 +267,27 @@ impl Proxy {
             "forwarded",
         ];
         let settings = &self.settings;
-        // One pass over the names present; only those found are removed.
-        let doomed: Vec<HeaderName> = headers
-            .keys()
-            .filter(|name| {
-                let text = name.as_str();
-                if text.contains('_') {
-                    if !settings.underscores_in_headers {
-                        return true;
-                    }
-                    let read_as = text.replace('_', "-");
-                    if ours.iter().any(|o| o.eq_ignore_ascii_case(&read_as)) {
-                        return true;
-                    }
-                }
-                let first = text.bytes().next().map_or(0, usize::from);
-                self.claimed_first_bytes[first]
-                    && (**name == settings.user_header
-                        || settings.identity_headers.iter().any(|p| p.matches(name))
-                        || (!trusted && settings.untrusted_headers.iter().any(|p| p.matches(name))))
-            })
-            .cloned()
-            .collect();
-        for name in doomed {
-            headers.remove(name);
+        let text = name.as_str();
+        if text.contains('_') {
+            if !settings.underscores_in_headers {
+                return true;
+            }
+            let read_as = text.replace('_', "-");
+            if ours.iter().any(|o| o.eq_ignore_ascii_case(&read_as)) {
+                return true;
+            }
         }
+        let first = text.bytes().next().map_or(0, usize::from);
+        self.claimed_first_bytes[first]
+            && (*name == settings.user_header
+                || settings.identity_headers.iter().any(|p| p.matches(name))
+                || (!trusted && settings.untrusted_headers.iter().any(|p| p.matches(name))))
     }
 
     /// `X-Forwarded-For/-Proto/-Host`: extended when the peer is a trusted
-    /// proxy, otherwise replaced, so a client cannot plant an address.
+    /// proxy, otherwise replaced, so a client cannot plant an address (an
+    /// untrusted peer's `X-Forwarded-For` and everyone's `Forwarded` are
+    /// gone already).
     fn set_forwarded(
         &self,
         headers: &mut HeaderMap,
@@ -313,7 +312,9 @@ impl Proxy {
             (_, Some(peer)) => ip_value(peer),
             (_, None) => None,
         };
-        headers.remove(&xff_name);
+        if trusted {
+            headers.remove(&xff_name);
+        }
         if let Some(value) = forwarded_for {
             headers.insert(xff_name, value);
         }
@@ -328,7 +329,6 @@ impl Proxy {
                 None => headers.remove(host_name),
             };
         }
-        headers.remove(header::FORWARDED);
     }
 }
 
@@ -386,19 +386,27 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
 /// pass over the names present, then a removal for each found: removing
 /// all nine by name hashed each of them for every request and answer.
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let named: Vec<HeaderName> = headers
+    let named = connection_named(headers);
+    remove_where(headers, |name| is_hop_by_hop(name) || named.contains(name));
+}
+
+/// The headers the `Connection` header names (hop-by-hop for this
+/// connection only). Most messages name none: no allocation then.
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
-        .collect();
-    let doomed: Vec<HeaderName> = headers
-        .keys()
-        .filter(|name| is_hop_by_hop(name) || named.contains(name))
-        .cloned()
-        .collect();
-    for name in doomed {
+        .collect()
+}
+
+/// Removes every header whose name `doomed` picks: one pass over the names
+/// present, then a removal (every value of the name) for each one found.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName) -> bool) {
+    let found: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for name in found {
         headers.remove(name);
     }
 }
@@ -476,7 +484,10 @@ pub async fn forward(State(proxy): State<Arc<Proxy>>, mut req: Request) -> Respo
         tracing::warn!(%error, "cannot build the upstream request");
         return error_response(StatusCode::BAD_GATEWAY);
     }
-    let path = req.uri().path().to_owned();
+    // For the failure lines only: a clone shares the URI's bytes, where the
+    // path as a `String` was an allocation per request.
+    let target = req.uri().clone();
+    let path = target.path();
     let sent = std::time::Instant::now();
     let mut response = match tokio::time::timeout(proxy.settings.timeout, proxy.pool.send(req))
         .await

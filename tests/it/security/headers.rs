@@ -25,8 +25,11 @@ const ADDRESS_CLAIMS: [&str; 8] = [
 ];
 
 /// Identity headers a client may try to plant: nobody may set them.
-const IDENTITY_CLAIMS: [&str; 16] = [
+const IDENTITY_CLAIMS: [&str; 18] = [
     "X-Forwarded-Groups",
+    "X-Forwarded-Scopes",
+    // RFC 7239's list: gatehouse writes the X-Forwarded-* ones only.
+    "Forwarded",
     "X-Forwarded-Email",
     "X-Remote-Group",
     "X-Forwarded-Client-Cert",
@@ -115,12 +118,21 @@ async fn address_headers_pass_only_from_trusted_proxies_and_identities_never() {
         for claim in claims() {
             request = request.header(claim, "6.6.6.6");
         }
+        request = request.header("X-Forwarded-For", "6.6.6.6");
         let seen: Value = request.send().await.unwrap().json().await.unwrap();
         let headers = &seen["headers"];
+        let chain = if trusted {
+            format!("6.6.6.6, {source}")
+        } else {
+            source.to_owned()
+        };
+        assert_eq!(headers["x-forwarded-for"], chain.as_str(), "from {source}");
         for claim in ADDRESS_CLAIMS {
             let name = claim.to_ascii_lowercase();
             match (name.as_str(), trusted) {
-                ("x-real-ip", _) => assert_eq!(headers[&name], source, "resolved client"),
+                // The client the trusted proxy names, or the peer.
+                ("x-real-ip", true) => assert_eq!(headers[&name], "6.6.6.6", "resolved client"),
+                ("x-real-ip", false) => assert_eq!(headers[&name], source, "resolved client"),
                 (_, true) => assert_eq!(headers[&name], "6.6.6.6", "{name} from a trusted proxy"),
                 (_, false) => assert!(headers.get(&name).is_none(), "{name} from {source}"),
             }

@@ -386,3 +386,32 @@ async fn turning_tokens_off_by_reload_revokes_at_once() {
     assert_eq!(login.status(), StatusCode::NOT_FOUND);
     assert!(server.logs().contains("only takes effect after a restart"));
 }
+
+/// The credential is gatehouse's business: the API key's header stops at
+/// the gate unless `forward_authorization` says otherwise.
+#[tokio::test]
+async fn api_keys_do_not_reach_the_upstream_unless_credentials_are_forwarded() {
+    let up = crate::common::upstream::start().await;
+    for forwarded in [false, true] {
+        let dir = TestDir::new();
+        let extra =
+            format!("[upstream]\nurl = \"http://{up}\"\nforward_authorization = {forwarded}\n");
+        let (server, key) = start(&dir, &extra);
+        let seen: serde_json::Value = client(&dir.cert_pem)
+            .get(server.url("/echo"))
+            .header("X-API-Key", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let headers = &seen["headers"];
+        assert_eq!(headers["x-forwarded-user"], "alice", "{seen}");
+        if forwarded {
+            assert_eq!(headers["x-api-key"], key.as_str());
+        } else {
+            assert!(headers.get("x-api-key").is_none(), "{seen}");
+        }
+    }
+}
