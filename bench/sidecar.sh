@@ -170,7 +170,7 @@ SIDECAR_PID=${PIDS[-1]}
 curl -sf -H "$AUTH" http://127.0.0.1:18503/data.json >/dev/null
 
 # The field-by-field mean of two wrk_once lines.
-mean_of() { paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '{ printf "%s%.3f", (NR > 1 ? " " : ""), ($1 + $2) / 2 } END { print "" }'; }
+mean_of() { paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '{ printf (NR == 1 ? "%.0f" : " %.3f"), ($1 + $2) / 2 } END { print "" }'; }
 # Field F of line A over field F of line B.
 ratio_of() { awk -v a="$(cut -d' ' -f"$3" <<<"$1")" -v b="$(cut -d' ' -f"$3" <<<"$2")" -v f="$4" 'BEGIN { printf f, a / b }'; }
 
