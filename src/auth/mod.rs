@@ -1138,6 +1138,10 @@ impl Shared {
     /// still vouches for the credential it holds (see `memo.rs`), asked as
     /// the full path asks it.
     /// A memo the cache no longer vouches for is wiped.
+    /// A layer nested inside another would find the outer one's memo here:
+    /// its cache, with an HMAC key of its own, does not vouch for it, so the
+    /// memo is wiped and the full path runs. That costs the memo, nothing
+    /// more, but nesting layers is not supported.
     fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
         let cache = self.cache.as_ref()?;
         let now = Instant::now();
@@ -1292,13 +1296,14 @@ impl Shared {
         })
     }
 
-    /// Steps 6–8: verify (or reuse a verification), then apply the per-user
-    /// quota.
     /// A credential the cache vouched for: counted, then the user's quota.
     fn cache_hit(&self, user: AuthenticatedUser) -> Decision {
         self.counters.record_cache_hit();
         self.per_user_quota(user)
     }
+
+    /// Steps 6–8: verify (or reuse a verification), then apply the per-user
+    /// quota.
 
     async fn conclude(self: &Arc<Self>, screened: Screened) -> Decision {
         let (username, verified) = match screened {

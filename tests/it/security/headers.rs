@@ -118,11 +118,13 @@ async fn address_headers_pass_only_from_trusted_proxies_and_identities_never() {
         for claim in claims() {
             request = request.header(claim, "6.6.6.6");
         }
-        request = request.header("X-Forwarded-For", "6.6.6.6");
+        // Another address than the planted claims': what a trusted proxy
+        // reports is told apart from what is passed through.
+        request = request.header("X-Forwarded-For", "7.7.7.7");
         let seen: Value = request.send().await.unwrap().json().await.unwrap();
         let headers = &seen["headers"];
         let chain = if trusted {
-            format!("6.6.6.6, {source}")
+            format!("7.7.7.7, {source}")
         } else {
             source.to_owned()
         };
@@ -131,7 +133,7 @@ async fn address_headers_pass_only_from_trusted_proxies_and_identities_never() {
             let name = claim.to_ascii_lowercase();
             match (name.as_str(), trusted) {
                 // The client the trusted proxy names, or the peer.
-                ("x-real-ip", true) => assert_eq!(headers[&name], "6.6.6.6", "resolved client"),
+                ("x-real-ip", true) => assert_eq!(headers[&name], "7.7.7.7", "resolved client"),
                 ("x-real-ip", false) => assert_eq!(headers[&name], source, "resolved client"),
                 (_, true) => assert_eq!(headers[&name], "6.6.6.6", "{name} from a trusted proxy"),
                 (_, false) => assert!(headers.get(&name).is_none(), "{name} from {source}"),
@@ -312,4 +314,45 @@ async fn a_garbage_forwarded_hop_never_keys_on_the_proxy() {
         .await
         .unwrap();
     assert_eq!(ok.status(), 200);
+}
+
+/// A client's `Connection` header may name gatehouse's own headers as
+/// hop-by-hop: that removes only the client's copies, never what gatehouse
+/// writes after them.
+#[tokio::test]
+async fn connection_cannot_remove_what_gatehouse_writes() {
+    let up = upstream::start().await;
+    let dir = TestDir::new();
+    let config = dir.config(&format!("[upstream]\nurl = \"http://{up}\"\n"));
+    let server = Gatehouse::in_process(&config);
+    let user = format!("{}:{}", ALICE.0, ALICE.1);
+    let url = server.url("/echo");
+    // curl blocks: off the runtime that serves the upstream.
+    let (status, body, _dir) = tokio::task::spawn_blocking(move || {
+        let (status, body) = curl(
+            &dir,
+            &url,
+            &[
+                "--http1.1",
+                "-u",
+                &user,
+                "-H",
+                "Connection: x-forwarded-user, x-real-ip, x-forwarded-for, x-forwarded-proto, host",
+                "-H",
+                "X-Forwarded-User: mallory",
+            ],
+        );
+        (status, body, dir)
+    })
+    .await
+    .unwrap();
+    assert_eq!(status, 200, "{body}");
+    let seen: Value = serde_json::from_str(&body).unwrap();
+    let headers = &seen["headers"];
+    assert_eq!(headers["x-forwarded-user"], "alice", "{seen}");
+    assert_eq!(headers["x-real-ip"], "127.0.0.1", "{seen}");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "{seen}");
+    assert_eq!(headers["x-forwarded-proto"], "https", "{seen}");
+    assert_eq!(headers["host"], up.to_string().as_str(), "{seen}");
+    assert!(headers.get("connection").is_none(), "{seen}");
 }
