@@ -1304,7 +1304,6 @@ impl Shared {
 
     /// Steps 6–8: verify (or reuse a verification), then apply the per-user
     /// quota.
-
     async fn conclude(self: &Arc<Self>, screened: Screened) -> Decision {
         let (username, verified) = match screened {
             Screened::Decided(decision) => return decision,
