@@ -161,9 +161,12 @@ echo "gatehouse: the same handler, public in one server and protected in the oth
 # Issue 16's measure of what authentication costs: the same handler
 # (/healthz), public in one config (the default) and protected in the other
 # (no public paths), so the two rows differ by authentication alone.
+# All three get the same request, Authorization header included.
 # A third server, public like the first (the A/A control), measures how far
 # two identical servers drift apart in one round: the resolution of any
-# per-round ratio on this machine.
+# per-round ratio on this machine. A round runs public, protected, control,
+# control, protected, public (half a slice each, rounded up), so that a drift
+# in the machine's speed within the round weighs on all three alike.
 declare -A PER_ROUND_AB PER_ROUND_AA
 for tls in false true; do
   # Ports: 18094/18095 (control 18100) over HTTP, 18096/18097 (18101) over TLS.
@@ -181,10 +184,12 @@ for tls in false true; do
   [ "$(curl -sk -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$prot/healthz")" = 401 ] || { echo "the protected server does not ask for a password" >&2; exit 1; }
   curl -skf -H "$AUTH" "$scheme://127.0.0.1:$prot/healthz" >/dev/null
   r_pub="" r_prot="" ab="" aa=""
+  half="$(( (${SLICE%s} + 1) / 2 ))s"
+  hit() { SLICE=$half wrk_once "$scheme://127.0.0.1:$1/healthz" -H "$AUTH"; }
   for _ in $(seq 1 "$ROUNDS"); do
-    a=$(wrk_once "$scheme://127.0.0.1:$pub/healthz")
-    b=$(wrk_once "$scheme://127.0.0.1:$prot/healthz" -H "$AUTH")
-    c=$(wrk_once "$scheme://127.0.0.1:$ctl/healthz")
+    a1=$(hit "$pub"); b1=$(hit "$prot"); c1=$(hit "$ctl")
+    c2=$(hit "$ctl"); b2=$(hit "$prot"); a2=$(hit "$pub")
+    a=$(mean_of "$a1" "$a2"); b=$(mean_of "$b1" "$b2"); c=$(mean_of "$c1" "$c2")
     r_pub+="$a"$'\n' r_prot+="$b"$'\n'
     ab+="$(awk -v a="${a%% *}" -v b="${b%% *}" 'BEGIN { printf "%.3f ", b / a }')"
     aa+="$(awk -v a="${a%% *}" -v c="${c%% *}" 'BEGIN { printf "%.3f ", c / a }')"

@@ -91,4 +91,7 @@ wrk_once() {
     "$(awk '/^Transfer\/sec:/ { v = $2; if (v ~ /GB$/) v *= 1024; else if (v ~ /KB$/) v /= 1024; printf "%.1f", v }' <<<"$out")"
 }
 
+# The field-by-field mean of two wrk_once lines (req/s as a whole number).
+mean_of() { paste -d' ' <(tr ' ' '\n' <<<"$1") <(tr ' ' '\n' <<<"$2") | awk '{ printf (NR == 1 ? "%.0f" : " %.3f"), ($1 + $2) / 2 } END { print "" }'; }
+
 median() { sort -g | awk '{ v[NR] = $1 } END { print v[int((NR + 1) / 2)] }'; }
