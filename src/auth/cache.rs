@@ -72,21 +72,6 @@ impl CredentialDigest {
     pub(crate) fn was_made_for(&self, fingerprint: &[u8; 32]) -> bool {
         self.stored == *fingerprint
     }
-
-    /// The HMAC half, for a connection's memo.
-    pub(crate) fn mac(&self) -> [u8; 32] {
-        self.mac
-    }
-
-    /// A digest from an HMAC a memo kept and the user's current
-    /// fingerprint: what [`VerifiedCache::digest`] gives for the same
-    /// credential.
-    pub(crate) fn from_parts(mac: [u8; 32], stored: &[u8; 32]) -> Self {
-        Self {
-            mac,
-            stored: *stored,
-        }
-    }
 }
 
 struct Entry {

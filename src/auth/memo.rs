@@ -3,21 +3,33 @@
 //! A keep-alive client sends the same `Authorization` value on every
 //! request. Decoding it and computing its cache digest (base64, UTF-8
 //! checks, HMAC-SHA256) was most of what a cached request cost over a
-//! public one. When the value is byte for byte the one the memo holds, the
-//! memo gives back the username and the HMAC that value always decodes and
-//! hashes to (both are pure functions of the bytes), and the cache is
-//! asked exactly as on the full path: with the user's current stored-hash
-//! fingerprint, against its expiry. So a memo never lets in what the full
-//! path would refuse; when it misses or the cache says no, the full path
-//! runs.
+//! public one.
+//!
+//! A Basic value is remembered when the cache vouched for it, bound to
+//! what vouched: the credential store it was checked against, the cache's
+//! generation and the cache entry's expiry. It is recalled, byte for byte,
+//! only while all three hold: the same store object is current (a reload
+//! that changes the users swaps the store, and the store never changes in
+//! place), the cache was not cleared since, and the entry's time is not
+//! up. So a memo lets in exactly the credentials that were verified
+//! against the current users within the cache's time to live, which is
+//! what the cache itself lets in. The one difference: a cache entry
+//! evicted early to make room (a policy, not a revocation) is still
+//! honoured by the memo until its expiry. When a recall fails, the memo is
+//! wiped and the full path runs.
+//!
+//! A bearer token is remembered with its cache key, and recalled only to
+//! skip computing that key: the token cache is asked as on the full path.
 //!
 //! The memo keeps the credential as sent for the life of the connection
 //! (as the connection's own read buffer briefly does), wiped when replaced
 //! or dropped. It is per connection: another connection, or another user
 //! on a connection a proxy shares, never matches it.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Instant;
+
+use crate::credentials::CredentialStore;
 
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
@@ -58,23 +70,61 @@ struct Remembered {
     /// The cache's generation when remembered: a cleared cache (users
     /// reloaded) voids every memo made before.
     generation: u64,
+    /// For a Basic value, the credential store it was checked against (a
+    /// weak reference: its address cannot be reused while this is held,
+    /// and an old store's users are not kept alive). Empty for a token.
+    store: Weak<CredentialStore>,
 }
 
 impl CredentialMemo {
+    /// The user a Basic `value` stands for, if it is the value remembered,
+    /// `store` is the store it was checked against and neither the cache's
+    /// `generation` nor the entry's time has moved on. A memo that no
+    /// longer holds is wiped.
+    pub(crate) fn recall_basic(
+        &self,
+        value: &[u8],
+        now: Instant,
+        generation: u64,
+        store: &CredentialStore,
+    ) -> Option<Arc<str>> {
+        self.recall_as(MemoKind::Basic, value, now, generation, Some(store))
+            .map(|(username, _)| username)
+    }
+
+    /// The cache key of a bearer token `value`, if it is the token
+    /// remembered and neither the token cache's `generation` nor its time
+    /// has moved on (the token cache is then asked as on the full path).
+    pub(crate) fn recall_token(
+        &self,
+        value: &[u8],
+        now: Instant,
+        generation: u64,
+    ) -> Option<[u8; 32]> {
+        self.recall_as(MemoKind::Token, value, now, generation, None)
+            .map(|(_, mac)| mac)
+    }
+
     /// The username and HMAC for `value`, if it is the value remembered
-    /// and not past its time (an expired memo is wiped).
-    pub(crate) fn recall(
+    /// as `kind`, not past its time, of this `generation` and, when `store`
+    /// is given, checked against that store (a memo that fails any of
+    /// these is wiped).
+    fn recall_as(
         &self,
         kind: MemoKind,
         value: &[u8],
         now: Instant,
         generation: u64,
+        store: Option<&CredentialStore>,
     ) -> Option<(Arc<str>, [u8; 32])> {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
         // The kind first: Basic and tokens count their generations apart,
         // so another kind's memo is left alone, not judged by this one's.
         let remembered = memo.as_ref().filter(|r| r.kind == kind)?;
-        if now >= remembered.until || remembered.generation != generation {
+        // A store swapped by a reload is another object: the address is
+        // compared (a `Weak` keeps the old one's from being reused).
+        let other_store = store.is_some_and(|s| !std::ptr::eq(remembered.store.as_ptr(), s));
+        if now >= remembered.until || remembered.generation != generation || other_store {
             *memo = None;
             return None;
         }
@@ -82,10 +132,35 @@ impl CredentialMemo {
             .then(|| (Arc::clone(&remembered.username), remembered.mac))
     }
 
+    /// Remembers a Basic `value`, which decodes to `username` and which the
+    /// cache vouched for against `store`, until `until` (the cache entry's
+    /// expiry).
+    pub(crate) fn remember_basic(
+        &self,
+        value: &[u8],
+        username: &str,
+        until: Instant,
+        generation: u64,
+        store: &Arc<CredentialStore>,
+    ) {
+        let store = Arc::downgrade(store);
+        self.remember_as(
+            MemoKind::Basic,
+            value,
+            username,
+            [0; 32],
+            until,
+            generation,
+            store,
+        );
+    }
+
     /// Remembers `value`, which decodes to `username` and hashes to `mac`,
     /// until `until`. A memo holding another user's credential keeps it: on
     /// a connection a proxy shares between users, rewriting it on every
     /// request would cost more than it saves.
+    /// A value remembered this way as Basic is never recalled by
+    /// `recall_basic`: it names no store.
     pub(crate) fn remember(
         &self,
         kind: MemoKind,
@@ -94,6 +169,20 @@ impl CredentialMemo {
         mac: [u8; 32],
         until: Instant,
         generation: u64,
+    ) {
+        self.remember_as(kind, value, username, mac, until, generation, Weak::new());
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn remember_as(
+        &self,
+        kind: MemoKind,
+        value: &[u8],
+        username: &str,
+        mac: [u8; 32],
+        until: Instant,
+        generation: u64,
+        store: Weak<CredentialStore>,
     ) {
         let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if memo
@@ -109,6 +198,7 @@ impl CredentialMemo {
             mac,
             until,
             generation,
+            store,
         });
     }
 
@@ -160,6 +250,53 @@ fn same_bytes(a: &[u8], b: &[u8]) -> bool {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    impl CredentialMemo {
+        /// Recalls without a store to compare (the other checks alone).
+        fn recall(
+            &self,
+            kind: MemoKind,
+            value: &[u8],
+            now: Instant,
+            generation: u64,
+        ) -> Option<(Arc<str>, [u8; 32])> {
+            self.recall_as(kind, value, now, generation, None)
+        }
+    }
+
+    fn store() -> Arc<CredentialStore> {
+        let hash = "$argon2id$v=19$m=8,t=1,p=1$c29tZXNhbHQ$7/pX3SDk5RTz0n14Qv4wxA";
+        let hash = crate::credentials::parse_user_hash(hash).unwrap();
+        Arc::new(CredentialStore::new([("alice".to_owned(), hash)]).unwrap())
+    }
+
+    #[test]
+    fn a_basic_value_is_recalled_only_against_the_store_that_vouched() {
+        let memo = CredentialMemo::default();
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        let (first, second) = (store(), store());
+        memo.remember_basic(ALICE, "alice", later, 0, &first);
+        assert_eq!(&*memo.recall_basic(ALICE, now, 0, &first).unwrap(), "alice");
+        // A reload's new store (the same users, another object) voids it,
+        // and the memo is wiped: the first store no longer matches either.
+        assert!(memo.recall_basic(ALICE, now, 0, &second).is_none());
+        assert!(memo.recall_basic(ALICE, now, 0, &first).is_none());
+        // So do a cleared cache and the entry's expiry.
+        memo.remember_basic(ALICE, "alice", later, 0, &first);
+        assert!(memo.recall_basic(ALICE, now, 1, &first).is_none());
+        memo.remember_basic(ALICE, "alice", later, 0, &first);
+        assert!(memo.recall_basic(ALICE, later, 0, &first).is_none());
+        // Remembered without a store, a Basic value is never recalled as one.
+        memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
+        assert!(memo.recall_basic(ALICE, now, 0, &first).is_none());
+        // A dropped store's memo never matches a new store, whatever its
+        // address: the weak reference keeps the old address taken.
+        memo.remember_basic(ALICE, "alice", later, 0, &first);
+        drop(first);
+        let third = store();
+        assert!(memo.recall_basic(ALICE, now, 0, &third).is_none());
+    }
 
     const ALICE: &[u8] = b"Basic YWxpY2U6c2VjcmV0";
 

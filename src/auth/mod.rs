@@ -726,16 +726,8 @@ impl Shared {
         };
         // The generation first, then the keys: see `TokenState::generation`.
         let generation = state.generation();
-        let recalled = memo
-            .and_then(|m| {
-                m.recall(
-                    MemoKind::Token,
-                    token.as_bytes(),
-                    Instant::now(),
-                    generation,
-                )
-            })
-            .map(|(_, digest)| digest);
+        let recalled =
+            memo.and_then(|m| m.recall_token(token.as_bytes(), Instant::now(), generation));
         let digest = recalled.unwrap_or_else(|| state.cache.digest(token));
         let mut cache_expiry = None;
         let checked =
@@ -1137,27 +1129,16 @@ impl Shared {
     /// A connection's memo answering for `value`: the user, when the cache
     /// still vouches for the credential it holds (see `memo.rs`), asked as
     /// the full path asks it.
-    /// A memo the cache no longer vouches for is wiped.
+    /// A memo that no longer holds is wiped.
     /// A layer nested inside another would find the outer one's memo here:
-    /// its cache, with an HMAC key of its own, does not vouch for it, so the
-    /// memo is wiped and the full path runs. That costs the memo, nothing
+    /// made against another store (and cache generation), it does not hold,
+    /// so it is wiped and the full path runs. That costs the memo, nothing
     /// more, but nesting layers is not supported.
     fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
         let cache = self.cache.as_ref()?;
-        let now = Instant::now();
-        let (username, mac) = memo.recall(MemoKind::Basic, value, now, cache.generation())?;
         let store = self.verifier.current_store();
-        let vouched = store.stored_hash(&username).filter(|(_, fingerprint)| {
-            let credential = cache::CredentialDigest::from_parts(mac, fingerprint);
-            cache.contains(&username, &credential, now)
-        });
-        match vouched {
-            Some((name, _)) => Some(AuthenticatedUser::new(Arc::clone(name))),
-            None => {
-                memo.forget(value);
-                None
-            }
-        }
+        let username = memo.recall_basic(value, Instant::now(), cache.generation(), &store)?;
+        Some(AuthenticatedUser::new(username))
     }
 
     /// The per-address limit for a request that costs or fails something,
@@ -1216,15 +1197,10 @@ impl Shared {
             if let (Some(expires), Some((name, _))) = (hit, known) {
                 // The memo lasts no longer than the entry it stands for.
                 if let Some((memo, value)) = memo {
+                    // Bound to the store this lookup used: a reload since
+                    // then voids it at once.
                     let generation = cache.generation();
-                    memo.remember(
-                        MemoKind::Basic,
-                        value,
-                        &username,
-                        credential.mac(),
-                        expires,
-                        generation,
-                    );
+                    memo.remember_basic(value, &username, expires, generation, &store);
                 }
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
             }
