@@ -19,8 +19,10 @@
 #    round, and of the p99s. A third gatehouse, public like the first, is
 #    the control: its ratio to the first is what this machine's noise
 #    alone gives. A round measures the three in the order public,
-#    protected, control, control, protected, public (a slice each), so a
-#    drift in the machine's speed during the round weighs on each alike.
+#    protected, control, control, protected, public (a slice each, each
+#    after a second of unmeasured load on the same server), so a drift in
+#    the machine's speed during the round weighs on each alike, and no
+#    server's slice starts cold where another's starts warm.
 # 3. A 1 MiB download and a 1 MiB upload through nginx proxy_pass and
 #    through gatehouse (MB/s; an upload's MiB/s is its req/s), both with
 #    their default buffering (nginx spools bodies past its buffers to temp
@@ -209,7 +211,12 @@ public = []'
   curl -skf -H "$AUTH" "$scheme://127.0.0.1:$prot/healthz" >/dev/null
   [ "$(curl -sk -o /dev/null -w '%{http_code}' "$scheme://127.0.0.1:$prot/healthz")" = 401 ] || { echo "the protected server does not ask for a password" >&2; exit 1; }
   for round in $(seq 1 "$ROUNDS"); do
-    hit() { wrk_once "$scheme://127.0.0.1:$1/healthz" -H "$AUTH"; }
+    # A second of unmeasured load first: every slice starts on a server
+    # that has just run, not only those that follow themselves.
+    hit() {
+      SLICE=1s wrk_once "$scheme://127.0.0.1:$1/healthz" -H "$AUTH" >/dev/null
+      wrk_once "$scheme://127.0.0.1:$1/healthz" -H "$AUTH"
+    }
     a1=$(hit "$pub"); b1=$(hit "$prot"); c1=$(hit "$control")
     c2=$(hit "$control"); b2=$(hit "$prot"); a2=$(hit "$pub")
     # The round's figure for each: the mean of its two slices.

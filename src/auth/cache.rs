@@ -92,6 +92,14 @@ pub struct VerifiedCache {
 #[error("cannot make a random key for the credentials cache")]
 pub struct NoRandomKey;
 
+/// A random `u64` from the OS generator.
+fn random_u64() -> Result<u64, NoRandomKey> {
+    let mut bytes = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| NoRandomKey)?;
+    Ok(u64::from_ne_bytes(bytes))
+}
+
 impl VerifiedCache {
     /// An empty cache with a fresh random key.
     pub fn new(policy: CachePolicy) -> Result<Self, NoRandomKey> {
@@ -101,7 +109,10 @@ impl VerifiedCache {
             key,
             policy,
             entries: RwLock::new(HashMap::default()),
-            generation: std::sync::atomic::AtomicU64::new(0),
+            // A random start: two caches (nested layers sharing a
+            // verifier) never share a generation, so neither's memos hold
+            // for the other.
+            generation: std::sync::atomic::AtomicU64::new(random_u64()?),
         })
     }
 
@@ -135,11 +146,25 @@ impl VerifiedCache {
         digest: &CredentialDigest,
         now: Instant,
     ) -> Option<Instant> {
+        self.vouch(username, digest, now)
+            .map(|(expires, _)| expires)
+    }
+
+    /// [`expiry`](Self::expiry), with the generation the entry belongs to,
+    /// read under the same lock as the entry (`clear` bumps it under the
+    /// write lock): a memo made from the answer is void after any clear
+    /// that came later, and no clear can come between the two reads.
+    pub(crate) fn vouch(
+        &self,
+        username: &str,
+        digest: &CredentialDigest,
+        now: Instant,
+    ) -> Option<(Instant, u64)> {
         let entries = crate::sync::read(&self.entries);
         entries
             .get(username)
             .filter(|entry| entry.expires > now && entry.digest.matches(digest))
-            .map(|entry| entry.expires)
+            .map(|entry| (entry.expires, self.generation()))
     }
 
     /// Records a credential that argon2 just verified.
@@ -200,6 +225,21 @@ mod tests {
             max_entries,
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_hit_names_its_generation_and_caches_never_share_one() {
+        let (a, b) = (cache(8), cache(8));
+        assert_ne!(a.generation(), b.generation(), "random starts");
+        let now = Instant::now();
+        let digest = a.digest("alice", b"pw", &[1; 32]);
+        a.insert("alice", digest, now);
+        let (_, before) = a.vouch("alice", &digest, now).unwrap();
+        assert_eq!(before, a.generation());
+        a.clear();
+        // A memo made from the hit (generation `before`) is void now.
+        assert_ne!(a.generation(), before);
+        assert!(a.vouch("alice", &digest, now).is_none());
     }
 
     #[test]

@@ -11,12 +11,14 @@
 //! only while all three hold: the same store object is current (a reload
 //! that changes the users swaps the store, and the store never changes in
 //! place), the cache was not cleared since, and the entry's time is not
-//! up. So a memo lets in exactly the credentials that were verified
-//! against the current users within the cache's time to live, which is
-//! what the cache itself lets in. The one difference: a cache entry
-//! evicted early to make room (a policy, not a revocation) is still
-//! honoured by the memo until its expiry. When a recall fails, the memo is
-//! wiped and the full path runs.
+//! up. The generation is the one the entry was found in (read under the
+//! cache's lock), and each cache starts its generations at a random
+//! number, so another layer's memo never holds here. So a memo lets in
+//! exactly the credentials that were verified against the current users
+//! within the cache's time to live, which is what the cache itself lets
+//! in. The one difference: a cache entry evicted early to make room (a
+//! policy, not a revocation) is still honoured by the memo until its
+//! expiry. When a recall fails, the memo is wiped and the full path runs.
 //!
 //! A bearer token is remembered with its cache key, and recalled only to
 //! skip computing that key: the token cache is asked as on the full path.
@@ -290,11 +292,20 @@ mod tests {
         // Remembered without a store, a Basic value is never recalled as one.
         memo.remember(MemoKind::Basic, ALICE, "alice", [7; 32], later, 0);
         assert!(memo.recall_basic(ALICE, now, 0, &first).is_none());
-        // A dropped store's memo never matches a new store, whatever its
-        // address: the weak reference keeps the old address taken.
+        // A dropped store's memo never matches a new store: the weak
+        // reference keeps the old allocation, so its address cannot be
+        // handed to the next store.
+        let old = Arc::as_ptr(&first);
         memo.remember_basic(ALICE, "alice", later, 0, &first);
         drop(first);
+        {
+            let held = memo.0.lock().unwrap();
+            let remembered = held.as_ref().unwrap();
+            assert_eq!(remembered.store.strong_count(), 0);
+            assert_eq!(remembered.store.as_ptr(), old);
+        }
         let third = store();
+        assert_ne!(Arc::as_ptr(&third), old);
         assert!(memo.recall_basic(ALICE, now, 0, &third).is_none());
     }
 

@@ -1131,9 +1131,10 @@ impl Shared {
     /// the full path asks it.
     /// A memo that no longer holds is wiped.
     /// A layer nested inside another would find the outer one's memo here:
-    /// made against another store (and cache generation), it does not hold,
-    /// so it is wiped and the full path runs. That costs the memo, nothing
-    /// more, but nesting layers is not supported.
+    /// each cache's generations start at a random number, so the other's
+    /// memo does not hold (even with a shared verifier and store); it is
+    /// wiped and the full path runs. That costs the memo, nothing more, but
+    /// nesting layers is not supported.
     fn recalled(&self, memo: &CredentialMemo, value: &[u8]) -> Option<AuthenticatedUser> {
         let cache = self.cache.as_ref()?;
         let store = self.verifier.current_store();
@@ -1193,13 +1194,13 @@ impl Shared {
             };
             let credential = cache.digest(&username, password.as_bytes(), stored);
             // Looked up for unknown users too: the same work either way.
-            let hit = cache.expiry(&username, &credential, Instant::now());
-            if let (Some(expires), Some((name, _))) = (hit, known) {
-                // The memo lasts no longer than the entry it stands for.
+            let hit = cache.vouch(&username, &credential, Instant::now());
+            if let (Some((expires, generation)), Some((name, _))) = (hit, known) {
+                // The memo lasts no longer than the entry it stands for,
+                // and is bound to the store this lookup used and the
+                // generation the entry was found in: a reload or a clear
+                // since then voids it at once.
                 if let Some((memo, value)) = memo {
-                    // Bound to the store this lookup used: a reload since
-                    // then voids it at once.
-                    let generation = cache.generation();
                     memo.remember_basic(value, &username, expires, generation, &store);
                 }
                 return Screened::Cached(AuthenticatedUser::new(Arc::clone(name)));
