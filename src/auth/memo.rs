@@ -54,7 +54,7 @@ impl std::fmt::Debug for CredentialMemo {
 /// the verified-credentials cache), or a bearer token (its key in the token
 /// cache). A value is only ever recalled as the kind it was remembered as.
 #[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MemoKind {
+enum MemoKind {
     Basic,
     Token,
 }
@@ -157,24 +157,31 @@ impl CredentialMemo {
         );
     }
 
-    /// Remembers `value`, which decodes to `username` and hashes to `mac`,
-    /// until `until`. A memo holding another user's credential keeps it: on
-    /// a connection a proxy shares between users, rewriting it on every
-    /// request would cost more than it saves.
-    /// A value remembered this way as Basic is never recalled by
-    /// `recall_basic`: it names no store.
-    pub(crate) fn remember(
+    /// Remembers a bearer token `value` of `username`, whose token-cache
+    /// key is `mac`, until `until` (its cache entry's expiry).
+    pub(crate) fn remember_token(
         &self,
-        kind: MemoKind,
         value: &[u8],
         username: &str,
         mac: [u8; 32],
         until: Instant,
         generation: u64,
     ) {
-        self.remember_as(kind, value, username, mac, until, generation, Weak::new());
+        self.remember_as(
+            MemoKind::Token,
+            value,
+            username,
+            mac,
+            until,
+            generation,
+            Weak::new(),
+        );
     }
 
+    /// Remembers `value`, which decodes to `username` and hashes to `mac`,
+    /// until `until`. A memo holding another user's credential keeps it: on
+    /// a connection a proxy shares between users, rewriting it on every
+    /// request would cost more than it saves.
     #[allow(clippy::too_many_arguments)]
     fn remember_as(
         &self,
@@ -254,6 +261,19 @@ mod tests {
     use std::time::Duration;
 
     impl CredentialMemo {
+        /// Remembers without a store: never recalled by `recall_basic`.
+        fn remember(
+            &self,
+            kind: MemoKind,
+            value: &[u8],
+            username: &str,
+            mac: [u8; 32],
+            until: Instant,
+            generation: u64,
+        ) {
+            self.remember_as(kind, value, username, mac, until, generation, Weak::new());
+        }
+
         /// Recalls without a store to compare (the other checks alone).
         fn recall(
             &self,

@@ -82,7 +82,6 @@ pub use builder::{
 pub use cache::{CachePolicy, NoRandomKey};
 pub use forward::{DecidedRequest, ForwardAuth, ForwardAuthListener};
 pub(crate) use memo::CredentialMemo;
-use memo::MemoKind;
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
 pub(crate) use user::{X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
@@ -746,14 +745,7 @@ impl Shared {
                 // (a library user's boundless token lifetime).
                 let wait = Duration::from_secs(exp.saturating_sub(now));
                 if let Some(until) = Instant::now().checked_add(wait) {
-                    memo.remember(
-                        MemoKind::Token,
-                        token.as_bytes(),
-                        user.name(),
-                        digest,
-                        until,
-                        generation,
-                    );
+                    memo.remember_token(token.as_bytes(), user.name(), digest, until, generation);
                 }
             }
             (BearerCheck::Valid(_), ..) | (_, None, _) => {}
