@@ -39,25 +39,33 @@ fn main() {
         .filter(|a| a != "--bench")
         .collect();
     let [listen, upstream, mode] = args.as_slice() else {
-        eprintln!("usage: bare_proxy LISTEN UPSTREAM legacy|dedicated");
+        eprintln!("usage: bare_proxy LISTEN UPSTREAM legacy|dedicated|copoll");
         std::process::exit(2);
     };
     let listen: SocketAddr = listen.parse().expect("LISTEN is host:port");
     let upstream: SocketAddr = upstream.parse().expect("UPSTREAM is host:port");
-    let dedicated = match mode.as_str() {
-        "legacy" => 0,
-        "dedicated" => 1,
-        "copoll" => 2,
+    let mode = match mode.as_str() {
+        "legacy" => Mode::Legacy,
+        "dedicated" => Mode::Dedicated,
+        "copoll" => Mode::Copoll,
         _ => {
             eprintln!("mode is legacy, dedicated or copoll");
             std::process::exit(2);
         }
     };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(serve(listen, upstream, dedicated));
+    runtime.block_on(serve(listen, upstream, mode));
 }
 
-async fn serve(listen: SocketAddr, upstream: SocketAddr, dedicated: u8) {
+/// How the upstream is reached (see the module's doc).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Legacy,
+    Dedicated,
+    Copoll,
+}
+
+async fn serve(listen: SocketAddr, upstream: SocketAddr, mode: Mode) {
     let listener = TcpListener::bind(listen).await.expect("bind");
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
@@ -72,7 +80,7 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr, dedicated: u8) {
         let base = base.clone();
         tokio::spawn(async move {
             let io = TokioIo::new(stream);
-            if dedicated == 2 {
+            if mode == Mode::Copoll {
                 let up = TcpStream::connect(upstream).await.expect("upstream");
                 let _ = up.set_nodelay(true);
                 let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(up))
@@ -100,7 +108,7 @@ async fn serve(listen: SocketAddr, upstream: SocketAddr, dedicated: u8) {
                     server.as_mut().poll(cx).map(|_| ())
                 })
                 .await;
-            } else if dedicated == 1 {
+            } else if mode == Mode::Dedicated {
                 let sender: Arc<Mutex<Option<hyper::client::conn::http1::SendRequest<Incoming>>>> =
                     Arc::new(Mutex::new(None));
                 let service = hyper::service::service_fn(move |req: Request<Incoming>| {

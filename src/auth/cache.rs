@@ -136,24 +136,14 @@ impl VerifiedCache {
 
     /// Whether this exact credential was verified within the TTL.
     pub fn contains(&self, username: &str, digest: &CredentialDigest, now: Instant) -> bool {
-        self.expiry(username, digest, now).is_some()
+        self.vouch(username, digest, now).is_some()
     }
 
-    /// When the entry for this exact credential expires, if it is cached.
-    pub(crate) fn expiry(
-        &self,
-        username: &str,
-        digest: &CredentialDigest,
-        now: Instant,
-    ) -> Option<Instant> {
-        self.vouch(username, digest, now)
-            .map(|(expires, _)| expires)
-    }
-
-    /// [`expiry`](Self::expiry), with the generation the entry belongs to,
-    /// read under the same lock as the entry (`clear` bumps it under the
-    /// write lock): a memo made from the answer is void after any clear
-    /// that came later, and no clear can come between the two reads.
+    /// When the entry for this exact credential expires, if it is cached,
+    /// with the generation the entry belongs to, read under the same lock
+    /// as the entry (`clear` bumps it under the write lock): a memo made
+    /// from the answer is void after any clear that came later, and no
+    /// clear can come between the two reads.
     pub(crate) fn vouch(
         &self,
         username: &str,

@@ -103,7 +103,6 @@ enum Unreadable {
 
 const X_ORIGINAL_URL: HeaderName = HeaderName::from_static("x-original-url");
 const X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
-static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The headers that describe the original URL, and those that describe
 /// its method: at most one of each may be present. Statics of parsed
@@ -277,7 +276,11 @@ fn client<B>(
 
 /// The address in `X-Real-IP`, if it holds exactly one readable address.
 fn real_ip(headers: &HeaderMap) -> Option<IpAddr> {
-    single(headers, &X_REAL_IP).ok()??.trim().parse().ok()
+    single(headers, &super::X_REAL_IP)
+        .ok()??
+        .trim()
+        .parse()
+        .ok()
 }
 
 /// A refusal before the pipeline: 403 to nginx (which would turn a 400 into

@@ -64,7 +64,8 @@ struct Remembered {
     /// The `Authorization` value (or the token), exactly as sent.
     value: Zeroizing<Vec<u8>>,
     username: Arc<str>,
-    /// The cache's HMAC of the username and password it decodes to.
+    /// A token's key in the token cache. Zero for a Basic value, whose
+    /// recall checks the store that vouched instead.
     mac: [u8; 32],
     /// The cache entry's expiry: past it the memo is wiped, at the next
     /// look or at the connection watchdog's next tick, whichever is first.

@@ -84,7 +84,7 @@ pub use forward::{DecidedRequest, ForwardAuth, ForwardAuthListener};
 pub(crate) use memo::CredentialMemo;
 pub use public::{InvalidPattern, PublicPaths, validate_pattern};
 pub use user::{AuthMethod, AuthenticatedUser};
-pub(crate) use user::{X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
+pub(crate) use user::{X_FORWARDED_GROUPS, X_FORWARDED_SCOPES, X_REAL_IP};
 
 use crate::credentials::{Verifier, VerifyError};
 use crate::limit::{

@@ -11,6 +11,10 @@ use http::{HeaderName, StatusCode};
 pub(crate) const X_FORWARDED_SCOPES: HeaderName = HeaderName::from_static("x-forwarded-scopes");
 /// The user's groups (`[groups]`), comma-separated, told the same way.
 pub(crate) const X_FORWARDED_GROUPS: HeaderName = HeaderName::from_static("x-forwarded-groups");
+/// The resolved client address, as nginx's `real_ip` module sets it: read
+/// from a proxy's decision request, written to the upstream. A static: the
+/// decision's single-value reader takes a `'static` name.
+pub(crate) static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// The user whose password was verified for this request.
 ///

@@ -16,16 +16,13 @@ use http::uri::{PathAndQuery, Uri};
 use http::{StatusCode, Version};
 use hyper_util::rt::TokioIo;
 
-use crate::auth::{AuthenticatedUser, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES};
+use crate::auth::{AuthenticatedUser, X_FORWARDED_GROUPS, X_FORWARDED_SCOPES, X_REAL_IP};
 use crate::config::{ConfigError, UpstreamSettings};
 use crate::limit::{ClientAddress, ClientIpResolver};
 use crate::metrics::RequestMetrics;
 use crate::metrics::exposition::{UpstreamFailure, status_class};
 
 mod pool;
-
-/// The resolved client address, as nginx's `real_ip` module sets it.
-const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1): meaningful for one connection only,
 /// never forwarded. `HTTP2-Settings` belongs to the `h2c` upgrade. A match on
@@ -225,8 +222,8 @@ impl Proxy {
         }
         self.set_forwarded(headers, peer, trusted, original_host.clone());
         match client.and_then(ip_value) {
-            Some(client) => headers.insert(X_REAL_IP, client),
-            None => headers.remove(X_REAL_IP),
+            Some(client) => headers.insert(&X_REAL_IP, client),
+            None => headers.remove(&X_REAL_IP),
         };
         if let Some(protocol) = upgrade {
             headers.insert(header::UPGRADE, protocol);
@@ -312,11 +309,15 @@ impl Proxy {
             (_, Some(peer)) => ip_value(peer),
             (_, None) => None,
         };
-        if trusted {
-            headers.remove(&xff_name);
-        }
-        if let Some(value) = forwarded_for {
-            headers.insert(xff_name, value);
+        // An insert replaces every value the trusted proxy sent.
+        match forwarded_for {
+            Some(value) => {
+                headers.insert(xff_name, value);
+            }
+            None if trusted => {
+                headers.remove(&xff_name);
+            }
+            None => {}
         }
         let proto_name = X_FORWARDED_PROTO;
         let host_name = X_FORWARDED_HOST;
